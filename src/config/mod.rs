@@ -1,0 +1,184 @@
+//! Configuration: the YAML file (`config/autokill.yaml`) parsed, checked and turned into [`Config`].
+//!
+//! This is the only module that knows YAML. Everything else takes the validated types below, in
+//! which every duration is a [`Duration`], every address is parsed, and every cross-reference (an
+//! instance's image, a group's domains) has been checked.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The validated configuration of one `autokill serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The proxy listener and its data-path settings.
+    pub proxy: ProxyConfig,
+    /// The admin listener (API, UI, metrics, health).
+    pub admin: AdminConfig,
+    /// The durable store.
+    pub store: StoreConfig,
+    /// The runtime backend that runs the instances.
+    pub runtime: RuntimeConfig,
+    /// Defaults applied where a resource does not say otherwise.
+    pub defaults: Defaults,
+    /// Service groups declared by the file, each with its instances.
+    pub service_groups: Vec<GroupConfig>,
+    /// Instances declared by the file that belong to no group.
+    pub instances: Vec<InstanceConfig>,
+}
+
+/// `proxy:` — the listener that carries instance traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own listener (`SO_REUSEPORT`) and upstream pool; 0 = one per core.
+    pub workers: usize,
+    /// `<instance-name>.<base_domain>` addresses one instance.
+    pub base_domain: String,
+    /// Time a client has to send a request's head before the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Time to establish an upstream TCP connection before answering 502.
+    pub upstream_connect_timeout: Duration,
+    /// Time to wait for the upstream's response head before answering 504.
+    pub upstream_timeout: Duration,
+    /// Idle upstream connections kept per instance and worker.
+    pub pool_idle_per_instance: usize,
+    /// How a group picks one of its instances.
+    pub balance: Balance,
+}
+
+/// How a service group picks an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Each routable instance in turn.
+    #[default]
+    RoundRobin,
+    /// The routable instance with the fewest requests in flight.
+    LeastInflight,
+}
+
+/// `admin:` — the listener of the API, web page, metrics and health checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Address the admin server listens on; a non-loopback address requires `token`.
+    pub listen: SocketAddr,
+    /// Bearer token the API requires; `None` = no authentication (loopback only).
+    pub token: Option<String>,
+}
+
+/// `store:` — where durable state lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Path of the single-file store.
+    pub path: PathBuf,
+}
+
+/// `runtime:` — which backend runs instances, and its images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// The backend.
+    pub kind: RuntimeKind,
+    /// Time between SIGTERM (or the engine's stop) and SIGKILL.
+    pub stop_grace: Duration,
+    /// Time an instance has to accept TCP connections after it was started.
+    pub start_timeout: Duration,
+    /// Image name -> how to run it.
+    pub images: BTreeMap<String, ImageConfig>,
+}
+
+/// The runtime backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Local child processes (the embedded default).
+    Process,
+    /// The Docker Engine API; `host` overrides `DOCKER_HOST` and the default socket.
+    Docker {
+        /// Engine address (`unix:///path` or `tcp://host:port`).
+        host: Option<String>,
+    },
+}
+
+/// One entry of `runtime.images`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// Process runtime: program and arguments. `{port}` is replaced by the instance's port,
+    /// `{name}` by its name and `{autokill}` by the path of the running autokill binary.
+    pub command: Vec<String>,
+    /// Extra environment for the process, with the same placeholders.
+    pub env: BTreeMap<String, String>,
+    /// Port the instance listens on inside its container (docker runtime); the process runtime
+    /// picks a free loopback port instead.
+    pub port: Option<u16>,
+}
+
+/// `defaults:`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    /// How long a draining instance may finish in-flight requests before it is deleted anyway.
+    pub drain_timeout: Duration,
+}
+
+/// One entry of `service_groups`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    /// Unique name of the group.
+    pub name: String,
+    /// Host names that address the group, already resolved against `base_domain` and lower-cased.
+    pub domains: Vec<String>,
+    /// Delete the group once it has been empty this long; `None` disables.
+    pub autokill_time: Option<Duration>,
+    /// Instances that belong to the group.
+    pub instances: Vec<InstanceConfig>,
+}
+
+/// One instance declared in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceConfig {
+    /// Unique name; the instance is addressed as `<name>.<base_domain>`.
+    pub name: String,
+    /// Key into `runtime.images`.
+    pub image: String,
+    /// The autokill policy.
+    pub autokill: Autokill,
+    /// What happens when the instance stops on its own.
+    pub restart_policy: RestartPolicy,
+    /// Whether a stopped instance is destroyed, by exit code.
+    pub autodestroy: Autodestroy,
+}
+
+/// `autokill: {num_requests, time}`; zero or absent disables a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Autokill {
+    /// Delete after this many requests; 0 = never.
+    pub num_requests: u64,
+    /// Delete after being stopped this long; `None` = never.
+    pub time: Option<Duration>,
+}
+
+/// The restart policy (Tutum `autorestart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// Never restart (`OFF`).
+    #[default]
+    Never,
+    /// Restart whatever the exit code (`ALWAYS`).
+    Always,
+    /// Restart on a non-zero exit code (`ON_FAILURE`).
+    OnFailure,
+}
+
+/// Tutum's autodestroy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Autodestroy {
+    /// Keep a stopped instance.
+    #[default]
+    Off,
+    /// Destroy on a non-zero exit code.
+    OnFailure,
+    /// Destroy on exit code 0.
+    OnSuccess,
+    /// Always destroy.
+    Always,
+}

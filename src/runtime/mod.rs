@@ -1,0 +1,104 @@
+//! The kill hooks: a [`Runtime`] creates, starts, stops and deletes instances and reports their exits.
+//!
+//! The controller is the only caller. Calls are rare (a handful per instance lifetime), so the
+//! trait returns boxed futures and is used as `Arc<dyn Runtime>`; nothing here is on the hot path.
+
+pub mod process;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// A boxed, sendable future, as the [`Runtime`] methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the runtime needs to know to run one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// The instance's identity; the runtime keys everything by it.
+    pub id: Uuid,
+    /// The instance's name (given to the process as `{name}`).
+    pub name: String,
+    /// Key into the runtime's image table.
+    pub image: String,
+}
+
+/// Something the runtime observed about an instance on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// The instance's main process exited. `exit_code` follows the shell's convention:
+    /// the process's status, or 128 + signal number when a signal ended it.
+    Exited {
+        /// The instance.
+        id: Uuid,
+        /// Exit status as described above.
+        exit_code: i32,
+    },
+}
+
+/// Sends [`RuntimeEvent`]s to the controller.
+pub type EventSender = mpsc::UnboundedSender<RuntimeEvent>;
+
+/// Errors of a runtime backend, each naming the instance or image concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The spec names an image the runtime does not know.
+    #[error("unknown image {0:?}")]
+    UnknownImage(String),
+    /// The instance was never created, or is already deleted.
+    #[error("unknown instance {0}")]
+    UnknownInstance(Uuid),
+    /// The instance did not accept connections within the start timeout.
+    #[error("instance {id} did not accept connections on {addr} within {secs:.1}s")]
+    StartTimeout {
+        /// The instance.
+        id: Uuid,
+        /// Where it should have listened.
+        addr: SocketAddr,
+        /// The timeout, in seconds.
+        secs: f64,
+    },
+    /// The instance exited while it was starting.
+    #[error("instance {id} exited with code {exit_code} while starting")]
+    ExitedEarly {
+        /// The instance.
+        id: Uuid,
+        /// Its exit status.
+        exit_code: i32,
+    },
+    /// An operating-system or engine call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A backend that runs instances.
+///
+/// Every method is idempotent where that makes sense: stopping a stopped instance and deleting a
+/// deleted one succeed. An exit the runtime observes, asked for or not, is reported once as
+/// [`RuntimeEvent::Exited`] on the channel the backend was built with.
+pub trait Runtime: Send + Sync + 'static {
+    /// Short name of the backend, for logs and metrics (`process`, `docker`).
+    fn kind(&self) -> &'static str;
+
+    /// Prepares an instance (allocates its port, creates its container) without starting it.
+    fn create<'a>(&'a self, spec: &'a InstanceSpec) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    /// Starts a created or stopped instance and resolves once it accepts TCP connections,
+    /// with the address the proxy should forward to.
+    fn start(&self, id: Uuid) -> BoxFuture<'_, Result<SocketAddr, RuntimeError>>;
+
+    /// Stops a running instance: a polite signal, then a forced kill after the grace period.
+    /// Resolves once it has exited; its exit is also reported as an event.
+    fn stop(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>>;
+
+    /// Stops the instance if it runs and removes everything the runtime holds for it.
+    fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>>;
+}
