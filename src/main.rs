@@ -1,1 +1,85 @@
-fn main() {}
+//! The `autokill` binary: parses the command line and calls into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "autokill",
+    version,
+    about = "A counting reverse proxy that kills instances when their condition triggers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy, the controller and the admin server.
+    Serve {
+        /// Configuration file; without it `config/autokill.yaml` is used if present, else the embedded default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Validate the configuration and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the built-in tiny upstream: answers with its name and the request path.
+    Hello {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Name to answer with.
+        #[arg(long, default_value = "hello")]
+        name: String,
+        /// Append one line per request to this file.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Serve `/__exit/<code>`, which makes the process exit with that code (for tests and demos).
+        #[arg(long)]
+        allow_exit: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, check } => serve(config, check),
+        Command::Hello {
+            listen,
+            name,
+            log,
+            allow_exit,
+        } => autokill::hello::run(autokill::hello::HelloOptions {
+            listen,
+            name,
+            log,
+            allow_exit,
+        })
+        .map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("autokill: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) => autokill::config::load(&path)?,
+        None => autokill::config::parse(autokill::config::EMBEDDED, "<embedded>")?,
+    };
+    if check {
+        println!("configuration ok");
+        return Ok(());
+    }
+    let _ = config;
+    anyhow::bail!("serve is being written")
+}

@@ -182,3 +182,30 @@ pub enum Autodestroy {
     /// Always destroy.
     Always,
 }
+
+/// The default configuration, compiled into the binary (`config/autokill.yaml`).
+pub const EMBEDDED: &str = include_str!("../../config/autokill.yaml");
+
+/// An error in a configuration file, with where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    /// File name, or `<embedded>`.
+    pub origin: String,
+    /// 1-based line, 0 when the error is not tied to a place (e.g. unreadable file).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// Reads and validates a configuration file.
+pub fn load(_path: &std::path::Path) -> Result<Config, ConfigError> {
+    todo!("being written")
+}
+
+/// Parses and validates configuration text; `origin` names it in errors.
+pub fn parse(_text: &str, _origin: &str) -> Result<Config, ConfigError> {
+    todo!("being written")
+}
