@@ -1,1 +1,89 @@
-fn main() {}
+//! The per-request cost of routing and counting: a route-table lookup by `Host` plus the meter's
+//! admission, uncontended (1 thread) and with 2 threads counting on the same instance.
+//!
+//! `cargo bench --bench meter`. Targets: under 10 ns per request on one thread, under 25 ns with two.
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+use autokill::config::Balance;
+use autokill::proxy::meter::{Admission, Inflight, Meter};
+use autokill::proxy::route::{GroupRoute, RouteTable, Target, Upstream};
+
+/// A table shaped like a real one: 1,000 instances, each with its own host, and 10 groups.
+fn table() -> RouteTable {
+    let mut b = RouteTable::builder();
+    let mut members = Vec::new();
+    for i in 0..1000 {
+        let up = Arc::new(Upstream {
+            id: uuid::Uuid::new_v4(),
+            name: format!("instance-{i}").into(),
+            addr: ([127, 0, 0, 1], 10_000 + i as u16).into(),
+            meter: Arc::new(Meter::new(0, 0)),
+            inflight: Inflight::new(2),
+        });
+        let idx = b.upstream(up);
+        b.route(&format!("instance-{i}.localhost"), Target::Instance(Some(idx)));
+        members.push(idx);
+    }
+    for g in 0..10 {
+        let m: Vec<usize> = members.iter().copied().skip(g * 100).take(100).collect();
+        b.route(&format!("group-{g}.example.com"), Target::Group(GroupRoute { members: m.into(), balance: Balance::RoundRobin }));
+    }
+    b.build()
+}
+
+/// What the worker does per request before forwarding: look up the host, count on the meter.
+#[inline]
+fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
+    match table.lookup(host) {
+        Some(Target::Instance(Some(i))) => table.upstreams[*i].meter.admit() != Admission::Refused,
+        _ => false,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let table = Arc::new(table());
+    let host: &[u8] = b"instance-517.localhost:8080";
+    assert!(route_and_count(&table, host));
+
+    let mut g = c.benchmark_group("meter");
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function("admit/1_thread", |b| {
+        let meter = Meter::new(0, 0);
+        b.iter(|| black_box(meter.admit()))
+    });
+    g.bench_function("lookup/1_thread", |b| b.iter(|| black_box(table.lookup(black_box(host)).is_some())));
+    g.bench_function("route_and_count/1_thread", |b| b.iter(|| black_box(route_and_count(&table, black_box(host)))));
+    // Two threads on the same instance: each thread does `iters` requests; the figure is the wall
+    // time per request per thread, i.e. what one request costs while the other core counts too.
+    g.bench_function("route_and_count/2_threads", |b| {
+        b.iter_custom(|iters| {
+            let barrier = Arc::new(Barrier::new(2));
+            let other = {
+                let (table, barrier) = (Arc::clone(&table), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for _ in 0..iters {
+                        black_box(route_and_count(&table, black_box(host)));
+                    }
+                })
+            };
+            barrier.wait();
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(route_and_count(&table, black_box(host)));
+            }
+            let elapsed = start.elapsed();
+            let _ = other.join();
+            elapsed
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

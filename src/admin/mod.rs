@@ -1,1 +1,107 @@
-//! (being written)
+//! The admin server, on its own listener. Routes:
+//!
+//! * `GET /livez` — 200 while the process runs.
+//! * `GET /readyz` — 200 once the proxy listens and the controller has published its first state.
+//! * `GET /metrics` — Prometheus text format.
+//! * `GET /v1/instances`, `GET /v1/instances/{uuid-or-name}` — instances, Unikraft Cloud-shaped.
+//! * `GET /v1/services`, `GET /v1/services/{uuid-or-name}` — service groups.
+//!
+//! `/v1` requires `Authorization: Bearer <token>` when `admin.token` is set.
+
+mod v1;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::controller::Published;
+use crate::metrics::Metrics;
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The controller's published view.
+    pub published: Published,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// Set once the server is ready for traffic.
+    pub ready: Arc<AtomicBool>,
+    /// The API token, if any.
+    pub token: Option<Arc<str>>,
+    /// Base domain, to show instances' host names.
+    pub base_domain: Arc<str>,
+}
+
+/// The admin router.
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/v1/instances", get(v1::list_instances))
+        .route("/v1/instances/{id}", get(v1::get_instance))
+        .route("/v1/services", get(v1::list_groups))
+        .route("/v1/services/{id}", get(v1::get_group))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .fallback(|| async { v1::error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time when a token is configured.
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return v1::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into());
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without an early exit, so the time taken tells nothing about where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, &x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret1", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(!constant_time_eq(b"secret", b""));
+    }
+}

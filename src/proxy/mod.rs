@@ -1,1 +1,121 @@
-//! (being written)
+//! The data path: listeners, routing, counting and forwarding of instance traffic.
+//!
+//! [`Proxy::start`] binds one `SO_REUSEPORT` listener per worker and runs each worker on a thread
+//! of its own (see [`worker`]). The proxy reads the [`RouteTable`] the controller publishes and
+//! tells the controller one thing: that an instance's request budget is spent ([`ProxyEvent`]).
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod meter;
+pub mod route;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+pub use route::RouteTable;
+
+use crate::config::ProxyConfig;
+use crate::metrics::Metrics;
+
+/// What the proxy tells the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyEvent {
+    /// The request that took the instance's count to its `num_requests` was admitted.
+    LimitReached {
+        /// The instance.
+        id: Uuid,
+    },
+}
+
+/// The number of workers `cfg` asks for: `workers`, or one per available core when it is 0.
+pub fn worker_count(cfg: &ProxyConfig) -> usize {
+    if cfg.workers > 0 {
+        cfg.workers
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// The running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Binds the listeners (an error here is returned before anything runs) and starts the workers.
+    /// `shutdown_grace` bounds how long open connections may finish after [`Proxy::shutdown`].
+    pub fn start(
+        cfg: &ProxyConfig,
+        shutdown_grace: Duration,
+        table: Arc<ArcSwap<RouteTable>>,
+        events: mpsc::UnboundedSender<ProxyEvent>,
+        metrics: &Metrics,
+    ) -> std::io::Result<Proxy> {
+        let workers = worker_count(cfg);
+        let first = bind(cfg.listen)?;
+        // Port 0 resolves on the first bind; the other workers share that port.
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..workers {
+            listeners.push(bind(addr)?);
+        }
+        let (shutdown, rx) = watch::channel(false);
+        let settings = worker::Settings::new(cfg, shutdown_grace);
+        let mut threads = Vec::with_capacity(workers);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (table, events, settings, metrics, rx) =
+                (Arc::clone(&table), events.clone(), settings.clone(), metrics.clone(), rx.clone());
+            let thread = std::thread::Builder::new().name(format!("autokill-proxy-{index}")).spawn(move || {
+                // The worker is `Rc`-based: it is built on, and never leaves, its own thread.
+                let worker = worker::Worker::new(index, table, events, settings, metrics);
+                if let Err(err) = worker::run(worker, listener, rx) {
+                    tracing::error!(%err, worker = index, "proxy worker failed");
+                }
+            })?;
+            threads.push(thread);
+        }
+        tracing::info!(%addr, workers, "proxy listening");
+        Ok(Proxy { addr, shutdown, threads })
+    }
+
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets open connections finish (bounded by the shutdown grace), and waits for
+    /// the workers to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// A non-blocking listener with `SO_REUSEPORT`, so that every worker has its own accept queue.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into()).map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,274 @@
+//! The route table: host name -> instance or service group, published by the controller with `arc-swap`.
+//!
+//! The table is immutable once built; the controller builds a new one on every change and swaps it
+//! in. Workers read it through an `arc_swap::Cache` (one atomic load per request when nothing
+//! changed). Cost per request: one pass over the host name that folds ASCII case and hashes eight
+//! bytes at a time, one probe of a `hashbrown::HashTable` with a case-insensitive compare, no
+//! allocation and no copy; an instance is then reached by index, not by another lookup.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::meter::{Inflight, Meter};
+use crate::config::Balance;
+
+/// Longest host name (RFC 1035); longer names match nothing.
+const MAX_HOST: usize = 253;
+
+/// One running incarnation of an instance, as the proxy forwards to it.
+///
+/// A restarted instance gets a new `Upstream` (its address may change, its pooled connections are
+/// gone) that shares the instance's [`Meter`], so the request budget spans restarts.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The instance.
+    pub id: Uuid,
+    /// The instance's name.
+    pub name: Arc<str>,
+    /// Where it accepts connections.
+    pub addr: SocketAddr,
+    /// Its request budget, shared by all its incarnations.
+    pub meter: Arc<Meter>,
+    /// Requests in flight, per worker.
+    pub inflight: Inflight,
+}
+
+/// What a host name leads to.
+#[derive(Debug)]
+pub enum Target {
+    /// One instance, by its index in [`RouteTable::upstreams`]; `None` while it is not running
+    /// (starting, stopped): such a request gets 503.
+    Instance(Option<usize>),
+    /// A service group.
+    Group(GroupRoute),
+}
+
+/// A service group's routable instances.
+#[derive(Debug)]
+pub struct GroupRoute {
+    /// Indexes into [`RouteTable::upstreams`] of the running, non-draining members.
+    pub members: Box<[usize]>,
+    /// How to pick among them.
+    pub balance: Balance,
+}
+
+/// An immutable snapshot of where every host goes.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    hosts: hashbrown::HashTable<(Box<[u8]>, Target)>,
+    /// Every running incarnation, indexed by the numbers in [`Target`].
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+impl RouteTable {
+    /// An empty table builder.
+    pub fn builder() -> RouteTableBuilder {
+        RouteTableBuilder::default()
+    }
+
+    /// Looks up a `Host` header value (or an `:authority`): the port is stripped, ASCII case is
+    /// folded and a trailing dot ignored, without allocating.
+    #[inline]
+    pub fn lookup(&self, host: &[u8]) -> Option<&Target> {
+        let host = strip_port(host);
+        let host = host.strip_suffix(b".").unwrap_or(host);
+        if host.len() > MAX_HOST {
+            return None;
+        }
+        // Stored keys are lower-case, so comparing with the input's case folded is exact.
+        self.hosts.find(hash_folded(host), |(key, _)| key.eq_ignore_ascii_case(host)).map(|(_, t)| t)
+    }
+
+    /// Number of host names routed.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// True when no host is routed.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+}
+
+/// Removes `:port` from `host`, leaving an IPv6 literal's brackets alone.
+pub fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
+}
+
+/// Hashes `bytes` with ASCII case folded, sixteen bytes per step: case folding by SWAR (no branch
+/// per byte) and one folded 64x64->128-bit multiply per sixteen bytes (foldhash's and wyhash's
+/// mixing step). Short inputs are read as two overlapping words, as wyhash does.
+#[inline]
+pub fn hash_folded(bytes: &[u8]) -> u64 {
+    const K1: u64 = 0x243f_6a88_85a3_08d3;
+    const K2: u64 = 0x1319_8a2e_0370_7344;
+    let len = bytes.len();
+    let seed = 0x9e37_79b9_7f4a_7c15 ^ len as u64;
+    let (a, b) = if len >= 8 {
+        let mut h = seed;
+        let mut i = 0;
+        while len - i > 16 {
+            h = folded_multiply(fold_case(word(bytes, i)) ^ K1, fold_case(word(bytes, i + 8)) ^ h);
+            i += 16;
+        }
+        // The last 8 to 16 bytes, as two words that may overlap.
+        (fold_case(word(bytes, len.saturating_sub(16))) ^ h, fold_case(word(bytes, len - 8)))
+    } else if len >= 4 {
+        (fold_case(u64::from(half(bytes, 0))), fold_case(u64::from(half(bytes, len - 4))))
+    } else if len > 0 {
+        (fold_case(u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16), 0)
+    } else {
+        (0, 0)
+    };
+    folded_multiply(a ^ K2 ^ seed, b ^ K1)
+}
+
+#[inline]
+fn word(bytes: &[u8], at: usize) -> u64 {
+    bytes.get(at..at + 8).and_then(|w| w.try_into().ok()).map_or(0, u64::from_le_bytes)
+}
+
+#[inline]
+fn half(bytes: &[u8], at: usize) -> u32 {
+    bytes.get(at..at + 4).and_then(|w| w.try_into().ok()).map_or(0, u32::from_le_bytes)
+}
+
+/// Lower-cases the ASCII letters of eight bytes at once; other bytes are left alone.
+#[inline]
+fn fold_case(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = x & !HIGH;
+    // High bit of each byte: set where the byte is >= 'A', and where it is > 'Z' (7-bit, no carries).
+    let ge_a = low7 + (0x80 - u64::from(b'A')) * ONES;
+    let gt_z = low7 + (0x80 - u64::from(b'Z') - 1) * ONES;
+    let upper = ge_a & !gt_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
+#[inline]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// Builds a [`RouteTable`]; host names must already be lower-case.
+#[derive(Debug, Default)]
+pub struct RouteTableBuilder {
+    table: RouteTable,
+}
+
+impl RouteTableBuilder {
+    /// Adds a running incarnation and returns its index for [`Target`]s.
+    pub fn upstream(&mut self, upstream: Arc<Upstream>) -> usize {
+        self.table.upstreams.push(upstream);
+        self.table.upstreams.len() - 1
+    }
+
+    /// Routes `host` to `target`; a later call for the same host replaces the earlier one.
+    pub fn route(&mut self, host: &str, target: Target) {
+        let key = host.to_ascii_lowercase().into_bytes().into_boxed_slice();
+        let hash = hash_folded(&key);
+        match self.table.hosts.find_mut(hash, |(k, _)| *k == key) {
+            Some(entry) => entry.1 = target,
+            None => {
+                self.table.hosts.insert_unique(hash, (key, target), |(k, _)| hash_folded(k));
+            }
+        }
+    }
+
+    /// The finished table.
+    pub fn build(self) -> RouteTable {
+        self.table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(name: &str) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            addr: "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
+            meter: Arc::new(Meter::new(0, 0)),
+            inflight: Inflight::new(1),
+        })
+    }
+
+    fn table() -> RouteTable {
+        let mut b = RouteTable::builder();
+        let a = b.upstream(upstream("a"));
+        b.route("a.localhost", Target::Instance(Some(a)));
+        b.route("stopped.localhost", Target::Instance(None));
+        b.route("g.example.com", Target::Group(GroupRoute { members: vec![a].into(), balance: Balance::RoundRobin }));
+        b.build()
+    }
+
+    #[test]
+    fn host_normalisation() {
+        let t = table();
+        for host in ["a.localhost", "A.LocalHost", "a.localhost:8080", "a.localhost.", "A.LOCALHOST.:1"] {
+            assert!(matches!(t.lookup(host.as_bytes()), Some(Target::Instance(Some(0)))), "{host}");
+        }
+        assert!(matches!(t.lookup(b"stopped.localhost"), Some(Target::Instance(None))));
+        assert!(matches!(t.lookup(b"G.example.com:443"), Some(Target::Group(_))));
+        assert!(t.lookup(b"b.localhost").is_none());
+        assert!(t.lookup(b"").is_none());
+        assert!(t.lookup(&[b'a'; 1000]).is_none());
+        assert!(t.lookup(&[0xff, 0xfe]).is_none());
+    }
+
+    #[test]
+    fn later_route_replaces_earlier() {
+        let mut b = RouteTable::builder();
+        b.route("x.localhost", Target::Instance(None));
+        b.route("X.localhost", Target::Instance(Some(3)));
+        let t = b.build();
+        assert_eq!(t.len(), 1);
+        assert!(matches!(t.lookup(b"x.localhost"), Some(Target::Instance(Some(3)))));
+    }
+
+    proptest::proptest! {
+        /// Folding case eight bytes at a time agrees with folding byte by byte, for any bytes.
+        #[test]
+        fn fold_case_matches_bytewise(bytes in proptest::array::uniform8(proptest::num::u8::ANY)) {
+            let mut expected = bytes;
+            expected.make_ascii_lowercase();
+            proptest::prop_assert_eq!(fold_case(u64::from_le_bytes(bytes)).to_le_bytes(), expected);
+        }
+
+        /// A host is found whatever its case and port, and only names that were routed are found.
+        #[test]
+        fn lookup_is_case_insensitive(name in "[a-z0-9-]{1,40}(\\.[a-z0-9-]{1,20}){0,3}", upper in proptest::collection::vec(proptest::bool::ANY, 0..100), other in "[a-zA-Z0-9.-]{1,60}") {
+            let mut b = RouteTable::builder();
+            b.route(&name, Target::Instance(None));
+            let t = b.build();
+            let mixed: String = name.chars().zip(upper.iter().chain(std::iter::repeat(&false))).map(|(c, u)| if *u { c.to_ascii_uppercase() } else { c }).collect();
+            proptest::prop_assert!(t.lookup(mixed.as_bytes()).is_some());
+            let with_port = format!("{mixed}:8080");
+            proptest::prop_assert!(t.lookup(with_port.as_bytes()).is_some());
+            let expected = other.strip_suffix('.').unwrap_or(&other).eq_ignore_ascii_case(&name);
+            proptest::prop_assert_eq!(t.lookup(other.as_bytes()).is_some(), expected);
+        }
+    }
+
+    #[test]
+    fn ipv6_literal_keeps_brackets() {
+        assert_eq!(strip_port(b"[::1]:8080"), b"[::1]");
+        assert_eq!(strip_port(b"[::1]"), b"[::1]");
+        assert_eq!(strip_port(b"host:80"), b"host");
+    }
+}

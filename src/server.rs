@@ -1,0 +1,122 @@
+//! `autokill serve`: wires the proxy, the controller, the runtime and the admin server together
+//! and runs them until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, RuntimeKind};
+use crate::controller::{self, Inputs, Published};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Proxy};
+use crate::runtime::Runtime;
+use crate::runtime::process::ProcessRuntime;
+
+/// Errors that stop `autokill serve` from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("{what}: {source}")]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics registry refused a metric (a programming error).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The configured runtime is not available.
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+/// Runs everything until a shutdown signal. `self_exe` is what `{autokill}` in an image command
+/// stands for.
+pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> {
+    let published = Published::new();
+    let metrics = Metrics::new(Arc::clone(&published.view))?;
+    metrics.config_reload_ok.set(1);
+    metrics.config_reload_time.set(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+
+    let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
+    let runtime: Arc<dyn Runtime> = match &config.runtime.kind {
+        RuntimeKind::Process => Arc::new(ProcessRuntime::new(&config.runtime, self_exe, runtime_tx)),
+        RuntimeKind::Docker { .. } => {
+            return Err(ServeError::Runtime("the docker runtime is not available yet; use `runtime.kind: process`".into()));
+        }
+    };
+
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|source| ServeError::Listen { what: "admin listener", source })?;
+    let (proxy_tx, proxy_rx) = mpsc::unbounded_channel();
+    let proxy = Proxy::start(&config.proxy, config.defaults.drain_timeout, Arc::clone(&published.table), proxy_tx, &metrics)
+        .map_err(|source| ServeError::Listen { what: "proxy listener", source })?;
+    tracing::info!(addr = %admin_listener.local_addr().map_err(|source| ServeError::Listen { what: "admin listener", source })?, "admin listening");
+
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let inputs = Inputs { commands, commands_tx: commands_tx.clone(), proxy: proxy_rx, runtime: runtime_rx };
+    let workers = proxy::worker_count(&config.proxy);
+    let ctl = {
+        let (config, runtime, published, metrics) = (config.clone(), Arc::clone(&runtime), published.clone(), metrics.clone());
+        tokio::spawn(async move { controller::run(&config, workers, runtime, published, metrics, inputs).await })
+    };
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_state = AdminState {
+        published: published.clone(),
+        metrics: metrics.clone(),
+        ready: Arc::clone(&ready),
+        token: config.admin.token.as_deref().map(Arc::from),
+        base_domain: config.proxy.base_domain.as_str().into(),
+    };
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(async move {
+        let app = admin::router(admin_state);
+        let _ = axum::serve(admin_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.await;
+            })
+            .await;
+    });
+    ready.store(true, Ordering::Release);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    ready.store(false, Ordering::Release);
+    proxy.shutdown().await;
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    // Without a store to adopt them from on the next start, instances must not outlive us.
+    // Deletes run concurrently: one after another would add up their stop grace periods.
+    let mut deletes = tokio::task::JoinSet::new();
+    for inst in &published.view.load().instances {
+        let (runtime, id) = (Arc::clone(&runtime), inst.id);
+        deletes.spawn(async move { runtime.delete(id).await });
+    }
+    while let Some(result) = deletes.join_next().await {
+        if let Ok(Err(err)) = result {
+            tracing::warn!(%err, "stopping an instance at shutdown failed");
+        }
+    }
+    drop(commands_tx);
+    ctl.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,235 @@
+//! Test harness: runs the real `autokill` binary on loopback with a config of the test's own, and
+//! talks to it with a real HTTP client.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_autokill");
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A running `autokill serve` and the directory it works in.
+pub struct Server {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// The `runtime:` block every test uses: `autokill hello`, logging each request to `<dir>/<name>.log`.
+pub fn hello_runtime(dir: &Path, extra_args: &str) -> String {
+    format!(
+        r#"runtime:
+  kind: process
+  stop_grace: 2s
+  start_timeout: 5s
+  images:
+    hello:
+      command: ["{bin}", "hello", "--listen", "127.0.0.1:{{port}}", "--name", "{{name}}", "--log", "{dir}/{{name}}.log"{extra_args}]
+"#,
+        bin = BIN,
+        dir = dir.display(),
+    )
+}
+
+impl Server {
+    /// Starts the server with `body` (everything after the `proxy`/`admin`/`store` blocks, which
+    /// this fills in with free ports) and waits until `/readyz` answers 200.
+    pub async fn start(body: impl FnOnce(&Path) -> String) -> Server {
+        Server::start_with(body, "").await
+    }
+
+    /// Like [`Server::start`], with extra keys for the `proxy:` block (indented by the caller).
+    pub async fn start_with(body: impl FnOnce(&Path) -> String, proxy_extra: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let config = format!(
+            "proxy:\n  listen: {proxy}\n  workers: 2\n{proxy_extra}admin:\n  listen: {admin}\nstore:\n  path: {store}\n{body}",
+            store = dir.path().join("autokill.redb").display(),
+            body = body(dir.path()),
+        );
+        let path = dir.path().join("autokill.yaml");
+        std::fs::write(&path, &config).expect("write config");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "autokill=debug")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start autokill");
+        let server = Server { proxy, admin, dir, child: Some(child) };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((StatusCode::OK, _, _)) = try_request(self.admin, "GET", "localhost", "/readyz").await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "autokill did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A GET through the proxy with `host`.
+    pub async fn get(&self, host: &str, path: &str) -> Resp {
+        request(self.proxy, "GET", host, path).await
+    }
+
+    /// A GET on the admin listener; the body parsed as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let r = request(self.admin, "GET", "localhost", path).await;
+        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", r.text()))
+    }
+
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        request(self.admin, "GET", "localhost", "/metrics").await.text()
+    }
+
+    /// Lines the instance `name`'s upstream logged: the requests that really reached it.
+    pub fn upstream_log(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+            .map(|s| s.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// Pids of processes whose command line mentions this server's directory: its instances.
+    pub fn instance_pids(&self) -> Vec<u32> {
+        pids_mentioning(self.dir.path())
+    }
+
+    /// Waits until `cond` holds, polling every 20 ms, for at most `secs` seconds.
+    pub async fn eventually(&self, secs: u64, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond().await {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in pids_mentioning(self.dir.path()) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Pids whose `/proc/PID/cmdline` contains `needle`.
+pub fn pids_mentioning(needle: &Path) -> Vec<u32> {
+    let needle = needle.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle) && !is_zombie(*pid))
+                .unwrap_or(false)
+        })
+        .filter(|pid| *pid != std::process::id())
+        .collect()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// An HTTP response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// One request to `addr` with `Host: host`.
+pub async fn request(addr: SocketAddr, method: &str, host: &str, path: &str) -> Resp {
+    let (status, headers, body) = try_request(addr, method, host, path).await.unwrap_or_else(|e| panic!("{method} {host}{path}: {e}"));
+    Resp { status, headers, body }
+}
+
+async fn try_request(addr: SocketAddr, method: &str, host: &str, path: &str) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = client().request(req).await.map_err(|e| e.to_string())?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((parts.status, parts.headers, body))
+}
+
+/// The value of a Prometheus sample `name{labels}` in `text`, if present (labels must match exactly as written).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Whether a component a test needs is required (CI sets `AUTOKILL_TEST_REQUIRE=all`).
+pub fn required(component: &str) -> bool {
+    std::env::var("AUTOKILL_TEST_REQUIRE").is_ok_and(|v| v.split(',').any(|c| c == "all" || c == component))
+}
+
+/// Finds `program` on PATH, or says loudly why the test is skipped (and fails where required).
+pub fn find_or_skip(program: &str, component: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()));
+    if found.is_none() {
+        assert!(!required(component), "{program} is required (AUTOKILL_TEST_REQUIRE) but not installed");
+        eprintln!("SKIPPED: {program} not found on PATH; install it to run this test");
+    }
+    found
+}
