@@ -3,6 +3,17 @@
 //! This is the only module that knows YAML. Everything else takes the validated types below, in
 //! which every duration is a [`Duration`], every address is parsed, and every cross-reference (an
 //! instance's image, a group's domains) has been checked.
+//!
+//! The way in is two steps: `raw.rs` reads the YAML into serde structs that mirror the file
+//! (unknown keys refused, scalars kept with their line and column), then `validate.rs` fills in
+//! defaults and checks values and cross-references, placing each refusal at the offending
+//! value. `duration.rs` holds the duration grammar both use.
+
+mod duration;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -187,8 +198,11 @@ pub enum Autodestroy {
 pub const EMBEDDED: &str = include_str!("../../config/autokill.yaml");
 
 /// An error in a configuration file, with where it is.
+///
+/// Displays as `origin:line:column: message`, or `origin: message` when the error is not tied
+/// to a place (line 0), e.g. an unreadable file.
 #[derive(Debug, thiserror::Error)]
-#[error("{origin}:{line}:{column}: {message}")]
+#[error("{origin}{}: {message}", place(*.line, *.column))]
 pub struct ConfigError {
     /// File name, or `<embedded>`.
     pub origin: String,
@@ -200,12 +214,64 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Reads and validates a configuration file.
-pub fn load(_path: &std::path::Path) -> Result<Config, ConfigError> {
-    todo!("being written")
+/// `:line:column`, or nothing for line 0.
+fn place(line: usize, column: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}:{column}")
+    }
+}
+
+/// A [`ConfigError`] before it knows which file it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong, starting with the key path.
+    pub message: String,
+}
+
+impl Problem {
+    fn in_file(self, origin: &str) -> ConfigError {
+        ConfigError {
+            origin: origin.to_owned(),
+            line: self.line,
+            column: self.column,
+            message: self.message,
+        }
+    }
+}
+
+/// Reads and validates a configuration file; errors name the file as given.
+pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|err| ConfigError {
+        origin: origin.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the configuration file: {err}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|err| {
+        // Point at the first bad byte: everything before it is valid UTF-8.
+        let valid = err.utf8_error().valid_up_to();
+        let before = String::from_utf8_lossy(&err.as_bytes()[..valid]);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError {
+            origin: origin.clone(),
+            line,
+            column,
+            message: "the file is not valid UTF-8".to_owned(),
+        }
+    })?;
+    parse(&text, &origin)
 }
 
 /// Parses and validates configuration text; `origin` names it in errors.
-pub fn parse(_text: &str, _origin: &str) -> Result<Config, ConfigError> {
-    todo!("being written")
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let raw = raw::decode(text).map_err(|p| p.in_file(origin))?;
+    validate::validate(raw).map_err(|p| p.in_file(origin))
 }

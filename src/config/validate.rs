@@ -1,0 +1,685 @@
+//! Raw YAML types -> validated [`Config`]: defaults filled in, every value and cross-reference
+//! checked, each refusal placed at the offending value and named by its key path.
+//!
+//! Checks run in the order of the file's sections and stop at the first problem, so the user
+//! fixes one thing at a time in reading order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::duration::RawDuration;
+use super::raw::{
+    RawAdmin, RawAutodestroy, RawBalance, RawConfig, RawDefaults, RawGroup, RawImage, RawInstance,
+    RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawStore, key_path, sanitize,
+};
+use super::{
+    AdminConfig, Autodestroy, Autokill, Balance, Config, Defaults, GroupConfig, ImageConfig,
+    InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig, RuntimeKind, StoreConfig,
+};
+
+/// Default `proxy.listen`.
+const PROXY_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+/// Default `admin.listen`.
+const ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8081);
+/// Default `proxy.base_domain`.
+const BASE_DOMAIN: &str = "localhost";
+/// Default `store.path`.
+const STORE_PATH: &str = "data/autokill.redb";
+/// Default `proxy.pool_idle_per_instance`.
+const POOL_IDLE: u64 = 64;
+/// Upper bound of `proxy.workers`: far above any core count, low enough to catch a typo
+/// before it spawns thousands of threads.
+const MAX_WORKERS: u64 = 1024;
+/// Upper bound of `proxy.pool_idle_per_instance`.
+const MAX_POOL_IDLE: u64 = 65_536;
+/// Longest host name (RFC 1035 §2.3.4, without the root dot).
+const MAX_HOST_LEN: usize = 253;
+
+/// Validates the whole file.
+pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problem> {
+    let proxy = proxy(raw.proxy.unwrap_or_default())?;
+    let admin = admin(raw.admin.unwrap_or_default(), &proxy)?;
+    let store = store(raw.store.unwrap_or_default())?;
+    let runtime = runtime(raw.runtime.unwrap_or_default())?;
+    let defaults = defaults(raw.defaults.unwrap_or_default())?;
+
+    let mut names = Names::default();
+    let mut service_groups = Vec::new();
+    // Resolved group domains, kept with their place for the collision check at the end.
+    let mut domains: Vec<(String, Place, String)> = Vec::new();
+    for (i, group) in raw
+        .service_groups
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let path = format!("service_groups[{i}]");
+        let group = self::group(group, &path, &proxy.base_domain, &runtime, &mut names)?;
+        let places = group.domain_places.iter().copied();
+        for (j, (domain, place)) in group.config.domains.iter().zip(places).enumerate() {
+            domains.push((domain.clone(), place, format!("{path}.domains[{j}]")));
+        }
+        service_groups.push(group.config);
+    }
+    let mut instances = Vec::new();
+    for (j, instance) in raw.instances.unwrap_or_default().into_iter().enumerate() {
+        let path = format!("instances[{j}]");
+        instances.push(self::instance(instance, &path, &runtime, &mut names)?);
+    }
+
+    // Only now are all instance names known; a domain equal to an instance's own host name
+    // would make the route ambiguous.
+    for (domain, place, path) in &domains {
+        if let Some(name) = domain
+            .strip_suffix(&proxy.base_domain)
+            .and_then(|rest| rest.strip_suffix('.'))
+            && let Some(first) = names.instances.get(name)
+        {
+            return Err(place.fail(
+                path,
+                format!(
+                    "{domain:?} is the host name of instance {name:?} (line {}); \
+                     a group domain must not shadow an instance",
+                    first.line
+                ),
+            ));
+        }
+    }
+
+    Ok(Config {
+        proxy,
+        admin,
+        store,
+        runtime,
+        defaults,
+        service_groups,
+        instances,
+    })
+}
+
+/// Where a value is in the file (1-based line and column).
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    line: usize,
+    column: usize,
+}
+
+impl Place {
+    /// Where the value was written (for an alias: the alias, not the anchor).
+    fn of<T>(spanned: &Spanned<T>) -> Self {
+        let location = spanned.referenced;
+        Self {
+            line: usize::try_from(location.line()).unwrap_or(usize::MAX),
+            column: usize::try_from(location.column()).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The problem `path: message` at this place.
+    fn fail(self, path: &str, message: impl Display) -> Problem {
+        Problem {
+            line: self.line,
+            column: self.column,
+            message: sanitize(&format!("{path}: {message}")),
+        }
+    }
+}
+
+/// Names seen so far, with where, for the uniqueness checks.
+#[derive(Default)]
+struct Names {
+    groups: HashMap<String, Place>,
+    instances: HashMap<String, Place>,
+    /// Resolved domain -> where it was first listed.
+    domains: HashMap<String, Place>,
+}
+
+fn proxy(raw: RawProxy) -> Result<ProxyConfig, Problem> {
+    let workers = bounded(raw.workers.as_ref(), "proxy.workers", 0, MAX_WORKERS)?;
+    let pool_idle = bounded(
+        raw.pool_idle_per_instance.as_ref(),
+        "proxy.pool_idle_per_instance",
+        POOL_IDLE,
+        MAX_POOL_IDLE,
+    )?;
+    let base_domain = match &raw.base_domain {
+        None => BASE_DOMAIN.to_owned(),
+        Some(spanned) => {
+            let place = Place::of(spanned);
+            let path = "proxy.base_domain";
+            let value = spanned.value.to_ascii_lowercase();
+            if value.starts_with('.') || value.ends_with('.') {
+                return Err(place.fail(
+                    path,
+                    format!(
+                        "{:?}: write the domain without a leading or trailing dot",
+                        value
+                    ),
+                ));
+            }
+            host_name(&value).map_err(|why| place.fail(path, why))?;
+            value
+        }
+    };
+    Ok(ProxyConfig {
+        listen: socket_addr(raw.listen.as_ref(), "proxy.listen", PROXY_LISTEN)?,
+        workers,
+        base_domain,
+        header_read_timeout: timeout(
+            raw.header_read_timeout.as_ref(),
+            "proxy.header_read_timeout",
+            Duration::from_secs(10),
+        )?,
+        upstream_connect_timeout: timeout(
+            raw.upstream_connect_timeout.as_ref(),
+            "proxy.upstream_connect_timeout",
+            Duration::from_secs(2),
+        )?,
+        upstream_timeout: timeout(
+            raw.upstream_timeout.as_ref(),
+            "proxy.upstream_timeout",
+            Duration::from_secs(30),
+        )?,
+        pool_idle_per_instance: pool_idle,
+        balance: match raw.balance {
+            None | Some(RawBalance::RoundRobin) => Balance::RoundRobin,
+            Some(RawBalance::LeastInflight) => Balance::LeastInflight,
+        },
+    })
+}
+
+fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {
+    let listen = socket_addr(raw.listen.as_ref(), "admin.listen", ADMIN_LISTEN)?;
+    let listen_place = raw.listen.as_ref().map(Place::of);
+    if let Some(place) = listen_place
+        && same_port(listen, proxy.listen)
+    {
+        return Err(place.fail(
+            "admin.listen",
+            format!(
+                "{listen} is also proxy.listen ({}); use another port",
+                proxy.listen
+            ),
+        ));
+    }
+    let token = match raw.token {
+        None => None,
+        Some(spanned) => {
+            let place = Place::of(&spanned);
+            let token = spanned.value;
+            if token.is_empty() {
+                return Err(place.fail(
+                    "admin.token",
+                    "empty token; remove the key for no authentication (loopback only) \
+                     or set a secret",
+                ));
+            }
+            // The token travels in `Authorization: Bearer <token>`; a character a header
+            // cannot carry would make the API unreachable.
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(place.fail(
+                    "admin.token",
+                    "the token must be printable ASCII without spaces (it is sent in an HTTP header)",
+                ));
+            }
+            Some(token)
+        }
+    };
+    if token.is_none()
+        && !listen.ip().is_loopback()
+        && let Some(place) = listen_place
+    {
+        return Err(place.fail(
+            "admin.listen",
+            format!(
+                "{listen} is not a loopback address, so admin.token is required \
+                 (without it the API would be open to the network)"
+            ),
+        ));
+    }
+    Ok(AdminConfig { listen, token })
+}
+
+fn store(raw: RawStore) -> Result<StoreConfig, Problem> {
+    let path = match raw.path {
+        None => PathBuf::from(STORE_PATH),
+        Some(spanned) if spanned.value.is_empty() => {
+            return Err(Place::of(&spanned).fail("store.path", "empty path"));
+        }
+        Some(spanned) => PathBuf::from(spanned.value),
+    };
+    Ok(StoreConfig { path })
+}
+
+fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
+    let docker = raw
+        .kind
+        .as_ref()
+        .is_some_and(|kind| kind.value == RawRuntimeKind::Docker);
+    let kind = if docker {
+        let host = match raw.docker_host {
+            None => None,
+            Some(spanned) => {
+                let known = ["unix://", "tcp://", "http://", "https://"];
+                if !known.iter().any(|scheme| spanned.value.starts_with(scheme)) {
+                    return Err(Place::of(&spanned).fail(
+                        "runtime.docker_host",
+                        format!(
+                            "{:?} is not an engine address; write unix:///path/to/socket \
+                             or tcp://host:port",
+                            spanned.value
+                        ),
+                    ));
+                }
+                Some(spanned.value)
+            }
+        };
+        RuntimeKind::Docker { host }
+    } else {
+        if let Some(spanned) = &raw.docker_host {
+            return Err(Place::of(spanned).fail(
+                "runtime.docker_host",
+                "only used with runtime.kind: docker (the runtime is process)",
+            ));
+        }
+        RuntimeKind::Process
+    };
+
+    let mut images = BTreeMap::new();
+    for (name, spanned) in raw.images.unwrap_or_default() {
+        let path = key_path("runtime.images", &name);
+        let image = image(&name, spanned, &path, docker)?;
+        images.insert(name, image);
+    }
+
+    Ok(RuntimeConfig {
+        kind,
+        stop_grace: timeout(
+            raw.stop_grace.as_ref(),
+            "runtime.stop_grace",
+            Duration::from_secs(5),
+        )?,
+        start_timeout: timeout(
+            raw.start_timeout.as_ref(),
+            "runtime.start_timeout",
+            Duration::from_secs(10),
+        )?,
+        images,
+    })
+}
+
+fn image(
+    name: &str,
+    spanned: Spanned<Option<RawImage>>,
+    path: &str,
+    docker: bool,
+) -> Result<ImageConfig, Problem> {
+    let place = Place::of(&spanned);
+    let raw = spanned.value.unwrap_or_default();
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(place.fail(path, "an image name must be non-empty and without spaces"));
+    }
+
+    let command = match raw.command {
+        Some(list) => {
+            let list_place = Place::of(&list);
+            if list.value.is_empty() && !docker {
+                return Err(list_place.fail(
+                    &format!("{path}.command"),
+                    "empty; the process runtime needs a program to run",
+                ));
+            }
+            let mut command = Vec::with_capacity(list.value.len());
+            for (k, arg) in list.value.into_iter().enumerate() {
+                let arg_path = format!("{path}.command[{k}]");
+                if arg.value.contains('\0') {
+                    return Err(Place::of(&arg).fail(&arg_path, "contains a NUL character"));
+                }
+                if k == 0 && arg.value.is_empty() {
+                    return Err(Place::of(&arg).fail(&arg_path, "empty program name"));
+                }
+                command.push(arg.value);
+            }
+            command
+        }
+        None if !docker => {
+            return Err(place.fail(
+                &format!("{path}.command"),
+                "missing; the process runtime needs a program to run, e.g. \
+                 [\"{autokill}\", \"hello\", \"--listen\", \"127.0.0.1:{port}\"]",
+            ));
+        }
+        None => Vec::new(),
+    };
+
+    let mut env = BTreeMap::new();
+    for (key, value) in raw.env.unwrap_or_default() {
+        let value_place = Place::of(&value);
+        let env_path = key_path(&format!("{path}.env"), &key);
+        // The OS refuses these at spawn time; catching them here names the key.
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(value_place.fail(
+                &env_path,
+                "an environment variable name must be non-empty, without '=' or NUL",
+            ));
+        }
+        if value.value.contains('\0') {
+            return Err(value_place.fail(&env_path, "contains a NUL character"));
+        }
+        env.insert(key, value.value);
+    }
+
+    let port = match raw.port {
+        None => None,
+        Some(port) if !docker => {
+            return Err(Place::of(&port).fail(
+                &format!("{path}.port"),
+                "only used with runtime.kind: docker; the process runtime gives each \
+                 instance a free port as {port}",
+            ));
+        }
+        Some(port) if port.value == 0 => {
+            return Err(Place::of(&port).fail(&format!("{path}.port"), "must be 1 to 65535"));
+        }
+        Some(port) => Some(port.value),
+    };
+
+    Ok(ImageConfig { command, env, port })
+}
+
+fn defaults(raw: RawDefaults) -> Result<Defaults, Problem> {
+    Ok(Defaults {
+        drain_timeout: timeout(
+            raw.drain_timeout.as_ref(),
+            "defaults.drain_timeout",
+            Duration::from_secs(10),
+        )?,
+    })
+}
+
+/// A validated group, with the places of its domains for the final collision check.
+struct CheckedGroup {
+    config: GroupConfig,
+    domain_places: Vec<Place>,
+}
+
+fn group(
+    raw: RawGroup,
+    path: &str,
+    base_domain: &str,
+    runtime: &RuntimeConfig,
+    names: &mut Names,
+) -> Result<CheckedGroup, Problem> {
+    let name = unique_name(
+        &raw.name,
+        &format!("{path}.name"),
+        &mut names.groups,
+        "group",
+    )?;
+
+    let mut domains = Vec::new();
+    let mut domain_places = Vec::new();
+    for (j, spanned) in raw.domains.unwrap_or_default().into_iter().enumerate() {
+        let place = Place::of(&spanned);
+        let domain_path = format!("{path}.domains[{j}]");
+        let written = spanned.value.to_ascii_lowercase();
+        let full = match written.strip_suffix('.') {
+            Some(full) => full.to_owned(),
+            None if written.is_empty() => String::new(),
+            None => format!("{written}.{base_domain}"),
+        };
+        host_name(&full)
+            .map_err(|why| place.fail(&domain_path, format!("{:?}: {why}", spanned.value)))?;
+        if let Some(first) = names.domains.get(&full) {
+            return Err(place.fail(
+                &domain_path,
+                format!("domain {full:?} is already listed at line {}", first.line),
+            ));
+        }
+        names.domains.insert(full.clone(), place);
+        domains.push(full);
+        domain_places.push(place);
+    }
+
+    let autokill_time = match raw.autokill {
+        None => None,
+        Some(autokill) => {
+            optional_duration(autokill.time.as_ref(), &format!("{path}.autokill.time"))?
+        }
+    };
+
+    let mut instances = Vec::new();
+    for (j, instance) in raw.instances.unwrap_or_default().into_iter().enumerate() {
+        let instance_path = format!("{path}.instances[{j}]");
+        instances.push(self::instance(instance, &instance_path, runtime, names)?);
+    }
+
+    Ok(CheckedGroup {
+        config: GroupConfig {
+            name,
+            domains,
+            autokill_time,
+            instances,
+        },
+        domain_places,
+    })
+}
+
+fn instance(
+    raw: RawInstance,
+    path: &str,
+    runtime: &RuntimeConfig,
+    names: &mut Names,
+) -> Result<InstanceConfig, Problem> {
+    let name = unique_name(
+        &raw.name,
+        &format!("{path}.name"),
+        &mut names.instances,
+        "instance",
+    )?;
+
+    if !runtime.images.contains_key(&raw.image.value) {
+        let known: Vec<&str> = runtime.images.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none; declare it under runtime.images".to_owned()
+        } else {
+            known.join(", ")
+        };
+        return Err(Place::of(&raw.image).fail(
+            &format!("{path}.image"),
+            format!("unknown image {:?} (known: {known})", raw.image.value),
+        ));
+    }
+
+    let autokill = match raw.autokill {
+        None => Autokill::default(),
+        Some(autokill) => Autokill {
+            num_requests: autokill.num_requests.unwrap_or(0),
+            time: optional_duration(autokill.time.as_ref(), &format!("{path}.autokill.time"))?,
+        },
+    };
+
+    let restart_policy = match raw.restart_policy.as_ref().map(|s| s.value) {
+        None | Some(RawRestartPolicy::Never) => RestartPolicy::Never,
+        Some(RawRestartPolicy::Always) => RestartPolicy::Always,
+        Some(RawRestartPolicy::OnFailure) => RestartPolicy::OnFailure,
+    };
+    let autodestroy = match raw.autodestroy.as_ref().map(|s| s.value) {
+        None | Some(RawAutodestroy::Off) => Autodestroy::Off,
+        Some(RawAutodestroy::OnFailure) => Autodestroy::OnFailure,
+        Some(RawAutodestroy::OnSuccess) => Autodestroy::OnSuccess,
+        Some(RawAutodestroy::Always) => Autodestroy::Always,
+    };
+    // SPEC: the restart policy is evaluated first, so with `always` the instance is never left
+    // stopped for autodestroy to act on; the combination is refused rather than ignored.
+    if restart_policy == RestartPolicy::Always
+        && autodestroy != Autodestroy::Off
+        && let Some(spanned) = &raw.autodestroy
+    {
+        let written = match autodestroy {
+            Autodestroy::Off => "OFF",
+            Autodestroy::OnFailure => "ON_FAILURE",
+            Autodestroy::OnSuccess => "ON_SUCCESS",
+            Autodestroy::Always => "ALWAYS",
+        };
+        return Err(Place::of(spanned).fail(
+            &format!("{path}.autodestroy"),
+            format!(
+                "{written} cannot be combined with restart_policy: always (an instance that \
+                 is always restarted is never left stopped to be destroyed); use \
+                 autodestroy: OFF or another restart_policy"
+            ),
+        ));
+    }
+
+    Ok(InstanceConfig {
+        name,
+        image: raw.image.value,
+        autokill,
+        restart_policy,
+        autodestroy,
+    })
+}
+
+/// Checks a group or instance name (DNS label) and that it is not taken.
+fn unique_name(
+    spanned: &Spanned<String>,
+    path: &str,
+    seen: &mut HashMap<String, Place>,
+    what: &str,
+) -> Result<String, Problem> {
+    let place = Place::of(spanned);
+    let name = &spanned.value;
+    if !is_label(name) || name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(place.fail(
+            path,
+            format!(
+                "invalid name {name:?}: use 1 to 63 lower-case letters, digits and '-', \
+                 not starting or ending with '-'"
+            ),
+        ));
+    }
+    if let Some(first) = seen.get(name) {
+        return Err(place.fail(
+            path,
+            format!(
+                "{what} name {name:?} is already used at line {}",
+                first.line
+            ),
+        ));
+    }
+    seen.insert(name.clone(), place);
+    Ok(name.clone())
+}
+
+/// A DNS label: 1-63 of ASCII letters, digits and '-', not starting or ending with '-'.
+fn is_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+/// Checks an already lower-cased host name without the root dot.
+fn host_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty host name".to_owned());
+    }
+    if name.len() > MAX_HOST_LEN {
+        return Err(format!("host name longer than {MAX_HOST_LEN} characters"));
+    }
+    if !name.is_ascii() {
+        return Err("not ASCII; write an internationalised name in its xn-- form".to_owned());
+    }
+    match name.split('.').find(|label| !is_label(label)) {
+        None => Ok(()),
+        Some(label) => Err(format!(
+            "invalid host name label {label:?}: use 1 to 63 letters, digits and '-', \
+             not starting or ending with '-'"
+        )),
+    }
+}
+
+/// Whether binding both addresses would collide on the port.
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    // Port 0 asks the OS for a free port, which never collides.
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn socket_addr(
+    spanned: Option<&Spanned<String>>,
+    path: &str,
+    default: SocketAddr,
+) -> Result<SocketAddr, Problem> {
+    let Some(spanned) = spanned else {
+        return Ok(default);
+    };
+    spanned.value.parse().map_err(|_| {
+        Place::of(spanned).fail(
+            path,
+            format!(
+                "{:?} is not an IP address and port, e.g. 127.0.0.1:8080 or [::1]:8080",
+                spanned.value
+            ),
+        )
+    })
+}
+
+fn bounded(
+    spanned: Option<&Spanned<u64>>,
+    path: &str,
+    default: u64,
+    max: u64,
+) -> Result<usize, Problem> {
+    let value = spanned.map_or(default, |s| s.value);
+    match spanned {
+        Some(s) if value > max => {
+            Err(Place::of(s).fail(path, format!("{value} is more than {max}")))
+        }
+        // Bounded by `max`, which fits in usize on every supported platform.
+        _ => Ok(usize::try_from(value).unwrap_or(usize::MAX)),
+    }
+}
+
+/// A timeout: must be > 0.
+fn timeout(
+    spanned: Option<&Spanned<RawDuration>>,
+    path: &str,
+    default: Duration,
+) -> Result<Duration, Problem> {
+    let Some(spanned) = spanned else {
+        return Ok(default);
+    };
+    let place = Place::of(spanned);
+    let duration = spanned
+        .value
+        .to_duration()
+        .map_err(|why| place.fail(path, why))?;
+    if duration.is_zero() {
+        return Err(place.fail(path, "must be more than 0, e.g. \"10s\""));
+    }
+    Ok(duration)
+}
+
+/// A trigger time: 0 or absent disables it.
+fn optional_duration(
+    spanned: Option<&Spanned<RawDuration>>,
+    path: &str,
+) -> Result<Option<Duration>, Problem> {
+    let Some(spanned) = spanned else {
+        return Ok(None);
+    };
+    let duration = spanned
+        .value
+        .to_duration()
+        .map_err(|why| Place::of(spanned).fail(path, why))?;
+    Ok((!duration.is_zero()).then_some(duration))
+}

@@ -1,0 +1,220 @@
+//! The configuration as a user meets it: `autokill serve --check --config FILE` on the sample
+//! and on broken files, and the parser fed arbitrary text.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use proptest::prelude::*;
+
+/// Runs `autokill serve --check` with `args` appended.
+fn check(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_autokill"))
+        .args(["serve", "--check"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run autokill: {e}"))
+}
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Asserts that checking `fixture` fails with `file:line:column: message` on stderr.
+#[track_caller]
+fn check_refuses(fixture: &str, line: usize, column: usize, message: &str) {
+    let path = repo_file(fixture);
+    let path_str = path
+        .to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 path {path:?}"));
+    let output = check(&["--config", path_str]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "accepted {fixture}; stderr: {stderr}"
+    );
+    let want = format!("{path_str}:{line}:{column}: {message}");
+    assert!(
+        stderr.contains(&want),
+        "stderr does not contain\n  {want}\nit is\n  {stderr}"
+    );
+}
+
+#[test]
+fn the_sample_config_checks_out() {
+    let path = repo_file("config/autokill.yaml");
+    let output = check(&["--config", &path.to_string_lossy()]);
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_embedded_config_checks_out() {
+    let output = check(&[]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_its_place() {
+    check_refuses(
+        "tests/fixtures/config/unknown_key.yaml",
+        4,
+        3,
+        "proxy.lisen: unknown key \"lisen\"; did you mean \"listen\"?",
+    );
+}
+
+#[test]
+fn a_bad_duration_is_refused_with_its_place() {
+    check_refuses(
+        "tests/fixtures/config/bad_duration.yaml",
+        12,
+        44,
+        "service_groups[0].instances[0].autokill.time: \"30\" needs a unit, e.g. \"30s\"",
+    );
+}
+
+#[test]
+fn a_missing_file_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = dir.path().join("nope.yaml");
+    let output = check(&["--config", &path.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: cannot read the configuration file",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// One edit of the sample: where (a fraction of the length), what, and text to insert.
+fn edit() -> impl Strategy<Value = (prop::sample::Index, u8, String)> {
+    (
+        any::<prop::sample::Index>(),
+        0..5u8,
+        prop_oneof![
+            "\\PC{0,12}",
+            // Fragments that are meaningful to YAML or to the schema.
+            prop::sample::select(vec![
+                ":",
+                "- ",
+                "  ",
+                "\n",
+                "#",
+                "&a ",
+                "*a",
+                "[",
+                "]",
+                "{",
+                "}",
+                "'",
+                "\"",
+                "0",
+                "-1",
+                "30",
+                "1h30m",
+                "99999999999999999999h",
+                "null",
+                "~",
+                "listen",
+                "restart_policy: always\n        autodestroy: ALWAYS",
+                "<<: *a",
+                "!!str ",
+                "\t",
+                "\u{feff}",
+                "---\n",
+            ])
+            .prop_map(String::from),
+        ],
+    )
+}
+
+/// Applies one edit to `text`: insert, delete a run, replace a run, duplicate or drop a line.
+fn apply(text: &mut String, (at, op, insert): &(prop::sample::Index, u8, String)) {
+    let boundaries: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([text.len()])
+        .collect();
+    let start = boundaries[at.index(boundaries.len())];
+    let end = boundaries
+        .iter()
+        .copied()
+        .find(|&b| b >= start + insert.len().max(1))
+        .unwrap_or(text.len());
+    match op {
+        0 => text.insert_str(start, insert),
+        1 => text.replace_range(start..end, ""),
+        2 => text.replace_range(start..end, insert),
+        3 | 4 => {
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[start..]
+                .find('\n')
+                .map_or(text.len(), |i| start + i + 1);
+            let line = text[line_start..line_end].to_owned();
+            if *op == 3 {
+                text.insert_str(line_end, &line);
+            } else {
+                text.replace_range(line_start..line_end, "");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What every outcome of `parse` must satisfy, beyond not panicking: an error points inside
+/// the text (or nowhere), names the origin, and is one line.
+fn assert_sane(text: &str) {
+    match autokill::config::parse(text, "fuzz.yaml") {
+        Ok(_) => {}
+        Err(err) => {
+            let lines = text.split('\n').count();
+            assert!(err.line <= lines + 1, "line {} of {lines}: {err}", err.line);
+            if err.line > 0 {
+                assert!(err.column >= 1, "{err}");
+            }
+            let shown = err.to_string();
+            assert!(shown.starts_with("fuzz.yaml"), "{shown}");
+            assert!(!shown.contains('\n'), "multi-line message: {shown:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn parse_never_panics_on_arbitrary_text(text in any::<String>()) {
+        assert_sane(&text);
+    }
+
+    #[test]
+    fn parse_never_panics_on_yamlish_text(text in "[a-z_:\\-\\[\\]{}, \n#&*'\"0-9.]{0,200}") {
+        assert_sane(&text);
+    }
+
+    #[test]
+    fn parse_never_panics_on_mutations_of_the_sample(edits in prop::collection::vec(edit(), 1..6)) {
+        let mut text = autokill::config::EMBEDDED.to_owned();
+        for e in &edits {
+            apply(&mut text, e);
+        }
+        assert_sane(&text);
+    }
+}
