@@ -1,7 +1,32 @@
-//! `autokill hello`: the built-in tiny upstream (being written).
+//! `autokill hello`: the built-in tiny upstream, so the default config runs with nothing installed.
+//!
+//! Every request is answered `200 OK`, `hello from <name>: <path>\n`, `x-hello-name: <name>`.
+//! Tests lean on two extras: `--log FILE` records what reached the upstream (one line per request,
+//! written before the answer, so the file is right even after a `kill -9`), and `--allow-exit`
+//! turns `GET /__exit/<code>` into "answer, then exit with `<code>`".
+//!
+//! Cost per request beyond hyper's own: one `String` for the body (moved into `Bytes`, not
+//! copied), one for the log line when `--log` is given, and two `Arc` clones (reference counts).
 
+use std::convert::Infallible;
+use std::fs::File;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Options of `autokill hello`.
 #[derive(Debug, Clone)]
@@ -16,7 +41,180 @@ pub struct HelloOptions {
     pub allow_exit: bool,
 }
 
-/// Runs the upstream until the process is killed.
-pub fn run(_opts: HelloOptions) -> std::io::Result<()> {
-    todo!("being written")
+/// The path prefix that, with `--allow-exit`, makes the process exit.
+const EXIT_PREFIX: &str = "/__exit/";
+
+/// How long an exit asked for by `/__exit/<code>` waits for its answer to be written before it
+/// happens anyway (a client that never reads must not keep the process alive).
+const EXIT_FALLBACK: Duration = Duration::from_millis(500);
+
+/// Marks "no exit asked for" in a connection's exit slot.
+const NO_EXIT: i32 = -1;
+
+/// Header carrying the upstream's name, so tests can tell instances apart without parsing bodies.
+static X_HELLO_NAME: HeaderName = HeaderName::from_static("x-hello-name");
+
+/// What every connection shares; built once.
+struct Shared {
+    name: String,
+    /// Pre-built so that each answer only clones it (a reference count, no copy).
+    name_header: HeaderValue,
+    /// Opened once in append mode. `File` has no user-space buffer, so each `write_all` is already
+    /// "flushed" to the kernel and survives the process being killed.
+    log: Option<File>,
+    allow_exit: bool,
+}
+
+/// Runs the upstream until SIGTERM or SIGINT (exit 0), or until `/__exit/<code>` asks for an exit.
+///
+/// Returns an error when the listener cannot be bound or the log file cannot be opened.
+pub fn run(opts: HelloOptions) -> std::io::Result<()> {
+    // One thread is plenty for a test and demo upstream and leaves the other cores to the proxy.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(opts))
+}
+
+async fn serve(opts: HelloOptions) -> std::io::Result<()> {
+    let name_header = HeaderValue::from_str(&opts.name).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--name {:?} is not a valid header value", opts.name),
+        )
+    })?;
+    let log = match &opts.log {
+        Some(path) => Some(
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|err| {
+                    std::io::Error::new(
+                        err.kind(),
+                        format!("opening log file {}: {err}", path.display()),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    // Before binding: whoever sees the port accept may send SIGTERM at once and expects exit 0,
+    // not the default action's death by signal.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let listener = TcpListener::bind(opts.listen).await.map_err(|err| {
+        std::io::Error::new(err.kind(), format!("binding {}: {err}", opts.listen))
+    })?;
+    let local = listener.local_addr()?;
+    eprintln!("autokill hello {:?}: listening on {local}", opts.name);
+
+    let shared = Arc::new(Shared {
+        name: opts.name,
+        name_header,
+        log,
+        allow_exit: opts.allow_exit,
+    });
+
+    loop {
+        let stream = tokio::select! {
+            _ = sigterm.recv() => return Ok(()),
+            _ = sigint.recv() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Usually EMFILE or a connection reset before accept; neither is fatal, and
+                    // a short pause keeps an fd shortage from turning into a busy loop.
+                    eprintln!("autokill hello: accept: {err}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        // Answers are small; Nagle would only add latency.
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(stream, Arc::clone(&shared)));
+    }
+}
+
+/// Serves one keep-alive connection, then performs the exit a request on it asked for, if any.
+async fn connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+    // Per connection rather than per process: the exit must wait for *this* connection's answer
+    // to be written, which is exactly when `serve_connection` returns (the answer says
+    // `connection: close`).
+    let exit_code = Arc::new(AtomicI32::new(NO_EXIT));
+    let service = {
+        let exit_code = Arc::clone(&exit_code);
+        service_fn(move |req| handle(req, Arc::clone(&shared), Arc::clone(&exit_code)))
+    };
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    // A client that vanishes mid-request is its own business; nothing to report.
+    let _ = served.await;
+    let code = exit_code.load(Ordering::Acquire);
+    if code != NO_EXIT {
+        std::process::exit(code);
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    exit_code: Arc<AtomicI32>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, mut body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+
+    if let Some(log) = &shared.log {
+        // Written before the answer, so a client that has its answer knows the line is there.
+        let mut line = String::with_capacity(parts.method.as_str().len() + path.len() + 2);
+        line.push_str(parts.method.as_str());
+        line.push(' ');
+        line.push_str(path);
+        line.push('\n');
+        // `&File` writes are one `write(2)` on an O_APPEND file: lines from concurrent
+        // connections do not interleave. A full disk must not take the upstream down.
+        if let Err(err) = (&*log).write_all(line.as_bytes()) {
+            eprintln!("autokill hello: writing log: {err}");
+        }
+    }
+
+    // Drain the request body so the connection can be reused; its content is of no interest.
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+
+    let exit = if shared.allow_exit && parts.method == Method::GET {
+        parts
+            .uri
+            .path()
+            .strip_prefix(EXIT_PREFIX)
+            .and_then(|code| code.parse::<u8>().ok())
+    } else {
+        None
+    };
+
+    let text = format!("hello from {}: {path}\n", shared.name);
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(X_HELLO_NAME.clone(), shared.name_header.clone());
+
+    if let Some(code) = exit {
+        let code = i32::from(code);
+        eprintln!("autokill hello: exiting with {code} as {EXIT_PREFIX}{code} asked");
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        exit_code.store(code, Ordering::Release);
+        tokio::spawn(async move {
+            tokio::time::sleep(EXIT_FALLBACK).await;
+            std::process::exit(code);
+        });
+    }
+    Ok(response)
 }

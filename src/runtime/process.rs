@@ -1,19 +1,335 @@
-//! Process runtime (being written on its own branch; this placeholder only keeps the crate building).
+//! The `process` runtime (the embedded default): each instance is a local child process in its own
+//! process group, listening on a loopback port the runtime picked.
+//!
+//! Lifecycle of one child:
+//!
+//! ```text
+//! start: spawn in its own group, then connect to 127.0.0.1:<port> every 10 ms
+//!          accepts ──────────▶ Ok(addr)
+//!          exits first ──────▶ ExitedEarly
+//!          start_timeout ────▶ SIGKILL the group, StartTimeout
+//! stop:  SIGTERM the group ─ stop_grace ─▶ SIGKILL the group; resolves once it exited
+//! exit watcher: child.wait() ─▶ SIGKILL the group (no orphaned grandchild)
+//!                            ─▶ forget the pid ─▶ RuntimeEvent::Exited
+//! ```
+//!
+//! The exit watcher is the only place that observes an exit, so each exit is reported exactly
+//! once, whoever caused it: a stop, the process itself, or a failed start (`ExitedEarly` and
+//! `StartTimeout` are followed by their `Exited` event too).
 
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{BoxFuture, EventSender, InstanceSpec, Runtime, RuntimeError};
-use crate::config::RuntimeConfig;
+use super::{BoxFuture, EventSender, InstanceSpec, Runtime, RuntimeError, RuntimeEvent};
+use crate::config::{ImageConfig, RuntimeConfig};
 
-/// Placeholder.
-pub struct ProcessRuntime;
+/// How often `start` tries to connect to a starting instance.
+const READY_POLL: Duration = Duration::from_millis(10);
+
+/// How many times `create` asks the OS for a port before accepting one another instance holds.
+const PORT_ATTEMPTS: usize = 16;
+
+/// Runs instances as local child processes. See the module documentation.
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+/// State shared with the exit watchers.
+struct Inner {
+    images: BTreeMap<String, ImageConfig>,
+    stop_grace: Duration,
+    start_timeout: Duration,
+    self_exe: PathBuf,
+    events: EventSender,
+    /// Never held across an `.await`; every critical section is a few map operations (and one
+    /// `spawn`, so that two concurrent starts cannot both spawn).
+    instances: Mutex<HashMap<Uuid, Instance>>,
+}
+
+/// An instance the runtime knows about, running or not.
+struct Instance {
+    name: String,
+    image: String,
+    /// Allocated at create and kept across restarts, so the instance's address never changes.
+    port: u16,
+    running: Option<Running>,
+}
+
+/// A live child process.
+struct Running {
+    /// Also its process group id: the child is its group's leader.
+    pid: u32,
+    /// `Some(exit code)` once the exit watcher has seen the process exit.
+    exited: watch::Receiver<Option<i32>>,
+}
 
 impl ProcessRuntime {
-    /// Placeholder.
-    pub fn new(_config: &RuntimeConfig, _self_exe: PathBuf, _events: EventSender) -> ProcessRuntime {
-        ProcessRuntime
+    /// Builds the runtime from `runtime:` of the config; `self_exe` fills `{autokill}` in commands
+    /// (the running binary, so that `{autokill} hello` works from any directory), and every
+    /// instance exit is reported on `events`.
+    pub fn new(config: &RuntimeConfig, self_exe: PathBuf, events: EventSender) -> ProcessRuntime {
+        ProcessRuntime {
+            inner: Arc::new(Inner {
+                images: config.images.clone(),
+                stop_grace: config.stop_grace,
+                start_timeout: config.start_timeout,
+                self_exe,
+                events,
+                instances: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The pid (and process group id) of the instance's running main process, if it runs.
+    pub fn pid(&self, id: Uuid) -> Option<u32> {
+        self.inner
+            .lock()
+            .get(&id)
+            .and_then(|instance| instance.running.as_ref())
+            .map(|running| running.pid)
+    }
+
+    async fn create_instance(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        if !self.inner.images.contains_key(&spec.image) {
+            return Err(RuntimeError::UnknownImage(spec.image.clone()));
+        }
+        let mut instances = self.inner.lock();
+        if instances.contains_key(&spec.id) {
+            return Ok(());
+        }
+        let port = free_port(&instances)?;
+        instances.insert(
+            spec.id,
+            Instance {
+                name: spec.name.clone(),
+                image: spec.image.clone(),
+                port,
+                running: None,
+            },
+        );
+        tracing::debug!(instance = %spec.id, name = %spec.name, port, "process instance created");
+        Ok(())
+    }
+
+    async fn start_instance(&self, id: Uuid) -> Result<SocketAddr, RuntimeError> {
+        let (addr, pid, mut exited) = {
+            let mut instances = self.inner.lock();
+            let instance = instances
+                .get_mut(&id)
+                .ok_or(RuntimeError::UnknownInstance(id))?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, instance.port));
+            match &instance.running {
+                // Already started (perhaps still starting): wait for it like its starter does.
+                Some(running) => (addr, running.pid, running.exited.clone()),
+                None => {
+                    let child = self.inner.spawn(id, instance)?;
+                    // A child that has not been waited for always has its pid.
+                    let pid = child.id().ok_or_else(|| RuntimeError::Io {
+                        what: format!("reading the pid of instance {id}"),
+                        source: std::io::Error::other("child exited before it was watched"),
+                    })?;
+                    let (exited_tx, exited) = watch::channel(None);
+                    instance.running = Some(Running {
+                        pid,
+                        exited: exited.clone(),
+                    });
+                    tokio::spawn(Arc::clone(&self.inner).watch_exit(id, pid, child, exited_tx));
+                    tracing::info!(instance = %id, pid, %addr, "process instance started");
+                    (addr, pid, exited)
+                }
+            }
+        };
+
+        let started = tokio::time::timeout(self.inner.start_timeout, async {
+            tokio::select! {
+                // An exit wins over a successful connect: a grandchild may hold the port.
+                biased;
+                code = exit_code(&mut exited) => Err(code),
+                () = accepts(addr) => Ok(()),
+            }
+        })
+        .await;
+        match started {
+            Ok(Ok(())) => Ok(addr),
+            Ok(Err(code)) => Err(RuntimeError::ExitedEarly {
+                id,
+                exit_code: code?,
+            }),
+            Err(_elapsed) => {
+                tracing::warn!(
+                    instance = %id, pid, %addr,
+                    "process instance did not listen in time"
+                );
+                signal_group(pid, libc::SIGKILL);
+                // Resolve only once it is gone, so that a retry starts from a stopped instance.
+                exit_code(&mut exited).await?;
+                Err(RuntimeError::StartTimeout {
+                    id,
+                    addr,
+                    secs: self.inner.start_timeout.as_secs_f64(),
+                })
+            }
+        }
+    }
+
+    async fn stop_instance(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let (pid, mut exited) = {
+            let instances = self.inner.lock();
+            let instance = instances
+                .get(&id)
+                .ok_or(RuntimeError::UnknownInstance(id))?;
+            match &instance.running {
+                Some(running) => (running.pid, running.exited.clone()),
+                None => return Ok(()),
+            }
+        };
+        signal_group(pid, libc::SIGTERM);
+        let polite = tokio::time::timeout(self.inner.stop_grace, exit_code(&mut exited)).await;
+        match polite {
+            Ok(code) => {
+                code?;
+            }
+            Err(_elapsed) => {
+                tracing::info!(instance = %id, pid, "process instance ignored SIGTERM, killing it");
+                signal_group(pid, libc::SIGKILL);
+                exit_code(&mut exited).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_instance(&self, id: Uuid) -> Result<(), RuntimeError> {
+        match self.stop_instance(id).await {
+            Ok(()) => {}
+            Err(RuntimeError::UnknownInstance(_)) => return Ok(()),
+            Err(err) => return Err(err),
+        }
+        let removed = self.inner.lock().remove(&id);
+        // Only a start racing this delete can leave a child behind; it must not outlive the
+        // instance. Its watcher still reports the exit.
+        if let Some(Instance {
+            running: Some(running),
+            ..
+        }) = removed
+        {
+            signal_group(running.pid, libc::SIGKILL);
+        }
+        tracing::debug!(instance = %id, "process instance deleted");
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Instance>> {
+        // A panic while the lock was held cannot leave the map half-updated (every critical
+        // section is a single insert, remove or field write), so a poisoned lock is still sound.
+        self.instances
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Spawns the instance's command in its own process group.
+    fn spawn(&self, id: Uuid, instance: &Instance) -> Result<Child, RuntimeError> {
+        let image = self
+            .images
+            .get(&instance.image)
+            .ok_or_else(|| RuntimeError::UnknownImage(instance.image.clone()))?;
+        let port = instance.port.to_string();
+        let values = Placeholders {
+            port: &port,
+            name: &instance.name,
+            autokill: self.self_exe.as_os_str(),
+        };
+        let (program, args) = image
+            .command
+            .split_first()
+            .ok_or_else(|| RuntimeError::Io {
+                what: format!("starting instance {id}"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("image {:?} has an empty command", instance.image),
+                ),
+            })?;
+        let program = values.fill(program);
+        let mut command = Command::new(&program);
+        command
+            .args(args.iter().map(|arg| values.fill(arg)))
+            .envs(
+                image
+                    .env
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), values.fill(value))),
+            )
+            .env("AUTOKILL_INSTANCE_ID", id.to_string())
+            .env("AUTOKILL_INSTANCE_NAME", &instance.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            // Its own group, so that stop and the exit watcher reach every process it spawned,
+            // and a Ctrl-C meant for autokill does not hit the instances.
+            .process_group(0)
+            // Instances outlive a crash of autokill by design: they are adopted after a restart.
+            .kill_on_drop(false);
+        command.spawn().map_err(|source| RuntimeError::Io {
+            what: format!(
+                "spawning {} for instance {id}",
+                std::path::Path::new(&program).display()
+            ),
+            source,
+        })
+    }
+
+    /// Waits for the child, cleans up its group, and reports the exit once.
+    async fn watch_exit(
+        self: Arc<Self>,
+        id: Uuid,
+        pid: u32,
+        mut child: Child,
+        exited: watch::Sender<Option<i32>>,
+    ) {
+        let code = match child.wait().await {
+            Ok(status) => status_code(status),
+            Err(err) => {
+                // Only a broken SIGCHLD setup gets here; make sure nothing is left running and
+                // report an exit code no process can produce.
+                tracing::error!(instance = %id, pid, "waiting for process instance: {err}");
+                -1
+            }
+        };
+        // The leader is reaped, but the group id stays reserved while any member lives, so this
+        // reaches exactly the leftovers of this instance.
+        signal_group(pid, libc::SIGKILL);
+        // Forget the pid before anyone hears of the exit: a controller that restarts on the event
+        // must find the instance stopped.
+        {
+            let mut instances = self.lock();
+            if let Some(instance) = instances.get_mut(&id)
+                && instance
+                    .running
+                    .as_ref()
+                    .is_some_and(|running| running.pid == pid)
+            {
+                instance.running = None;
+            }
+        }
+        tracing::info!(instance = %id, pid, exit_code = code, "process instance exited");
+        exited.send_replace(Some(code));
+        // The controller may be gone during shutdown; then nobody is left to tell.
+        let _ = self.events.send(RuntimeEvent::Exited {
+            id,
+            exit_code: code,
+        });
     }
 }
 
@@ -21,16 +337,167 @@ impl Runtime for ProcessRuntime {
     fn kind(&self) -> &'static str {
         "process"
     }
-    fn create<'a>(&'a self, _spec: &'a InstanceSpec) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(async { Ok(()) })
+
+    fn create<'a>(&'a self, spec: &'a InstanceSpec) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.create_instance(spec))
     }
-    fn start(&self, id: Uuid) -> BoxFuture<'_, Result<std::net::SocketAddr, RuntimeError>> {
-        Box::pin(async move { Err(RuntimeError::UnknownInstance(id)) })
+
+    fn start(&self, id: Uuid) -> BoxFuture<'_, Result<SocketAddr, RuntimeError>> {
+        Box::pin(self.start_instance(id))
     }
-    fn stop(&self, _id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async { Ok(()) })
+
+    fn stop(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(self.stop_instance(id))
     }
-    fn delete(&self, _id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async { Ok(()) })
+
+    fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(self.delete_instance(id))
+    }
+}
+
+/// The values of `{port}`, `{name}` and `{autokill}` for one instance.
+struct Placeholders<'a> {
+    port: &'a str,
+    name: &'a str,
+    autokill: &'a OsStr,
+}
+
+impl Placeholders<'_> {
+    /// Fills the placeholders of `template` in one pass, so that a value containing `{port}`
+    /// (a name, say) is not filled again. Unknown `{...}` stay as they are. The result is an
+    /// `OsString` because the autokill path need not be UTF-8.
+    fn fill(&self, template: &str) -> OsString {
+        let mut out = OsString::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            out.push(&rest[..open]);
+            let tail = &rest[open..];
+            let (value, len): (&OsStr, usize) = if tail.starts_with("{port}") {
+                (OsStr::new(self.port), "{port}".len())
+            } else if tail.starts_with("{name}") {
+                (OsStr::new(self.name), "{name}".len())
+            } else if tail.starts_with("{autokill}") {
+                (self.autokill, "{autokill}".len())
+            } else {
+                (OsStr::new("{"), 1)
+            };
+            out.push(value);
+            rest = &tail[len..];
+        }
+        out.push(rest);
+        out
+    }
+}
+
+/// Picks a free loopback port, asking again (a few times) when another instance of this runtime
+/// already holds the one the OS offered.
+///
+/// The port is free when the OS hands it out; between here and the child's `bind` another process
+/// could take it, which `start` then reports as a start timeout.
+fn free_port(instances: &HashMap<Uuid, Instance>) -> Result<u16, RuntimeError> {
+    let mut port = 0;
+    for _ in 0..PORT_ATTEMPTS {
+        port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .map_err(|source| RuntimeError::Io {
+                what: "allocating a loopback port".to_owned(),
+                source,
+            })?
+            .port();
+        if !instances.values().any(|instance| instance.port == port) {
+            break;
+        }
+    }
+    Ok(port)
+}
+
+/// Resolves once `addr` accepts a TCP connection, trying every [`READY_POLL`].
+async fn accepts(addr: SocketAddr) {
+    loop {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// Waits for the exit watcher to see the process exit, with its exit code.
+async fn exit_code(exited: &mut watch::Receiver<Option<i32>>) -> Result<i32, RuntimeError> {
+    match exited.wait_for(Option::is_some).await {
+        Ok(code) => Ok(code.unwrap_or(-1)),
+        // The watcher task was dropped without seeing the exit: the tokio runtime is shutting down.
+        Err(_) => Err(RuntimeError::Io {
+            what: "waiting for a process instance to exit".to_owned(),
+            source: std::io::Error::other("the exit watcher is gone"),
+        }),
+    }
+}
+
+/// The shell's convention: the exit status, or 128 + the signal that ended the process.
+fn status_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        // Neither exited nor signalled: a stopped/continued status, which `wait` never returns.
+        (None, None) => -1,
+    }
+}
+
+/// Sends `signal` to the process group `pgid`. A group that is already gone is not an error.
+fn signal_group(pgid: u32, signal: libc::c_int) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    // Never signal group 0 (our own) or -1 (everything we may signal).
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(-pgid, signal) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            tracing::warn!(pgid, signal, "signalling process group: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Placeholders<'static> {
+        Placeholders {
+            port: "4242",
+            name: "web-{port}",
+            autokill: OsStr::new("/opt/autokill"),
+        }
+    }
+
+    #[test]
+    fn fills_every_placeholder_once() {
+        assert_eq!(
+            values().fill("{autokill} hello --listen 127.0.0.1:{port} --name {name}"),
+            OsString::from("/opt/autokill hello --listen 127.0.0.1:4242 --name web-{port}")
+        );
+    }
+
+    #[test]
+    fn leaves_other_braces_alone() {
+        assert_eq!(
+            values().fill("{ {por} {port}{{name}} {"),
+            OsString::from("{ {por} 4242{web-{port}} {")
+        );
+        assert_eq!(values().fill("plain"), OsString::from("plain"));
+        assert_eq!(values().fill(""), OsString::new());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        // Raw wait statuses: exit code in the high byte, terminating signal in the low bits.
+        assert_eq!(status_code(ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(status_code(ExitStatus::from_raw(0)), 0);
+        assert_eq!(status_code(ExitStatus::from_raw(libc::SIGTERM)), 143);
+        assert_eq!(status_code(ExitStatus::from_raw(libc::SIGKILL)), 137);
     }
 }
