@@ -26,12 +26,21 @@ fn table() -> RouteTable {
             inflight: Inflight::new(2),
         });
         let idx = b.upstream(up);
-        b.route(&format!("instance-{i}.localhost"), Target::Instance(Some(idx)));
+        b.route(
+            &format!("instance-{i}.localhost"),
+            Target::Instance(Some(idx)),
+        );
         members.push(idx);
     }
     for g in 0..10 {
         let m: Vec<usize> = members.iter().copied().skip(g * 100).take(100).collect();
-        b.route(&format!("group-{g}.example.com"), Target::Group(GroupRoute { members: m.into(), balance: Balance::RoundRobin }));
+        b.route(
+            &format!("group-{g}.example.com"),
+            Target::Group(GroupRoute {
+                members: m.into(),
+                balance: Balance::RoundRobin,
+            }),
+        );
     }
     b.build()
 }
@@ -56,8 +65,12 @@ fn bench(c: &mut Criterion) {
         let meter = Meter::new(0, 0);
         b.iter(|| black_box(meter.admit()))
     });
-    g.bench_function("lookup/1_thread", |b| b.iter(|| black_box(table.lookup(black_box(host)).is_some())));
-    g.bench_function("route_and_count/1_thread", |b| b.iter(|| black_box(route_and_count(&table, black_box(host)))));
+    g.bench_function("lookup/1_thread", |b| {
+        b.iter(|| black_box(table.lookup(black_box(host)).is_some()))
+    });
+    g.bench_function("route_and_count/1_thread", |b| {
+        b.iter(|| black_box(route_and_count(&table, black_box(host))))
+    });
     // Two threads on the same instance: each thread does `iters` requests; the figure is the wall
     // time per request per thread, i.e. what one request costs while the other core counts too.
     g.bench_function("route_and_count/2_threads", |b| {

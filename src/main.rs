@@ -75,7 +75,9 @@ fn serve(config: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
     const DEFAULT_PATH: &str = "config/autokill.yaml";
     let config = match config {
         Some(path) => autokill::config::load(&path)?,
-        None if std::path::Path::new(DEFAULT_PATH).is_file() => autokill::config::load(std::path::Path::new(DEFAULT_PATH))?,
+        None if std::path::Path::new(DEFAULT_PATH).is_file() => {
+            autokill::config::load(std::path::Path::new(DEFAULT_PATH))?
+        }
         None => autokill::config::parse(autokill::config::EMBEDDED, "<embedded>")?,
     };
     if check {
@@ -84,14 +86,19 @@ fn serve(config: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
     let self_exe = std::env::current_exe()?;
     // The proxy runs on threads of its own; this runtime carries the controller, the runtime
     // backend and the admin server, which are light.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("autokill-control").enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("autokill-control")
+        .enable_all()
+        .build()?;
     rt.block_on(autokill::server::serve(config, self_exe))?;
     Ok(())
 }

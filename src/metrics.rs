@@ -8,7 +8,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::controller::View;
 
@@ -47,22 +49,37 @@ impl Metrics {
                 "autokill_request_duration_seconds",
                 "Time from a forwarded request's arrival to the end of its response body.",
             )
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
         )?;
         let upstream_errors = IntCounterVec::new(
-            Opts::new("autokill_upstream_errors_total", "Requests that failed at the upstream, by kind."),
+            Opts::new(
+                "autokill_upstream_errors_total",
+                "Requests that failed at the upstream, by kind.",
+            ),
             &["kind"],
         )?;
         let refused = IntCounterVec::new(
-            Opts::new("autokill_proxy_refused_total", "Requests the proxy answered itself without forwarding, by reason."),
+            Opts::new(
+                "autokill_proxy_refused_total",
+                "Requests the proxy answered itself without forwarding, by reason.",
+            ),
             &["reason"],
         )?;
         let kills = IntCounterVec::new(
-            Opts::new("autokill_kills_total", "Resources deleted by autokill or autodestroy, by resource and reason."),
+            Opts::new(
+                "autokill_kills_total",
+                "Resources deleted by autokill or autodestroy, by resource and reason.",
+            ),
             &["resource", "reason"],
         )?;
         let kills_skipped = IntCounterVec::new(
-            Opts::new("autokill_kills_skipped_total", "Kills held back by a delete lock, by resource and reason."),
+            Opts::new(
+                "autokill_kills_skipped_total",
+                "Kills held back by a delete lock, by resource and reason.",
+            ),
             &["resource", "reason"],
         )?;
         let config_reload_ok = IntGauge::new(
@@ -73,12 +90,20 @@ impl Metrics {
             "autokill_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load or reload.",
         )?;
-        let timers_pending = IntGauge::new("autokill_timers_pending", "Lifecycle timers pending in the timing wheel.")?;
+        let timers_pending = IntGauge::new(
+            "autokill_timers_pending",
+            "Lifecycle timers pending in the timing wheel.",
+        )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("autokill_build_info", "Always 1; the labels tell the build."),
+            Opts::new(
+                "autokill_build_info",
+                "Always 1; the labels tell the build.",
+            ),
             &["version"],
         )?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
 
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -129,8 +154,18 @@ const STATES_HELP: &str = "Instances by state.";
 impl InstanceCollector {
     fn new(view: Arc<ArcSwap<View>>) -> Result<Self, prometheus::Error> {
         let descs = vec![
-            Desc::new(REQUESTS.into(), REQUESTS_HELP.into(), vec!["instance_id".into(), "name".into()], Default::default())?,
-            Desc::new(STATES.into(), STATES_HELP.into(), vec!["state".into()], Default::default())?,
+            Desc::new(
+                REQUESTS.into(),
+                REQUESTS_HELP.into(),
+                vec!["instance_id".into(), "name".into()],
+                Default::default(),
+            )?,
+            Desc::new(
+                STATES.into(),
+                STATES_HELP.into(),
+                vec!["state".into()],
+                Default::default(),
+            )?,
         ];
         Ok(InstanceCollector { view, descs })
     }
@@ -143,7 +178,8 @@ impl Collector for InstanceCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let view = self.view.load();
-        let requests = IntCounterVec::new(Opts::new(REQUESTS, REQUESTS_HELP), &["instance_id", "name"]);
+        let requests =
+            IntCounterVec::new(Opts::new(REQUESTS, REQUESTS_HELP), &["instance_id", "name"]);
         let states = IntGaugeVec::new(Opts::new(STATES, STATES_HELP), &["state"]);
         let (Ok(requests), Ok(states)) = (requests, states) else {
             return Vec::new();
@@ -153,7 +189,9 @@ impl Collector for InstanceCollector {
         }
         for inst in &view.instances {
             let id = inst.id.to_string();
-            requests.with_label_values(&[id.as_str(), &inst.name]).inc_by(inst.meter.count());
+            requests
+                .with_label_values(&[id.as_str(), &inst.name])
+                .inc_by(inst.meter.count());
             states.with_label_values(&[inst.state.as_str()]).inc();
         }
         let mut out = requests.collect();

@@ -41,30 +41,62 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
     let published = Published::new();
     let metrics = Metrics::new(Arc::clone(&published.view))?;
     metrics.config_reload_ok.set(1);
-    metrics.config_reload_time.set(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+    metrics.config_reload_time.set(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
 
     let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
     let runtime: Arc<dyn Runtime> = match &config.runtime.kind {
-        RuntimeKind::Process => Arc::new(ProcessRuntime::new(&config.runtime, self_exe, runtime_tx)),
+        RuntimeKind::Process => {
+            Arc::new(ProcessRuntime::new(&config.runtime, self_exe, runtime_tx))
+        }
         RuntimeKind::Docker { .. } => {
-            return Err(ServeError::Runtime("the docker runtime is not available yet; use `runtime.kind: process`".into()));
+            return Err(ServeError::Runtime(
+                "the docker runtime is not available yet; use `runtime.kind: process`".into(),
+            ));
         }
     };
 
     let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
-        .map_err(|source| ServeError::Listen { what: "admin listener", source })?;
+        .map_err(|source| ServeError::Listen {
+            what: "admin listener",
+            source,
+        })?;
     let (proxy_tx, proxy_rx) = mpsc::unbounded_channel();
-    let proxy = Proxy::start(&config.proxy, config.defaults.drain_timeout, Arc::clone(&published.table), proxy_tx, &metrics)
-        .map_err(|source| ServeError::Listen { what: "proxy listener", source })?;
+    let proxy = Proxy::start(
+        &config.proxy,
+        config.defaults.drain_timeout,
+        Arc::clone(&published.table),
+        proxy_tx,
+        &metrics,
+    )
+    .map_err(|source| ServeError::Listen {
+        what: "proxy listener",
+        source,
+    })?;
     tracing::info!(addr = %admin_listener.local_addr().map_err(|source| ServeError::Listen { what: "admin listener", source })?, "admin listening");
 
     let (commands_tx, commands) = mpsc::unbounded_channel();
-    let inputs = Inputs { commands, commands_tx: commands_tx.clone(), proxy: proxy_rx, runtime: runtime_rx };
+    let inputs = Inputs {
+        commands,
+        commands_tx: commands_tx.clone(),
+        proxy: proxy_rx,
+        runtime: runtime_rx,
+    };
     let workers = proxy::worker_count(&config.proxy);
     let ctl = {
-        let (config, runtime, published, metrics) = (config.clone(), Arc::clone(&runtime), published.clone(), metrics.clone());
-        tokio::spawn(async move { controller::run(&config, workers, runtime, published, metrics, inputs).await })
+        let (config, runtime, published, metrics) = (
+            config.clone(),
+            Arc::clone(&runtime),
+            published.clone(),
+            metrics.clone(),
+        );
+        tokio::spawn(async move {
+            controller::run(&config, workers, runtime, published, metrics, inputs).await
+        })
     };
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -111,7 +143,10 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stopping");
         return;
     };

@@ -64,7 +64,14 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time when a token is configured.
@@ -77,7 +84,10 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return v1::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into());
+            return v1::error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            );
         }
     }
     next.run(req).await

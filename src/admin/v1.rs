@@ -21,7 +21,8 @@ fn success(data: Value) -> Response {
 }
 
 fn millis(t: std::time::SystemTime) -> Value {
-    t.duration_since(std::time::UNIX_EPOCH).map_or(Value::Null, |d| json!(d.as_millis() as u64))
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(Value::Null, |d| json!(d.as_millis() as u64))
 }
 
 fn instance_json(i: &InstanceView, base_domain: &str) -> Value {
@@ -71,14 +72,22 @@ fn group_json(g: &GroupView) -> Value {
 /// `GET /v1/instances`
 pub async fn list_instances(State(state): State<AdminState>) -> Response {
     let view = state.published.view.load();
-    let items: Vec<Value> = view.instances.iter().map(|i| instance_json(i, &state.base_domain)).collect();
+    let items: Vec<Value> = view
+        .instances
+        .iter()
+        .map(|i| instance_json(i, &state.base_domain))
+        .collect();
     success(json!({"instances": items}))
 }
 
 /// `GET /v1/instances/{uuid-or-name}`
 pub async fn get_instance(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let view = state.published.view.load();
-    match view.instances.iter().find(|i| i.id.to_string() == id || *i.name == *id) {
+    match view
+        .instances
+        .iter()
+        .find(|i| i.id.to_string() == id || *i.name == *id)
+    {
         Some(i) => success(json!({"instances": [instance_json(i, &state.base_domain)]})),
         None => error(StatusCode::NOT_FOUND, format!("no instance {id:?}")),
     }
@@ -93,7 +102,11 @@ pub async fn list_groups(State(state): State<AdminState>) -> Response {
 /// `GET /v1/services/{uuid-or-name}`
 pub async fn get_group(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let view = state.published.view.load();
-    match view.groups.iter().find(|g| g.id.to_string() == id || g.name == id) {
+    match view
+        .groups
+        .iter()
+        .find(|g| g.id.to_string() == id || g.name == id)
+    {
         Some(g) => success(json!({"service_groups": [group_json(g)]})),
         None => error(StatusCode::NOT_FOUND, format!("no service group {id:?}")),
     }

@@ -20,9 +20,9 @@ pub use state::{Group, Instance, State};
 
 use crate::config::{Autodestroy, Autokill, Config, RestartPolicy};
 use crate::metrics::Metrics;
+use crate::proxy::ProxyEvent;
 use crate::proxy::meter::Meter;
 use crate::proxy::route::{RouteTable, Upstream};
-use crate::proxy::ProxyEvent;
 use crate::runtime::{InstanceSpec, Runtime, RuntimeEvent};
 
 /// Lifecycle state of an instance (the Unikraft Cloud names).
@@ -242,7 +242,10 @@ pub struct Published {
 impl Published {
     /// Empty table and view.
     pub fn new() -> Published {
-        Published { table: Arc::new(ArcSwap::from_pointee(RouteTable::default())), view: Arc::new(ArcSwap::from_pointee(View::default())) }
+        Published {
+            table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            view: Arc::new(ArcSwap::from_pointee(View::default())),
+        }
     }
 }
 
@@ -265,11 +268,28 @@ pub struct Inputs {
 }
 
 /// Runs the controller until every input is closed.
-pub async fn run(config: &Config, workers: usize, runtime: Arc<dyn Runtime>, published: Published, metrics: Metrics, mut inputs: Inputs) {
+pub async fn run(
+    config: &Config,
+    workers: usize,
+    runtime: Arc<dyn Runtime>,
+    published: Published,
+    metrics: Metrics,
+    mut inputs: Inputs,
+) {
     let mut state = State::new(config, workers);
     let tx = inputs.commands_tx.clone();
-    let declare = Command::Declare { groups: config.service_groups.clone(), instances: config.instances.clone() };
-    carry_out(state.apply(declare, SystemTime::now()), &state, &runtime, &published, &metrics, &tx);
+    let declare = Command::Declare {
+        groups: config.service_groups.clone(),
+        instances: config.instances.clone(),
+    };
+    carry_out(
+        state.apply(declare, SystemTime::now()),
+        &state,
+        &runtime,
+        &published,
+        &metrics,
+        &tx,
+    );
     loop {
         let cmd = tokio::select! {
             Some(cmd) = inputs.commands.recv() => cmd,
@@ -287,13 +307,25 @@ pub async fn run(config: &Config, workers: usize, runtime: Arc<dyn Runtime>, pub
 }
 
 /// Carries out effects in order. Runtime calls and drain watches run as tasks that report back.
-fn carry_out(effects: Vec<Effect>, state: &State, runtime: &Arc<dyn Runtime>, published: &Published, metrics: &Metrics, tx: &mpsc::UnboundedSender<Command>) {
+fn carry_out(
+    effects: Vec<Effect>,
+    state: &State,
+    runtime: &Arc<dyn Runtime>,
+    published: &Published,
+    metrics: &Metrics,
+    tx: &mpsc::UnboundedSender<Command>,
+) {
     let mut publish = false;
     for effect in effects {
         match effect {
             Effect::Publish => publish = true,
-            Effect::Killed { resource, reason } => metrics.kills.with_label_values(&[resource, reason]).inc(),
-            Effect::KillSkipped { resource, reason } => metrics.kills_skipped.with_label_values(&[resource, reason]).inc(),
+            Effect::Killed { resource, reason } => {
+                metrics.kills.with_label_values(&[resource, reason]).inc()
+            }
+            Effect::KillSkipped { resource, reason } => metrics
+                .kills_skipped
+                .with_label_values(&[resource, reason])
+                .inc(),
             Effect::Launch(spec) => {
                 let (runtime, tx) = (Arc::clone(runtime), tx.clone());
                 tokio::spawn(async move {
@@ -302,7 +334,10 @@ fn carry_out(effects: Vec<Effect>, state: &State, runtime: &Arc<dyn Runtime>, pu
                         Ok(()) => runtime.start(id).await,
                         Err(err) => Err(err),
                     };
-                    let _ = tx.send(Command::Started { id, result: result.map_err(|e| e.to_string()) });
+                    let _ = tx.send(Command::Started {
+                        id,
+                        result: result.map_err(|e| e.to_string()),
+                    });
                 });
             }
             Effect::Delete(id) => {
@@ -312,7 +347,11 @@ fn carry_out(effects: Vec<Effect>, state: &State, runtime: &Arc<dyn Runtime>, pu
                     let _ = tx.send(Command::Deleted { id, result });
                 });
             }
-            Effect::WatchDrain { id, upstream, timeout } => {
+            Effect::WatchDrain {
+                id,
+                upstream,
+                timeout,
+            } => {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     // Draining is rare and short; a 5 ms poll of the workers' slots costs nothing

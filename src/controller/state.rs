@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 use super::{Command, Effect, GroupView, InstanceState, InstanceView, StopReason, View};
-use crate::config::{Autodestroy, Autokill, Balance, Config, GroupConfig, InstanceConfig, RestartPolicy};
+use crate::config::{
+    Autodestroy, Autokill, Balance, Config, GroupConfig, InstanceConfig, RestartPolicy,
+};
 use crate::proxy::meter::{Inflight, Meter};
 use crate::proxy::route::{GroupRoute, RouteTable, Target, Upstream};
 use crate::runtime::InstanceSpec;
@@ -108,7 +110,13 @@ impl State {
         fx
     }
 
-    fn declare(&mut self, groups: Vec<GroupConfig>, instances: Vec<InstanceConfig>, now: SystemTime, fx: &mut Vec<Effect>) {
+    fn declare(
+        &mut self,
+        groups: Vec<GroupConfig>,
+        instances: Vec<InstanceConfig>,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) {
         for g in groups {
             let id = Uuid::new_v4();
             for inst in &g.instances {
@@ -133,10 +141,20 @@ impl State {
         fx.push(Effect::Publish);
     }
 
-    fn add_instance(&mut self, cfg: &InstanceConfig, group: Option<Uuid>, now: SystemTime, fx: &mut Vec<Effect>) {
+    fn add_instance(
+        &mut self,
+        cfg: &InstanceConfig,
+        group: Option<Uuid>,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) {
         let id = Uuid::new_v4();
         let name: Arc<str> = cfg.name.as_str().into();
-        fx.push(Effect::Launch(InstanceSpec { id, name: cfg.name.clone(), image: cfg.image.clone() }));
+        fx.push(Effect::Launch(InstanceSpec {
+            id,
+            name: cfg.name.clone(),
+            image: cfg.image.clone(),
+        }));
         self.instances.insert(
             id,
             Instance {
@@ -159,9 +177,17 @@ impl State {
         );
     }
 
-    fn started(&mut self, id: Uuid, result: Result<SocketAddr, String>, now: SystemTime, fx: &mut Vec<Effect>) {
+    fn started(
+        &mut self,
+        id: Uuid,
+        result: Result<SocketAddr, String>,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) {
         let workers = self.workers;
-        let Some(inst) = self.instances.get_mut(&id) else { return };
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
         if inst.state != InstanceState::Starting {
             return;
         }
@@ -192,23 +218,34 @@ impl State {
 
     fn limit_reached(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
         let drain_timeout = self.drain_timeout;
-        let Some(inst) = self.instances.get_mut(&id) else { return };
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
         if inst.state != InstanceState::Running || inst.delete_lock {
             if inst.delete_lock {
-                fx.push(Effect::KillSkipped { resource: "instance", reason: "num_requests" });
+                fx.push(Effect::KillSkipped {
+                    resource: "instance",
+                    reason: "num_requests",
+                });
             }
             return;
         }
         inst.state = InstanceState::Draining;
         inst.stop_reason = Some(StopReason::NumRequests);
         if let Some(up) = &inst.upstream {
-            fx.push(Effect::WatchDrain { id, upstream: Arc::clone(up), timeout: drain_timeout });
+            fx.push(Effect::WatchDrain {
+                id,
+                upstream: Arc::clone(up),
+                timeout: drain_timeout,
+            });
         }
         fx.push(Effect::Publish);
     }
 
     fn drained(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
-        let Some(inst) = self.instances.get_mut(&id) else { return };
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
         if inst.state != InstanceState::Draining {
             return;
         }
@@ -218,7 +255,9 @@ impl State {
     }
 
     fn exited(&mut self, id: Uuid, exit_code: i32, now: SystemTime, fx: &mut Vec<Effect>) {
-        let Some(inst) = self.instances.get_mut(&id) else { return };
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
         inst.exit_code = Some(exit_code);
         inst.upstream = None;
         match inst.state {
@@ -249,7 +288,10 @@ impl State {
                 _ => "other",
             };
             tracing::info!(instance = %inst.name, reason, served = inst.meter.count(), "instance deleted");
-            fx.push(Effect::Killed { resource: "instance", reason });
+            fx.push(Effect::Killed {
+                resource: "instance",
+                reason,
+            });
         }
         fx.push(Effect::Publish);
     }
@@ -260,7 +302,9 @@ impl State {
         let mut index = HashMap::new();
         for inst in self.instances.values() {
             let target = match &inst.upstream {
-                Some(up) if matches!(inst.state, InstanceState::Running | InstanceState::Draining) => {
+                Some(up)
+                    if matches!(inst.state, InstanceState::Running | InstanceState::Draining) =>
+                {
                     let i = b.upstream(Arc::clone(up));
                     index.insert(inst.id, i);
                     Target::Instance(Some(i))
@@ -279,7 +323,13 @@ impl State {
             // A stable order, so round-robin walks the same cycle across publishes.
             members.sort_unstable();
             for domain in &group.domains {
-                b.route(domain, Target::Group(GroupRoute { members: members.clone().into(), balance: group.balance }));
+                b.route(
+                    domain,
+                    Target::Group(GroupRoute {
+                        members: members.clone().into(),
+                        balance: group.balance,
+                    }),
+                );
             }
         }
         b.build()
@@ -294,7 +344,10 @@ impl State {
                 id: i.id,
                 name: Arc::clone(&i.name),
                 state: i.state,
-                group: i.group.and_then(|g| self.groups.get(&g)).map(|g| g.name.clone()),
+                group: i
+                    .group
+                    .and_then(|g| self.groups.get(&g))
+                    .map(|g| g.name.clone()),
                 image: i.image.clone(),
                 meter: Arc::clone(&i.meter),
                 autokill: i.autokill,
@@ -318,7 +371,11 @@ impl State {
                 domains: g.domains.clone(),
                 autokill_time: g.autokill_time,
                 delete_lock: g.delete_lock,
-                instances: self.instances.values().filter(|i| i.group == Some(g.id)).count(),
+                instances: self
+                    .instances
+                    .values()
+                    .filter(|i| i.group == Some(g.id))
+                    .count(),
             })
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
@@ -329,7 +386,9 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AdminConfig, Defaults, ProxyConfig, RuntimeConfig, RuntimeKind, StoreConfig};
+    use crate::config::{
+        AdminConfig, Defaults, ProxyConfig, RuntimeConfig, RuntimeKind, StoreConfig,
+    };
 
     fn config() -> Config {
         Config {
@@ -343,15 +402,22 @@ mod tests {
                 pool_idle_per_instance: 4,
                 balance: Balance::RoundRobin,
             },
-            admin: AdminConfig { listen: ([127, 0, 0, 1], 0).into(), token: None },
-            store: StoreConfig { path: "unused".into() },
+            admin: AdminConfig {
+                listen: ([127, 0, 0, 1], 0).into(),
+                token: None,
+            },
+            store: StoreConfig {
+                path: "unused".into(),
+            },
             runtime: RuntimeConfig {
                 kind: RuntimeKind::Process,
                 stop_grace: Duration::from_secs(1),
                 start_timeout: Duration::from_secs(1),
                 images: Default::default(),
             },
-            defaults: Defaults { drain_timeout: Duration::from_secs(10) },
+            defaults: Defaults {
+                drain_timeout: Duration::from_secs(10),
+            },
             service_groups: vec![],
             instances: vec![],
         }
@@ -361,16 +427,32 @@ mod tests {
         InstanceConfig {
             name: name.into(),
             image: "hello".into(),
-            autokill: Autokill { num_requests, time: None },
+            autokill: Autokill {
+                num_requests,
+                time: None,
+            },
             restart_policy: RestartPolicy::Never,
             autodestroy: Autodestroy::Off,
         }
     }
 
     fn declared(state: &mut State, n: u64) -> Uuid {
-        let g = GroupConfig { name: "g".into(), domains: vec!["g.localhost".into()], autokill_time: None, instances: vec![instance("a", n)] };
-        let fx = state.apply(Command::Declare { groups: vec![g], instances: vec![] }, SystemTime::UNIX_EPOCH);
-        let Some(Effect::Launch(spec)) = fx.first() else { panic!("expected a launch, got {fx:?}") };
+        let g = GroupConfig {
+            name: "g".into(),
+            domains: vec!["g.localhost".into()],
+            autokill_time: None,
+            instances: vec![instance("a", n)],
+        };
+        let fx = state.apply(
+            Command::Declare {
+                groups: vec![g],
+                instances: vec![],
+            },
+            SystemTime::UNIX_EPOCH,
+        );
+        let Some(Effect::Launch(spec)) = fx.first() else {
+            panic!("expected a launch, got {fx:?}")
+        };
         spec.id
     }
 
@@ -378,24 +460,55 @@ mod tests {
     fn limit_drains_then_deletes() {
         let mut s = State::new(&config(), 1);
         let id = declared(&mut s, 2);
-        assert!(matches!(s.route_table().lookup(b"a.localhost"), Some(Target::Instance(None))));
-        s.apply(Command::Started { id, result: Ok(([127, 0, 0, 1], 9).into()) }, SystemTime::UNIX_EPOCH);
-        assert!(matches!(s.route_table().lookup(b"a.localhost"), Some(Target::Instance(Some(0)))));
-        assert!(matches!(s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.len() == 1));
+        assert!(matches!(
+            s.route_table().lookup(b"a.localhost"),
+            Some(Target::Instance(None))
+        ));
+        s.apply(
+            Command::Started {
+                id,
+                result: Ok(([127, 0, 0, 1], 9).into()),
+            },
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(matches!(
+            s.route_table().lookup(b"a.localhost"),
+            Some(Target::Instance(Some(0)))
+        ));
+        assert!(
+            matches!(s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.len() == 1)
+        );
 
         let fx = s.apply(Command::LimitReached { id }, SystemTime::UNIX_EPOCH);
         assert!(fx.iter().any(|e| matches!(e, Effect::WatchDrain { .. })));
         assert_eq!(s.instances[&id].state, InstanceState::Draining);
         // Draining: still addressable by name (the meter refuses), gone from the group.
-        assert!(matches!(s.route_table().lookup(b"a.localhost"), Some(Target::Instance(Some(_)))));
-        assert!(matches!(s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.is_empty()));
+        assert!(matches!(
+            s.route_table().lookup(b"a.localhost"),
+            Some(Target::Instance(Some(_)))
+        ));
+        assert!(
+            matches!(s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.is_empty())
+        );
 
         let fx = s.apply(Command::Drained { id }, SystemTime::UNIX_EPOCH);
-        assert!(fx.iter().any(|e| matches!(e, Effect::Delete(d) if *d == id)));
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Delete(d) if *d == id))
+        );
         s.apply(Command::Exited { id, exit_code: 0 }, SystemTime::UNIX_EPOCH);
         assert_eq!(s.instances[&id].state, InstanceState::Stopping);
-        let fx = s.apply(Command::Deleted { id, result: Ok(()) }, SystemTime::UNIX_EPOCH);
-        assert!(fx.iter().any(|e| matches!(e, Effect::Killed { resource: "instance", reason: "num_requests" })));
+        let fx = s.apply(
+            Command::Deleted { id, result: Ok(()) },
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Killed {
+                resource: "instance",
+                reason: "num_requests"
+            }
+        )));
         assert!(s.route_table().lookup(b"a.localhost").is_none());
         assert_eq!(s.view().groups[0].instances, 0);
     }
@@ -404,7 +517,13 @@ mod tests {
     fn delete_lock_holds_the_kill() {
         let mut s = State::new(&config(), 1);
         let id = declared(&mut s, 1);
-        s.apply(Command::Started { id, result: Ok(([127, 0, 0, 1], 9).into()) }, SystemTime::UNIX_EPOCH);
+        s.apply(
+            Command::Started {
+                id,
+                result: Ok(([127, 0, 0, 1], 9).into()),
+            },
+            SystemTime::UNIX_EPOCH,
+        );
         if let Some(i) = s.instances.get_mut(&id) {
             i.delete_lock = true;
         }
@@ -417,18 +536,36 @@ mod tests {
     fn unexpected_exit_stops_and_unroutes() {
         let mut s = State::new(&config(), 1);
         let id = declared(&mut s, 0);
-        s.apply(Command::Started { id, result: Ok(([127, 0, 0, 1], 9).into()) }, SystemTime::UNIX_EPOCH);
+        s.apply(
+            Command::Started {
+                id,
+                result: Ok(([127, 0, 0, 1], 9).into()),
+            },
+            SystemTime::UNIX_EPOCH,
+        );
         s.apply(Command::Exited { id, exit_code: 3 }, SystemTime::UNIX_EPOCH);
         let i = &s.instances[&id];
-        assert_eq!((i.state, i.exit_code, i.stop_reason), (InstanceState::Stopped, Some(3), Some(StopReason::Exited)));
-        assert!(matches!(s.route_table().lookup(b"a.localhost"), Some(Target::Instance(None))));
+        assert_eq!(
+            (i.state, i.exit_code, i.stop_reason),
+            (InstanceState::Stopped, Some(3), Some(StopReason::Exited))
+        );
+        assert!(matches!(
+            s.route_table().lookup(b"a.localhost"),
+            Some(Target::Instance(None))
+        ));
     }
 
     #[test]
     fn failed_start_is_stopped() {
         let mut s = State::new(&config(), 1);
         let id = declared(&mut s, 0);
-        s.apply(Command::Started { id, result: Err("boom".into()) }, SystemTime::UNIX_EPOCH);
+        s.apply(
+            Command::Started {
+                id,
+                result: Err("boom".into()),
+            },
+            SystemTime::UNIX_EPOCH,
+        );
         assert_eq!(s.instances[&id].stop_reason, Some(StopReason::StartFailed));
     }
 }

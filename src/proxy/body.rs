@@ -21,7 +21,10 @@ enum Kind {
     /// Streams the upstream's body; `finish` runs when it ends (or is dropped): the in-flight count
     /// is released, the duration observed, and the upstream connection returned to the pool if
     /// the body was read to its end.
-    Upstream { body: Incoming, finish: Option<Finish> },
+    Upstream {
+        body: Incoming,
+        finish: Option<Finish>,
+    },
     /// A body the proxy made itself (errors) or none at all.
     Full(Option<Bytes>),
 }
@@ -29,17 +32,26 @@ enum Kind {
 impl ProxyBody {
     /// A complete body.
     pub fn full(bytes: Bytes) -> ProxyBody {
-        ProxyBody { kind: Kind::Full(Some(bytes)) }
+        ProxyBody {
+            kind: Kind::Full(Some(bytes)),
+        }
     }
 
     /// No body.
     pub fn empty() -> ProxyBody {
-        ProxyBody { kind: Kind::Full(None) }
+        ProxyBody {
+            kind: Kind::Full(None),
+        }
     }
 
     /// The upstream's body, with what to do when it ends.
     pub(crate) fn upstream(body: Incoming, finish: Finish) -> ProxyBody {
-        let mut body = ProxyBody { kind: Kind::Upstream { body, finish: Some(finish) } };
+        let mut body = ProxyBody {
+            kind: Kind::Upstream {
+                body,
+                finish: Some(finish),
+            },
+        };
         body.finish_if_ended();
         body
     }
@@ -60,7 +72,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, finish } => {

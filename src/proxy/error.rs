@@ -47,7 +47,9 @@ impl ProxyError {
             ProxyError::NoHost => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Unavailable | ProxyError::Exhausted => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectRefused(_) | ProxyError::Connect(_) | ProxyError::Protocol(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectRefused(_) | ProxyError::Connect(_) | ProxyError::Protocol(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -55,7 +57,13 @@ impl ProxyError {
     /// True for failures of the upstream (counted in `autokill_upstream_errors_total`), false for
     /// requests the proxy refused by its own rules (counted in `autokill_proxy_refused_total`).
     pub fn is_upstream(&self) -> bool {
-        !matches!(self, ProxyError::NoHost | ProxyError::NoRoute | ProxyError::Unavailable | ProxyError::Exhausted)
+        !matches!(
+            self,
+            ProxyError::NoHost
+                | ProxyError::NoRoute
+                | ProxyError::Unavailable
+                | ProxyError::Exhausted
+        )
     }
 
     /// The metric label.
@@ -77,7 +85,9 @@ impl ProxyError {
     pub fn connect(err: std::io::Error) -> ProxyError {
         use std::io::ErrorKind::*;
         match err.kind() {
-            ConnectionRefused | ConnectionReset | ConnectionAborted => ProxyError::ConnectRefused(err),
+            ConnectionRefused | ConnectionReset | ConnectionAborted => {
+                ProxyError::ConnectRefused(err)
+            }
             _ => ProxyError::Connect(err),
         }
     }
@@ -89,13 +99,18 @@ impl ProxyError {
             ProxyError::NoRoute => b"no instance or service group for this host\n",
             ProxyError::Unavailable => b"no instance available\n",
             ProxyError::Exhausted => b"instance has served its request limit\n",
-            ProxyError::ConnectRefused(_) | ProxyError::Connect(_) | ProxyError::Protocol(_) => b"bad gateway\n",
+            ProxyError::ConnectRefused(_) | ProxyError::Connect(_) | ProxyError::Protocol(_) => {
+                b"bad gateway\n"
+            }
             ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_) => b"gateway timeout\n",
         };
         let mut resp = Response::new(ProxyBody::full(Bytes::from_static(body)));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -110,9 +125,18 @@ mod tests {
     #[test]
     fn statuses() {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(ProxyError::connect(refused).status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(ProxyError::Timeout(Duration::from_secs(1)).status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(ProxyError::ConnectTimeout(Duration::from_secs(1)).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            ProxyError::connect(refused).status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            ProxyError::Timeout(Duration::from_secs(1)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::ConnectTimeout(Duration::from_secs(1)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
         assert_eq!(ProxyError::NoRoute.status(), StatusCode::NOT_FOUND);
         let r = ProxyError::Exhausted.response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -34,7 +34,10 @@ pub enum Admission {
 impl Meter {
     /// A meter that has admitted `count` requests, with `limit` (0 = no limit).
     pub fn new(count: u64, limit: u64) -> Meter {
-        Meter { count: AtomicU64::new(count), limit: AtomicU64::new(limit) }
+        Meter {
+            count: AtomicU64::new(count),
+            limit: AtomicU64::new(limit),
+        }
     }
 
     /// Counts one request against the budget. One relaxed `fetch_add` (plus one relaxed load of the
@@ -94,7 +97,11 @@ pub struct Inflight {
 impl Inflight {
     /// Slots for `workers` workers (at least one).
     pub fn new(workers: usize) -> Inflight {
-        Inflight { slots: (0..workers.max(1)).map(|_| InflightSlot::default()).collect() }
+        Inflight {
+            slots: (0..workers.max(1))
+                .map(|_| InflightSlot::default())
+                .collect(),
+        }
     }
 
     /// Called by worker `worker` only: one more request in flight.
@@ -108,7 +115,10 @@ impl Inflight {
     #[inline]
     pub fn leave(&self, worker: usize) {
         let slot = &self.slots[worker].0;
-        slot.store(slot.load(Ordering::Relaxed).saturating_sub(1), Ordering::Release);
+        slot.store(
+            slot.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Release,
+        );
     }
 
     /// Requests in flight across all workers.

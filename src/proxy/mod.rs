@@ -75,19 +75,30 @@ impl Proxy {
         let settings = worker::Settings::new(cfg, shutdown_grace);
         let mut threads = Vec::with_capacity(workers);
         for (index, listener) in listeners.into_iter().enumerate() {
-            let (table, events, settings, metrics, rx) =
-                (Arc::clone(&table), events.clone(), settings.clone(), metrics.clone(), rx.clone());
-            let thread = std::thread::Builder::new().name(format!("autokill-proxy-{index}")).spawn(move || {
-                // The worker is `Rc`-based: it is built on, and never leaves, its own thread.
-                let worker = worker::Worker::new(index, table, events, settings, metrics);
-                if let Err(err) = worker::run(worker, listener, rx) {
-                    tracing::error!(%err, worker = index, "proxy worker failed");
-                }
-            })?;
+            let (table, events, settings, metrics, rx) = (
+                Arc::clone(&table),
+                events.clone(),
+                settings.clone(),
+                metrics.clone(),
+                rx.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("autokill-proxy-{index}"))
+                .spawn(move || {
+                    // The worker is `Rc`-based: it is built on, and never leaves, its own thread.
+                    let worker = worker::Worker::new(index, table, events, settings, metrics);
+                    if let Err(err) = worker::run(worker, listener, rx) {
+                        tracing::error!(%err, worker = index, "proxy worker failed");
+                    }
+                })?;
             threads.push(thread);
         }
         tracing::info!(%addr, workers, "proxy listening");
-        Ok(Proxy { addr, shutdown, threads })
+        Ok(Proxy {
+            addr,
+            shutdown,
+            threads,
+        })
     }
 
     /// The address the proxy listens on.
@@ -115,7 +126,9 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into()).map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
+    socket.bind(&addr.into()).map_err(|err| {
+        std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
+    })?;
     socket.listen(4096)?;
     Ok(socket.into())
 }

@@ -78,7 +78,9 @@ impl RouteTable {
             return None;
         }
         // Stored keys are lower-case, so comparing with the input's case folded is exact.
-        self.hosts.find(hash_folded(host), |(key, _)| key.eq_ignore_ascii_case(host)).map(|(_, t)| t)
+        self.hosts
+            .find(hash_folded(host), |(key, _)| key.eq_ignore_ascii_case(host))
+            .map(|(_, t)| t)
     }
 
     /// Number of host names routed.
@@ -93,7 +95,7 @@ impl RouteTable {
 }
 
 /// Removes `:port` from `host`, leaving an IPv6 literal's brackets alone.
-pub fn strip_port(host: &[u8]) -> &[u8] {
+fn strip_port(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
         return match host.iter().position(|&b| b == b']') {
             Some(end) => &host[..=end],
@@ -110,7 +112,7 @@ pub fn strip_port(host: &[u8]) -> &[u8] {
 /// per byte) and one folded 64x64->128-bit multiply per sixteen bytes (foldhash's and wyhash's
 /// mixing step). Short inputs are read as two overlapping words, as wyhash does.
 #[inline]
-pub fn hash_folded(bytes: &[u8]) -> u64 {
+fn hash_folded(bytes: &[u8]) -> u64 {
     const K1: u64 = 0x243f_6a88_85a3_08d3;
     const K2: u64 = 0x1319_8a2e_0370_7344;
     let len = bytes.len();
@@ -119,15 +121,31 @@ pub fn hash_folded(bytes: &[u8]) -> u64 {
         let mut h = seed;
         let mut i = 0;
         while len - i > 16 {
-            h = folded_multiply(fold_case(word(bytes, i)) ^ K1, fold_case(word(bytes, i + 8)) ^ h);
+            h = folded_multiply(
+                fold_case(word(bytes, i)) ^ K1,
+                fold_case(word(bytes, i + 8)) ^ h,
+            );
             i += 16;
         }
         // The last 8 to 16 bytes, as two words that may overlap.
-        (fold_case(word(bytes, len.saturating_sub(16))) ^ h, fold_case(word(bytes, len - 8)))
+        (
+            fold_case(word(bytes, len.saturating_sub(16))) ^ h,
+            fold_case(word(bytes, len - 8)),
+        )
     } else if len >= 4 {
-        (fold_case(u64::from(half(bytes, 0))), fold_case(u64::from(half(bytes, len - 4))))
+        (
+            fold_case(u64::from(half(bytes, 0))),
+            fold_case(u64::from(half(bytes, len - 4))),
+        )
     } else if len > 0 {
-        (fold_case(u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16), 0)
+        (
+            fold_case(
+                u64::from(bytes[0])
+                    | u64::from(bytes[len / 2]) << 8
+                    | u64::from(bytes[len - 1]) << 16,
+            ),
+            0,
+        )
     } else {
         (0, 0)
     };
@@ -136,12 +154,18 @@ pub fn hash_folded(bytes: &[u8]) -> u64 {
 
 #[inline]
 fn word(bytes: &[u8], at: usize) -> u64 {
-    bytes.get(at..at + 8).and_then(|w| w.try_into().ok()).map_or(0, u64::from_le_bytes)
+    bytes
+        .get(at..at + 8)
+        .and_then(|w| w.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 #[inline]
 fn half(bytes: &[u8], at: usize) -> u32 {
-    bytes.get(at..at + 4).and_then(|w| w.try_into().ok()).map_or(0, u32::from_le_bytes)
+    bytes
+        .get(at..at + 4)
+        .and_then(|w| w.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
 }
 
 /// Lower-cases the ASCII letters of eight bytes at once; other bytes are left alone.
@@ -183,7 +207,9 @@ impl RouteTableBuilder {
         match self.table.hosts.find_mut(hash, |(k, _)| *k == key) {
             Some(entry) => entry.1 = target,
             None => {
-                self.table.hosts.insert_unique(hash, (key, target), |(k, _)| hash_folded(k));
+                self.table
+                    .hosts
+                    .insert_unique(hash, (key, target), |(k, _)| hash_folded(k));
             }
         }
     }
@@ -213,18 +239,39 @@ mod tests {
         let a = b.upstream(upstream("a"));
         b.route("a.localhost", Target::Instance(Some(a)));
         b.route("stopped.localhost", Target::Instance(None));
-        b.route("g.example.com", Target::Group(GroupRoute { members: vec![a].into(), balance: Balance::RoundRobin }));
+        b.route(
+            "g.example.com",
+            Target::Group(GroupRoute {
+                members: vec![a].into(),
+                balance: Balance::RoundRobin,
+            }),
+        );
         b.build()
     }
 
     #[test]
     fn host_normalisation() {
         let t = table();
-        for host in ["a.localhost", "A.LocalHost", "a.localhost:8080", "a.localhost.", "A.LOCALHOST.:1"] {
-            assert!(matches!(t.lookup(host.as_bytes()), Some(Target::Instance(Some(0)))), "{host}");
+        for host in [
+            "a.localhost",
+            "A.LocalHost",
+            "a.localhost:8080",
+            "a.localhost.",
+            "A.LOCALHOST.:1",
+        ] {
+            assert!(
+                matches!(t.lookup(host.as_bytes()), Some(Target::Instance(Some(0)))),
+                "{host}"
+            );
         }
-        assert!(matches!(t.lookup(b"stopped.localhost"), Some(Target::Instance(None))));
-        assert!(matches!(t.lookup(b"G.example.com:443"), Some(Target::Group(_))));
+        assert!(matches!(
+            t.lookup(b"stopped.localhost"),
+            Some(Target::Instance(None))
+        ));
+        assert!(matches!(
+            t.lookup(b"G.example.com:443"),
+            Some(Target::Group(_))
+        ));
         assert!(t.lookup(b"b.localhost").is_none());
         assert!(t.lookup(b"").is_none());
         assert!(t.lookup(&[b'a'; 1000]).is_none());
@@ -238,7 +285,10 @@ mod tests {
         b.route("X.localhost", Target::Instance(Some(3)));
         let t = b.build();
         assert_eq!(t.len(), 1);
-        assert!(matches!(t.lookup(b"x.localhost"), Some(Target::Instance(Some(3)))));
+        assert!(matches!(
+            t.lookup(b"x.localhost"),
+            Some(Target::Instance(Some(3)))
+        ));
     }
 
     proptest::proptest! {

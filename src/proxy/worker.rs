@@ -99,7 +99,9 @@ pub(crate) struct Finish {
 
 impl std::fmt::Debug for Finish {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Finish").field("instance", &self.local.upstream.name).finish()
+        f.debug_struct("Finish")
+            .field("instance", &self.local.upstream.name)
+            .finish()
     }
 }
 
@@ -113,7 +115,9 @@ impl Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         self.local.upstream.inflight.leave(self.worker.index);
-        self.worker.histogram.observe(self.start.elapsed().as_secs_f64());
+        self.worker
+            .histogram
+            .observe(self.start.elapsed().as_secs_f64());
         if self.completed
             && let Some(sender) = self.sender.take()
         {
@@ -136,7 +140,10 @@ impl Worker {
         Worker {
             index,
             table: RefCell::new(Cache::new(table)),
-            synced: RefCell::new(Synced { table: std::ptr::null(), locals: Vec::new() }),
+            synced: RefCell::new(Synced {
+                table: std::ptr::null(),
+                locals: Vec::new(),
+            }),
             cursor: Cell::new(index),
             events,
             settings,
@@ -150,7 +157,11 @@ impl Worker {
         // Absolute-form and HTTP/2 carry the authority in the URI; it wins over `Host` (RFC 9112 §3.2.2).
         let host = match req.uri().authority() {
             Some(a) => a.as_str().as_bytes(),
-            None => req.headers().get(HOST).map(HeaderValue::as_bytes).ok_or(ProxyError::NoHost)?,
+            None => req
+                .headers()
+                .get(HOST)
+                .map(HeaderValue::as_bytes)
+                .ok_or(ProxyError::NoHost)?,
         };
         let mut cache = self.table.borrow_mut();
         let table = cache.load();
@@ -162,7 +173,11 @@ impl Worker {
             Target::Instance(None) => Err(ProxyError::Unavailable),
             Target::Instance(Some(i)) => {
                 let local = &synced.locals[*i];
-                if self.admit(local) { Ok(Rc::clone(local)) } else { Err(ProxyError::Exhausted) }
+                if self.admit(local) {
+                    Ok(Rc::clone(local))
+                } else {
+                    Err(ProxyError::Exhausted)
+                }
             }
             Target::Group(group) => {
                 let n = group.members.len();
@@ -208,7 +223,10 @@ impl Worker {
 
     fn refuse(&self, err: ProxyError) -> Response<ProxyBody> {
         if err.is_upstream() {
-            self.metrics.upstream_errors.with_label_values(&[err.kind()]).inc();
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[err.kind()])
+                .inc();
         } else {
             self.metrics.refused.with_label_values(&[err.kind()]).inc();
         }
@@ -218,7 +236,11 @@ impl Worker {
     /// Sends `req` on a pooled connection, or a new one; a request the pool's connection did not
     /// take (closed before it was written) moves on unharmed, so this is never a retry of a request
     /// the upstream saw.
-    async fn send(&self, local: &LocalUpstream, mut req: Request<Incoming>) -> Result<(Response<Incoming>, SendRequest<Incoming>), ProxyError> {
+    async fn send(
+        &self,
+        local: &LocalUpstream,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, SendRequest<Incoming>), ProxyError> {
         loop {
             let pooled = local.idle.borrow_mut().pop();
             let Some(mut sender) = pooled else { break };
@@ -243,14 +265,21 @@ impl Worker {
     }
 
     /// Opens a new upstream connection; its driver runs as a task on this worker.
-    async fn connect(&self, addr: SocketAddr, upgrades: bool) -> Result<SendRequest<Incoming>, ProxyError> {
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        upgrades: bool,
+    ) -> Result<SendRequest<Incoming>, ProxyError> {
         let stream = match timeout(self.settings.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(ProxyError::ConnectTimeout(self.settings.connect_timeout)),
             Ok(Err(err)) => return Err(ProxyError::connect(err)),
             Ok(Ok(stream)) => stream,
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = client::Builder::new().handshake(TokioIo::new(stream)).await.map_err(ProxyError::Protocol)?;
+        let (sender, conn) = client::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ProxyError::Protocol)?;
         if upgrades {
             tokio::task::spawn_local(async move {
                 let _ = conn.with_upgrades().await;
@@ -271,7 +300,8 @@ impl Worker {
             Ok(sender) => sender,
             Err(err) => return self.refuse(err),
         };
-        let mut resp = match timeout(self.settings.upstream_timeout, sender.send_request(req)).await {
+        let mut resp = match timeout(self.settings.upstream_timeout, sender.send_request(req)).await
+        {
             Err(_) => return self.refuse(ProxyError::Timeout(self.settings.upstream_timeout)),
             Ok(Err(err)) => return self.refuse(ProxyError::Protocol(err)),
             Ok(Ok(resp)) => resp,
@@ -285,7 +315,9 @@ impl Worker {
         tokio::task::spawn_local(async move {
             let _finish = finish;
             if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up))
+                        .await;
             }
         });
         headers::strip_hop_by_hop(resp.headers_mut(), true);
@@ -298,14 +330,21 @@ impl Worker {
 /// connections) whose upstream is still the same incarnation. Runs once per published table.
 #[cold]
 fn resync(synced: &mut Synced, table: &Arc<RouteTable>) {
-    let mut old: HashMap<*const Upstream, Rc<LocalUpstream>> =
-        synced.locals.drain(..).map(|l| (Arc::as_ptr(&l.upstream), l)).collect();
+    let mut old: HashMap<*const Upstream, Rc<LocalUpstream>> = synced
+        .locals
+        .drain(..)
+        .map(|l| (Arc::as_ptr(&l.upstream), l))
+        .collect();
     synced.locals = table
         .upstreams
         .iter()
         .map(|up| {
-            old.remove(&Arc::as_ptr(up))
-                .unwrap_or_else(|| Rc::new(LocalUpstream { upstream: Arc::clone(up), idle: RefCell::new(Vec::new()) }))
+            old.remove(&Arc::as_ptr(up)).unwrap_or_else(|| {
+                Rc::new(LocalUpstream {
+                    upstream: Arc::clone(up),
+                    idle: RefCell::new(Vec::new()),
+                })
+            })
         })
         .collect();
     synced.table = Arc::as_ptr(table);
@@ -329,13 +368,23 @@ struct ConnInfo {
 }
 
 /// Handles one request: route, count, rewrite, forward, stream back.
-async fn handle(worker: Rc<Worker>, conn: Rc<ConnInfo>, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+async fn handle(
+    worker: Rc<Worker>,
+    conn: Rc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let local = match worker.route(&req) {
         Ok(local) => local,
         Err(err) => return Ok(worker.refuse(err)),
     };
-    let mut finish = Finish { local, worker: Rc::clone(&worker), sender: None, start, completed: false };
+    let mut finish = Finish {
+        local,
+        worker: Rc::clone(&worker),
+        sender: None,
+        start,
+        completed: false,
+    };
 
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let via = match req.version() {
@@ -386,14 +435,23 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 
 /// Runs the worker on the current thread until `shutdown` turns true, then lets open
 /// connections finish for up to the shutdown grace.
-pub(crate) fn run(worker: Worker, listener: std::net::TcpListener, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+pub(crate) fn run(
+    worker: Worker,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let listener = TcpListener::from_std(listener)?;
         let worker = Rc::new(worker);
         let mut builder = auto::Builder::new(LocalExec);
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(worker.settings.header_read_timeout);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(worker.settings.header_read_timeout);
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
 
@@ -420,22 +478,38 @@ pub(crate) fn run(worker: Worker, listener: std::net::TcpListener, mut shutdown:
             }
         }
         drop(listener);
-        if timeout(worker.settings.shutdown_grace, graceful.shutdown()).await.is_err() {
-            tracing::warn!(worker = worker.index, "connections still open after the shutdown grace; closing them");
+        if timeout(worker.settings.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                worker = worker.index,
+                "connections still open after the shutdown grace; closing them"
+            );
         }
         worker.histogram.flush();
         Ok(())
     })
 }
 
-fn serve(builder: &auto::Builder<LocalExec>, graceful: &GracefulShutdown, worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+fn serve(
+    builder: &auto::Builder<LocalExec>,
+    graceful: &GracefulShutdown,
+    worker: &Rc<Worker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
     let info = Rc::new(ConnInfo {
-        client: HeaderValue::from_str(&peer.ip().to_canonical().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        client: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
     });
     let worker = Rc::clone(worker);
-    let service = hyper::service::service_fn(move |req| handle(Rc::clone(&worker), Rc::clone(&info), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+    let service =
+        hyper::service::service_fn(move |req| handle(Rc::clone(&worker), Rc::clone(&info), req));
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
     let conn = graceful.watch(conn);
     tokio::task::spawn_local(async move {
         if let Err(err) = conn.await {

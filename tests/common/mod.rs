@@ -18,7 +18,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_autokill");
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A running `autokill serve` and the directory it works in.
@@ -67,11 +70,16 @@ impl Server {
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "autokill=debug")
+            .env("RUST_LOG", "autokill=warn")
             .stdin(Stdio::null())
             .spawn()
             .expect("start autokill");
-        let server = Server { proxy, admin, dir, child: Some(child) };
+        let server = Server {
+            proxy,
+            admin,
+            dir,
+            child: Some(child),
+        };
         server.wait_ready().await;
         server
     }
@@ -79,7 +87,9 @@ impl Server {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok((StatusCode::OK, _, _)) = try_request(self.admin, "GET", "localhost", "/readyz").await {
+            if let Ok((StatusCode::OK, _, _)) =
+                try_request(self.admin, "GET", "localhost", "/readyz").await
+            {
                 return;
             }
             assert!(Instant::now() < deadline, "autokill did not become ready");
@@ -100,7 +110,9 @@ impl Server {
 
     /// `/metrics` as text.
     pub async fn metrics(&self) -> String {
-        request(self.admin, "GET", "localhost", "/metrics").await.text()
+        request(self.admin, "GET", "localhost", "/metrics")
+            .await
+            .text()
     }
 
     /// Lines the instance `name`'s upstream logged: the requests that really reached it.
@@ -112,7 +124,11 @@ impl Server {
 
     /// Pids of processes whose command line mentions this server's directory: its instances.
     pub fn instance_pids(&self) -> Vec<u32> {
+        let server = self.child.as_ref().map(|c| c.id());
         pids_mentioning(self.dir.path())
+            .into_iter()
+            .filter(|p| Some(*p) != server)
+            .collect()
     }
 
     /// Waits until `cond` holds, polling every 20 ms, for at most `secs` seconds.
@@ -155,7 +171,9 @@ impl Drop for Server {
 /// Pids whose `/proc/PID/cmdline` contains `needle`.
 pub fn pids_mentioning(needle: &Path) -> Vec<u32> {
     let needle = needle.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
@@ -170,7 +188,11 @@ pub fn pids_mentioning(needle: &Path) -> Vec<u32> {
 
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -194,11 +216,22 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// One request to `addr` with `Host: host`.
 pub async fn request(addr: SocketAddr, method: &str, host: &str, path: &str) -> Resp {
-    let (status, headers, body) = try_request(addr, method, host, path).await.unwrap_or_else(|e| panic!("{method} {host}{path}: {e}"));
-    Resp { status, headers, body }
+    let (status, headers, body) = try_request(addr, method, host, path)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {host}{path}: {e}"));
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
-async fn try_request(addr: SocketAddr, method: &str, host: &str, path: &str) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
     let req = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
@@ -221,14 +254,22 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// Whether a component a test needs is required (CI sets `AUTOKILL_TEST_REQUIRE=all`).
 pub fn required(component: &str) -> bool {
-    std::env::var("AUTOKILL_TEST_REQUIRE").is_ok_and(|v| v.split(',').any(|c| c == "all" || c == component))
+    std::env::var("AUTOKILL_TEST_REQUIRE")
+        .is_ok_and(|v| v.split(',').any(|c| c == "all" || c == component))
 }
 
 /// Finds `program` on PATH, or says loudly why the test is skipped (and fails where required).
 pub fn find_or_skip(program: &str, component: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    });
     if found.is_none() {
-        assert!(!required(component), "{program} is required (AUTOKILL_TEST_REQUIRE) but not installed");
+        assert!(
+            !required(component),
+            "{program} is required (AUTOKILL_TEST_REQUIRE) but not installed"
+        );
         eprintln!("SKIPPED: {program} not found on PATH; install it to run this test");
     }
     found
