@@ -1,14 +1,20 @@
 //! `autokill hello`: the built-in tiny upstream, so the default config runs with nothing installed.
 //!
 //! Every request is answered `200 OK`, `hello from <name>: <path>\n`, `x-hello-name: <name>`.
-//! Tests lean on two extras: `--log FILE` records what reached the upstream (one line per request,
+//! Tests lean on a few extras: `--log FILE` records what reached the upstream (one line per request,
 //! written before the answer, so the file is right even after a `kill -9`), and `--allow-exit`
-//! turns `GET /__exit/<code>` into "answer, then exit with `<code>`".
+//! turns `GET /__exit/<code>` into "answer, then exit with `<code>`". Like httpbin, a few paths
+//! show what an intermediary did or provoke what it must handle:
+//!
+//! * `/__headers` answers with the request's header fields, one `name: value` line each;
+//! * `/__hop` answers with hop-by-hop fields that a proxy must not pass on;
+//! * `/__sleep/<ms>` answers after that many milliseconds;
+//! * `/__close` closes the connection without answering;
+//! * `/__echo` with `Connection: upgrade` and `Upgrade: echo` switches protocols (101) and echoes bytes.
 //!
 //! Cost per request beyond hyper's own: one `String` for the body (moved into `Bytes`, not
 //! copied), one for the log line when `--log` is given, and two `Arc` clones (reference counts).
 
-use std::convert::Infallible;
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -149,7 +155,8 @@ async fn connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     // A client that vanishes mid-request is its own business; nothing to report.
     let _ = served.await;
     let code = exit_code.load(Ordering::Acquire);
@@ -162,7 +169,7 @@ async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     exit_code: Arc<AtomicI32>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Closed> {
     let (parts, mut body) = req.into_parts();
     let path = parts
         .uri
@@ -183,10 +190,63 @@ async fn handle(
         }
     }
 
+    if parts.uri.path() == "/__echo"
+        && parts
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|u| u == "echo")
+    {
+        return Ok(echo_upgrade(Request::from_parts(parts, body)));
+    }
+
     // Drain the request body so the connection can be reused; its content is of no interest.
     while let Some(frame) = body.frame().await {
         if frame.is_err() {
             break;
+        }
+    }
+
+    match parts.uri.path() {
+        "/__headers" => {
+            let mut text = String::new();
+            for (name, value) in &parts.headers {
+                text.push_str(name.as_str());
+                text.push_str(": ");
+                text.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                text.push('\n');
+            }
+            return Ok(Response::new(Full::new(Bytes::from(text))));
+        }
+        "/__hop" => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"hop\n")));
+            let h = response.headers_mut();
+            h.insert(CONNECTION, HeaderValue::from_static("x-hello-hop"));
+            h.insert(
+                HeaderName::from_static("x-hello-hop"),
+                HeaderValue::from_static("1"),
+            );
+            h.insert(
+                HeaderName::from_static("keep-alive"),
+                HeaderValue::from_static("timeout=30"),
+            );
+            h.insert(
+                HeaderName::from_static("proxy-connection"),
+                HeaderValue::from_static("keep-alive"),
+            );
+            h.insert(
+                HeaderName::from_static("x-hello-end-to-end"),
+                HeaderValue::from_static("1"),
+            );
+            return Ok(response);
+        }
+        "/__close" => return Err(Closed),
+        p => {
+            if let Some(ms) = p
+                .strip_prefix("/__sleep/")
+                .and_then(|ms| ms.parse::<u64>().ok())
+            {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
         }
     }
 
@@ -217,4 +277,36 @@ async fn handle(
         });
     }
     Ok(response)
+}
+
+/// `/__close`: an error from the service makes hyper drop the connection without an answer.
+#[derive(Debug)]
+struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closed on request")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// `/__echo`: answers 101 and then echoes every byte it receives on the upgraded connection.
+fn echo_upgrade(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let upgraded = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgraded.await {
+            let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut rd, &mut wr).await;
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    response
+        .headers_mut()
+        .insert(http::header::UPGRADE, HeaderValue::from_static("echo"));
+    response
 }
