@@ -90,6 +90,7 @@ fn serve(config: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let self_exe = std::env::current_exe()?;
     // The proxy runs on threads of its own; this runtime carries the controller, the runtime
