@@ -2,8 +2,8 @@
 //! (so tests can pause time) and hands each expired key to a sink, in deadline order.
 //!
 //! Ticks are milliseconds since the [`Instant`] at which the driver was spawned. Deadlines are rounded
-//! up to the next tick, so a timer never fires before its deadline and at most 1 ms (plus scheduling
-//! delay) after it. The wheel sits behind a `std::sync::Mutex`: timer calls are rare (a few per
+//! up to the next tick, so a timer never fires before its deadline, and fires a millisecond or two
+//! (tick rounding and tokio's own 1 ms timer granularity) plus scheduling delay after it. The wheel sits behind a `std::sync::Mutex`: timer calls are rare (a few per
 //! instance lifecycle), never held across an await, and the sink runs outside the lock, so a sink
 //! may call back into [`Timers`].
 
@@ -41,7 +41,8 @@ struct Shared<K> {
 
 impl<K: Send + 'static> Timers<K> {
     /// Spawns the timer task on the current tokio runtime. The task calls `sink` with each expired
-    /// key, in deadline order (keys due in the same millisecond in unspecified order).
+    /// key, in deadline order (keys due in the same millisecond in unspecified order). A sink that
+    /// owns a clone of the returned handle keeps the task alive for good.
     ///
     /// # Panics
     ///
