@@ -13,13 +13,13 @@
 //! the first non-zero bitmap's trailing-zero count. When time reaches a slot on a higher level, its
 //! timers are cascaded down to the levels below (a timer moves at most six times in its life).
 //!
-//! Deadlines whose bits above bit 42 differ from the current time go to an overflow list that is
-//! re-sorted into the wheel, O(its length), when time reaches the `2^42` ms window of its earliest
-//! deadline (meant for "practically never" deadlines, it is not fast for many distinct far windows).
-//! A deadline up to a year
-//! ahead lands in the wheel unless the current time is within a year of such a multiple, that is
-//! never for a clock that starts near zero, as [`crate::timers`] does. A deadline at or before the
-//! current time goes to a "due" list that the next [`Wheel::advance`] empties first.
+//! Deadlines whose bits above bit 42 differ from the current time go to an overflow list, which is
+//! re-sorted into the wheel, at O(its length), when time reaches the `2^42` ms window of its earliest
+//! deadline; it is meant for "practically never" deadlines and is not fast for many distinct far
+//! windows. A deadline up to a year ahead lands in the wheel unless the current time is within a
+//! year of a multiple of `2^42` ms, which never happens for a clock that starts near zero, as
+//! [`crate::timers`]'s does. A deadline at or before the current time goes to a "due" list that the
+//! next [`Wheel::advance`] empties first.
 //!
 //! # Costs
 //!
