@@ -34,8 +34,10 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// The API token, if any.
     pub token: Option<Arc<str>>,
-    /// Base domain, to show instances' host names.
+    /// Base domain, to show instances' host names and resolve group domains.
     pub base_domain: Arc<str>,
+    /// Sends calls to the controller.
+    pub controller: crate::controller::api::Handle,
 }
 
 /// The admin router.

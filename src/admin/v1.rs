@@ -65,7 +65,7 @@ fn group_json(g: &GroupView) -> Value {
         "domains": g.domains.iter().map(|d| json!({"name": d})).collect::<Vec<_>>(),
         "autokill": {"time_ms": g.autokill_time.map_or(0, |t| t.as_millis() as u64)},
         "delete_lock": g.delete_lock,
-        "instances": g.instances,
+        "instances": g.instances.iter().map(|n| json!({"name": &**n})).collect::<Vec<_>>(),
     })
 }
 

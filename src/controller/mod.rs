@@ -6,6 +6,7 @@
 //! that report back with a command, so the loop never blocks on a runtime), drain watches, and
 //! publishing a new route table and [`View`].
 
+pub mod api;
 mod state;
 
 use std::net::SocketAddr;
@@ -126,6 +127,10 @@ pub enum Command {
         /// Its exit code.
         exit_code: i32,
     },
+    /// An admin API call, answered on `ReplyTo` once its change is published.
+    Api(api::Call, api::ReplyTo),
+    /// A lifecycle timer fired.
+    Timer(TimerKey),
     /// A delete the controller asked for finished.
     Deleted {
         /// The instance.
@@ -133,6 +138,21 @@ pub enum Command {
         /// Success, or why it failed.
         result: Result<(), String>,
     },
+}
+
+/// What a lifecycle timer is for; the key the timing wheel hands back when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKey {
+    /// A stopped instance's `autokill.time` passed.
+    StoppedTime(Uuid),
+    /// A template's unused time passed.
+    Unused(Uuid),
+    /// A service group's empty time passed.
+    Empty(Uuid),
+    /// A draining instance's `drain_timeout` passed.
+    Drain(Uuid),
+    /// A restart back-off ended.
+    Restart(Uuid),
 }
 
 /// What [`State::apply`] asks the controller task to do.
@@ -185,8 +205,12 @@ pub struct InstanceView {
     pub id: Uuid,
     /// Name.
     pub name: Arc<str>,
-    /// State.
+    /// State (`template` for a template).
     pub state: InstanceState,
+    /// The template it was cloned from.
+    pub template: Option<String>,
+    /// Templates: clones of it that still exist.
+    pub clones: usize,
     /// Its group's name.
     pub group: Option<String>,
     /// Image key.
@@ -226,8 +250,18 @@ pub struct GroupView {
     pub autokill_time: Option<Duration>,
     /// Delete lock.
     pub delete_lock: bool,
-    /// Instances that belong to it.
-    pub instances: usize,
+    /// Names of the instances that belong to it.
+    pub instances: Vec<Arc<str>>,
+    /// As given at creation; shown.
+    pub soft_limit: Option<u64>,
+    /// As given at creation; shown.
+    pub hard_limit: Option<u64>,
+    /// The `services` port mappings as given; shown.
+    pub services: serde_json::Value,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// Whether it is deleted (in answers to a delete).
+    pub deleted: bool,
 }
 
 /// The shared outputs of the controller: what the proxy routes by and what the admin side reads.

@@ -106,6 +106,13 @@ impl State {
             Command::Drained { id } => self.drained(id, &mut fx),
             Command::Exited { id, exit_code } => self.exited(id, exit_code, now, &mut fx),
             Command::Deleted { id, result } => self.deleted(id, result, &mut fx),
+            Command::Api(_, reply) => {
+                let _ = reply.send(Err(super::api::ApiError {
+                    status: 501,
+                    message: "not implemented yet".into(),
+                }));
+            }
+            Command::Timer(_) => {}
         }
         fx
     }
@@ -344,6 +351,8 @@ impl State {
                 id: i.id,
                 name: Arc::clone(&i.name),
                 state: i.state,
+                template: None,
+                clones: 0,
                 group: i
                     .group
                     .and_then(|g| self.groups.get(&g))
@@ -375,7 +384,13 @@ impl State {
                     .instances
                     .values()
                     .filter(|i| i.group == Some(g.id))
-                    .count(),
+                    .map(|i| Arc::clone(&i.name))
+                    .collect(),
+                soft_limit: None,
+                hard_limit: None,
+                services: serde_json::Value::Array(Vec::new()),
+                created_at: g.created_at,
+                deleted: false,
             })
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
@@ -510,7 +525,7 @@ mod tests {
             }
         )));
         assert!(s.route_table().lookup(b"a.localhost").is_none());
-        assert_eq!(s.view().groups[0].instances, 0);
+        assert!(s.view().groups[0].instances.is_empty());
     }
 
     #[test]
