@@ -115,7 +115,7 @@ pub enum RuntimeKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageConfig {
     /// Process runtime: program and arguments. `{port}` is replaced by the instance's port,
-    /// `{name}` by its name and `{autokill}` by the path of the running autokill binary.
+    /// `{name}` by its name, `{id}` by its UUID and `{autokill}` by the path of the running autokill binary.
     pub command: Vec<String>,
     /// Extra environment for the process, with the same placeholders.
     pub env: BTreeMap<String, String>,

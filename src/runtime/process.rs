@@ -265,9 +265,11 @@ impl Inner {
             .get(&instance.image)
             .ok_or_else(|| RuntimeError::UnknownImage(instance.image.clone()))?;
         let port = instance.port.to_string();
+        let id_text = id.to_string();
         let values = Placeholders {
             port: &port,
             name: &instance.name,
+            id: &id_text,
             autokill: self.self_exe.as_os_str(),
         };
         let (program, args) = image
@@ -437,6 +439,7 @@ fn alive(pid: u32) -> bool {
 struct Placeholders<'a> {
     port: &'a str,
     name: &'a str,
+    id: &'a str,
     autokill: &'a OsStr,
 }
 
@@ -454,6 +457,8 @@ impl Placeholders<'_> {
                 (OsStr::new(self.port), "{port}".len())
             } else if tail.starts_with("{name}") {
                 (OsStr::new(self.name), "{name}".len())
+            } else if tail.starts_with("{id}") {
+                (OsStr::new(self.id), "{id}".len())
             } else if tail.starts_with("{autokill}") {
                 (self.autokill, "{autokill}".len())
             } else {
@@ -548,6 +553,7 @@ mod tests {
         Placeholders {
             port: "4242",
             name: "web-{port}",
+            id: "0000",
             autokill: OsStr::new("/opt/autokill"),
         }
     }
