@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use autokill::config::Balance;
-use autokill::proxy::meter::{Admission, Inflight, Meter};
+use autokill::proxy::meter::{Admission, Meter};
 use autokill::proxy::route::{GroupRoute, RouteTable, Target, Upstream};
 
 /// A table shaped like a real one: 1,000 instances, each with its own host, and 10 groups.
@@ -18,13 +18,13 @@ fn table() -> RouteTable {
     let mut b = RouteTable::builder();
     let mut members = Vec::new();
     for i in 0..1000 {
-        let up = Arc::new(Upstream {
-            id: uuid::Uuid::new_v4(),
-            name: format!("instance-{i}").into(),
-            addr: ([127, 0, 0, 1], 10_000 + i as u16).into(),
-            meter: Arc::new(Meter::new(0, 0)),
-            inflight: Inflight::new(2),
-        });
+        let up = Arc::new(Upstream::new(
+            uuid::Uuid::new_v4(),
+            format!("instance-{i}").into(),
+            ([127, 0, 0, 1], 10_000 + i as u16).into(),
+            Arc::new(Meter::new(0, 0)),
+            2,
+        ));
         let idx = b.upstream(up);
         b.route(
             &format!("instance-{i}.localhost"),

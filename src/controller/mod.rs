@@ -9,6 +9,7 @@
 pub mod api;
 mod state;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,6 +26,7 @@ use crate::proxy::ProxyEvent;
 use crate::proxy::meter::Meter;
 use crate::proxy::route::{RouteTable, Upstream};
 use crate::runtime::{InstanceSpec, Runtime, RuntimeEvent};
+use crate::timers::{TimerId, Timers};
 
 /// Lifecycle state of an instance (the Unikraft Cloud names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +80,8 @@ pub enum StopReason {
     NumRequests,
     /// It exited on its own.
     Exited,
+    /// A user stopped it.
+    UserStop,
     /// It could not be started.
     StartFailed,
 }
@@ -88,6 +92,7 @@ impl StopReason {
         match self {
             StopReason::NumRequests => "num_requests",
             StopReason::Exited => "exited",
+            StopReason::UserStop => "user_stop",
             StopReason::StartFailed => "start_failed",
         }
     }
@@ -107,8 +112,17 @@ pub enum Command {
     Started {
         /// The instance.
         id: Uuid,
+        /// Which start of the instance this answers (older answers are ignored).
+        attempt: u64,
         /// Its address, or why it failed.
         result: Result<SocketAddr, String>,
+    },
+    /// A stop the controller asked for finished (the exit itself arrives as [`Command::Exited`]).
+    StopDone {
+        /// The instance.
+        id: Uuid,
+        /// Success, or why it failed.
+        result: Result<(), String>,
     },
     /// The proxy admitted the request that spent the instance's budget.
     LimitReached {
@@ -158,18 +172,38 @@ pub enum TimerKey {
 /// What [`State::apply`] asks the controller task to do.
 #[derive(Debug)]
 pub enum Effect {
-    /// Create and start an instance; reports [`Command::Started`].
-    Launch(InstanceSpec),
+    /// Create an instance in the runtime, and start it if `start` says which attempt this is;
+    /// reports [`Command::Started`] when starting.
+    Launch {
+        /// What to create.
+        spec: InstanceSpec,
+        /// Start it too, as this attempt.
+        start: Option<u64>,
+    },
+    /// Start a created instance as `attempt`; reports [`Command::Started`].
+    Start {
+        /// The instance.
+        id: Uuid,
+        /// Which start this is.
+        attempt: u64,
+    },
+    /// Stop an instance; reports [`Command::StopDone`] (and the runtime reports the exit).
+    Stop(Uuid),
+    /// Arm (or re-arm) the timer `key` for `at`.
+    Arm(TimerKey, SystemTime),
+    /// Disarm the timer `key`, if armed.
+    Disarm(TimerKey),
+    /// Answer an API call (after the effects before it, publishing included).
+    Reply(api::ReplyTo, Result<api::Reply, api::ApiError>),
     /// Delete an instance through the runtime; reports [`Command::Deleted`].
     Delete(Uuid),
-    /// Wait until the upstream has nothing in flight (or `timeout`); reports [`Command::Drained`].
+    /// Wait until the upstream has nothing in flight; reports [`Command::Drained`]. The drain
+    /// timeout is a timer of its own ([`TimerKey::Drain`]).
     WatchDrain {
         /// The instance.
         id: Uuid,
         /// Its incarnation, whose in-flight count is watched.
         upstream: Arc<Upstream>,
-        /// Give up waiting after this long.
-        timeout: Duration,
     },
     /// Publish a new route table and view.
     Publish,
@@ -301,6 +335,38 @@ pub struct Inputs {
     pub runtime: mpsc::UnboundedReceiver<RuntimeEvent>,
 }
 
+/// The controller's clock: wall-clock time as tokio's clock advances it, so that deadlines are
+/// wall-clock instants (what the store persists) and tests can still pause time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall: SystemTime,
+    mono: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock reading the system time now.
+    pub fn start() -> Clock {
+        Clock {
+            wall: SystemTime::now(),
+            mono: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Now.
+    pub fn now(&self) -> SystemTime {
+        self.wall + self.mono.elapsed()
+    }
+
+    /// The tokio instant of a wall-clock deadline (now, if it has passed).
+    pub fn instant(&self, at: SystemTime) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        match at.duration_since(self.now()) {
+            Ok(ahead) => now + ahead,
+            Err(_) => now,
+        }
+    }
+}
+
 /// Runs the controller until every input is closed.
 pub async fn run(
     config: &Config,
@@ -311,19 +377,27 @@ pub async fn run(
     mut inputs: Inputs,
 ) {
     let mut state = State::new(config, workers);
-    let tx = inputs.commands_tx.clone();
+    let clock = Clock::start();
+    let timers = {
+        let tx = inputs.commands_tx.clone();
+        Timers::spawn(move |key| {
+            let _ = tx.send(Command::Timer(key));
+        })
+    };
+    let mut task = Task {
+        runtime,
+        published,
+        metrics,
+        tx: inputs.commands_tx.clone(),
+        timers,
+        armed: HashMap::new(),
+        clock,
+    };
     let declare = Command::Declare {
         groups: config.service_groups.clone(),
         instances: config.instances.clone(),
     };
-    carry_out(
-        state.apply(declare, SystemTime::now()),
-        &state,
-        &runtime,
-        &published,
-        &metrics,
-        &tx,
-    );
+    task.carry_out(state.apply(declare, clock.now()), &state);
     loop {
         let cmd = tokio::select! {
             Some(cmd) = inputs.commands.recv() => cmd,
@@ -335,72 +409,132 @@ pub async fn run(
             },
             else => break,
         };
-        let effects = state.apply(cmd, SystemTime::now());
-        carry_out(effects, &state, &runtime, &published, &metrics, &tx);
+        if let Command::Timer(key) = &cmd {
+            task.armed.remove(key);
+        }
+        let effects = state.apply(cmd, clock.now());
+        task.carry_out(effects, &state);
     }
 }
 
-/// Carries out effects in order. Runtime calls and drain watches run as tasks that report back.
-fn carry_out(
-    effects: Vec<Effect>,
-    state: &State,
-    runtime: &Arc<dyn Runtime>,
-    published: &Published,
-    metrics: &Metrics,
-    tx: &mpsc::UnboundedSender<Command>,
-) {
-    let mut publish = false;
-    for effect in effects {
-        match effect {
-            Effect::Publish => publish = true,
-            Effect::Killed { resource, reason } => {
-                metrics.kills.with_label_values(&[resource, reason]).inc()
-            }
-            Effect::KillSkipped { resource, reason } => metrics
-                .kills_skipped
-                .with_label_values(&[resource, reason])
-                .inc(),
-            Effect::Launch(spec) => {
-                let (runtime, tx) = (Arc::clone(runtime), tx.clone());
-                tokio::spawn(async move {
-                    let id = spec.id;
-                    let result = match runtime.create(&spec).await {
-                        Ok(()) => runtime.start(id).await,
-                        Err(err) => Err(err),
-                    };
-                    let _ = tx.send(Command::Started {
-                        id,
-                        result: result.map_err(|e| e.to_string()),
-                    });
-                });
-            }
-            Effect::Delete(id) => {
-                let (runtime, tx) = (Arc::clone(runtime), tx.clone());
-                tokio::spawn(async move {
-                    let result = runtime.delete(id).await.map_err(|e| e.to_string());
-                    let _ = tx.send(Command::Deleted { id, result });
-                });
-            }
-            Effect::WatchDrain {
-                id,
-                upstream,
-                timeout,
-            } => {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    // Draining is rare and short; a 5 ms poll of the workers' slots costs nothing
-                    // on the hot path, where a wake-up per request end would.
-                    let deadline = tokio::time::Instant::now() + timeout;
-                    while upstream.inflight.total() > 0 && tokio::time::Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+/// What the controller task needs to carry out effects.
+struct Task {
+    runtime: Arc<dyn Runtime>,
+    published: Published,
+    metrics: Metrics,
+    tx: mpsc::UnboundedSender<Command>,
+    timers: Timers<TimerKey>,
+    /// The wheel's id of every armed timer, to cancel or move it.
+    armed: HashMap<TimerKey, TimerId>,
+    clock: Clock,
+}
+
+impl Task {
+    /// Carries out effects in order. Runtime calls and drain watches run as tasks that report
+    /// back with a command; replies wait until the state they describe is published.
+    fn carry_out(&mut self, effects: Vec<Effect>, state: &State) {
+        let mut publish = false;
+        for effect in effects {
+            match effect {
+                Effect::Publish => publish = true,
+                Effect::Reply(to, result) => {
+                    if publish {
+                        self.publish(state);
+                        publish = false;
                     }
-                    let _ = tx.send(Command::Drained { id });
-                });
+                    let _ = to.send(result);
+                }
+                Effect::Killed { resource, reason } => self
+                    .metrics
+                    .kills
+                    .with_label_values(&[resource, reason])
+                    .inc(),
+                Effect::KillSkipped { resource, reason } => self
+                    .metrics
+                    .kills_skipped
+                    .with_label_values(&[resource, reason])
+                    .inc(),
+                Effect::Arm(key, at) => {
+                    let deadline = self.clock.instant(at);
+                    let moved = self
+                        .armed
+                        .get(&key)
+                        .is_some_and(|id| self.timers.reschedule(*id, deadline));
+                    if !moved {
+                        self.armed.insert(key, self.timers.insert(deadline, key));
+                    }
+                }
+                Effect::Disarm(key) => {
+                    if let Some(id) = self.armed.remove(&key) {
+                        self.timers.cancel(id);
+                    }
+                }
+                Effect::Launch { spec, start } => {
+                    let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
+                    tokio::spawn(async move {
+                        let id = spec.id;
+                        let created = runtime.create(&spec).await;
+                        let Some(attempt) = start else {
+                            if let Err(err) = created {
+                                tracing::warn!(instance = %spec.name, %err, "creating instance failed");
+                            }
+                            return;
+                        };
+                        let result = match created {
+                            Ok(()) => runtime.start(id).await,
+                            Err(err) => Err(err),
+                        };
+                        let _ = tx.send(Command::Started {
+                            id,
+                            attempt,
+                            result: result.map_err(|e| e.to_string()),
+                        });
+                    });
+                }
+                Effect::Start { id, attempt } => {
+                    let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
+                    tokio::spawn(async move {
+                        let result = runtime.start(id).await.map_err(|e| e.to_string());
+                        let _ = tx.send(Command::Started {
+                            id,
+                            attempt,
+                            result,
+                        });
+                    });
+                }
+                Effect::Stop(id) => {
+                    let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
+                    tokio::spawn(async move {
+                        let result = runtime.stop(id).await.map_err(|e| e.to_string());
+                        let _ = tx.send(Command::StopDone { id, result });
+                    });
+                }
+                Effect::Delete(id) => {
+                    let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
+                    tokio::spawn(async move {
+                        let result = runtime.delete(id).await.map_err(|e| e.to_string());
+                        let _ = tx.send(Command::Deleted { id, result });
+                    });
+                }
+                Effect::WatchDrain { id, upstream } => {
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        upstream.drained().await;
+                        let _ = tx.send(Command::Drained { id });
+                    });
+                }
             }
         }
+        if publish {
+            self.publish(state);
+        }
+        self.metrics
+            .timers_pending
+            .set(self.timers.pending() as i64);
     }
-    if publish {
-        published.table.store(Arc::new(state.route_table()));
-        published.view.store(Arc::new(state.view()));
+
+    fn publish(&self, state: &State) {
+        self.published.table.store(Arc::new(state.route_table()));
+        self.published.view.store(Arc::new(state.view()));
     }
 }

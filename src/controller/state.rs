@@ -1,22 +1,48 @@
 //! The controller's state and its one `apply`: a pure function from (state, command, now) to
 //! (new state, effects). No runtime, no clock, no I/O: unit tests drive it directly.
+//!
+//! Every trigger is re-checked when its timer fires, when a delete lock is cleared and when the
+//! condition behind it changes, by one `check_*` function per resource. A timer that fires late,
+//! early or twice is therefore harmless: the check looks at the state and the time, not at the
+//! timer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use super::{Command, Effect, GroupView, InstanceState, InstanceView, StopReason, View};
+use super::api::{
+    ApiError, Call, GroupPatch, InstancePatch, NewGroup, NewInstance, NewTemplate, Ref, Reply,
+    TemplatePatch,
+};
+use super::{Command, Effect, GroupView, InstanceState, InstanceView, StopReason, TimerKey, View};
 use crate::config::{
     Autodestroy, Autokill, Balance, Config, GroupConfig, InstanceConfig, RestartPolicy,
 };
-use crate::proxy::meter::{Inflight, Meter};
+use crate::proxy::meter::Meter;
 use crate::proxy::route::{GroupRoute, RouteTable, Target, Upstream};
 use crate::runtime::InstanceSpec;
 
-/// One instance as the controller knows it.
+/// Restart back-off: the first restart is immediate, then 5 s, doubling, at most 5 min.
+const BACKOFF_FIRST: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// An instance that ran this long before exiting starts its back-off from the beginning.
+const BACKOFF_RESET: Duration = Duration::from_secs(10);
+
+/// What the controller is waiting for the runtime to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Nothing.
+    None,
+    /// A stop a user asked for.
+    Stop,
+    /// A delete, with the kill reason if autokill or autodestroy asked for it.
+    Delete(Option<&'static str>),
+}
+
+/// One instance (or template) as the controller knows it.
 #[derive(Debug)]
 pub struct Instance {
     /// Identity.
@@ -27,7 +53,11 @@ pub struct Instance {
     pub image: String,
     /// The service group it belongs to.
     pub group: Option<Uuid>,
-    /// Its autokill policy.
+    /// The template it was cloned from, while that template exists.
+    pub template: Option<Uuid>,
+    /// The name of the template it was cloned from (kept after the template is gone).
+    pub template_name: Option<String>,
+    /// Its autokill policy (for a template: `time` is the unused time).
     pub autokill: Autokill,
     /// Its restart policy.
     pub restart_policy: RestartPolicy,
@@ -49,6 +79,20 @@ pub struct Instance {
     pub created_at: SystemTime,
     /// A delete lock holds back every kill.
     pub delete_lock: bool,
+    /// Templates: when it was made a template or last cloned, whichever is later.
+    pub last_used: SystemTime,
+    /// Which start this is (answers to older starts are ignored).
+    attempt: u64,
+    /// When the current run began (restart back-off resets after a healthy run).
+    running_since: Option<SystemTime>,
+    /// Consecutive restarts, for the back-off.
+    restarts: u32,
+    /// A restart is scheduled.
+    restart_pending: bool,
+    /// An autodestroy that a delete lock held back.
+    destroy_due: bool,
+    /// What the runtime is doing for it.
+    pending: Pending,
 }
 
 /// One service group as the controller knows it.
@@ -68,12 +112,20 @@ pub struct Group {
     pub delete_lock: bool,
     /// When it was created.
     pub created_at: SystemTime,
+    /// Since when it has had no instance; `None` while it has one.
+    pub empty_since: Option<SystemTime>,
+    /// Shown as given.
+    pub soft_limit: Option<u64>,
+    /// Shown as given.
+    pub hard_limit: Option<u64>,
+    /// Shown as given.
+    pub services: serde_json::Value,
 }
 
 /// Everything the controller owns.
 #[derive(Debug)]
 pub struct State {
-    /// Instances by id.
+    /// Instances and templates by id.
     pub instances: HashMap<Uuid, Instance>,
     /// Service groups by id.
     pub groups: HashMap<Uuid, Group>,
@@ -81,7 +133,13 @@ pub struct State {
     drain_timeout: Duration,
     workers: usize,
     balance: Balance,
+    images: BTreeSet<String>,
 }
+
+/// `(resource, reason)` labels of kills.
+const INSTANCE: &str = "instance";
+const TEMPLATE: &str = "template";
+const GROUP: &str = "service_group";
 
 impl State {
     /// An empty state for `config`, with `workers` proxy workers (for the in-flight slots).
@@ -93,6 +151,7 @@ impl State {
             drain_timeout: config.defaults.drain_timeout,
             workers,
             balance: config.proxy.balance,
+            images: config.runtime.images.keys().cloned().collect(),
         }
     }
 
@@ -101,21 +160,31 @@ impl State {
         let mut fx = Vec::new();
         match cmd {
             Command::Declare { groups, instances } => self.declare(groups, instances, now, &mut fx),
-            Command::Started { id, result } => self.started(id, result, now, &mut fx),
-            Command::LimitReached { id } => self.limit_reached(id, &mut fx),
+            Command::Started {
+                id,
+                attempt,
+                result,
+            } => self.started(id, attempt, result, now, &mut fx),
+            Command::StopDone { id, result } => {
+                if let Err(message) = result {
+                    tracing::warn!(instance = %id, %message, "stopping an instance failed");
+                }
+            }
+            Command::LimitReached { id } => self.limit_reached(id, now, &mut fx),
             Command::Drained { id } => self.drained(id, &mut fx),
             Command::Exited { id, exit_code } => self.exited(id, exit_code, now, &mut fx),
-            Command::Deleted { id, result } => self.deleted(id, result, &mut fx),
-            Command::Api(_, reply) => {
-                let _ = reply.send(Err(super::api::ApiError {
-                    status: 501,
-                    message: "not implemented yet".into(),
-                }));
+            Command::Deleted { id, result } => self.deleted(id, result, now, &mut fx),
+            Command::Timer(key) => self.timer(key, now, &mut fx),
+            Command::Api(call, reply) => {
+                let result = self.call(call, now, &mut fx);
+                fx.push(Effect::Publish);
+                fx.push(Effect::Reply(reply, result));
             }
-            Command::Timer(_) => {}
         }
         fx
     }
+
+    // ---- configuration -------------------------------------------------------------------
 
     fn declare(
         &mut self,
@@ -126,9 +195,6 @@ impl State {
     ) {
         for g in groups {
             let id = Uuid::new_v4();
-            for inst in &g.instances {
-                self.add_instance(inst, Some(id), now, fx);
-            }
             self.groups.insert(
                 id,
                 Group {
@@ -139,54 +205,95 @@ impl State {
                     balance: self.balance,
                     delete_lock: false,
                     created_at: now,
+                    empty_since: Some(now),
+                    soft_limit: None,
+                    hard_limit: None,
+                    services: serde_json::Value::Array(Vec::new()),
                 },
             );
+            for inst in &g.instances {
+                self.add_instance(declared(inst), Some(id), None, true, now, fx);
+            }
+            self.check_group(id, now, fx);
         }
         for inst in &instances {
-            self.add_instance(inst, None, now, fx);
+            self.add_instance(declared(inst), None, None, true, now, fx);
         }
         fx.push(Effect::Publish);
     }
 
+    /// Adds an instance and asks the runtime to create (and start) it. Returns its id.
     fn add_instance(
         &mut self,
-        cfg: &InstanceConfig,
+        spec: Spec,
         group: Option<Uuid>,
+        template: Option<(Uuid, String)>,
+        start: bool,
         now: SystemTime,
         fx: &mut Vec<Effect>,
-    ) {
+    ) -> Uuid {
         let id = Uuid::new_v4();
-        let name: Arc<str> = cfg.name.as_str().into();
-        fx.push(Effect::Launch(InstanceSpec {
-            id,
-            name: cfg.name.clone(),
-            image: cfg.image.clone(),
-        }));
+        let held = false;
+        let meter = Arc::new(Meter::new(0, spec.autokill.num_requests));
+        meter.set_limit(spec.autokill.num_requests, held);
+        let (state, attempt) = if start {
+            (InstanceState::Starting, 1)
+        } else {
+            (InstanceState::Stopped, 0)
+        };
+        fx.push(Effect::Launch {
+            spec: InstanceSpec {
+                id,
+                name: spec.name.clone(),
+                image: spec.image.clone(),
+            },
+            start: start.then_some(attempt),
+        });
         self.instances.insert(
             id,
             Instance {
                 id,
-                name,
-                image: cfg.image.clone(),
+                name: spec.name.as_str().into(),
+                image: spec.image,
                 group,
-                autokill: cfg.autokill,
-                restart_policy: cfg.restart_policy,
-                autodestroy: cfg.autodestroy,
-                state: InstanceState::Starting,
-                meter: Arc::new(Meter::new(0, cfg.autokill.num_requests)),
+                template: template.as_ref().map(|t| t.0),
+                template_name: template.map(|t| t.1),
+                autokill: spec.autokill,
+                restart_policy: spec.restart_policy,
+                autodestroy: spec.autodestroy,
+                state,
+                meter,
                 upstream: None,
                 exit_code: None,
                 stop_reason: None,
-                stopped_at: None,
+                stopped_at: (!start).then_some(now),
                 created_at: now,
                 delete_lock: false,
+                last_used: now,
+                attempt,
+                running_since: None,
+                restarts: 0,
+                restart_pending: false,
+                destroy_due: false,
+                pending: Pending::None,
             },
         );
+        if let Some(g) = group.and_then(|g| self.groups.get_mut(&g)) {
+            g.empty_since = None;
+            fx.push(Effect::Disarm(TimerKey::Empty(g.id)));
+        }
+        if !start {
+            self.check_stopped(id, now, fx);
+        }
+        id
     }
+
+    // ---- runtime answers -----------------------------------------------------------------
 
     fn started(
         &mut self,
         id: Uuid,
+        attempt: u64,
         result: Result<SocketAddr, String>,
         now: SystemTime,
         fx: &mut Vec<Effect>,
@@ -195,22 +302,23 @@ impl State {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        if inst.state != InstanceState::Starting {
+        if inst.state != InstanceState::Starting || inst.attempt != attempt {
             return;
         }
         match result {
             Ok(addr) => {
                 inst.state = InstanceState::Running;
-                inst.upstream = Some(Arc::new(Upstream {
+                inst.running_since = Some(now);
+                inst.upstream = Some(Arc::new(Upstream::new(
                     id,
-                    name: Arc::clone(&inst.name),
+                    Arc::clone(&inst.name),
                     addr,
-                    meter: Arc::clone(&inst.meter),
-                    inflight: Inflight::new(workers),
-                }));
-                // A budget spent before this start (e.g. counted across a restart) drains at once.
+                    Arc::clone(&inst.meter),
+                    workers,
+                )));
+                // A budget spent before this start drains at once (unless a lock holds it).
                 if inst.meter.exhausted() {
-                    self.limit_reached(id, fx);
+                    self.limit_reached(id, now, fx);
                 }
             }
             Err(message) => {
@@ -218,23 +326,25 @@ impl State {
                 inst.state = InstanceState::Stopped;
                 inst.stop_reason = Some(StopReason::StartFailed);
                 inst.stopped_at = Some(now);
+                self.check_stopped(id, now, fx);
             }
         }
         fx.push(Effect::Publish);
     }
 
-    fn limit_reached(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
+    fn limit_reached(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
         let drain_timeout = self.drain_timeout;
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        if inst.state != InstanceState::Running || inst.delete_lock {
-            if inst.delete_lock {
-                fx.push(Effect::KillSkipped {
-                    resource: "instance",
-                    reason: "num_requests",
-                });
-            }
+        if inst.state != InstanceState::Running {
+            return;
+        }
+        if inst.delete_lock {
+            fx.push(Effect::KillSkipped {
+                resource: INSTANCE,
+                reason: "num_requests",
+            });
             return;
         }
         inst.state = InstanceState::Draining;
@@ -243,9 +353,9 @@ impl State {
             fx.push(Effect::WatchDrain {
                 id,
                 upstream: Arc::clone(up),
-                timeout: drain_timeout,
             });
         }
+        fx.push(Effect::Arm(TimerKey::Drain(id), now + drain_timeout));
         fx.push(Effect::Publish);
     }
 
@@ -256,9 +366,8 @@ impl State {
         if inst.state != InstanceState::Draining {
             return;
         }
-        inst.state = InstanceState::Stopping;
-        fx.push(Effect::Delete(id));
-        fx.push(Effect::Publish);
+        fx.push(Effect::Disarm(TimerKey::Drain(id)));
+        self.delete_instance(id, Some("num_requests"), fx);
     }
 
     fn exited(&mut self, id: Uuid, exit_code: i32, now: SystemTime, fx: &mut Vec<Effect>) {
@@ -267,47 +376,790 @@ impl State {
         };
         inst.exit_code = Some(exit_code);
         inst.upstream = None;
-        match inst.state {
-            // Asked for: the delete in progress ends the story.
-            InstanceState::Stopping | InstanceState::Deleted => {}
-            _ => {
-                inst.state = InstanceState::Stopped;
-                inst.stop_reason = Some(StopReason::Exited);
-                inst.stopped_at = Some(now);
+        fx.push(Effect::Publish);
+        if matches!(inst.pending, Pending::Delete(_))
+            || matches!(
+                inst.state,
+                InstanceState::Stopped | InstanceState::Template | InstanceState::Deleted
+            )
+        {
+            // A delete in progress ends the story; an instance already stopped (a failed start
+            // reported twice) has nothing more to decide.
+            return;
+        }
+        if inst.state == InstanceState::Starting {
+            inst.state = InstanceState::Stopped;
+            inst.stop_reason = Some(StopReason::StartFailed);
+            inst.stopped_at = Some(now);
+            self.check_stopped(id, now, fx);
+            return;
+        }
+        let user_stop = inst.pending == Pending::Stop;
+        inst.pending = Pending::None;
+        inst.state = InstanceState::Stopped;
+        inst.stopped_at = Some(now);
+        inst.stop_reason = Some(if user_stop {
+            StopReason::UserStop
+        } else {
+            StopReason::Exited
+        });
+        match decide(inst.restart_policy, inst.autodestroy, exit_code, user_stop) {
+            Decision::Restart => {
+                if inst
+                    .running_since
+                    .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= BACKOFF_RESET)
+                {
+                    inst.restarts = 0;
+                }
+                let delay = backoff(inst.restarts);
+                inst.restarts = inst.restarts.saturating_add(1);
+                inst.running_since = None;
+                if delay.is_zero() {
+                    self.start_instance(id, fx);
+                } else {
+                    inst.restart_pending = true;
+                    fx.push(Effect::Arm(TimerKey::Restart(id), now + delay));
+                }
+            }
+            Decision::Destroy => {
+                inst.running_since = None;
+                inst.destroy_due = true;
+                self.check_stopped(id, now, fx);
+            }
+            Decision::Stay => {
+                inst.running_since = None;
+                self.check_stopped(id, now, fx);
             }
         }
-        fx.push(Effect::Publish);
     }
 
-    fn deleted(&mut self, id: Uuid, result: Result<(), String>, fx: &mut Vec<Effect>) {
+    fn deleted(
+        &mut self,
+        id: Uuid,
+        result: Result<(), String>,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) {
+        fx.push(Effect::Publish);
         if let Err(message) = result {
-            // The runtime could not remove it: keep it visible as stopped rather than pretend.
+            // The runtime could not remove it: keep it, stopped and visible, rather than pretend.
             if let Some(inst) = self.instances.get_mut(&id) {
                 tracing::error!(instance = %inst.name, %message, "deleting instance failed");
                 inst.state = InstanceState::Stopped;
+                inst.pending = Pending::None;
             }
-            fx.push(Effect::Publish);
             return;
         }
-        if let Some(inst) = self.instances.remove(&id) {
-            let reason = match inst.stop_reason {
-                Some(StopReason::NumRequests) => "num_requests",
-                _ => "other",
-            };
-            tracing::info!(instance = %inst.name, reason, served = inst.meter.count(), "instance deleted");
+        let Some(inst) = self.instances.remove(&id) else {
+            return;
+        };
+        tracing::info!(instance = %inst.name, served = inst.meter.count(), "instance deleted");
+        if let Pending::Delete(Some(reason)) = inst.pending {
             fx.push(Effect::Killed {
-                resource: "instance",
+                resource: INSTANCE,
                 reason,
             });
         }
+        if let Some(group) = inst.group {
+            self.check_group(group, now, fx);
+        }
+        if let Some(template) = inst.template {
+            self.check_template(template, now, fx);
+        }
+    }
+
+    fn timer(&mut self, key: TimerKey, now: SystemTime, fx: &mut Vec<Effect>) {
+        match key {
+            TimerKey::StoppedTime(id) => self.check_stopped(id, now, fx),
+            TimerKey::Unused(id) => self.check_template(id, now, fx),
+            TimerKey::Empty(id) => self.check_group(id, now, fx),
+            TimerKey::Drain(id) => self.drained(id, fx),
+            TimerKey::Restart(id) => {
+                if let Some(inst) = self.instances.get_mut(&id)
+                    && inst.restart_pending
+                    && inst.state == InstanceState::Stopped
+                {
+                    inst.restart_pending = false;
+                    self.start_instance(id, fx);
+                    fx.push(Effect::Publish);
+                }
+            }
+        }
+    }
+
+    // ---- the triggers --------------------------------------------------------------------
+
+    /// A stopped instance: destroy it if autodestroy said so, delete it once `autokill.time`
+    /// has passed since it stopped, or arm the timer for that; a delete lock holds both back.
+    fn check_stopped(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        if inst.state != InstanceState::Stopped
+            || inst.pending != Pending::None
+            || inst.restart_pending
+        {
+            return;
+        }
+        if inst.destroy_due {
+            if inst.delete_lock {
+                fx.push(Effect::KillSkipped {
+                    resource: INSTANCE,
+                    reason: "autodestroy",
+                });
+                return;
+            }
+            self.delete_instance(id, Some("autodestroy"), fx);
+            return;
+        }
+        let (Some(time), Some(stopped_at)) = (inst.autokill.time, inst.stopped_at) else {
+            fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
+            return;
+        };
+        let due = stopped_at + time;
+        if now < due {
+            fx.push(Effect::Arm(TimerKey::StoppedTime(id), due));
+        } else if inst.delete_lock {
+            fx.push(Effect::KillSkipped {
+                resource: INSTANCE,
+                reason: "stopped_time",
+            });
+        } else {
+            self.delete_instance(id, Some("stopped_time"), fx);
+        }
+    }
+
+    /// A template: delete it once its unused time has passed since it was made or last cloned
+    /// and no clone of it is left.
+    fn check_template(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
+        let clones = self
+            .instances
+            .values()
+            .filter(|i| i.template == Some(id) && i.state != InstanceState::Deleted)
+            .count();
+        let Some(t) = self.instances.get_mut(&id) else {
+            return;
+        };
+        if t.state != InstanceState::Template {
+            return;
+        }
+        let Some(time) = t.autokill.time else {
+            fx.push(Effect::Disarm(TimerKey::Unused(id)));
+            return;
+        };
+        let due = t.last_used + time;
+        if now < due {
+            fx.push(Effect::Arm(TimerKey::Unused(id), due));
+        } else if clones > 0 {
+            // Re-checked when its last clone is deleted.
+        } else if t.delete_lock {
+            fx.push(Effect::KillSkipped {
+                resource: TEMPLATE,
+                reason: "unused",
+            });
+        } else {
+            let t = self.instances.remove(&id);
+            if let Some(t) = t {
+                tracing::info!(template = %t.name, "template deleted: unused");
+            }
+            self.forget_template(id);
+            fx.push(Effect::Delete(id));
+            fx.push(Effect::Killed {
+                resource: TEMPLATE,
+                reason: "unused",
+            });
+            fx.push(Effect::Publish);
+        }
+    }
+
+    /// A service group: delete it once it has been empty for its `autokill.time`.
+    fn check_group(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
+        let members = self.members(id);
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        if members > 0 {
+            g.empty_since = None;
+            fx.push(Effect::Disarm(TimerKey::Empty(id)));
+            return;
+        }
+        let since = *g.empty_since.get_or_insert(now);
+        let Some(time) = g.autokill_time else {
+            fx.push(Effect::Disarm(TimerKey::Empty(id)));
+            return;
+        };
+        let due = since + time;
+        if now < due {
+            fx.push(Effect::Arm(TimerKey::Empty(id), due));
+        } else if g.delete_lock {
+            fx.push(Effect::KillSkipped {
+                resource: GROUP,
+                reason: "empty",
+            });
+        } else {
+            tracing::info!(group = %g.name, "service group deleted: empty");
+            self.groups.remove(&id);
+            fx.push(Effect::Killed {
+                resource: GROUP,
+                reason: "empty",
+            });
+            fx.push(Effect::Publish);
+        }
+    }
+
+    /// Instances (of any state but deleted) that belong to group `id`.
+    fn members(&self, id: Uuid) -> usize {
+        self.instances
+            .values()
+            .filter(|i| i.group == Some(id) && !matches!(i.state, InstanceState::Deleted))
+            .count()
+    }
+
+    /// Clears the reference of every clone to a template that is gone.
+    fn forget_template(&mut self, id: Uuid) {
+        for i in self
+            .instances
+            .values_mut()
+            .filter(|i| i.template == Some(id))
+        {
+            i.template = None;
+        }
+    }
+
+    /// Everything due for an instance whose lock was just cleared fires now.
+    fn check_instance(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
+        let Some(inst) = self.instances.get(&id) else {
+            return;
+        };
+        match inst.state {
+            InstanceState::Running if inst.meter.exhausted() => self.limit_reached(id, now, fx),
+            InstanceState::Stopped => self.check_stopped(id, now, fx),
+            InstanceState::Template => self.check_template(id, now, fx),
+            _ => {}
+        }
+    }
+
+    // ---- actions -------------------------------------------------------------------------
+
+    fn start_instance(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        inst.state = InstanceState::Starting;
+        inst.attempt += 1;
+        inst.restart_pending = false;
+        inst.destroy_due = false;
+        fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
+        fx.push(Effect::Disarm(TimerKey::Restart(id)));
+        fx.push(Effect::Start {
+            id,
+            attempt: inst.attempt,
+        });
+    }
+
+    /// Takes the instance out of service and asks the runtime to delete it.
+    fn delete_instance(&mut self, id: Uuid, reason: Option<&'static str>, fx: &mut Vec<Effect>) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        inst.state = InstanceState::Deleted;
+        inst.pending = Pending::Delete(reason);
+        if let Some(reason) = reason {
+            tracing::info!(instance = %inst.name, reason, "killing instance");
+        }
+        for key in [
+            TimerKey::StoppedTime(id),
+            TimerKey::Restart(id),
+            TimerKey::Drain(id),
+        ] {
+            fx.push(Effect::Disarm(key));
+        }
+        fx.push(Effect::Delete(id));
         fx.push(Effect::Publish);
     }
+
+    /// Applies a lock change: the proxy keeps serving past the limit while locked.
+    fn set_instance_lock(&mut self, id: Uuid, locked: bool, now: SystemTime, fx: &mut Vec<Effect>) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        let was = inst.delete_lock;
+        inst.delete_lock = locked;
+        inst.meter.set_limit(inst.autokill.num_requests, locked);
+        if was && !locked {
+            self.check_instance(id, now, fx);
+        }
+    }
+
+    // ---- the API -------------------------------------------------------------------------
+
+    fn call(
+        &mut self,
+        call: Call,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, ApiError> {
+        match call {
+            Call::CreateInstance(new) => self.create_instance(new, now, fx),
+            Call::StartInstance(r) => {
+                let id = self.find_instance(&r)?;
+                let inst = &self.instances[&id];
+                match inst.state {
+                    InstanceState::Stopped => {
+                        self.start_instance(id, fx);
+                        Ok(self.instance_reply(id))
+                    }
+                    InstanceState::Starting | InstanceState::Running => Ok(self.instance_reply(id)),
+                    other => Err(ApiError::conflict(format!(
+                        "instance {r} is {}; only a stopped instance can be started",
+                        other.as_str()
+                    ))),
+                }
+            }
+            Call::StopInstance(r) => {
+                let id = self.find_instance(&r)?;
+                let Some(inst) = self.instances.get_mut(&id) else {
+                    return Err(ApiError::not_found(format!("no instance {r}")));
+                };
+                match inst.state {
+                    InstanceState::Running | InstanceState::Draining | InstanceState::Starting => {
+                        inst.state = InstanceState::Stopping;
+                        inst.pending = Pending::Stop;
+                        fx.push(Effect::Disarm(TimerKey::Drain(id)));
+                        fx.push(Effect::Stop(id));
+                        Ok(self.instance_reply(id))
+                    }
+                    InstanceState::Stopped => {
+                        // Stopping a stopped instance also cancels a scheduled restart.
+                        if inst.restart_pending {
+                            inst.restart_pending = false;
+                            fx.push(Effect::Disarm(TimerKey::Restart(id)));
+                            self.check_stopped(id, now, fx);
+                        }
+                        Ok(self.instance_reply(id))
+                    }
+                    InstanceState::Stopping => Ok(self.instance_reply(id)),
+                    other => Err(ApiError::conflict(format!(
+                        "instance {r} is {}",
+                        other.as_str()
+                    ))),
+                }
+            }
+            Call::DeleteInstance(r) => {
+                let id = self.find_instance(&r)?;
+                if self.instances[&id].delete_lock {
+                    return Err(ApiError::conflict(format!("instance {r} is delete-locked")));
+                }
+                self.delete_instance(id, None, fx);
+                Ok(self.instance_reply(id))
+            }
+            Call::PatchInstance(r, patches) => self.patch_instance(&r, patches, now, fx),
+            Call::CreateTemplate(new) => self.create_template(new, now, fx),
+            Call::DeleteTemplate(r) => {
+                let id = self.find_template(&r)?;
+                if self.instances[&id].delete_lock {
+                    return Err(ApiError::conflict(format!("template {r} is delete-locked")));
+                }
+                let reply = self.instance_reply(id);
+                self.instances.remove(&id);
+                self.forget_template(id);
+                fx.push(Effect::Disarm(TimerKey::Unused(id)));
+                fx.push(Effect::Delete(id));
+                Ok(deleted(reply))
+            }
+            Call::PatchTemplate(r, patches) => {
+                let id = self.find_template(&r)?;
+                let mut lock = None;
+                let Some(t) = self.instances.get_mut(&id) else {
+                    return Err(ApiError::not_found(format!("no template {r}")));
+                };
+                for p in patches {
+                    match p {
+                        TemplatePatch::Autokill(time) => {
+                            t.autokill.time = time.filter(|t| !t.is_zero())
+                        }
+                        TemplatePatch::DeleteLock(l) => lock = Some(l),
+                    }
+                }
+                if let Some(l) = lock {
+                    t.delete_lock = l;
+                }
+                self.check_template(id, now, fx);
+                Ok(self.instance_reply(id))
+            }
+            Call::CreateGroup(new) => self.create_group(new, now, fx),
+            Call::DeleteGroup(r) => {
+                let id = self.find_group(&r)?;
+                if self.groups[&id].delete_lock {
+                    return Err(ApiError::conflict(format!(
+                        "service group {r} is delete-locked"
+                    )));
+                }
+                let members = self.members(id);
+                if members > 0 {
+                    return Err(ApiError::conflict(format!(
+                        "service group {r} still has {members} instance(s); delete them first"
+                    )));
+                }
+                let reply = self.group_view(&self.groups[&id]);
+                self.groups.remove(&id);
+                fx.push(Effect::Disarm(TimerKey::Empty(id)));
+                Ok(Reply::Group(GroupView {
+                    deleted: true,
+                    ..reply
+                }))
+            }
+            Call::PatchGroup(r, patches) => self.patch_group(&r, patches, now, fx),
+        }
+    }
+
+    fn create_instance(
+        &mut self,
+        new: NewInstance,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, ApiError> {
+        let template = match &new.template {
+            Some(r) => Some(self.find_template(r)?),
+            None => None,
+        };
+        let group = match &new.service_group {
+            Some(r) => Some(self.find_group(r)?),
+            None => None,
+        };
+        let base = template.map(|t| &self.instances[&t]);
+        let image = match (new.image, base) {
+            (Some(image), _) => image,
+            (None, Some(t)) => t.image.clone(),
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "image: required (or clone a template)",
+                ));
+            }
+        };
+        if !self.images.contains(&image) {
+            let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
+            return Err(ApiError::bad_request(format!(
+                "image: unknown image {image:?} (known: {})",
+                known.join(", ")
+            )));
+        }
+        let mut autokill = base.map(|t| t.autokill).unwrap_or_default();
+        if let Some(spec) = new.autokill {
+            if let Some(n) = spec.num_requests {
+                autokill.num_requests = n;
+            }
+            if let Some(t) = spec.time {
+                autokill.time = (!t.is_zero()).then_some(t);
+            }
+        }
+        let restart_policy = new
+            .restart_policy
+            .or(base.map(|t| t.restart_policy))
+            .unwrap_or_default();
+        let autodestroy = new
+            .autodestroy
+            .or(base.map(|t| t.autodestroy))
+            .unwrap_or_default();
+        check_policies(restart_policy, autodestroy)?;
+        let name = match new.name {
+            Some(name) => {
+                self.check_name_free(&name)?;
+                name
+            }
+            None => self.generated_name(base.map_or(image.as_str(), |t| &t.name)),
+        };
+        let template = template.map(|t| (t, self.instances[&t].name.to_string()));
+        let spec = Spec {
+            name,
+            image,
+            autokill,
+            restart_policy,
+            autodestroy,
+        };
+        let id = self.add_instance(spec, group, template.clone(), new.autostart, now, fx);
+        if let Some((t, _)) = template
+            && let Some(t) = self.instances.get_mut(&t)
+        {
+            t.last_used = now;
+            let due = t.autokill.time.map(|time| now + time);
+            if let Some(due) = due {
+                fx.push(Effect::Arm(TimerKey::Unused(t.id), due));
+            }
+        }
+        Ok(self.instance_reply(id))
+    }
+
+    fn patch_instance(
+        &mut self,
+        r: &Ref,
+        patches: Vec<InstancePatch>,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, ApiError> {
+        let id = self.find_instance(r)?;
+        let inst = &self.instances[&id];
+        // All or nothing: work on copies, check, then commit.
+        let (mut autokill, mut restart, mut destroy, mut lock) = (
+            inst.autokill,
+            inst.restart_policy,
+            inst.autodestroy,
+            inst.delete_lock,
+        );
+        for p in patches {
+            match p {
+                InstancePatch::Autokill(spec) => {
+                    autokill = Autokill {
+                        num_requests: spec.num_requests.unwrap_or(0),
+                        time: spec.time.filter(|t| !t.is_zero()),
+                    };
+                }
+                InstancePatch::DeleteLock(l) => lock = l,
+                InstancePatch::RestartPolicy(p) => restart = p,
+                InstancePatch::Autodestroy(a) => destroy = a,
+            }
+        }
+        check_policies(restart, destroy)?;
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return Err(ApiError::not_found(format!("no instance {r}")));
+        };
+        inst.autokill = autokill;
+        inst.restart_policy = restart;
+        inst.autodestroy = destroy;
+        inst.meter
+            .set_limit(autokill.num_requests, inst.delete_lock);
+        self.set_instance_lock(id, lock, now, fx);
+        // The new policy may already be due (a lower limit, a shorter time).
+        self.check_instance(id, now, fx);
+        Ok(self.instance_reply(id))
+    }
+
+    fn create_template(
+        &mut self,
+        new: NewTemplate,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, ApiError> {
+        let id = self.find_instance(&new.instance)?;
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return Err(ApiError::not_found(format!("no instance {}", new.instance)));
+        };
+        if inst.state != InstanceState::Stopped || inst.pending != Pending::None {
+            return Err(ApiError::conflict(format!(
+                "instance {} is {}; only a stopped instance can become a template",
+                new.instance,
+                inst.state.as_str()
+            )));
+        }
+        inst.state = InstanceState::Template;
+        inst.autokill.time = new.autokill_time.filter(|t| !t.is_zero());
+        inst.last_used = now;
+        inst.restart_pending = false;
+        inst.destroy_due = false;
+        let group = inst.group.take();
+        fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
+        fx.push(Effect::Disarm(TimerKey::Restart(id)));
+        if let Some(g) = group {
+            self.check_group(g, now, fx);
+        }
+        self.check_template(id, now, fx);
+        Ok(self.instance_reply(id))
+    }
+
+    fn create_group(
+        &mut self,
+        new: NewGroup,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, ApiError> {
+        if self.groups.values().any(|g| g.name == new.name) {
+            return Err(ApiError::conflict(format!(
+                "name: a service group named {:?} already exists",
+                new.name
+            )));
+        }
+        self.check_domains_free(&new.domains, None)?;
+        let id = Uuid::new_v4();
+        self.groups.insert(
+            id,
+            Group {
+                id,
+                name: new.name,
+                domains: new.domains,
+                autokill_time: new.autokill_time.filter(|t| !t.is_zero()),
+                balance: self.balance,
+                delete_lock: false,
+                created_at: now,
+                empty_since: Some(now),
+                soft_limit: new.soft_limit,
+                hard_limit: new.hard_limit,
+                services: new.services,
+            },
+        );
+        self.check_group(id, now, fx);
+        Ok(Reply::Group(self.group_view(&self.groups[&id])))
+    }
+
+    fn patch_group(
+        &mut self,
+        r: &Ref,
+        patches: Vec<GroupPatch>,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, ApiError> {
+        let id = self.find_group(r)?;
+        let g = &self.groups[&id];
+        let (mut time, mut lock, mut domains, mut soft, mut hard) = (
+            g.autokill_time,
+            g.delete_lock,
+            g.domains.clone(),
+            g.soft_limit,
+            g.hard_limit,
+        );
+        for p in patches {
+            match p {
+                GroupPatch::Autokill(t) => time = t.filter(|t| !t.is_zero()),
+                GroupPatch::DeleteLock(l) => lock = l,
+                GroupPatch::AddDomains(add) => {
+                    for d in add {
+                        if !domains.contains(&d) {
+                            domains.push(d);
+                        }
+                    }
+                }
+                GroupPatch::RemoveDomains(del) => domains.retain(|d| !del.contains(d)),
+                GroupPatch::SoftLimit(v) => soft = v,
+                GroupPatch::HardLimit(v) => hard = v,
+            }
+        }
+        self.check_domains_free(&domains, Some(id))?;
+        let Some(g) = self.groups.get_mut(&id) else {
+            return Err(ApiError::not_found(format!("no service group {r}")));
+        };
+        (
+            g.autokill_time,
+            g.delete_lock,
+            g.domains,
+            g.soft_limit,
+            g.hard_limit,
+        ) = (time, lock, domains, soft, hard);
+        self.check_group(id, now, fx);
+        match self.groups.get(&id) {
+            Some(g) => Ok(Reply::Group(self.group_view(g))),
+            None => Err(ApiError::not_found(format!(
+                "service group {r} was deleted: it was empty past its autokill time"
+            ))),
+        }
+    }
+
+    // ---- lookups -------------------------------------------------------------------------
+
+    fn find(&self, r: &Ref, want_template: bool) -> Option<Uuid> {
+        let fits = |i: &Instance| {
+            (i.state == InstanceState::Template) == want_template
+                && i.state != InstanceState::Deleted
+        };
+        match r {
+            Ref::Id(id) => self.instances.get(id).filter(|i| fits(i)).map(|i| i.id),
+            Ref::Name(name) => self
+                .instances
+                .values()
+                .find(|i| fits(i) && &*i.name == name)
+                .map(|i| i.id),
+        }
+    }
+
+    fn find_instance(&self, r: &Ref) -> Result<Uuid, ApiError> {
+        self.find(r, false)
+            .ok_or_else(|| ApiError::not_found(format!("no instance {r}")))
+    }
+
+    fn find_template(&self, r: &Ref) -> Result<Uuid, ApiError> {
+        self.find(r, true)
+            .ok_or_else(|| ApiError::not_found(format!("no template {r}")))
+    }
+
+    fn find_group(&self, r: &Ref) -> Result<Uuid, ApiError> {
+        let found = match r {
+            Ref::Id(id) => self.groups.get(id).map(|g| g.id),
+            Ref::Name(name) => self.groups.values().find(|g| &g.name == name).map(|g| g.id),
+        };
+        found.ok_or_else(|| ApiError::not_found(format!("no service group {r}")))
+    }
+
+    fn check_name_free(&self, name: &str) -> Result<(), ApiError> {
+        if self
+            .instances
+            .values()
+            .any(|i| &*i.name == name && i.state != InstanceState::Deleted)
+        {
+            return Err(ApiError::conflict(format!(
+                "name: an instance or template named {name:?} already exists"
+            )));
+        }
+        let host = format!("{name}.{}", self.base_domain);
+        if self.groups.values().any(|g| g.domains.contains(&host)) {
+            return Err(ApiError::conflict(format!(
+                "name: {host:?} is a service group's domain"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_domains_free(&self, domains: &[String], except: Option<Uuid>) -> Result<(), ApiError> {
+        for d in domains {
+            if let Some(g) = self
+                .groups
+                .values()
+                .find(|g| Some(g.id) != except && g.domains.contains(d))
+            {
+                return Err(ApiError::conflict(format!(
+                    "domains: {d:?} already belongs to service group {:?}",
+                    g.name
+                )));
+            }
+            if let Some(i) = self.instances.values().find(|i| {
+                i.state != InstanceState::Deleted
+                    && format!("{}.{}", i.name, self.base_domain) == *d
+            }) {
+                return Err(ApiError::conflict(format!(
+                    "domains: {d:?} is the host name of instance {:?}",
+                    &*i.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `<base>-<n>` with the smallest free `n`.
+    fn generated_name(&self, base: &str) -> String {
+        let base: String = base
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(50)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let base = if base.is_empty() {
+            "instance".to_owned()
+        } else {
+            base
+        };
+        (1..)
+            .map(|n| format!("{base}-{n}"))
+            .find(|n| self.check_name_free(n).is_ok())
+            .unwrap_or(base)
+    }
+
+    // ---- what is published ---------------------------------------------------------------
 
     /// The route table for the current state.
     pub fn route_table(&self) -> RouteTable {
         let mut b = RouteTable::builder();
         let mut index = HashMap::new();
         for inst in self.instances.values() {
+            if matches!(inst.state, InstanceState::Template | InstanceState::Deleted) {
+                continue;
+            }
             let target = match &inst.upstream {
                 Some(up)
                     if matches!(inst.state, InstanceState::Running | InstanceState::Draining) =>
@@ -342,245 +1194,193 @@ impl State {
         b.build()
     }
 
-    /// What the API and `/metrics` read.
+    /// What the API and `/metrics` read: every instance and template but those being deleted.
     pub fn view(&self) -> View {
         let mut instances: Vec<InstanceView> = self
             .instances
             .values()
-            .map(|i| InstanceView {
-                id: i.id,
-                name: Arc::clone(&i.name),
-                state: i.state,
-                template: None,
-                clones: 0,
-                group: i
-                    .group
-                    .and_then(|g| self.groups.get(&g))
-                    .map(|g| g.name.clone()),
-                image: i.image.clone(),
-                meter: Arc::clone(&i.meter),
-                autokill: i.autokill,
-                restart_policy: i.restart_policy,
-                autodestroy: i.autodestroy,
-                exit_code: i.exit_code,
-                stop_reason: i.stop_reason,
-                stopped_at: i.stopped_at,
-                created_at: i.created_at,
-                delete_lock: i.delete_lock,
-                addr: i.upstream.as_ref().map(|u| u.addr),
-            })
+            .filter(|i| i.state != InstanceState::Deleted)
+            .map(|i| self.instance_view(i))
             .collect();
         instances.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut groups: Vec<GroupView> = self
-            .groups
-            .values()
-            .map(|g| GroupView {
-                id: g.id,
-                name: g.name.clone(),
-                domains: g.domains.clone(),
-                autokill_time: g.autokill_time,
-                delete_lock: g.delete_lock,
-                instances: self
-                    .instances
-                    .values()
-                    .filter(|i| i.group == Some(g.id))
-                    .map(|i| Arc::clone(&i.name))
-                    .collect(),
-                soft_limit: None,
-                hard_limit: None,
-                services: serde_json::Value::Array(Vec::new()),
-                created_at: g.created_at,
-                deleted: false,
-            })
-            .collect();
+        let mut groups: Vec<GroupView> = self.groups.values().map(|g| self.group_view(g)).collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         View { instances, groups }
+    }
+
+    fn instance_view(&self, i: &Instance) -> InstanceView {
+        InstanceView {
+            id: i.id,
+            name: Arc::clone(&i.name),
+            state: i.state,
+            template: i.template_name.clone(),
+            clones: if i.state == InstanceState::Template {
+                self.instances
+                    .values()
+                    .filter(|c| c.template == Some(i.id) && c.state != InstanceState::Deleted)
+                    .count()
+            } else {
+                0
+            },
+            group: i
+                .group
+                .and_then(|g| self.groups.get(&g))
+                .map(|g| g.name.clone()),
+            image: i.image.clone(),
+            meter: Arc::clone(&i.meter),
+            autokill: i.autokill,
+            restart_policy: i.restart_policy,
+            autodestroy: i.autodestroy,
+            exit_code: i.exit_code,
+            stop_reason: i.stop_reason,
+            stopped_at: i.stopped_at,
+            created_at: i.created_at,
+            delete_lock: i.delete_lock,
+            addr: i.upstream.as_ref().map(|u| u.addr),
+        }
+    }
+
+    fn instance_reply(&self, id: Uuid) -> Reply {
+        match self.instances.get(&id) {
+            Some(i) => Reply::Instance(self.instance_view(i)),
+            None => unreachable_reply(id),
+        }
+    }
+
+    fn group_view(&self, g: &Group) -> GroupView {
+        let mut instances: Vec<Arc<str>> = self
+            .instances
+            .values()
+            .filter(|i| i.group == Some(g.id) && i.state != InstanceState::Deleted)
+            .map(|i| Arc::clone(&i.name))
+            .collect();
+        instances.sort();
+        GroupView {
+            id: g.id,
+            name: g.name.clone(),
+            domains: g.domains.clone(),
+            autokill_time: g.autokill_time,
+            delete_lock: g.delete_lock,
+            instances,
+            soft_limit: g.soft_limit,
+            hard_limit: g.hard_limit,
+            services: g.services.clone(),
+            created_at: g.created_at,
+            deleted: false,
+        }
+    }
+}
+
+/// The reply for an id that vanished inside the same command: cannot happen, but answering
+/// "not found" is better than a panic in the controller.
+fn unreachable_reply(id: Uuid) -> Reply {
+    tracing::error!(%id, "reply for a resource that is gone");
+    Reply::Group(GroupView {
+        id,
+        name: String::new(),
+        domains: Vec::new(),
+        autokill_time: None,
+        delete_lock: false,
+        instances: Vec::new(),
+        soft_limit: None,
+        hard_limit: None,
+        services: serde_json::Value::Null,
+        created_at: SystemTime::UNIX_EPOCH,
+        deleted: true,
+    })
+}
+
+/// A reply about a resource that is now deleted.
+fn deleted(reply: Reply) -> Reply {
+    match reply {
+        Reply::Instance(v) => Reply::Instance(InstanceView {
+            state: InstanceState::Deleted,
+            ..v
+        }),
+        other => other,
+    }
+}
+
+/// What an instance is made from.
+struct Spec {
+    name: String,
+    image: String,
+    autokill: Autokill,
+    restart_policy: RestartPolicy,
+    autodestroy: Autodestroy,
+}
+
+fn declared(cfg: &InstanceConfig) -> Spec {
+    Spec {
+        name: cfg.name.clone(),
+        image: cfg.image.clone(),
+        autokill: cfg.autokill,
+        restart_policy: cfg.restart_policy,
+        autodestroy: cfg.autodestroy,
+    }
+}
+
+/// SPEC: `restart_policy: always` with any autodestroy but `OFF` is refused.
+fn check_policies(restart: RestartPolicy, destroy: Autodestroy) -> Result<(), ApiError> {
+    if restart == RestartPolicy::Always && destroy != Autodestroy::Off {
+        return Err(ApiError::bad_request(
+            "autodestroy: must be OFF with restart_policy always (an instance that always restarts is never destroyed)",
+        ));
+    }
+    Ok(())
+}
+
+/// What happens when an instance stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Start it again.
+    Restart,
+    /// Delete it (autodestroy).
+    Destroy,
+    /// Leave it stopped.
+    Stay,
+}
+
+/// SPEC's order: (1) restart if the restart policy says so (never after a user's stop); else
+/// (2) destroy if autodestroy matches the exit code; else (3) stay stopped.
+pub fn decide(
+    restart: RestartPolicy,
+    destroy: Autodestroy,
+    exit_code: i32,
+    user_stop: bool,
+) -> Decision {
+    let failed = exit_code != 0;
+    let restart = !user_stop
+        && match restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => failed,
+        };
+    if restart {
+        return Decision::Restart;
+    }
+    let destroy = match destroy {
+        Autodestroy::Off => false,
+        Autodestroy::OnFailure => failed,
+        Autodestroy::OnSuccess => !failed,
+        Autodestroy::Always => true,
+    };
+    if destroy {
+        Decision::Destroy
+    } else {
+        Decision::Stay
+    }
+}
+
+/// The delay before restart number `n` (0-based): immediately, then 5 s, 10 s, 20 s … at most 5 min.
+pub fn backoff(n: u32) -> Duration {
+    match n {
+        0 => Duration::ZERO,
+        n => BACKOFF_FIRST
+            .saturating_mul(1u32.checked_shl(n - 1).unwrap_or(u32::MAX))
+            .min(BACKOFF_MAX),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{
-        AdminConfig, Defaults, ProxyConfig, RuntimeConfig, RuntimeKind, StoreConfig,
-    };
-
-    fn config() -> Config {
-        Config {
-            proxy: ProxyConfig {
-                listen: ([127, 0, 0, 1], 0).into(),
-                workers: 1,
-                base_domain: "localhost".into(),
-                header_read_timeout: Duration::from_secs(1),
-                upstream_connect_timeout: Duration::from_secs(1),
-                upstream_timeout: Duration::from_secs(1),
-                pool_idle_per_instance: 4,
-                balance: Balance::RoundRobin,
-            },
-            admin: AdminConfig {
-                listen: ([127, 0, 0, 1], 0).into(),
-                token: None,
-            },
-            store: StoreConfig {
-                path: "unused".into(),
-            },
-            runtime: RuntimeConfig {
-                kind: RuntimeKind::Process,
-                stop_grace: Duration::from_secs(1),
-                start_timeout: Duration::from_secs(1),
-                images: Default::default(),
-            },
-            defaults: Defaults {
-                drain_timeout: Duration::from_secs(10),
-            },
-            service_groups: vec![],
-            instances: vec![],
-        }
-    }
-
-    fn instance(name: &str, num_requests: u64) -> InstanceConfig {
-        InstanceConfig {
-            name: name.into(),
-            image: "hello".into(),
-            autokill: Autokill {
-                num_requests,
-                time: None,
-            },
-            restart_policy: RestartPolicy::Never,
-            autodestroy: Autodestroy::Off,
-        }
-    }
-
-    fn declared(state: &mut State, n: u64) -> Uuid {
-        let g = GroupConfig {
-            name: "g".into(),
-            domains: vec!["g.localhost".into()],
-            autokill_time: None,
-            instances: vec![instance("a", n)],
-        };
-        let fx = state.apply(
-            Command::Declare {
-                groups: vec![g],
-                instances: vec![],
-            },
-            SystemTime::UNIX_EPOCH,
-        );
-        let Some(Effect::Launch(spec)) = fx.first() else {
-            panic!("expected a launch, got {fx:?}")
-        };
-        spec.id
-    }
-
-    #[test]
-    fn limit_drains_then_deletes() {
-        let mut s = State::new(&config(), 1);
-        let id = declared(&mut s, 2);
-        assert!(matches!(
-            s.route_table().lookup(b"a.localhost"),
-            Some(Target::Instance(None))
-        ));
-        s.apply(
-            Command::Started {
-                id,
-                result: Ok(([127, 0, 0, 1], 9).into()),
-            },
-            SystemTime::UNIX_EPOCH,
-        );
-        assert!(matches!(
-            s.route_table().lookup(b"a.localhost"),
-            Some(Target::Instance(Some(0)))
-        ));
-        assert!(
-            matches!(s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.len() == 1)
-        );
-
-        let fx = s.apply(Command::LimitReached { id }, SystemTime::UNIX_EPOCH);
-        assert!(fx.iter().any(|e| matches!(e, Effect::WatchDrain { .. })));
-        assert_eq!(s.instances[&id].state, InstanceState::Draining);
-        // Draining: still addressable by name (the meter refuses), gone from the group.
-        assert!(matches!(
-            s.route_table().lookup(b"a.localhost"),
-            Some(Target::Instance(Some(_)))
-        ));
-        assert!(
-            matches!(s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.is_empty())
-        );
-
-        let fx = s.apply(Command::Drained { id }, SystemTime::UNIX_EPOCH);
-        assert!(
-            fx.iter()
-                .any(|e| matches!(e, Effect::Delete(d) if *d == id))
-        );
-        s.apply(Command::Exited { id, exit_code: 0 }, SystemTime::UNIX_EPOCH);
-        assert_eq!(s.instances[&id].state, InstanceState::Stopping);
-        let fx = s.apply(
-            Command::Deleted { id, result: Ok(()) },
-            SystemTime::UNIX_EPOCH,
-        );
-        assert!(fx.iter().any(|e| matches!(
-            e,
-            Effect::Killed {
-                resource: "instance",
-                reason: "num_requests"
-            }
-        )));
-        assert!(s.route_table().lookup(b"a.localhost").is_none());
-        assert!(s.view().groups[0].instances.is_empty());
-    }
-
-    #[test]
-    fn delete_lock_holds_the_kill() {
-        let mut s = State::new(&config(), 1);
-        let id = declared(&mut s, 1);
-        s.apply(
-            Command::Started {
-                id,
-                result: Ok(([127, 0, 0, 1], 9).into()),
-            },
-            SystemTime::UNIX_EPOCH,
-        );
-        if let Some(i) = s.instances.get_mut(&id) {
-            i.delete_lock = true;
-        }
-        let fx = s.apply(Command::LimitReached { id }, SystemTime::UNIX_EPOCH);
-        assert!(fx.iter().any(|e| matches!(e, Effect::KillSkipped { .. })));
-        assert_eq!(s.instances[&id].state, InstanceState::Running);
-    }
-
-    #[test]
-    fn unexpected_exit_stops_and_unroutes() {
-        let mut s = State::new(&config(), 1);
-        let id = declared(&mut s, 0);
-        s.apply(
-            Command::Started {
-                id,
-                result: Ok(([127, 0, 0, 1], 9).into()),
-            },
-            SystemTime::UNIX_EPOCH,
-        );
-        s.apply(Command::Exited { id, exit_code: 3 }, SystemTime::UNIX_EPOCH);
-        let i = &s.instances[&id];
-        assert_eq!(
-            (i.state, i.exit_code, i.stop_reason),
-            (InstanceState::Stopped, Some(3), Some(StopReason::Exited))
-        );
-        assert!(matches!(
-            s.route_table().lookup(b"a.localhost"),
-            Some(Target::Instance(None))
-        ));
-    }
-
-    #[test]
-    fn failed_start_is_stopped() {
-        let mut s = State::new(&config(), 1);
-        let id = declared(&mut s, 0);
-        s.apply(
-            Command::Started {
-                id,
-                result: Err("boom".into()),
-            },
-            SystemTime::UNIX_EPOCH,
-        );
-        assert_eq!(s.instances[&id].stop_reason, Some(StopReason::StartFailed));
-    }
-}
+mod tests;

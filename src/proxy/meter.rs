@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A request budget: how many requests were admitted, and the most that may be.
 ///
+/// The limit word also carries a "held" bit: while an instance is delete-locked it keeps serving
+/// past its limit (SPEC: the lock holds the kill back), but the request that reaches the limit
+/// is still reported as [`Admission::Last`], so the controller can count the kill it skipped.
+///
 /// `count` only ever holds requests that were admitted: a request that finds the budget spent undoes
 /// its increment, so `count` is exact whenever no admission is in progress, and the undo can never
 /// let a later request in (once `count` reaches `limit`, every increment above it is undone and
@@ -31,12 +35,15 @@ pub enum Admission {
     Refused,
 }
 
+/// The "held" bit of the limit word: admit past the limit.
+const HELD: u64 = 1 << 63;
+
 impl Meter {
     /// A meter that has admitted `count` requests, with `limit` (0 = no limit).
     pub fn new(count: u64, limit: u64) -> Meter {
         Meter {
             count: AtomicU64::new(count),
-            limit: AtomicU64::new(limit),
+            limit: AtomicU64::new(limit & !HELD),
         }
     }
 
@@ -45,11 +52,14 @@ impl Meter {
     #[inline]
     pub fn admit(&self) -> Admission {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        let limit = self.limit.load(Ordering::Relaxed);
+        let word = self.limit.load(Ordering::Relaxed);
+        let limit = word & !HELD;
         if limit == 0 || n < limit {
             Admission::Admitted
         } else if n == limit {
             Admission::Last
+        } else if word & HELD != 0 {
+            Admission::Admitted
         } else {
             self.count.fetch_sub(1, Ordering::Relaxed);
             Admission::Refused
@@ -64,15 +74,19 @@ impl Meter {
 
     /// The current limit; 0 = none.
     pub fn limit(&self) -> u64 {
-        self.limit.load(Ordering::Relaxed)
+        self.limit.load(Ordering::Relaxed) & !HELD
     }
 
-    /// Changes the limit (the controller does this on PATCH and around delete locks).
-    pub fn set_limit(&self, limit: u64) {
-        self.limit.store(limit, Ordering::Relaxed);
+    /// Sets the limit and whether it is held (the controller does this on PATCH and for delete
+    /// locks). Only the controller writes the limit, so a plain store is enough.
+    pub fn set_limit(&self, limit: u64, held: bool) {
+        self.limit.store(
+            (limit & !HELD) | if held { HELD } else { 0 },
+            Ordering::Relaxed,
+        );
     }
 
-    /// True when the budget is spent.
+    /// True when the count has reached a non-zero limit (held or not).
     pub fn exhausted(&self) -> bool {
         let limit = self.limit();
         limit != 0 && self.count() >= limit
@@ -159,9 +173,23 @@ mod tests {
         let m = Meter::new(0, 1);
         assert_eq!(m.admit(), Admission::Last);
         assert_eq!(m.admit(), Admission::Refused);
-        m.set_limit(2);
+        m.set_limit(2, false);
         assert_eq!(m.admit(), Admission::Last);
         assert_eq!(m.count(), 2);
+    }
+
+    #[test]
+    fn a_held_limit_reports_the_last_request_and_keeps_admitting() {
+        let m = Meter::new(0, 2);
+        m.set_limit(2, true);
+        assert_eq!(m.admit(), Admission::Admitted);
+        assert_eq!(m.admit(), Admission::Last);
+        assert_eq!(m.admit(), Admission::Admitted);
+        assert_eq!(m.count(), 3);
+        assert_eq!(m.limit(), 2);
+        m.set_limit(2, false);
+        assert_eq!(m.admit(), Admission::Refused);
+        assert!(m.exhausted());
     }
 
     #[test]

@@ -8,6 +8,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
 
 use uuid::Uuid;
 
@@ -33,6 +36,53 @@ pub struct Upstream {
     pub meter: Arc<Meter>,
     /// Requests in flight, per worker.
     pub inflight: Inflight,
+    /// Set while the instance drains, so that the request that ends last says so.
+    draining: AtomicBool,
+    /// Signalled when a draining upstream has nothing left in flight.
+    idle: Notify,
+}
+
+impl Upstream {
+    /// A running incarnation of instance `id` at `addr`, for `workers` proxy workers.
+    pub fn new(
+        id: Uuid,
+        name: Arc<str>,
+        addr: SocketAddr,
+        meter: Arc<Meter>,
+        workers: usize,
+    ) -> Upstream {
+        Upstream {
+            id,
+            name,
+            addr,
+            meter,
+            inflight: Inflight::new(workers),
+            draining: AtomicBool::new(false),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Called by a worker after a request ended: wakes [`Upstream::drained`] if that was the last
+    /// request of a draining upstream. One relaxed load when not draining.
+    #[inline]
+    pub fn request_ended(&self) {
+        if self.draining.load(Ordering::Relaxed) && self.inflight.total() == 0 {
+            self.idle.notify_one();
+        }
+    }
+
+    /// Marks the upstream draining and resolves once nothing is in flight.
+    pub async fn drained(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        // `notify_one` keeps a permit when nobody waits, so an end between the check and the
+        // wait is not lost. The worker reads the flag with a relaxed load (no fence on the hot
+        // path), so it may miss a flag set a moment ago; the slow re-check covers that case.
+        while self.inflight.total() > 0 {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(50), self.idle.notified())
+                    .await;
+        }
+    }
 }
 
 /// What a host name leads to.
@@ -225,13 +275,13 @@ mod tests {
     use super::*;
 
     fn upstream(name: &str) -> Arc<Upstream> {
-        Arc::new(Upstream {
-            id: Uuid::new_v4(),
-            name: name.into(),
-            addr: "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
-            meter: Arc::new(Meter::new(0, 0)),
-            inflight: Inflight::new(1),
-        })
+        Arc::new(Upstream::new(
+            Uuid::new_v4(),
+            name.into(),
+            ([127, 0, 0, 1], 1).into(),
+            Arc::new(Meter::new(0, 0)),
+            1,
+        ))
     }
 
     fn table() -> RouteTable {

@@ -1,0 +1,954 @@
+//! `State::apply` driven directly: no runtime, no clock, no I/O.
+
+use super::*;
+use crate::config::{
+    AdminConfig, Defaults, ImageConfig, ProxyConfig, RuntimeConfig, RuntimeKind, StoreConfig,
+};
+use crate::controller::api::AutokillSpec;
+
+const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+fn at(ms: u64) -> SystemTime {
+    T0 + Duration::from_millis(ms)
+}
+
+fn config() -> Config {
+    let mut images = std::collections::BTreeMap::new();
+    images.insert(
+        "hello".to_owned(),
+        ImageConfig {
+            command: vec!["x".into()],
+            env: Default::default(),
+            port: None,
+        },
+    );
+    Config {
+        proxy: ProxyConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            workers: 1,
+            base_domain: "localhost".into(),
+            header_read_timeout: Duration::from_secs(1),
+            upstream_connect_timeout: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(1),
+            pool_idle_per_instance: 4,
+            balance: Balance::RoundRobin,
+        },
+        admin: AdminConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            token: None,
+        },
+        store: StoreConfig {
+            path: "unused".into(),
+        },
+        runtime: RuntimeConfig {
+            kind: RuntimeKind::Process,
+            stop_grace: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(1),
+            images,
+        },
+        defaults: Defaults {
+            drain_timeout: Duration::from_secs(10),
+        },
+        service_groups: vec![],
+        instances: vec![],
+    }
+}
+
+/// A harness around `State` that keeps the API answers and the effects.
+struct H {
+    s: State,
+    fx: Vec<Effect>,
+}
+
+impl H {
+    fn new() -> H {
+        H {
+            s: State::new(&config(), 1),
+            fx: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, cmd: Command, now: SystemTime) -> &[Effect] {
+        self.fx = self.s.apply(cmd, now);
+        &self.fx
+    }
+
+    fn call(&mut self, call: Call, now: SystemTime) -> Result<Reply, ApiError> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.fx = self.s.apply(Command::Api(call, tx), now);
+        // The reply is an effect: carried out after the publish before it.
+        let mut reply = None;
+        for e in self.fx.drain(..).collect::<Vec<_>>() {
+            match e {
+                Effect::Reply(to, r) => {
+                    let _ = to.send(r);
+                }
+                other => self.fx.push(other),
+            }
+        }
+        if let Ok(r) = rx.try_recv() {
+            reply = Some(r);
+        }
+        reply.unwrap_or_else(|| Err(ApiError::bad_request("no reply")))
+    }
+
+    fn instance(&mut self, new: NewInstance, now: SystemTime) -> Uuid {
+        match self.call(Call::CreateInstance(new), now) {
+            Ok(Reply::Instance(v)) => v.id,
+            other => panic!("create failed: {other:?}"),
+        }
+    }
+
+    fn state(&self, id: Uuid) -> Option<InstanceState> {
+        self.s.instances.get(&id).map(|i| i.state)
+    }
+
+    fn has(&self, pred: impl Fn(&Effect) -> bool) -> bool {
+        self.fx.iter().any(pred)
+    }
+
+    fn armed(&self, key: TimerKey) -> Option<SystemTime> {
+        self.fx.iter().rev().find_map(|e| match e {
+            Effect::Arm(k, t) if *k == key => Some(*t),
+            _ => None,
+        })
+    }
+
+    fn running(&mut self, id: Uuid, now: SystemTime) {
+        let attempt = self.s.instances[&id].attempt;
+        self.apply(
+            Command::Started {
+                id,
+                attempt,
+                result: Ok(([127, 0, 0, 1], 9).into()),
+            },
+            now,
+        );
+        assert_eq!(self.state(id), Some(InstanceState::Running));
+    }
+
+    fn lock(&mut self, id: Uuid, locked: bool, now: SystemTime) {
+        self.call(
+            Call::PatchInstance(Ref::Id(id), vec![InstancePatch::DeleteLock(locked)]),
+            now,
+        )
+        .expect("lock");
+    }
+}
+
+fn new(name: &str) -> NewInstance {
+    NewInstance {
+        name: Some(name.into()),
+        image: Some("hello".into()),
+        autostart: true,
+        ..Default::default()
+    }
+}
+
+fn with_time(name: &str, ms: u64) -> NewInstance {
+    NewInstance {
+        autokill: Some(AutokillSpec {
+            num_requests: None,
+            time: Some(Duration::from_millis(ms)),
+        }),
+        ..new(name)
+    }
+}
+
+fn deleted_with(h: &H, id: Uuid) -> bool {
+    h.has(|e| matches!(e, Effect::Delete(d) if *d == id))
+}
+
+#[test]
+fn decide_follows_the_spec_order() {
+    use Autodestroy as D;
+    use Decision::*;
+    use RestartPolicy as R;
+    // Restart first…
+    assert_eq!(decide(R::Always, D::Off, 0, false), Restart);
+    assert_eq!(decide(R::OnFailure, D::Always, 1, false), Restart);
+    // …never after a user's stop…
+    assert_eq!(decide(R::OnFailure, D::Off, 1, true), Stay);
+    assert_eq!(decide(R::OnFailure, D::Always, 1, true), Destroy);
+    // …then autodestroy by exit code.
+    for (destroy, ok, failed) in [
+        (D::Off, Stay, Stay),
+        (D::OnFailure, Stay, Destroy),
+        (D::OnSuccess, Destroy, Stay),
+        (D::Always, Destroy, Destroy),
+    ] {
+        assert_eq!(
+            decide(R::Never, destroy, 0, false),
+            ok,
+            "{destroy:?} exit 0"
+        );
+        assert_eq!(
+            decide(R::Never, destroy, 3, false),
+            failed,
+            "{destroy:?} exit 3"
+        );
+        // on-failure restarts a failure, so autodestroy only sees successes.
+        assert_eq!(decide(R::OnFailure, destroy, 3, false), Restart);
+        assert_eq!(decide(R::OnFailure, destroy, 0, false), ok);
+    }
+}
+
+#[test]
+fn backoff_schedule() {
+    let secs: Vec<u64> = (0..10).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(secs, [0, 5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+}
+
+#[test]
+fn limit_drains_then_deletes() {
+    let mut h = H::new();
+    let id = h.instance(
+        NewInstance {
+            autokill: Some(AutokillSpec {
+                num_requests: Some(2),
+                time: None,
+            }),
+            ..new("a")
+        },
+        at(0),
+    );
+    h.running(id, at(1));
+    assert!(matches!(
+        h.s.route_table().lookup(b"a.localhost"),
+        Some(Target::Instance(Some(0)))
+    ));
+    h.apply(Command::LimitReached { id }, at(2));
+    assert!(h.has(|e| matches!(e, Effect::WatchDrain { .. })));
+    assert_eq!(
+        h.armed(TimerKey::Drain(id)),
+        Some(at(2) + Duration::from_secs(10))
+    );
+    assert_eq!(h.state(id), Some(InstanceState::Draining));
+    assert!(
+        matches!(
+            h.s.route_table().lookup(b"a.localhost"),
+            Some(Target::Instance(Some(_)))
+        ),
+        "addressable by name; the meter refuses"
+    );
+    h.apply(Command::Drained { id }, at(3));
+    assert!(deleted_with(&h, id));
+    assert!(h.s.route_table().lookup(b"a.localhost").is_none());
+    h.apply(Command::Exited { id, exit_code: 143 }, at(4));
+    h.apply(Command::Deleted { id, result: Ok(()) }, at(5));
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::Killed {
+            resource: "instance",
+            reason: "num_requests"
+        }
+    )));
+    assert!(h.s.instances.is_empty());
+}
+
+#[test]
+fn drain_timeout_deletes_anyway() {
+    let mut h = H::new();
+    let id = h.instance(
+        NewInstance {
+            autokill: Some(AutokillSpec {
+                num_requests: Some(1),
+                time: None,
+            }),
+            ..new("a")
+        },
+        at(0),
+    );
+    h.running(id, at(0));
+    h.apply(Command::LimitReached { id }, at(1));
+    h.apply(Command::Timer(TimerKey::Drain(id)), at(10_001));
+    assert!(deleted_with(&h, id));
+}
+
+#[test]
+fn delete_lock_holds_num_requests_and_fires_on_clear() {
+    let mut h = H::new();
+    let id = h.instance(
+        NewInstance {
+            autokill: Some(AutokillSpec {
+                num_requests: Some(1),
+                time: None,
+            }),
+            ..new("a")
+        },
+        at(0),
+    );
+    h.running(id, at(0));
+    h.lock(id, true, at(1));
+    let meter = Arc::clone(&h.s.instances[&id].meter);
+    assert_eq!(meter.admit(), crate::proxy::meter::Admission::Last);
+    assert_eq!(
+        meter.admit(),
+        crate::proxy::meter::Admission::Admitted,
+        "locked: keeps serving past its limit"
+    );
+    h.apply(Command::LimitReached { id }, at(2));
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::KillSkipped {
+            resource: "instance",
+            reason: "num_requests"
+        }
+    )));
+    assert_eq!(h.state(id), Some(InstanceState::Running));
+    h.lock(id, false, at(3));
+    assert_eq!(
+        h.state(id),
+        Some(InstanceState::Draining),
+        "clearing the lock fires the due kill at once"
+    );
+    assert_eq!(meter.admit(), crate::proxy::meter::Admission::Refused);
+}
+
+#[test]
+fn stopped_time_kill_and_start_cancels() {
+    let mut h = H::new();
+    let id = h.instance(with_time("a", 300), at(0));
+    h.running(id, at(0));
+    h.call(Call::StopInstance(Ref::Name("a".into())), at(10))
+        .expect("stop");
+    assert!(h.has(|e| matches!(e, Effect::Stop(d) if *d == id)));
+    h.apply(Command::Exited { id, exit_code: 0 }, at(20));
+    assert_eq!(h.state(id), Some(InstanceState::Stopped));
+    assert_eq!(h.s.instances[&id].stop_reason, Some(StopReason::UserStop));
+    assert_eq!(h.armed(TimerKey::StoppedTime(id)), Some(at(320)));
+    // An early (or stale) fire changes nothing but re-arms.
+    h.apply(Command::Timer(TimerKey::StoppedTime(id)), at(100));
+    assert!(!deleted_with(&h, id));
+    assert_eq!(h.armed(TimerKey::StoppedTime(id)), Some(at(320)));
+    // Starting again cancels the timer.
+    h.call(Call::StartInstance(Ref::Id(id)), at(200))
+        .expect("start");
+    assert!(h.has(|e| matches!(e, Effect::Disarm(TimerKey::StoppedTime(d)) if *d == id)));
+    h.running(id, at(210));
+    h.apply(Command::Timer(TimerKey::StoppedTime(id)), at(320));
+    assert!(
+        !deleted_with(&h, id),
+        "a running instance is not killed by a stale timer"
+    );
+    // Stop again: killed at stop + time.
+    h.call(Call::StopInstance(Ref::Id(id)), at(400))
+        .expect("stop");
+    h.apply(Command::Exited { id, exit_code: 0 }, at(410));
+    h.apply(Command::Timer(TimerKey::StoppedTime(id)), at(710));
+    assert!(deleted_with(&h, id));
+    h.apply(Command::Deleted { id, result: Ok(()) }, at(720));
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::Killed {
+            resource: "instance",
+            reason: "stopped_time"
+        }
+    )));
+}
+
+#[test]
+fn stopped_time_held_by_lock_fires_on_clear() {
+    let mut h = H::new();
+    let id = h.instance(with_time("a", 300), at(0));
+    h.running(id, at(0));
+    h.lock(id, true, at(1));
+    h.apply(Command::Exited { id, exit_code: 1 }, at(10));
+    h.apply(Command::Timer(TimerKey::StoppedTime(id)), at(310));
+    assert!(!deleted_with(&h, id));
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::KillSkipped {
+            resource: "instance",
+            reason: "stopped_time"
+        }
+    )));
+    assert_eq!(
+        h.call(Call::DeleteInstance(Ref::Id(id)), at(320))
+            .map(|_| ())
+            .map_err(|e| e.status),
+        Err(409),
+        "a locked instance cannot be deleted"
+    );
+    h.lock(id, false, at(400));
+    assert!(
+        deleted_with(&h, id),
+        "due while locked: fires when the lock is cleared"
+    );
+}
+
+#[test]
+fn restart_then_autodestroy_ordering() {
+    use Autodestroy::*;
+    for (restart, destroy, code, expect) in [
+        (RestartPolicy::OnFailure, Always, 1, "restart"),
+        (RestartPolicy::OnFailure, Always, 0, "destroy"),
+        (RestartPolicy::Never, OnFailure, 1, "destroy"),
+        (RestartPolicy::Never, OnFailure, 0, "stay"),
+        (RestartPolicy::Never, OnSuccess, 0, "destroy"),
+        (RestartPolicy::Never, OnSuccess, 2, "stay"),
+        (RestartPolicy::Never, Off, 0, "stay"),
+        (RestartPolicy::Always, Off, 0, "restart"),
+    ] {
+        let mut h = H::new();
+        let id = h.instance(
+            NewInstance {
+                restart_policy: Some(restart),
+                autodestroy: Some(destroy),
+                ..new("a")
+            },
+            at(0),
+        );
+        h.running(id, at(0));
+        h.apply(
+            Command::Exited {
+                id,
+                exit_code: code,
+            },
+            at(100),
+        );
+        let what = if h.has(|e| matches!(e, Effect::Start { id: d, .. } if *d == id)) {
+            "restart"
+        } else if deleted_with(&h, id) {
+            "destroy"
+        } else {
+            "stay"
+        };
+        assert_eq!(what, expect, "{restart:?} {destroy:?} exit {code}");
+        assert_eq!(h.s.instances[&id].exit_code, Some(code));
+        if expect == "destroy" {
+            h.apply(Command::Deleted { id, result: Ok(()) }, at(200));
+            assert!(h.has(|e| matches!(
+                e,
+                Effect::Killed {
+                    resource: "instance",
+                    reason: "autodestroy"
+                }
+            )));
+        }
+    }
+}
+
+#[test]
+fn restart_backoff_grows_and_resets_after_a_healthy_run() {
+    let mut h = H::new();
+    let id = h.instance(
+        NewInstance {
+            restart_policy: Some(RestartPolicy::Always),
+            ..new("a")
+        },
+        at(0),
+    );
+    h.running(id, at(0));
+    // First restart: immediate.
+    h.apply(Command::Exited { id, exit_code: 1 }, at(1_000));
+    assert!(h.has(|e| matches!(e, Effect::Start { .. })));
+    h.running(id, at(1_100));
+    // Second: after 5 s, then 10 s.
+    h.apply(Command::Exited { id, exit_code: 1 }, at(2_000));
+    assert_eq!(h.armed(TimerKey::Restart(id)), Some(at(7_000)));
+    assert_eq!(h.state(id), Some(InstanceState::Stopped));
+    h.apply(Command::Timer(TimerKey::Restart(id)), at(7_000));
+    assert!(h.has(|e| matches!(e, Effect::Start { .. })));
+    h.running(id, at(7_100));
+    h.apply(Command::Exited { id, exit_code: 1 }, at(8_000));
+    assert_eq!(h.armed(TimerKey::Restart(id)), Some(at(18_000)));
+    h.apply(Command::Timer(TimerKey::Restart(id)), at(18_000));
+    h.running(id, at(18_000));
+    // Ran 10 s: the back-off starts over (immediate restart).
+    h.apply(Command::Exited { id, exit_code: 1 }, at(28_000));
+    assert!(h.has(|e| matches!(e, Effect::Start { .. })));
+}
+
+#[test]
+fn user_stop_is_never_restarted_and_cancels_a_pending_restart() {
+    let mut h = H::new();
+    let id = h.instance(
+        NewInstance {
+            restart_policy: Some(RestartPolicy::Always),
+            ..new("a")
+        },
+        at(0),
+    );
+    h.running(id, at(0));
+    h.call(Call::StopInstance(Ref::Id(id)), at(10))
+        .expect("stop");
+    h.apply(Command::Exited { id, exit_code: 0 }, at(20));
+    assert_eq!(h.state(id), Some(InstanceState::Stopped));
+    assert!(!h.has(|e| matches!(e, Effect::Start { .. })));
+}
+
+#[test]
+fn failed_start_answers_are_matched_to_their_attempt() {
+    let mut h = H::new();
+    let id = h.instance(new("a"), at(0));
+    h.apply(Command::Exited { id, exit_code: 7 }, at(1));
+    assert_eq!(
+        h.s.instances[&id].stop_reason,
+        Some(StopReason::StartFailed)
+    );
+    h.call(Call::StartInstance(Ref::Id(id)), at(2))
+        .expect("start");
+    // The first attempt's late failure must not fail the second attempt.
+    h.apply(
+        Command::Started {
+            id,
+            attempt: 1,
+            result: Err("boom".into()),
+        },
+        at(3),
+    );
+    assert_eq!(h.state(id), Some(InstanceState::Starting));
+    h.running(id, at(4));
+}
+
+#[test]
+fn template_clone_inherits_and_unused_kill_waits_for_clones() {
+    let mut h = H::new();
+    let src = h.instance(
+        NewInstance {
+            autokill: Some(AutokillSpec {
+                num_requests: Some(7),
+                time: Some(Duration::from_secs(60)),
+            }),
+            restart_policy: Some(RestartPolicy::OnFailure),
+            autostart: false,
+            ..new("base")
+        },
+        at(0),
+    );
+    assert_eq!(h.state(src), Some(InstanceState::Stopped));
+    let t = match h.call(
+        Call::CreateTemplate(NewTemplate {
+            instance: Ref::Name("base".into()),
+            autokill_time: Some(Duration::from_millis(300)),
+        }),
+        at(10),
+    ) {
+        Ok(Reply::Instance(v)) => {
+            assert_eq!(v.state, InstanceState::Template);
+            v.id
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(h.armed(TimerKey::Unused(t)), Some(at(310)));
+    // A clone inherits the template's spec; request fields override.
+    let c = h.instance(
+        NewInstance {
+            name: Some("c1".into()),
+            template: Some(Ref::Name("base".into())),
+            autokill: Some(AutokillSpec {
+                num_requests: Some(3),
+                time: None,
+            }),
+            autostart: true,
+            ..Default::default()
+        },
+        at(100),
+    );
+    let clone = &h.s.instances[&c];
+    assert_eq!(
+        (clone.autokill.num_requests, clone.autokill.time),
+        (3, Some(Duration::from_millis(300)))
+    );
+    assert_eq!(clone.restart_policy, RestartPolicy::OnFailure);
+    assert_eq!(clone.image, "hello");
+    assert_eq!(
+        h.armed(TimerKey::Unused(t)),
+        Some(at(400)),
+        "cloning re-arms the unused time"
+    );
+    // Due, but a clone exists: kept.
+    h.apply(Command::Timer(TimerKey::Unused(t)), at(400));
+    assert_eq!(h.state(t), Some(InstanceState::Template));
+    // The last clone goes: the template, long unused, goes too.
+    h.call(Call::DeleteInstance(Ref::Id(c)), at(500))
+        .expect("delete clone");
+    h.apply(
+        Command::Deleted {
+            id: c,
+            result: Ok(()),
+        },
+        at(510),
+    );
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::Killed {
+            resource: "template",
+            reason: "unused"
+        }
+    )));
+    assert!(!h.s.instances.contains_key(&t));
+}
+
+#[test]
+fn template_lock_holds_the_unused_kill() {
+    let mut h = H::new();
+    h.instance(
+        NewInstance {
+            autostart: false,
+            ..new("base")
+        },
+        at(0),
+    );
+    let Ok(Reply::Instance(v)) = h.call(
+        Call::CreateTemplate(NewTemplate {
+            instance: Ref::Name("base".into()),
+            autokill_time: Some(Duration::from_millis(300)),
+        }),
+        at(0),
+    ) else {
+        panic!("template")
+    };
+    h.call(
+        Call::PatchTemplate(Ref::Id(v.id), vec![TemplatePatch::DeleteLock(true)]),
+        at(1),
+    )
+    .expect("lock");
+    h.apply(Command::Timer(TimerKey::Unused(v.id)), at(300));
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::KillSkipped {
+            resource: "template",
+            ..
+        }
+    )));
+    assert_eq!(
+        h.call(Call::DeleteTemplate(Ref::Id(v.id)), at(301))
+            .map(|_| ())
+            .map_err(|e| e.status),
+        Err(409)
+    );
+    h.call(
+        Call::PatchTemplate(Ref::Id(v.id), vec![TemplatePatch::DeleteLock(false)]),
+        at(302),
+    )
+    .expect("unlock");
+    assert!(!h.s.instances.contains_key(&v.id));
+}
+
+#[test]
+fn a_running_instance_cannot_become_a_template() {
+    let mut h = H::new();
+    let id = h.instance(new("a"), at(0));
+    h.running(id, at(0));
+    let err = h
+        .call(
+            Call::CreateTemplate(NewTemplate {
+                instance: Ref::Id(id),
+                autokill_time: None,
+            }),
+            at(1),
+        )
+        .map(|_| ())
+        .map_err(|e| e.status);
+    assert_eq!(err, Err(409));
+}
+
+#[test]
+fn group_empty_kill_cancelled_by_a_joining_instance_and_rearmed_when_it_leaves() {
+    let mut h = H::new();
+    let g = match h.call(
+        Call::CreateGroup(NewGroup {
+            name: "g".into(),
+            domains: vec!["g.localhost".into()],
+            autokill_time: Some(Duration::from_millis(300)),
+            ..Default::default()
+        }),
+        at(0),
+    ) {
+        Ok(Reply::Group(v)) => v.id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        h.armed(TimerKey::Empty(g)),
+        Some(at(300)),
+        "empty at creation"
+    );
+    let id = h.instance(
+        NewInstance {
+            service_group: Some(Ref::Name("g".into())),
+            ..new("a")
+        },
+        at(100),
+    );
+    assert!(h.has(|e| matches!(e, Effect::Disarm(TimerKey::Empty(x)) if *x == g)));
+    h.apply(Command::Timer(TimerKey::Empty(g)), at(300));
+    assert!(h.s.groups.contains_key(&g), "not empty: kept");
+    h.call(Call::DeleteInstance(Ref::Id(id)), at(400))
+        .expect("delete");
+    h.apply(Command::Deleted { id, result: Ok(()) }, at(410));
+    assert_eq!(h.armed(TimerKey::Empty(g)), Some(at(710)));
+    h.apply(Command::Timer(TimerKey::Empty(g)), at(710));
+    assert!(!h.s.groups.contains_key(&g));
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::Killed {
+            resource: "service_group",
+            reason: "empty"
+        }
+    )));
+}
+
+#[test]
+fn group_lock_holds_the_empty_kill() {
+    let mut h = H::new();
+    let Ok(Reply::Group(v)) = h.call(
+        Call::CreateGroup(NewGroup {
+            name: "g".into(),
+            autokill_time: Some(Duration::from_millis(300)),
+            ..Default::default()
+        }),
+        at(0),
+    ) else {
+        panic!("group")
+    };
+    h.call(
+        Call::PatchGroup(Ref::Id(v.id), vec![GroupPatch::DeleteLock(true)]),
+        at(1),
+    )
+    .expect("lock");
+    h.apply(Command::Timer(TimerKey::Empty(v.id)), at(300));
+    assert!(h.s.groups.contains_key(&v.id));
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::KillSkipped {
+            resource: "service_group",
+            ..
+        }
+    )));
+    assert_eq!(
+        h.call(Call::DeleteGroup(Ref::Id(v.id)), at(301))
+            .map(|_| ())
+            .map_err(|e| e.status),
+        Err(409)
+    );
+    let r = h.call(
+        Call::PatchGroup(Ref::Id(v.id), vec![GroupPatch::DeleteLock(false)]),
+        at(302),
+    );
+    assert_eq!(
+        r.map(|_| ()).map_err(|e| e.status),
+        Err(404),
+        "deleted as soon as the lock is cleared"
+    );
+    assert!(!h.s.groups.contains_key(&v.id));
+}
+
+#[test]
+fn bad_calls_change_nothing() {
+    let mut h = H::new();
+    h.instance(new("a"), at(0));
+    let before = format!(
+        "{:?}",
+        h.s.view()
+            .instances
+            .iter()
+            .map(|i| (&i.name, i.state, i.autokill))
+            .collect::<Vec<_>>()
+    );
+    for (call, status) in [
+        (Call::CreateInstance(new("a")), 409),
+        (
+            Call::CreateInstance(NewInstance {
+                image: Some("nope".into()),
+                ..new("b")
+            }),
+            400,
+        ),
+        (
+            Call::CreateInstance(NewInstance {
+                image: None,
+                ..new("b")
+            }),
+            400,
+        ),
+        (
+            Call::CreateInstance(NewInstance {
+                template: Some(Ref::Name("none".into())),
+                ..new("b")
+            }),
+            404,
+        ),
+        (
+            Call::CreateInstance(NewInstance {
+                service_group: Some(Ref::Name("none".into())),
+                ..new("b")
+            }),
+            404,
+        ),
+        (
+            Call::CreateInstance(NewInstance {
+                restart_policy: Some(RestartPolicy::Always),
+                autodestroy: Some(Autodestroy::OnSuccess),
+                ..new("b")
+            }),
+            400,
+        ),
+        (
+            Call::PatchInstance(
+                Ref::Name("a".into()),
+                vec![
+                    InstancePatch::RestartPolicy(RestartPolicy::Always),
+                    InstancePatch::Autodestroy(Autodestroy::Always),
+                ],
+            ),
+            400,
+        ),
+        (Call::PatchInstance(Ref::Name("zz".into()), vec![]), 404),
+        (Call::DeleteInstance(Ref::Name("zz".into())), 404),
+        (
+            Call::CreateTemplate(NewTemplate {
+                instance: Ref::Name("a".into()),
+                autokill_time: None,
+            }),
+            409,
+        ),
+    ] {
+        let what = format!("{call:?}");
+        assert_eq!(
+            h.call(call, at(1)).map(|_| ()).map_err(|e| e.status),
+            Err(status),
+            "{what}"
+        );
+    }
+    let after = format!(
+        "{:?}",
+        h.s.view()
+            .instances
+            .iter()
+            .map(|i| (&i.name, i.state, i.autokill))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(before, after);
+    // A group domain may not take an instance's host name, nor another group's domain.
+    assert_eq!(
+        h.call(
+            Call::CreateGroup(NewGroup {
+                name: "g".into(),
+                domains: vec!["a.localhost".into()],
+                ..Default::default()
+            }),
+            at(2)
+        )
+        .map(|_| ())
+        .map_err(|e| e.status),
+        Err(409)
+    );
+    h.call(
+        Call::CreateGroup(NewGroup {
+            name: "g".into(),
+            domains: vec!["x.example".into()],
+            ..Default::default()
+        }),
+        at(2),
+    )
+    .expect("group");
+    assert_eq!(
+        h.call(
+            Call::CreateGroup(NewGroup {
+                name: "h".into(),
+                domains: vec!["x.example".into()],
+                ..Default::default()
+            }),
+            at(2)
+        )
+        .map(|_| ())
+        .map_err(|e| e.status),
+        Err(409)
+    );
+    assert_eq!(
+        h.call(
+            Call::CreateGroup(NewGroup {
+                name: "g".into(),
+                ..Default::default()
+            }),
+            at(2)
+        )
+        .map(|_| ())
+        .map_err(|e| e.status),
+        Err(409)
+    );
+}
+
+#[test]
+fn patch_autokill_replaces_the_policy_and_applies_at_once() {
+    let mut h = H::new();
+    let id = h.instance(
+        NewInstance {
+            autokill: Some(AutokillSpec {
+                num_requests: Some(100),
+                time: Some(Duration::from_secs(5)),
+            }),
+            ..new("a")
+        },
+        at(0),
+    );
+    h.running(id, at(0));
+    let meter = Arc::clone(&h.s.instances[&id].meter);
+    for _ in 0..3 {
+        meter.admit();
+    }
+    // The whole policy is replaced: time goes back to "off".
+    h.call(
+        Call::PatchInstance(
+            Ref::Id(id),
+            vec![InstancePatch::Autokill(AutokillSpec {
+                num_requests: Some(3),
+                time: None,
+            })],
+        ),
+        at(1),
+    )
+    .expect("patch");
+    assert_eq!(
+        h.s.instances[&id].autokill,
+        Autokill {
+            num_requests: 3,
+            time: None
+        }
+    );
+    assert_eq!(
+        h.state(id),
+        Some(InstanceState::Draining),
+        "already at the new limit"
+    );
+}
+
+#[test]
+fn declared_group_routes_by_domain() {
+    let mut h = H::new();
+    let g = GroupConfig {
+        name: "g".into(),
+        domains: vec!["g.localhost".into()],
+        autokill_time: None,
+        instances: vec![InstanceConfig {
+            name: "a".into(),
+            image: "hello".into(),
+            autokill: Autokill::default(),
+            restart_policy: RestartPolicy::Never,
+            autodestroy: Autodestroy::Off,
+        }],
+    };
+    h.apply(
+        Command::Declare {
+            groups: vec![g],
+            instances: vec![],
+        },
+        at(0),
+    );
+    let Some(Effect::Launch {
+        spec,
+        start: Some(1),
+    }) = h.fx.iter().find(|e| matches!(e, Effect::Launch { .. }))
+    else {
+        panic!("launch")
+    };
+    let id = spec.id;
+    h.running(id, at(1));
+    assert!(
+        matches!(h.s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.len() == 1)
+    );
+    assert_eq!(h.s.view().groups[0].instances.len(), 1);
+}
