@@ -3,10 +3,24 @@
 //! * `GET /livez` — 200 while the process runs.
 //! * `GET /readyz` — 200 once the proxy listens and the controller has published its first state.
 //! * `GET /metrics` — Prometheus text format.
-//! * `GET /v1/instances`, `GET /v1/instances/{uuid-or-name}` — instances, Unikraft Cloud-shaped.
-//! * `GET /v1/services`, `GET /v1/services/{uuid-or-name}` — service groups.
 //!
-//! `/v1` requires `Authorization: Bearer <token>` when `admin.token` is set.
+//! The Unikraft Cloud-shaped API (`v1`), `{uuid-or-name}` written `{id}`:
+//!
+//! * `POST /v1/instances` — create (one object or an array), also as a clone of a template.
+//! * `GET /v1/instances` — every instance but templates; `GET /v1/instances/{id}` — one.
+//! * `PATCH /v1/instances/{id}`, `PATCH /v1/instances` (items with `uuid`/`name`) — change
+//!   `autokill`, `delete_lock`, `restart_policy`, `autodestroy`, `features`.
+//! * `DELETE /v1/instances/{id}`, `DELETE /v1/instances` (`[{"uuid"|"name"}]`).
+//! * `PUT /v1/instances/{id}/start`, `PUT /v1/instances/{id}/stop`, and the body forms
+//!   `PUT /v1/instances/start`, `PUT /v1/instances/stop` (`[{"uuid"|"name"}]`).
+//! * `POST /v1/instances/templates` — make templates of stopped instances;
+//!   `GET`, `PATCH`, `DELETE` of `/v1/instances/templates` and `/v1/instances/templates/{id}`.
+//!   (Static segments win over `{id}`: `templates`, `start` and `stop` are not instance names.)
+//! * `POST /v1/services` — create service groups; `GET`, `PATCH`, `DELETE` of `/v1/services` and
+//!   `/v1/services/{id}`.
+//!
+//! `/v1` requires `Authorization: Bearer <token>` when `admin.token` is set. Every `/v1` answer,
+//! errors included, is Unikraft's envelope `{"status","message"?,"data"?,"errors"?}`.
 
 mod v1;
 
@@ -18,7 +32,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 
 use crate::controller::Published;
 use crate::metrics::Metrics;
@@ -42,11 +56,57 @@ pub struct AdminState {
 
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
+    use v1::{instances, services, templates};
     let api = Router::new()
-        .route("/v1/instances", get(v1::list_instances))
-        .route("/v1/instances/{id}", get(v1::get_instance))
-        .route("/v1/services", get(v1::list_groups))
-        .route("/v1/services/{id}", get(v1::get_group))
+        .route(
+            "/v1/instances",
+            get(instances::list)
+                .post(instances::create)
+                .patch(instances::patch_many)
+                .delete(instances::delete_many),
+        )
+        .route("/v1/instances/start", put(instances::start_many))
+        .route("/v1/instances/stop", put(instances::stop_many))
+        .route(
+            "/v1/instances/templates",
+            get(templates::list)
+                .post(templates::create)
+                .patch(templates::patch_many)
+                .delete(templates::delete_many),
+        )
+        .route(
+            "/v1/instances/templates/{id}",
+            get(templates::get)
+                .patch(templates::patch)
+                .delete(templates::delete),
+        )
+        .route(
+            "/v1/instances/{id}",
+            get(instances::get)
+                .patch(instances::patch)
+                .delete(instances::delete),
+        )
+        .route("/v1/instances/{id}/start", put(instances::start))
+        .route("/v1/instances/{id}/stop", put(instances::stop))
+        .route(
+            "/v1/services",
+            get(services::list)
+                .post(services::create)
+                .patch(services::patch_many)
+                .delete(services::delete_many),
+        )
+        .route(
+            "/v1/services/{id}",
+            get(services::get)
+                .patch(services::patch)
+                .delete(services::delete),
+        )
+        .method_not_allowed_fallback(|| async {
+            v1::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path".into(),
+            )
+        })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/livez", get(|| async { "ok\n" }))
@@ -86,10 +146,16 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return v1::error(
+            let mut resp = v1::error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token".into(),
             );
+            // RFC 9110 §11.6.1: a 401 names the scheme it wants.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
         }
     }
     next.run(req).await
