@@ -94,6 +94,7 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
     tracing::info!(addr = %admin_listener.local_addr().map_err(|source| ServeError::Listen { what: "admin listener", source })?, "admin listening");
 
     let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (recovered_tx, recovered) = tokio::sync::oneshot::channel();
     let inputs = Inputs {
         commands,
         commands_tx: commands_tx.clone(),
@@ -110,7 +111,15 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         );
         tokio::spawn(async move {
             controller::run(
-                &config, workers, runtime, store, snapshot, published, metrics, inputs,
+                &config,
+                workers,
+                runtime,
+                store,
+                snapshot,
+                published,
+                metrics,
+                inputs,
+                recovered_tx,
             )
             .await
         })
@@ -134,7 +143,14 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
             })
             .await;
     });
-    ready.store(true, Ordering::Release);
+    // Ready once the stored state is recovered, leftovers of a crash removed and timers re-armed.
+    tokio::select! {
+        _ = recovered => ready.store(true, Ordering::Release),
+        _ = shutdown_signal() => {
+            proxy.shutdown().await;
+            return Ok(());
+        }
+    }
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");

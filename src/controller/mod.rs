@@ -399,6 +399,7 @@ pub async fn run(
     published: Published,
     metrics: Metrics,
     mut inputs: Inputs,
+    recovered: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut state = State::new(config, workers);
     let clock = Clock::start();
@@ -429,6 +430,7 @@ pub async fn run(
     };
     effects.extend(state.apply(declare, clock.now()));
     task.commit_and_carry_out(effects, &mut state).await;
+    let _ = recovered.send(());
     loop {
         let first = tokio::select! {
             Some(cmd) = inputs.commands.recv() => cmd,

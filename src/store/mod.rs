@@ -178,20 +178,18 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| io(format!("cannot create directory {}: {e}", dir.display())))?;
         }
-        // Read the version before anything may write to the file.
-        if path.exists() {
-            let db = redb::ReadOnlyDatabase::open(path).map_err(|e| io(e.to_string()))?;
+        // Read the version before anything of ours is written to the file. A file left by a
+        // crash needs redb's repair, which a read-only open cannot do; then the repair (redb's
+        // own bookkeeping, none of our records) happens first and the version is checked after.
+        let readonly = if path.exists() {
+            redb::ReadOnlyDatabase::open(path).ok()
+        } else {
+            None
+        };
+        if let Some(db) = readonly {
             let found = read_version(&db).map_err(|e| io(e.to_string()))?;
             drop(db);
-            if let Some(found) = found
-                && found > u64::from(SCHEMA_VERSION)
-            {
-                return Err(StoreError::NewerSchema {
-                    path: path.to_owned(),
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
+            check_version(path, found)?;
         }
         let db = Database::create(path).map_err(|e| io(e.to_string()))?;
         let store = Store {
@@ -305,6 +303,17 @@ impl Store {
                 .map_err(|e| io(e.into()))?;
         }
         txn.commit().map_err(|e| io(e.into()))
+    }
+}
+
+fn check_version(path: &Path, found: Option<u64>) -> Result<(), StoreError> {
+    match found {
+        Some(found) if found > u64::from(SCHEMA_VERSION) => Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        _ => Ok(()),
     }
 }
 

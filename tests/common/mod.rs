@@ -274,3 +274,10 @@ pub fn find_or_skip(program: &str, component: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// A GET through `addr` with `Host: host` that reports failures instead of panicking.
+pub async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Result<StatusCode, String> {
+    try_request(addr, "GET", host, path)
+        .await
+        .map(|(status, _, _)| status)
+}

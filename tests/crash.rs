@@ -1,0 +1,472 @@
+//! Crash safety with the real binary: `kill -9` at random moments while the API is written to and
+//! the proxy forwards. After every restart, every change the API acknowledged is there, no
+//! instance was ever forwarded more than its `num_requests` (counted at the upstream), and no
+//! process of an earlier run is left. Also: timers across a restart, and a store of a newer schema.
+//!
+//! `AUTOKILL_CRASH_CYCLES` sets the number of crash cycles (default 20).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{BIN, free_port, hello_runtime, pids_mentioning};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+/// A server on a fixed directory, store and ports, so that it can be killed and started again.
+struct Node {
+    dir: PathBuf,
+    config: PathBuf,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(dir: &Path, body: &str) -> Node {
+        let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let config = dir.join("autokill.yaml");
+        let text = format!(
+            "proxy:\n  listen: {proxy}\n  workers: 2\nadmin:\n  listen: {admin}\nstore:\n  path: {store}\ndefaults:\n  drain_timeout: 1s\n{body}",
+            store = dir.join("autokill.redb").display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Node {
+            dir: dir.to_owned(),
+            config,
+            proxy,
+            admin,
+            child: None,
+        }
+    }
+
+    /// Starts the server and returns how long it took to answer `/readyz` with 200.
+    async fn start(&mut self) -> Duration {
+        let started = Instant::now();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "autokill=warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start autokill");
+        self.child = Some(child);
+        loop {
+            if let Ok((200, _)) = send(self.admin, "GET", "/readyz", None).await {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "autokill did not become ready"
+            );
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("autokill exited while starting: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    fn server_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Pids of this node's instance processes.
+    fn instance_pids(&self) -> Vec<u32> {
+        let server = self.server_pid();
+        pids_mentioning(&self.dir)
+            .into_iter()
+            .filter(|p| Some(*p) != server)
+            .collect()
+    }
+
+    async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        send(self.admin, method, path, body).await
+    }
+
+    async fn instances(&self) -> Vec<Value> {
+        match self.api("GET", "/v1/instances", None).await {
+            Ok((200, v)) => v["data"]["instances"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            other => panic!("GET /v1/instances: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+        for pid in pids_mentioning(&self.dir) {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// Lines of each per-instance upstream log (`<dir>/<uuid>.log`): what reached each instance.
+fn forwarded(dir: &Path) -> HashMap<String, usize> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".log")?.to_owned();
+            let lines = std::fs::read_to_string(e.path()).ok()?.lines().count();
+            Some((name, lines))
+        })
+        .collect()
+}
+
+fn runtime(dir: &Path) -> String {
+    // One log per instance UUID, so that a re-created name never adds to an older budget.
+    hello_runtime(dir, "").replace("{name}.log", "{id}.log")
+}
+
+/// A small deterministic generator, so a failing cycle can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_no_acknowledged_change_and_never_exceeds_num_requests() {
+    const N: u64 = 40;
+    let cycles: usize = std::env::var("AUTOKILL_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::new(dir.path(), &runtime(dir.path()));
+
+    // What the API acknowledged: instance name -> delete_lock.
+    let mut acked: HashMap<String, bool> = HashMap::new();
+    let mut ready_times = Vec::new();
+    let mut budgets = 0;
+
+    for cycle in 0..cycles {
+        let earlier = node.instance_pids();
+        ready_times.push(node.start().await);
+        // Nothing of the previous run survives its crash.
+        for pid in &earlier {
+            assert!(
+                !common_alive(*pid),
+                "cycle {cycle}: process {pid} of an earlier run is still alive"
+            );
+        }
+        // Everything acknowledged before is there, as acknowledged.
+        let listed = node.instances().await;
+        for (name, lock) in &acked {
+            let found = listed.iter().find(|i| i["name"] == *name);
+            let found = found.unwrap_or_else(|| {
+                panic!("cycle {cycle} (seed {seed}): acknowledged instance {name} is gone")
+            });
+            assert_eq!(
+                found["delete_lock"].as_bool().unwrap_or(false),
+                *lock,
+                "cycle {cycle}: delete_lock of {name}"
+            );
+        }
+
+        // Traffic against a budgeted instance, API writes, and a kill -9 at a random moment.
+        let budget = format!("budget-{}", budgets);
+        let created = node
+            .api(
+                "POST",
+                "/v1/instances",
+                Some(json!({"name": budget, "image": "hello", "autostart": true, "autokill": {"num_requests": N}})),
+            )
+            .await;
+        if matches!(created, Ok((200 | 201, _))) {
+            budgets += 1;
+        }
+        let proxy = node.proxy;
+        let hosts: Vec<String> = (0..budgets)
+            .map(|b| format!("budget-{b}.localhost"))
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let traffic: Vec<_> = (0..6)
+            .map(|k| {
+                let (hosts, stop) = (hosts.clone(), std::sync::Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let mut i = k;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && !hosts.is_empty() {
+                        let host = &hosts[i % hosts.len()];
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            common::try_get(proxy, host, "/"),
+                        )
+                        .await;
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+
+        let kill_after = Duration::from_millis(50 + rng.below(400));
+        let deadline = Instant::now() + kill_after;
+        let mut n = 0;
+        while Instant::now() < deadline {
+            let name = format!("keep-{cycle}-{n}");
+            n += 1;
+            if let Ok((200 | 201, _)) = node
+                .api(
+                    "POST",
+                    "/v1/instances",
+                    Some(json!({"name": name, "image": "hello", "autostart": true})),
+                )
+                .await
+            {
+                acked.insert(name.clone(), false);
+            }
+            // Toggle the lock of one acknowledged instance.
+            if let Some(target) = acked
+                .keys()
+                .nth(rng.below(acked.len() as u64) as usize)
+                .cloned()
+            {
+                let value = !acked[&target];
+                let patch = json!({"prop": "delete_lock", "op": "set", "value": value});
+                if let Ok((200, _)) = node
+                    .api("PATCH", &format!("/v1/instances/{target}"), Some(patch))
+                    .await
+                {
+                    acked.insert(target, value);
+                }
+            }
+        }
+        node.kill9();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in traffic {
+            let _ = t.await;
+        }
+        for (uuid, lines) in forwarded(dir.path()) {
+            assert!(
+                lines as u64 <= N,
+                "cycle {cycle} (seed {seed}): instance {uuid} was forwarded {lines} > {N} requests"
+            );
+        }
+    }
+
+    // A last start: the state is whole, then a clean stop.
+    let earlier = node.instance_pids();
+    ready_times.push(node.start().await);
+    for pid in &earlier {
+        assert!(
+            !common_alive(*pid),
+            "process {pid} of an earlier run is still alive"
+        );
+    }
+    let listed = node.instances().await;
+    for (name, lock) in &acked {
+        let found = listed
+            .iter()
+            .find(|i| i["name"] == *name)
+            .unwrap_or_else(|| panic!("acknowledged instance {name} is gone"));
+        assert_eq!(found["delete_lock"].as_bool().unwrap_or(false), *lock);
+    }
+    node.terminate();
+    let total: usize = forwarded(dir.path()).values().sum();
+    assert!(
+        total > 0,
+        "the test forwarded nothing; it would prove nothing"
+    );
+    for (uuid, lines) in forwarded(dir.path()) {
+        assert!(
+            lines as u64 <= N,
+            "instance {uuid} was forwarded {lines} > {N} requests"
+        );
+    }
+    ready_times.sort();
+    let median = ready_times[ready_times.len() / 2];
+    eprintln!(
+        "restart to /readyz: median {median:?}, max {:?}; {total} requests forwarded over {cycles} crashes",
+        ready_times.last()
+    );
+    assert!(
+        median < Duration::from_secs(1),
+        "median restart to ready {median:?}"
+    );
+}
+
+fn common_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_time_deadline_that_passed_while_down_fires_at_start_unless_locked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::new(dir.path(), &runtime(dir.path()));
+    node.start().await;
+    for (name, lock) in [("doomed", false), ("locked", true)] {
+        let r = node
+            .api(
+                "POST",
+                "/v1/instances",
+                Some(json!({"name": name, "image": "hello", "autostart": true, "autokill": {"time_ms": 2000}})),
+            )
+            .await;
+        assert!(matches!(r, Ok((200 | 201, _))), "{r:?}");
+        if lock {
+            let r = node
+                .api(
+                    "PATCH",
+                    &format!("/v1/instances/{name}"),
+                    Some(json!({"prop": "delete_lock", "op": "set", "value": true})),
+                )
+                .await;
+            assert!(matches!(r, Ok((200, _))), "{r:?}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node
+        .instances()
+        .await
+        .iter()
+        .any(|i| i["state"] != "running")
+    {
+        assert!(Instant::now() < deadline, "instances did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for name in ["doomed", "locked"] {
+        let r = node
+            .api("PUT", &format!("/v1/instances/{name}/stop"), None)
+            .await;
+        assert!(matches!(r, Ok((200 | 202, _))), "{r:?}");
+    }
+    while node
+        .instances()
+        .await
+        .iter()
+        .any(|i| i["state"] != "stopped")
+    {
+        assert!(Instant::now() < deadline, "instances did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    node.start().await;
+    // Due while the server was down: deleted right after start. The locked one stays.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let names: Vec<String> = node
+            .instances()
+            .await
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(str::to_owned))
+            .collect();
+        if !names.contains(&"doomed".to_owned()) {
+            assert!(
+                names.contains(&"locked".to_owned()),
+                "the delete-locked instance must stay: {names:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the overdue instance was not deleted at start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = send(node.admin, "GET", "/metrics", None).await;
+    let _ = metrics;
+    node.terminate();
+}
+
+#[tokio::test]
+async fn a_store_of_a_newer_schema_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::new(dir.path(), &runtime(dir.path()));
+    {
+        let (store, _) =
+            autokill::store::Store::open(&dir.path().join("autokill.redb")).expect("store");
+        store.set_schema_version(99).expect("set version");
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&node.config)
+        .output()
+        .expect("run autokill");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("schema version 99")
+            && stderr.contains(&format!("version {}", autokill::store::SCHEMA_VERSION)),
+        "{stderr}"
+    );
+}
