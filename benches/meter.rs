@@ -49,7 +49,10 @@ fn table() -> RouteTable {
 #[inline]
 fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
     match table.lookup(host) {
-        Some(Target::Instance(Some(i))) => table.upstreams[*i].meter.admit() != Admission::Refused,
+        Some(Target::Instance(Some(i))) => !matches!(
+            table.upstreams[*i].meter.admit(),
+            Admission::Refused | Admission::Wait
+        ),
         _ => false,
     }
 }

@@ -23,5 +23,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod timers;
 pub mod wheel;

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::runtime::Runtime;
 use crate::runtime::process::ProcessRuntime;
+use crate::store::Store;
 
 /// Errors that stop `autokill serve` from starting.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,9 @@ pub enum ServeError {
     /// The configured runtime is not available.
     #[error("runtime: {0}")]
     Runtime(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Runs everything until a shutdown signal. `self_exe` is what `{autokill}` in an image command
@@ -47,11 +51,21 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
             .map_or(0.0, |d| d.as_secs_f64()),
     );
 
+    let (store, snapshot) = Store::open(&config.store.path)?;
+    let store = Arc::new(store);
+    // The store's absolute path marks this server's instance processes (see `Runtime::reclaim`).
+    let owner = std::fs::canonicalize(store.path())
+        .unwrap_or_else(|_| store.path().to_owned())
+        .to_string_lossy()
+        .into_owned();
     let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
     let runtime: Arc<dyn Runtime> = match &config.runtime.kind {
-        RuntimeKind::Process => {
-            Arc::new(ProcessRuntime::new(&config.runtime, self_exe, runtime_tx))
-        }
+        RuntimeKind::Process => Arc::new(ProcessRuntime::owned_by(
+            &config.runtime,
+            self_exe,
+            runtime_tx,
+            owner,
+        )),
         RuntimeKind::Docker { .. } => {
             return Err(ServeError::Runtime(
                 "the docker runtime is not available yet; use `runtime.kind: process`".into(),
@@ -95,7 +109,10 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
             metrics.clone(),
         );
         tokio::spawn(async move {
-            controller::run(&config, workers, runtime, published, metrics, inputs).await
+            controller::run(
+                &config, workers, runtime, store, snapshot, published, metrics, inputs,
+            )
+            .await
         })
     };
 
@@ -125,7 +142,8 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
     proxy.shutdown().await;
     let _ = stop_admin.send(());
     let _ = admin.await;
-    // Without a store to adopt them from on the next start, instances must not outlive us.
+    // Process instances cannot be adopted by the next run (their exit codes would be lost), so
+    // they are stopped; the store still says they run, and the next start starts them again.
     // Deletes run concurrently: one after another would add up their stop grace periods.
     let mut deletes = tokio::task::JoinSet::new();
     for inst in &published.view.load().instances {

@@ -115,7 +115,7 @@ pub enum RuntimeKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageConfig {
     /// Process runtime: program and arguments. `{port}` is replaced by the instance's port,
-    /// `{name}` by its name and `{autokill}` by the path of the running autokill binary.
+    /// `{name}` by its name, `{id}` by its UUID and `{autokill}` by the path of the running autokill binary.
     pub command: Vec<String>,
     /// Extra environment for the process, with the same placeholders.
     pub env: BTreeMap<String, String>,
@@ -274,4 +274,48 @@ pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let raw = raw::decode(text).map_err(|p| p.in_file(origin))?;
     validate::validate(raw).map_err(|p| p.in_file(origin))
+}
+
+impl RestartPolicy {
+    /// The wire name: `never`, `always`, `on-failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+        }
+    }
+
+    /// Parses a wire name, or Tutum's `OFF`, `ALWAYS`, `ON_FAILURE`.
+    pub fn from_wire(s: &str) -> Option<RestartPolicy> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "never" | "off" | "no" => Some(RestartPolicy::Never),
+            "always" => Some(RestartPolicy::Always),
+            "on-failure" => Some(RestartPolicy::OnFailure),
+            _ => None,
+        }
+    }
+}
+
+impl Autodestroy {
+    /// The wire name: `OFF`, `ON_FAILURE`, `ON_SUCCESS`, `ALWAYS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Autodestroy::Off => "OFF",
+            Autodestroy::OnFailure => "ON_FAILURE",
+            Autodestroy::OnSuccess => "ON_SUCCESS",
+            Autodestroy::Always => "ALWAYS",
+        }
+    }
+
+    /// Parses a wire name, in any case.
+    pub fn from_wire(s: &str) -> Option<Autodestroy> {
+        match s.to_ascii_uppercase().as_str() {
+            "OFF" => Some(Autodestroy::Off),
+            "ON_FAILURE" => Some(Autodestroy::OnFailure),
+            "ON_SUCCESS" => Some(Autodestroy::OnSuccess),
+            "ALWAYS" => Some(Autodestroy::Always),
+            _ => None,
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! publishing a new route table and [`View`].
 
 pub mod api;
+mod persist;
 mod state;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use crate::proxy::ProxyEvent;
 use crate::proxy::meter::Meter;
 use crate::proxy::route::{RouteTable, Upstream};
 use crate::runtime::{InstanceSpec, Runtime, RuntimeEvent};
+use crate::store::{Snapshot, Store};
 use crate::timers::{TimerId, Timers};
 
 /// Lifecycle state of an instance (the Unikraft Cloud names).
@@ -129,6 +131,11 @@ pub enum Command {
         /// The instance.
         id: Uuid,
     },
+    /// The proxy used half of an instance's durable reservation: reserve the next block.
+    Reserve {
+        /// The instance.
+        id: Uuid,
+    },
     /// A draining instance has no request left in flight, or its drain timeout passed.
     Drained {
         /// The instance.
@@ -207,6 +214,15 @@ pub enum Effect {
     },
     /// Publish a new route table and view.
     Publish,
+    /// Give a meter its new durable ceiling (carried out after the commit that made it durable).
+    Reserved {
+        /// The meter.
+        meter: Arc<Meter>,
+        /// The ceiling.
+        reserved: u64,
+        /// The count at which to ask for the next block.
+        refill_at: u64,
+    },
     /// Count a kill in the metrics.
     Killed {
         /// `instance`, `template` or `service_group`.
@@ -367,11 +383,19 @@ impl Clock {
     }
 }
 
-/// Runs the controller until every input is closed.
+/// Most commands applied together and committed in one write transaction.
+const BATCH: usize = 256;
+
+/// Runs the controller until every input is closed: recovers the stored state, reconciles the
+/// configuration, then applies commands in batches, each committed to the store before its
+/// effects are carried out (so nothing is acknowledged before it is durable).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: &Config,
     workers: usize,
     runtime: Arc<dyn Runtime>,
+    store: Arc<Store>,
+    snapshot: Snapshot,
     published: Published,
     metrics: Metrics,
     mut inputs: Inputs,
@@ -392,28 +416,61 @@ pub async fn run(
         timers,
         armed: HashMap::new(),
         clock,
+        store,
     };
+    match task.runtime.reclaim().await {
+        Ok(_) => {}
+        Err(err) => tracing::error!(%err, "removing instances left by an earlier run failed"),
+    }
+    let mut effects = state.recover(snapshot, clock.now());
     let declare = Command::Declare {
         groups: config.service_groups.clone(),
         instances: config.instances.clone(),
     };
-    task.carry_out(state.apply(declare, clock.now()), &state);
+    effects.extend(state.apply(declare, clock.now()));
+    task.commit_and_carry_out(effects, &mut state).await;
     loop {
-        let cmd = tokio::select! {
+        let first = tokio::select! {
             Some(cmd) = inputs.commands.recv() => cmd,
-            Some(ev) = inputs.proxy.recv() => match ev {
-                ProxyEvent::LimitReached { id } => Command::LimitReached { id },
-            },
-            Some(ev) = inputs.runtime.recv() => match ev {
-                RuntimeEvent::Exited { id, exit_code } => Command::Exited { id, exit_code },
-            },
+            Some(ev) = inputs.proxy.recv() => proxy_command(ev),
+            Some(ev) = inputs.runtime.recv() => runtime_command(ev),
             else => break,
         };
-        if let Command::Timer(key) = &cmd {
-            task.armed.remove(key);
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            let next = match inputs.commands.try_recv() {
+                Ok(cmd) => cmd,
+                Err(_) => match inputs.proxy.try_recv() {
+                    Ok(ev) => proxy_command(ev),
+                    Err(_) => match inputs.runtime.try_recv() {
+                        Ok(ev) => runtime_command(ev),
+                        Err(_) => break,
+                    },
+                },
+            };
+            batch.push(next);
         }
-        let effects = state.apply(cmd, clock.now());
-        task.carry_out(effects, &state);
+        let mut effects = Vec::new();
+        for cmd in batch {
+            if let Command::Timer(key) = &cmd {
+                task.armed.remove(key);
+            }
+            effects.extend(state.apply(cmd, clock.now()));
+        }
+        task.commit_and_carry_out(effects, &mut state).await;
+    }
+}
+
+fn proxy_command(ev: ProxyEvent) -> Command {
+    match ev {
+        ProxyEvent::LimitReached { id } => Command::LimitReached { id },
+        ProxyEvent::Reserve { id } => Command::Reserve { id },
+    }
+}
+
+fn runtime_command(ev: RuntimeEvent) -> Command {
+    match ev {
+        RuntimeEvent::Exited { id, exit_code } => Command::Exited { id, exit_code },
     }
 }
 
@@ -427,9 +484,37 @@ struct Task {
     /// The wheel's id of every armed timer, to cancel or move it.
     armed: HashMap<TimerKey, TimerId>,
     clock: Clock,
+    store: Arc<Store>,
 }
 
 impl Task {
+    /// Commits what the batch changed, then carries out its effects. If the commit fails, nothing
+    /// of the batch is acknowledged: its API calls are answered 500.
+    async fn commit_and_carry_out(&mut self, mut effects: Vec<Effect>, state: &mut State) {
+        let changes = state.take_changes();
+        if !changes.is_empty() {
+            let store = Arc::clone(&self.store);
+            let committed = tokio::task::spawn_blocking(move || store.commit(&changes)).await;
+            let failure = match committed {
+                Ok(Ok(())) => None,
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(err) => Some(format!("store task failed: {err}")),
+            };
+            if let Some(message) = failure {
+                tracing::error!(%message, "committing state failed; answering this batch's calls with errors");
+                for effect in &mut effects {
+                    if let Effect::Reply(_, result) = effect {
+                        *result = Err(api::ApiError {
+                            status: 500,
+                            message: format!("the change could not be made durable: {message}"),
+                        });
+                    }
+                }
+            }
+        }
+        self.carry_out(effects, state);
+    }
+
     /// Carries out effects in order. Runtime calls and drain watches run as tasks that report
     /// back with a command; replies wait until the state they describe is published.
     fn carry_out(&mut self, effects: Vec<Effect>, state: &State) {
@@ -437,6 +522,11 @@ impl Task {
         for effect in effects {
             match effect {
                 Effect::Publish => publish = true,
+                Effect::Reserved {
+                    meter,
+                    reserved,
+                    refill_at,
+                } => meter.set_reserved(reserved, refill_at),
                 Effect::Reply(to, result) => {
                     if publish {
                         self.publish(state);

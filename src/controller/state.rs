@@ -6,7 +6,7 @@
 //! early or twice is therefore harmless: the check looks at the state and the time, not at the
 //! timer.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,7 +33,7 @@ const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
 /// What the controller is waiting for the runtime to finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
+pub(super) enum Pending {
     /// Nothing.
     None,
     /// A stop a user asked for.
@@ -87,12 +87,102 @@ pub struct Instance {
     running_since: Option<SystemTime>,
     /// Consecutive restarts, for the back-off.
     restarts: u32,
-    /// A restart is scheduled.
-    restart_pending: bool,
+    /// When a scheduled restart is due.
+    restart_at: Option<SystemTime>,
+    /// Durable ceiling of requests forwarded (see [`Meter`]); 0 for an unlimited instance.
+    reserved: u64,
+    /// Declared by the configuration file.
+    pub from_config: bool,
     /// An autodestroy that a delete lock held back.
     destroy_due: bool,
     /// What the runtime is doing for it.
     pending: Pending,
+}
+
+impl Instance {
+    /// An instance as recovered from the store, before its details are filled in.
+    pub(super) fn restored(
+        id: Uuid,
+        name: Arc<str>,
+        image: String,
+        autokill: Autokill,
+        meter: Arc<Meter>,
+        created_at: SystemTime,
+        last_used: SystemTime,
+    ) -> Instance {
+        Instance {
+            id,
+            name,
+            image,
+            group: None,
+            template: None,
+            template_name: None,
+            autokill,
+            restart_policy: RestartPolicy::default(),
+            autodestroy: Autodestroy::default(),
+            state: InstanceState::Stopped,
+            meter,
+            upstream: None,
+            exit_code: None,
+            stop_reason: None,
+            stopped_at: None,
+            created_at,
+            delete_lock: false,
+            last_used,
+            attempt: 0,
+            running_since: None,
+            restarts: 0,
+            restart_at: None,
+            reserved: 0,
+            from_config: false,
+            destroy_due: false,
+            pending: Pending::None,
+        }
+    }
+
+    pub(super) fn set_recovered(
+        &mut self,
+        reserved: u64,
+        restarts: u32,
+        restart_at: Option<SystemTime>,
+        destroy_due: bool,
+    ) {
+        (
+            self.reserved,
+            self.restarts,
+            self.restart_at,
+            self.destroy_due,
+        ) = (reserved, restarts, restart_at, destroy_due);
+    }
+
+    pub(super) fn set_pending(&mut self, pending: Pending) {
+        self.pending = pending;
+    }
+
+    pub(super) fn pending(&self) -> Pending {
+        self.pending
+    }
+
+    pub(super) fn next_attempt(&mut self) -> u64 {
+        self.attempt += 1;
+        self.attempt
+    }
+
+    pub(super) fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    pub(super) fn restart_at(&self) -> Option<SystemTime> {
+        self.restart_at
+    }
+
+    pub(super) fn destroy_due(&self) -> bool {
+        self.destroy_due
+    }
+
+    pub(super) fn reserved(&self) -> u64 {
+        self.reserved
+    }
 }
 
 /// One service group as the controller knows it.
@@ -120,15 +210,89 @@ pub struct Group {
     pub hard_limit: Option<u64>,
     /// Shown as given.
     pub services: serde_json::Value,
+    /// Declared by the configuration file.
+    pub from_config: bool,
+}
+
+/// A map that remembers which entries were changed since they were last persisted: every
+/// mutable access marks its key, so nothing can change without being written.
+#[derive(Debug)]
+pub struct Tracked<V> {
+    map: HashMap<Uuid, V>,
+    dirty: HashSet<Uuid>,
+}
+
+impl<V> Default for Tracked<V> {
+    fn default() -> Self {
+        Tracked {
+            map: HashMap::new(),
+            dirty: HashSet::new(),
+        }
+    }
+}
+
+impl<V> Tracked<V> {
+    /// Read access.
+    pub fn get(&self, id: &Uuid) -> Option<&V> {
+        self.map.get(id)
+    }
+    /// Write access; marks the entry.
+    pub fn get_mut(&mut self, id: &Uuid) -> Option<&mut V> {
+        let v = self.map.get_mut(id);
+        if v.is_some() {
+            self.dirty.insert(*id);
+        }
+        v
+    }
+    /// Inserts; marks the entry.
+    pub fn insert(&mut self, id: Uuid, v: V) {
+        self.dirty.insert(id);
+        self.map.insert(id, v);
+    }
+    /// Removes; marks the entry (its record is deleted).
+    pub fn remove(&mut self, id: &Uuid) -> Option<V> {
+        let v = self.map.remove(id);
+        if v.is_some() {
+            self.dirty.insert(*id);
+        }
+        v
+    }
+    /// Whether the key is present.
+    pub fn contains_key(&self, id: &Uuid) -> bool {
+        self.map.contains_key(id)
+    }
+    /// All values.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.map.values()
+    }
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// The keys changed since the last call, and forgets them.
+    pub(super) fn take_dirty(&mut self) -> HashSet<Uuid> {
+        std::mem::take(&mut self.dirty)
+    }
+}
+
+impl<V> std::ops::Index<&Uuid> for Tracked<V> {
+    type Output = V;
+    fn index(&self, id: &Uuid) -> &V {
+        &self.map[id]
+    }
 }
 
 /// Everything the controller owns.
 #[derive(Debug)]
 pub struct State {
     /// Instances and templates by id.
-    pub instances: HashMap<Uuid, Instance>,
+    pub instances: Tracked<Instance>,
     /// Service groups by id.
-    pub groups: HashMap<Uuid, Group>,
+    pub groups: Tracked<Group>,
     base_domain: String,
     drain_timeout: Duration,
     workers: usize,
@@ -145,14 +309,37 @@ impl State {
     /// An empty state for `config`, with `workers` proxy workers (for the in-flight slots).
     pub fn new(config: &Config, workers: usize) -> State {
         State {
-            instances: HashMap::new(),
-            groups: HashMap::new(),
+            instances: Tracked::default(),
+            groups: Tracked::default(),
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
             workers,
             balance: config.proxy.balance,
             images: config.runtime.images.keys().cloned().collect(),
         }
+    }
+
+    pub(super) fn balance(&self) -> Balance {
+        self.balance
+    }
+
+    /// After a restart: the reservation, the restart back-off and every trigger of one instance.
+    pub(super) fn recheck(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
+        // The meter restarts at the old ceiling; the next block is reserved before it serves.
+        self.reserve(id, fx);
+        if let Some(due) = self.instances.get(&id).and_then(|i| i.restart_at) {
+            if due <= now {
+                self.timer(TimerKey::Restart(id), now, fx);
+            } else {
+                fx.push(Effect::Arm(TimerKey::Restart(id), due));
+            }
+        }
+        self.check_instance(id, now, fx);
+    }
+
+    /// After a restart: a group's empty timer.
+    pub(super) fn recheck_group(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
+        self.check_group(id, now, fx);
     }
 
     /// Applies one command and returns what the controller task must carry out, in order.
@@ -171,6 +358,7 @@ impl State {
                 }
             }
             Command::LimitReached { id } => self.limit_reached(id, now, &mut fx),
+            Command::Reserve { id } => self.reserve(id, &mut fx),
             Command::Drained { id } => self.drained(id, &mut fx),
             Command::Exited { id, exit_code } => self.exited(id, exit_code, now, &mut fx),
             Command::Deleted { id, result } => self.deleted(id, result, now, &mut fx),
@@ -186,6 +374,9 @@ impl State {
 
     // ---- configuration -------------------------------------------------------------------
 
+    /// Reconciles what the configuration file declares: a declared group or instance that does not
+    /// exist is created, one that exists gets the file's settings, and one the file no longer
+    /// declares is deleted. Resources made through the API are left alone.
     fn declare(
         &mut self,
         groups: Vec<GroupConfig>,
@@ -193,49 +384,121 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) {
+        let mut declared_groups = HashSet::new();
+        let mut declared_instances = Vec::new();
         for g in groups {
-            let id = Uuid::new_v4();
-            self.groups.insert(
-                id,
-                Group {
-                    id,
-                    name: g.name,
-                    domains: g.domains,
-                    autokill_time: g.autokill_time,
-                    balance: self.balance,
-                    delete_lock: false,
-                    created_at: now,
-                    empty_since: Some(now),
-                    soft_limit: None,
-                    hard_limit: None,
-                    services: serde_json::Value::Array(Vec::new()),
-                },
-            );
-            for inst in &g.instances {
-                self.add_instance(declared(inst), Some(id), None, true, now, fx);
-            }
-            self.check_group(id, now, fx);
+            let existing = self
+                .groups
+                .values()
+                .find(|x| x.name == g.name)
+                .map(|x| x.id);
+            let id = match existing.and_then(|id| self.groups.get_mut(&id)) {
+                Some(x) => {
+                    x.domains = g.domains;
+                    x.autokill_time = g.autokill_time;
+                    x.from_config = true;
+                    x.id
+                }
+                None => {
+                    let id = Uuid::new_v4();
+                    self.groups.insert(
+                        id,
+                        Group {
+                            id,
+                            name: g.name,
+                            domains: g.domains,
+                            autokill_time: g.autokill_time,
+                            balance: self.balance,
+                            delete_lock: false,
+                            created_at: now,
+                            empty_since: Some(now),
+                            soft_limit: None,
+                            hard_limit: None,
+                            services: serde_json::Value::Array(Vec::new()),
+                            from_config: true,
+                        },
+                    );
+                    id
+                }
+            };
+            declared_groups.insert(id);
+            declared_instances.extend(g.instances.into_iter().map(|i| (i, Some(id))));
         }
-        for inst in &instances {
-            self.add_instance(declared(inst), None, None, true, now, fx);
+        declared_instances.extend(instances.into_iter().map(|i| (i, None)));
+
+        let mut declared_ids = HashSet::new();
+        for (cfg, group) in declared_instances {
+            let existing = self
+                .instances
+                .values()
+                .find(|i| *i.name == *cfg.name && i.state != InstanceState::Deleted)
+                .map(|i| i.id);
+            match existing {
+                Some(id) => {
+                    if let Some(i) = self.instances.get_mut(&id) {
+                        i.autokill = cfg.autokill;
+                        i.restart_policy = cfg.restart_policy;
+                        i.autodestroy = cfg.autodestroy;
+                        i.group = group;
+                        i.from_config = true;
+                        i.meter.set_limit(cfg.autokill.num_requests, i.delete_lock);
+                    }
+                    declared_ids.insert(id);
+                    self.reserve(id, fx);
+                    self.check_instance(id, now, fx);
+                }
+                None => {
+                    let id = self.add_instance(declared(&cfg), group, None, true, true, now, fx);
+                    declared_ids.insert(id);
+                }
+            }
+        }
+        // Declared before, not any more.
+        let gone: Vec<Uuid> = self
+            .instances
+            .values()
+            .filter(|i| {
+                i.from_config && !declared_ids.contains(&i.id) && i.state != InstanceState::Deleted
+            })
+            .map(|i| i.id)
+            .collect();
+        for id in gone {
+            self.delete_instance(id, None, fx);
+        }
+        let gone: Vec<Uuid> = self
+            .groups
+            .values()
+            .filter(|g| g.from_config && !declared_groups.contains(&g.id))
+            .map(|g| g.id)
+            .collect();
+        for id in gone {
+            if let Some(g) = self.groups.get_mut(&id) {
+                g.from_config = false;
+                // Its instances are deleted above; it goes once empty, like any group.
+                g.autokill_time = Some(Duration::ZERO);
+            }
+        }
+        let all: Vec<Uuid> = self.groups.values().map(|g| g.id).collect();
+        for id in all {
+            self.check_group(id, now, fx);
         }
         fx.push(Effect::Publish);
     }
 
     /// Adds an instance and asks the runtime to create (and start) it. Returns its id.
+    #[allow(clippy::too_many_arguments)]
     fn add_instance(
         &mut self,
         spec: Spec,
         group: Option<Uuid>,
         template: Option<(Uuid, String)>,
         start: bool,
+        from_config: bool,
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) -> Uuid {
         let id = Uuid::new_v4();
-        let held = false;
         let meter = Arc::new(Meter::new(0, spec.autokill.num_requests));
-        meter.set_limit(spec.autokill.num_requests, held);
         let (state, attempt) = if start {
             (InstanceState::Starting, 1)
         } else {
@@ -273,11 +536,14 @@ impl State {
                 attempt,
                 running_since: None,
                 restarts: 0,
-                restart_pending: false,
+                restart_at: None,
+                reserved: 0,
+                from_config,
                 destroy_due: false,
                 pending: Pending::None,
             },
         );
+        self.reserve(id, fx);
         if let Some(g) = group.and_then(|g| self.groups.get_mut(&g)) {
             g.empty_since = None;
             fx.push(Effect::Disarm(TimerKey::Empty(g.id)));
@@ -286,6 +552,52 @@ impl State {
             self.check_stopped(id, now, fx);
         }
         id
+    }
+
+    /// Raises the instance's durable reservation by the next block when the proxy has used half
+    /// of the current one (or more). The new ceiling reaches the meter only after the batch that
+    /// raised it is committed ([`Effect::Reserved`] is carried out after the commit).
+    fn reserve(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
+        let Some(inst) = self.instances.get(&id) else {
+            return;
+        };
+        let limit = inst.autokill.num_requests;
+        if limit == 0 {
+            if inst.meter.reserved() != u64::MAX {
+                fx.push(Effect::Reserved {
+                    meter: Arc::clone(&inst.meter),
+                    reserved: u64::MAX,
+                    refill_at: 0,
+                });
+            }
+            return;
+        }
+        if inst.meter.reserved() < inst.reserved {
+            // A raise is on its way to the meter (waiting for its commit); one at a time.
+            return;
+        }
+        let count = inst.meter.count();
+        let block = reservation_block(limit, inst.reserved);
+        let reserved = inst.reserved.min(limit);
+        let needed = reserved < limit && count.saturating_add(block.div_ceil(2)) >= reserved;
+        if !needed && inst.meter.reserved() == reserved {
+            return;
+        }
+        let new = if needed {
+            (reserved.max(count) + block).min(limit)
+        } else {
+            reserved
+        };
+        let next_block = reservation_block(limit, new);
+        let refill_at = new.saturating_sub(next_block / 2).max(count + 1);
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.reserved = new;
+            fx.push(Effect::Reserved {
+                meter: Arc::clone(&inst.meter),
+                reserved: new,
+                refill_at,
+            });
+        }
     }
 
     // ---- runtime answers -----------------------------------------------------------------
@@ -417,7 +729,7 @@ impl State {
                 if delay.is_zero() {
                     self.start_instance(id, fx);
                 } else {
-                    inst.restart_pending = true;
+                    inst.restart_at = Some(now + delay);
                     fx.push(Effect::Arm(TimerKey::Restart(id), now + delay));
                 }
             }
@@ -476,10 +788,10 @@ impl State {
             TimerKey::Drain(id) => self.drained(id, fx),
             TimerKey::Restart(id) => {
                 if let Some(inst) = self.instances.get_mut(&id)
-                    && inst.restart_pending
+                    && inst.restart_at.is_some()
                     && inst.state == InstanceState::Stopped
                 {
-                    inst.restart_pending = false;
+                    inst.restart_at = None;
                     self.start_instance(id, fx);
                     fx.push(Effect::Publish);
                 }
@@ -497,7 +809,7 @@ impl State {
         };
         if inst.state != InstanceState::Stopped
             || inst.pending != Pending::None
-            || inst.restart_pending
+            || inst.restart_at.is_some()
         {
             return;
         }
@@ -617,12 +929,16 @@ impl State {
 
     /// Clears the reference of every clone to a template that is gone.
     fn forget_template(&mut self, id: Uuid) {
-        for i in self
+        let clones: Vec<Uuid> = self
             .instances
-            .values_mut()
+            .values()
             .filter(|i| i.template == Some(id))
-        {
-            i.template = None;
+            .map(|i| i.id)
+            .collect();
+        for c in clones {
+            if let Some(i) = self.instances.get_mut(&c) {
+                i.template = None;
+            }
         }
     }
 
@@ -647,7 +963,7 @@ impl State {
         };
         inst.state = InstanceState::Starting;
         inst.attempt += 1;
-        inst.restart_pending = false;
+        inst.restart_at = None;
         inst.destroy_due = false;
         fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
         fx.push(Effect::Disarm(TimerKey::Restart(id)));
@@ -731,8 +1047,8 @@ impl State {
                     }
                     InstanceState::Stopped => {
                         // Stopping a stopped instance also cancels a scheduled restart.
-                        if inst.restart_pending {
-                            inst.restart_pending = false;
+                        if inst.restart_at.is_some() {
+                            inst.restart_at = None;
                             fx.push(Effect::Disarm(TimerKey::Restart(id)));
                             self.check_stopped(id, now, fx);
                         }
@@ -877,7 +1193,7 @@ impl State {
             restart_policy,
             autodestroy,
         };
-        let id = self.add_instance(spec, group, template.clone(), new.autostart, now, fx);
+        let id = self.add_instance(spec, group, template.clone(), new.autostart, false, now, fx);
         if let Some((t, _)) = template
             && let Some(t) = self.instances.get_mut(&t)
         {
@@ -954,7 +1270,7 @@ impl State {
         inst.state = InstanceState::Template;
         inst.autokill.time = new.autokill_time.filter(|t| !t.is_zero());
         inst.last_used = now;
-        inst.restart_pending = false;
+        inst.restart_at = None;
         inst.destroy_due = false;
         let group = inst.group.take();
         fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
@@ -994,6 +1310,7 @@ impl State {
                 soft_limit: new.soft_limit,
                 hard_limit: new.hard_limit,
                 services: new.services,
+                from_config: false,
             },
         );
         self.check_group(id, now, fx);
@@ -1299,6 +1616,13 @@ fn deleted(reply: Reply) -> Reply {
         }),
         other => other,
     }
+}
+
+/// The next reservation block for a budget of `limit` with `reserved` already reserved:
+/// a sixteenth of what is left, at least one. At most one block is lost from the budget by a
+/// crash, and a budget of N takes about 16·ln(N) commits to spend.
+pub fn reservation_block(limit: u64, reserved: u64) -> u64 {
+    (limit.saturating_sub(reserved) / 16).max(1)
 }
 
 /// What an instance is made from.

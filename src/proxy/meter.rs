@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::Notify;
+
 /// A request budget: how many requests were admitted, and the most that may be.
 ///
 /// The limit word also carries a "held" bit: while an instance is delete-locked it keeps serving
@@ -14,14 +16,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// is still reported as [`Admission::Last`], so the controller can count the kill it skipped.
 ///
 /// `count` only ever holds requests that were admitted: a request that finds the budget spent undoes
-/// its increment, so `count` is exact whenever no admission is in progress, and the undo can never
-/// let a later request in (once `count` reaches `limit`, every increment above it is undone and
-/// nothing below it is ever produced again).
-#[derive(Debug, Default)]
+/// its increment, so `count` is exact whenever no admission is in progress. A request is admitted
+/// only with `n <= limit`, where `n` (its own increment) is at least the number admitted so far,
+/// so no interleaving of increments and undos admits more than `limit`.
+///
+/// A limited meter also has a durable `reserved` ceiling (SPEC: exact across a crash): the
+/// controller has written to disk that up to `reserved` requests may have been forwarded, and the
+/// proxy forwards only below it. The request that reaches `refill_at` asks the controller for the
+/// next block ahead of need; one that finds the ceiling reached waits for it ([`Admission::Wait`]).
+#[derive(Debug)]
 #[repr(align(128))]
 pub struct Meter {
     count: AtomicU64,
     limit: AtomicU64,
+    reserved: AtomicU64,
+    refill_at: AtomicU64,
+    /// Signalled when `reserved` is raised; on the next cache line, away from the counters.
+    raised: Notify,
+}
+
+impl Default for Meter {
+    fn default() -> Meter {
+        Meter::new(0, 0)
+    }
 }
 
 /// What [`Meter::admit`] decided.
@@ -33,6 +50,10 @@ pub enum Admission {
     Last,
     /// The budget is spent: do not forward.
     Refused,
+    /// Forward the request, and ask the controller to reserve the next block.
+    Refill,
+    /// The durable reservation is used up: ask for more and wait until [`Meter::reserved`] rises.
+    Wait,
 }
 
 /// The "held" bit of the limit word: admit past the limit.
@@ -44,26 +65,64 @@ impl Meter {
         Meter {
             count: AtomicU64::new(count),
             limit: AtomicU64::new(limit & !HELD),
+            reserved: AtomicU64::new(u64::MAX),
+            refill_at: AtomicU64::new(0),
+            raised: Notify::new(),
         }
     }
 
-    /// Counts one request against the budget. One relaxed `fetch_add` (plus one relaxed load of the
-    /// limit, which lives on the same cache line); a refused request pays one more `fetch_sub`.
+    /// Counts one request against the budget. One relaxed `fetch_add`, then relaxed loads of the
+    /// limit (and, for a limited meter, of the reservation) from the same cache line; a refused or
+    /// waiting request pays one more `fetch_sub`.
     #[inline]
     pub fn admit(&self) -> Admission {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         let word = self.limit.load(Ordering::Relaxed);
         let limit = word & !HELD;
-        if limit == 0 || n < limit {
-            Admission::Admitted
-        } else if n == limit {
-            Admission::Last
-        } else if word & HELD != 0 {
-            Admission::Admitted
-        } else {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            Admission::Refused
+        if limit == 0 {
+            return Admission::Admitted;
         }
+        if n > limit {
+            if word & HELD != 0 {
+                return Admission::Admitted;
+            }
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return Admission::Refused;
+        }
+        if n > self.reserved.load(Ordering::Acquire) {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return Admission::Wait;
+        }
+        if n == limit {
+            Admission::Last
+        } else if n == self.refill_at.load(Ordering::Relaxed) {
+            Admission::Refill
+        } else {
+            Admission::Admitted
+        }
+    }
+
+    /// The durable ceiling of forwarded requests (`u64::MAX` when none applies).
+    pub fn reserved(&self) -> u64 {
+        self.reserved.load(Ordering::Acquire)
+    }
+
+    /// Raises the ceiling once it is durable, and when to ask for the next one; wakes waiters.
+    pub fn set_reserved(&self, reserved: u64, refill_at: u64) {
+        self.refill_at.store(refill_at, Ordering::Relaxed);
+        self.reserved.store(reserved, Ordering::Release);
+        self.raised.notify_waiters();
+    }
+
+    /// Waits until the ceiling rises above `seen` (or returns at once if it already has).
+    pub async fn wait_raised(&self, seen: u64) {
+        let raised = self.raised.notified();
+        tokio::pin!(raised);
+        raised.as_mut().enable();
+        if self.reserved() > seen {
+            return;
+        }
+        raised.await;
     }
 
     /// Requests admitted so far.
@@ -193,6 +252,54 @@ mod tests {
     }
 
     #[test]
+    fn reservation_gates_admission_and_asks_ahead() {
+        let m = Meter::new(0, 10);
+        m.set_reserved(4, 2);
+        assert_eq!(m.admit(), Admission::Admitted);
+        assert_eq!(
+            m.admit(),
+            Admission::Refill,
+            "half the block used: ask for the next"
+        );
+        assert_eq!(m.admit(), Admission::Admitted);
+        assert_eq!(m.admit(), Admission::Admitted);
+        assert_eq!(
+            m.admit(),
+            Admission::Wait,
+            "the ceiling is durable: never passed"
+        );
+        assert_eq!(m.count(), 4);
+        m.set_reserved(10, 7);
+        for _ in 0..5 {
+            assert_ne!(m.admit(), Admission::Wait);
+        }
+        assert_eq!(m.admit(), Admission::Last);
+        assert_eq!(m.admit(), Admission::Refused);
+        assert_eq!(m.count(), 10);
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_when_the_ceiling_rises() {
+        let m = Arc::new(Meter::new(0, 10));
+        m.set_reserved(1, 1);
+        let waiter = {
+            let m = Arc::clone(&m);
+            tokio::spawn(async move { m.wait_raised(1).await })
+        };
+        tokio::task::yield_now().await;
+        m.set_reserved(5, 3);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("waiter not woken"));
+        // Already raised: returns at once.
+        tokio::time::timeout(std::time::Duration::from_secs(5), m.wait_raised(1))
+            .await
+            .unwrap_or_else(|_| panic!("not immediate"));
+    }
+
+    #[test]
     fn inflight_sums_worker_slots() {
         let f = Inflight::new(3);
         f.enter(0);
@@ -216,7 +323,8 @@ mod tests {
                             let (mut admitted, mut last) = (0, 0);
                             for _ in 0..per_thread {
                                 match m.admit() {
-                                    Admission::Admitted => admitted += 1,
+                                    Admission::Admitted | Admission::Refill => admitted += 1,
+                                    Admission::Wait => {}
                                     Admission::Last => { admitted += 1; last += 1 }
                                     Admission::Refused => {}
                                 }

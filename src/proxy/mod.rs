@@ -34,6 +34,11 @@ pub enum ProxyEvent {
         /// The instance.
         id: Uuid,
     },
+    /// The instance's durable reservation is half used (or used up): reserve the next block.
+    Reserve {
+        /// The instance.
+        id: Uuid,
+    },
 }
 
 /// The number of workers `cfg` asks for: `workers`, or one per available core when it is 0.

@@ -33,7 +33,7 @@ use super::ProxyEvent;
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
-use super::meter::Admission;
+use super::meter::{Admission, Meter};
 use super::route::{RouteTable, Target, Upstream};
 use crate::config::{Balance, ProxyConfig};
 use crate::metrics::Metrics;
@@ -153,7 +153,7 @@ impl Worker {
     }
 
     /// Picks the instance for `req` and admits the request against its budget.
-    fn route(&self, req: &Request<Incoming>) -> Result<Rc<LocalUpstream>, ProxyError> {
+    fn route(&self, req: &Request<Incoming>) -> Result<Rc<LocalUpstream>, Unrouted> {
         // Absolute-form and HTTP/2 carry the authority in the URI; it wins over `Host` (RFC 9112 §3.2.2).
         let host = match req.uri().authority() {
             Some(a) => a.as_str().as_bytes(),
@@ -161,7 +161,7 @@ impl Worker {
                 .headers()
                 .get(HOST)
                 .map(HeaderValue::as_bytes)
-                .ok_or(ProxyError::NoHost)?,
+                .ok_or(Unrouted::Refuse(ProxyError::NoHost))?,
         };
         let mut cache = self.table.borrow_mut();
         let table = cache.load();
@@ -169,14 +169,19 @@ impl Worker {
         if !std::ptr::eq(synced.table, Arc::as_ptr(table)) {
             resync(&mut synced, table);
         }
-        match table.lookup(host).ok_or(ProxyError::NoRoute)? {
-            Target::Instance(None) => Err(ProxyError::Unavailable),
+        match table
+            .lookup(host)
+            .ok_or(Unrouted::Refuse(ProxyError::NoRoute))?
+        {
+            Target::Instance(None) => Err(Unrouted::Refuse(ProxyError::Unavailable)),
             Target::Instance(Some(i)) => {
                 let local = &synced.locals[*i];
-                if self.admit(local) {
-                    Ok(Rc::clone(local))
-                } else {
-                    Err(ProxyError::Exhausted)
+                match self.admit(local) {
+                    Admit::Go => Ok(Rc::clone(local)),
+                    Admit::Refused => Err(Unrouted::Refuse(ProxyError::Exhausted)),
+                    Admit::Wait(seen) => {
+                        Err(Unrouted::Wait(Arc::clone(&local.upstream.meter), seen))
+                    }
                 }
             }
             Target::Group(group) => {
@@ -189,14 +194,22 @@ impl Worker {
                     }
                     Balance::LeastInflight => least_inflight(&group.members, &synced.locals),
                 };
-                // An exhausted member (its drain not yet published) passes the request on.
+                // An exhausted member (its drain not yet published) passes the request on; one
+                // waiting for its reservation is waited for only if no other member can take it.
+                let mut wait = None;
                 for k in 0..n {
                     let local = &synced.locals[group.members[first.wrapping_add(k) % n]];
-                    if self.admit(local) {
-                        return Ok(Rc::clone(local));
+                    match self.admit(local) {
+                        Admit::Go => return Ok(Rc::clone(local)),
+                        Admit::Refused => {}
+                        Admit::Wait(seen) => {
+                            wait.get_or_insert_with(|| {
+                                Unrouted::Wait(Arc::clone(&local.upstream.meter), seen)
+                            });
+                        }
                     }
                 }
-                Err(ProxyError::Unavailable)
+                Err(wait.unwrap_or(Unrouted::Refuse(ProxyError::Unavailable)))
             }
         }
     }
@@ -204,19 +217,29 @@ impl Worker {
     /// Counts the request on the instance's meter. The in-flight slot is taken first so that a
     /// drain that sees the budget spent also sees this request in flight.
     #[inline]
-    fn admit(&self, local: &LocalUpstream) -> bool {
+    fn admit(&self, local: &LocalUpstream) -> Admit {
         let up = &local.upstream;
         up.inflight.enter(self.index);
+        // The control channel is unbounded so the hot path never waits on it; it carries at most
+        // one message per reserved block and one per spent budget.
         match up.meter.admit() {
-            Admission::Admitted => true,
+            Admission::Admitted => Admit::Go,
+            Admission::Refill => {
+                let _ = self.events.send(ProxyEvent::Reserve { id: up.id });
+                Admit::Go
+            }
             Admission::Last => {
-                // Unbounded so the hot path never waits; at most one message per instance budget.
                 let _ = self.events.send(ProxyEvent::LimitReached { id: up.id });
-                true
+                Admit::Go
             }
             Admission::Refused => {
                 up.inflight.leave(self.index);
-                false
+                Admit::Refused
+            }
+            Admission::Wait => {
+                up.inflight.leave(self.index);
+                let _ = self.events.send(ProxyEvent::Reserve { id: up.id });
+                Admit::Wait(up.meter.reserved())
             }
         }
     }
@@ -362,6 +385,26 @@ fn least_inflight(members: &[usize], locals: &[Rc<LocalUpstream>]) -> usize {
     best.0
 }
 
+/// Why [`Worker::route`] did not pick an instance.
+enum Unrouted {
+    /// Answer the request with this error.
+    Refuse(ProxyError),
+    /// The instance's durable reservation is used up: wait until the meter's ceiling rises
+    /// above the value seen, then route again.
+    Wait(Arc<Meter>, u64),
+}
+
+/// What [`Worker::admit`] decided.
+enum Admit {
+    Go,
+    Refused,
+    Wait(u64),
+}
+
+/// How long a request waits for the controller to make the next block of requests durable
+/// before it is answered 503; a wait happens only when requests outrun the store's commits.
+const RESERVE_WAIT: Duration = Duration::from_secs(5);
+
 /// Per-connection facts the request path needs.
 struct ConnInfo {
     client: HeaderValue,
@@ -374,9 +417,19 @@ async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
-    let local = match worker.route(&req) {
-        Ok(local) => local,
-        Err(err) => return Ok(worker.refuse(err)),
+    let local = loop {
+        match worker.route(&req) {
+            Ok(local) => break local,
+            Err(Unrouted::Refuse(err)) => return Ok(worker.refuse(err)),
+            Err(Unrouted::Wait(meter, seen)) => {
+                if timeout(RESERVE_WAIT, meter.wait_raised(seen))
+                    .await
+                    .is_err()
+                {
+                    return Ok(worker.refuse(ProxyError::Unavailable));
+                }
+            }
+        }
     };
     let mut finish = Finish {
         local,

@@ -101,4 +101,8 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Stops the instance if it runs and removes everything the runtime holds for it.
     fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>>;
+
+    /// At start, before any instance is created: removes whatever an earlier run of the same
+    /// store left behind (after a crash), and returns how many it removed.
+    fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>>;
 }

@@ -52,6 +52,9 @@ struct Inner {
     start_timeout: Duration,
     self_exe: PathBuf,
     events: EventSender,
+    /// Marks this runtime's children (`AUTOKILL_OWNER` in their environment), so that a later
+    /// run can find what an earlier one left behind; empty = unmarked.
+    owner: String,
     /// Never held across an `.await`; every critical section is a few map operations (and one
     /// `spawn`, so that two concurrent starts cannot both spawn).
     instances: Mutex<HashMap<Uuid, Instance>>,
@@ -86,9 +89,25 @@ impl ProcessRuntime {
                 start_timeout: config.start_timeout,
                 self_exe,
                 events,
+                owner: String::new(),
                 instances: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Like [`ProcessRuntime::new`], marking every child as owned by `owner` (the store's path),
+    /// so that [`Runtime::reclaim`] in a later run finds the children a crash left behind.
+    pub fn owned_by(
+        config: &RuntimeConfig,
+        self_exe: PathBuf,
+        events: EventSender,
+        owner: String,
+    ) -> ProcessRuntime {
+        let mut runtime = ProcessRuntime::new(config, self_exe, events);
+        if let Some(inner) = Arc::get_mut(&mut runtime.inner) {
+            inner.owner = owner;
+        }
+        runtime
     }
 
     /// The pid (and process group id) of the instance's running main process, if it runs.
@@ -246,9 +265,11 @@ impl Inner {
             .get(&instance.image)
             .ok_or_else(|| RuntimeError::UnknownImage(instance.image.clone()))?;
         let port = instance.port.to_string();
+        let id_text = id.to_string();
         let values = Placeholders {
             port: &port,
             name: &instance.name,
+            id: &id_text,
             autokill: self.self_exe.as_os_str(),
         };
         let (program, args) = image
@@ -273,6 +294,7 @@ impl Inner {
             )
             .env("AUTOKILL_INSTANCE_ID", id.to_string())
             .env("AUTOKILL_INSTANCE_NAME", &instance.name)
+            .env("AUTOKILL_OWNER", &self.owner)
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
@@ -353,12 +375,71 @@ impl Runtime for ProcessRuntime {
     fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(self.delete_instance(id))
     }
+
+    fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>> {
+        Box::pin(async move {
+            if self.inner.owner.is_empty() {
+                return Ok(0);
+            }
+            // A child of an earlier run cannot be adopted: it is not our child, so its exit code
+            // could never be known, and restart and autodestroy decide by exit code. Kill it
+            // (and its group); the controller starts the instance again.
+            let needle = format!("AUTOKILL_OWNER={}", self.inner.owner);
+            let leftovers = processes_with_env(&needle);
+            for &pid in &leftovers {
+                // SAFETY: getpgid and kill take plain integers and touch no memory of ours.
+                unsafe {
+                    let pgid = libc::getpgid(pid as libc::pid_t);
+                    if pgid > 1 {
+                        libc::kill(-pgid, libc::SIGKILL);
+                    }
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while leftovers.iter().any(|&p| alive(p)) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if !leftovers.is_empty() {
+                tracing::info!(
+                    count = leftovers.len(),
+                    "killed instance processes left by an earlier run"
+                );
+            }
+            Ok(leftovers.len())
+        })
+    }
+}
+
+/// Pids of live processes whose environment holds `entry` exactly.
+fn processes_with_env(entry: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me && alive(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == entry.as_bytes()))
+        })
+        .collect()
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// The values of `{port}`, `{name}` and `{autokill}` for one instance.
 struct Placeholders<'a> {
     port: &'a str,
     name: &'a str,
+    id: &'a str,
     autokill: &'a OsStr,
 }
 
@@ -376,6 +457,8 @@ impl Placeholders<'_> {
                 (OsStr::new(self.port), "{port}".len())
             } else if tail.starts_with("{name}") {
                 (OsStr::new(self.name), "{name}".len())
+            } else if tail.starts_with("{id}") {
+                (OsStr::new(self.id), "{id}".len())
             } else if tail.starts_with("{autokill}") {
                 (self.autokill, "{autokill}".len())
             } else {
@@ -470,6 +553,7 @@ mod tests {
         Placeholders {
             port: "4242",
             name: "web-{port}",
+            id: "0000",
             autokill: OsStr::new("/opt/autokill"),
         }
     }

@@ -22,6 +22,8 @@ fn stop_reason_bits(reason: StopReason) -> u8 {
         StopReason::Exited => 0b00011,
         // It never reached its entry point: closest to Unikraft's "kernel exited" (`K`).
         StopReason::StartFailed => 0b00001,
+        // A user asked for the stop (`U`).
+        StopReason::UserStop => 0b01000,
     }
 }
 

@@ -1,0 +1,217 @@
+//! The controller's state as store records, and back: what a batch of commands changed, and the
+//! state a new start recovers (every instance that was running is started again, every deadline
+//! re-armed from the instants it derives from, a deadline that passed while down fires at once).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::state::{Group, Instance, Pending, State};
+use super::{Effect, InstanceState, StopReason};
+use crate::config::{Autodestroy, Autokill, RestartPolicy};
+use crate::proxy::meter::Meter;
+use crate::runtime::InstanceSpec;
+use crate::store::{Change, GroupRecord, InstanceRecord, Snapshot};
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn at(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn state_from(s: &str) -> InstanceState {
+    InstanceState::ALL
+        .into_iter()
+        .find(|x| x.as_str() == s)
+        .unwrap_or(InstanceState::Stopped)
+}
+
+fn reason_from(s: &str) -> Option<StopReason> {
+    [
+        StopReason::NumRequests,
+        StopReason::Exited,
+        StopReason::UserStop,
+        StopReason::StartFailed,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == s)
+}
+
+/// Kill reasons are static strings in effects; map a stored one back to its static.
+fn kill_reason(s: &str) -> Option<&'static str> {
+    ["num_requests", "stopped_time", "autodestroy"]
+        .into_iter()
+        .find(|r| *r == s)
+}
+
+impl State {
+    /// The records of everything changed since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for id in self.instances.take_dirty() {
+            changes.push(match self.instances.get(&id) {
+                Some(i) => Change::PutInstance(record(i)),
+                None => Change::DeleteInstance(id),
+            });
+        }
+        for id in self.groups.take_dirty() {
+            changes.push(match self.groups.get(&id) {
+                Some(g) => Change::PutGroup(group_record(g)),
+                None => Change::DeleteGroup(id),
+            });
+        }
+        changes
+    }
+
+    /// Rebuilds the state from what was stored and returns the effects that bring the world back
+    /// in line: instances that were running are started again, deletes that were in progress are
+    /// finished, and every timer is re-armed (or fires, if its deadline passed while down).
+    pub fn recover(&mut self, snapshot: Snapshot, now: SystemTime) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        for r in snapshot.groups {
+            self.groups.insert(
+                r.id,
+                Group {
+                    id: r.id,
+                    name: r.name,
+                    domains: r.domains,
+                    autokill_time: r.time_ms.map(Duration::from_millis),
+                    balance: self.balance(),
+                    delete_lock: r.delete_lock,
+                    created_at: at(r.created_at),
+                    empty_since: r.empty_since.map(at),
+                    soft_limit: r.soft_limit,
+                    hard_limit: r.hard_limit,
+                    services: r.services,
+                    from_config: r.from_config,
+                },
+            );
+        }
+        for r in snapshot.instances {
+            let autokill = Autokill {
+                num_requests: r.num_requests,
+                time: r.time_ms.map(Duration::from_millis),
+            };
+            // Every request up to the reservation may have been forwarded before the crash.
+            let meter = Arc::new(Meter::new(r.reserved, r.num_requests));
+            meter.set_limit(r.num_requests, r.delete_lock);
+            let stored = state_from(&r.state);
+            let deleting = r.deleting.as_deref();
+            let spec = InstanceSpec {
+                id: r.id,
+                name: r.name.clone(),
+                image: r.image.clone(),
+            };
+            let mut inst = Instance::restored(
+                r.id,
+                r.name.as_str().into(),
+                r.image,
+                autokill,
+                meter,
+                at(r.created_at),
+                at(r.last_used),
+            );
+            inst.group = r.group;
+            inst.template = r.template;
+            inst.template_name = r.template_name;
+            inst.restart_policy = RestartPolicy::from_wire(&r.restart_policy).unwrap_or_default();
+            inst.autodestroy = Autodestroy::from_wire(&r.autodestroy).unwrap_or_default();
+            inst.exit_code = r.exit_code;
+            inst.stop_reason = r.stop_reason.as_deref().and_then(reason_from);
+            inst.stopped_at = r.stopped_at.map(at);
+            inst.delete_lock = r.delete_lock;
+            inst.from_config = r.from_config;
+            inst.set_recovered(r.reserved, r.restarts, r.restart_at.map(at), r.destroy_due);
+            let id = r.id;
+            match (deleting, stored) {
+                (Some(reason), _) => {
+                    inst.state = InstanceState::Deleted;
+                    inst.set_pending(Pending::Delete(kill_reason(reason)));
+                    fx.push(Effect::Delete(id));
+                }
+                (None, InstanceState::Template) => inst.state = InstanceState::Template,
+                (None, InstanceState::Stopped) => {
+                    inst.state = InstanceState::Stopped;
+                    fx.push(Effect::Launch { spec, start: None });
+                }
+                // Running, starting, draining or stopping when the process died: start it again.
+                // (A spent budget drains again as soon as it runs; a user's stop in progress is
+                // finished as a stop.)
+                (None, InstanceState::Stopping) => {
+                    inst.state = InstanceState::Stopped;
+                    inst.stop_reason = Some(StopReason::UserStop);
+                    inst.stopped_at = Some(now);
+                    fx.push(Effect::Launch { spec, start: None });
+                }
+                (None, _) => {
+                    inst.state = InstanceState::Starting;
+                    let attempt = inst.next_attempt();
+                    fx.push(Effect::Launch {
+                        spec,
+                        start: Some(attempt),
+                    });
+                }
+            }
+            self.instances.insert(id, inst);
+        }
+        let ids: Vec<_> = self.instances.values().map(|i| i.id).collect();
+        for id in ids {
+            self.recheck(id, now, &mut fx);
+        }
+        let groups: Vec<_> = self.groups.values().map(|g| g.id).collect();
+        for id in groups {
+            self.recheck_group(id, now, &mut fx);
+        }
+        fx.push(Effect::Publish);
+        fx
+    }
+}
+
+fn record(i: &Instance) -> InstanceRecord {
+    InstanceRecord {
+        id: i.id,
+        name: i.name.to_string(),
+        image: i.image.clone(),
+        group: i.group,
+        template: i.template,
+        template_name: i.template_name.clone(),
+        num_requests: i.autokill.num_requests,
+        time_ms: i.autokill.time.map(|t| t.as_millis() as u64),
+        restart_policy: i.restart_policy.as_str().to_owned(),
+        autodestroy: i.autodestroy.as_str().to_owned(),
+        state: i.state.as_str().to_owned(),
+        exit_code: i.exit_code,
+        stop_reason: i.stop_reason.map(|r| r.as_str().to_owned()),
+        stopped_at: i.stopped_at.map(ms),
+        created_at: ms(i.created_at),
+        delete_lock: i.delete_lock,
+        last_used: ms(i.last_used),
+        restarts: i.restarts(),
+        restart_at: i.restart_at().map(ms),
+        destroy_due: i.destroy_due(),
+        deleting: match i.pending() {
+            Pending::Delete(reason) => Some(reason.unwrap_or("").to_owned()),
+            _ => None,
+        },
+        reserved: i.reserved(),
+        from_config: i.from_config,
+    }
+}
+
+fn group_record(g: &Group) -> GroupRecord {
+    GroupRecord {
+        id: g.id,
+        name: g.name.clone(),
+        domains: g.domains.clone(),
+        time_ms: g.autokill_time.map(|t| t.as_millis() as u64),
+        delete_lock: g.delete_lock,
+        created_at: ms(g.created_at),
+        empty_since: g.empty_since.map(ms),
+        soft_limit: g.soft_limit,
+        hard_limit: g.hard_limit,
+        services: g.services.clone(),
+        from_config: g.from_config,
+    }
+}

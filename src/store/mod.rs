@@ -1,0 +1,407 @@
+//! Durable state: one redb file holding every instance, template and service group as a record.
+//!
+//! The controller writes the records a batch of commands changed in one write transaction and
+//! commits it (fsync) before it carries out the batch's effects or answers the API, so an
+//! acknowledged change survives `kill -9`. Deadlines are not stored separately: each record keeps
+//! the wall-clock instants they derive from (`stopped_at`, `last_used`, `empty_since`,
+//! `restart_at`), and the controller re-arms every timer from them at start.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const INSTANCES: TableDefinition<u128, &[u8]> = TableDefinition::new("instances");
+const GROUPS: TableDefinition<u128, &[u8]> = TableDefinition::new("service_groups");
+
+/// Errors of the store, each naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be opened, created or written.
+    #[error("store {path}: {message}")]
+    Io {
+        /// The store file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The file was written by a newer autokill.
+    #[error(
+        "store {path} has schema version {found}, but this autokill reads version {supported}; refusing to touch it (use a newer autokill, or another store.path)"
+    )]
+    NewerSchema {
+        /// The store file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u64,
+        /// The version this build supports.
+        supported: u32,
+    },
+    /// A record could not be decoded.
+    #[error("store {path}: record {key} is corrupt: {message}")]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// The record.
+        key: Uuid,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// An instance or template as stored. Times are milliseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Identity.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Image key.
+    pub image: String,
+    /// Group.
+    pub group: Option<Uuid>,
+    /// Template it was cloned from.
+    pub template: Option<Uuid>,
+    /// That template's name.
+    pub template_name: Option<String>,
+    /// `autokill.num_requests`.
+    pub num_requests: u64,
+    /// `autokill.time` in ms.
+    pub time_ms: Option<u64>,
+    /// `never`, `always`, `on-failure`.
+    pub restart_policy: String,
+    /// `OFF`, `ON_FAILURE`, `ON_SUCCESS`, `ALWAYS`.
+    pub autodestroy: String,
+    /// Lifecycle state as the API names it.
+    pub state: String,
+    /// Last exit code.
+    pub exit_code: Option<i32>,
+    /// Why it last stopped.
+    pub stop_reason: Option<String>,
+    /// When it last stopped.
+    pub stopped_at: Option<u64>,
+    /// When it was created.
+    pub created_at: u64,
+    /// Delete lock.
+    pub delete_lock: bool,
+    /// Templates: made or last cloned.
+    pub last_used: u64,
+    /// Consecutive restarts (back-off).
+    pub restarts: u32,
+    /// A scheduled restart.
+    pub restart_at: Option<u64>,
+    /// An autodestroy held back by the delete lock.
+    pub destroy_due: bool,
+    /// A delete in progress, with the kill reason if any (`""` for a user's delete).
+    pub deleting: Option<String>,
+    /// Requests the proxy may have forwarded: the meter restarts here after a crash.
+    pub reserved: u64,
+    /// Declared by the configuration file.
+    pub from_config: bool,
+}
+
+/// A service group as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Identity.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Host names.
+    pub domains: Vec<String>,
+    /// Empty-time autokill in ms.
+    pub time_ms: Option<u64>,
+    /// Delete lock.
+    pub delete_lock: bool,
+    /// Created.
+    pub created_at: u64,
+    /// Empty since.
+    pub empty_since: Option<u64>,
+    /// Shown.
+    pub soft_limit: Option<u64>,
+    /// Shown.
+    pub hard_limit: Option<u64>,
+    /// Shown.
+    pub services: serde_json::Value,
+    /// Declared by the configuration file.
+    pub from_config: bool,
+}
+
+/// One change to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Insert or replace an instance or template.
+    PutInstance(InstanceRecord),
+    /// Remove an instance or template.
+    DeleteInstance(Uuid),
+    /// Insert or replace a service group.
+    PutGroup(GroupRecord),
+    /// Remove a service group.
+    DeleteGroup(Uuid),
+}
+
+/// Everything stored, as read at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Instances and templates.
+    pub instances: Vec<InstanceRecord>,
+    /// Service groups.
+    pub groups: Vec<GroupRecord>,
+}
+
+/// The open store.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and reads everything in it. A file of a newer schema
+    /// version is refused and left untouched.
+    pub fn open(path: &Path) -> Result<(Store, Snapshot), StoreError> {
+        let io = |message: String| StoreError::Io {
+            path: path.to_owned(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| io(format!("cannot create directory {}: {e}", dir.display())))?;
+        }
+        // Read the version before anything may write to the file.
+        if path.exists() {
+            let db = redb::ReadOnlyDatabase::open(path).map_err(|e| io(e.to_string()))?;
+            let found = read_version(&db).map_err(|e| io(e.to_string()))?;
+            drop(db);
+            if let Some(found) = found
+                && found > u64::from(SCHEMA_VERSION)
+            {
+                return Err(StoreError::NewerSchema {
+                    path: path.to_owned(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
+        let db = Database::create(path).map_err(|e| io(e.to_string()))?;
+        let store = Store {
+            db,
+            path: path.to_owned(),
+        };
+        store.init().map_err(|e| io(e.to_string()))?;
+        let snapshot = store.read_all()?;
+        Ok((store, snapshot))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn init(&self) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            if meta.get("schema_version")?.is_none() {
+                meta.insert("schema_version", u64::from(SCHEMA_VERSION))?;
+            }
+            txn.open_table(INSTANCES)?;
+            txn.open_table(GROUPS)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn read_all(&self) -> Result<Snapshot, StoreError> {
+        let io = |e: redb::Error| StoreError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let txn = self.db.begin_read().map_err(|e| io(e.into()))?;
+        let mut snapshot = Snapshot::default();
+        let instances = txn.open_table(INSTANCES).map_err(|e| io(e.into()))?;
+        for entry in instances.iter().map_err(|e| io(e.into()))? {
+            let (k, v) = entry.map_err(|e| io(e.into()))?;
+            snapshot.instances.push(self.decode(k.value(), v.value())?);
+        }
+        let groups = txn.open_table(GROUPS).map_err(|e| io(e.into()))?;
+        for entry in groups.iter().map_err(|e| io(e.into()))? {
+            let (k, v) = entry.map_err(|e| io(e.into()))?;
+            snapshot.groups.push(self.decode(k.value(), v.value())?);
+        }
+        Ok(snapshot)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: u128,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            key: Uuid::from_u128(key),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes `changes` in one transaction and returns once it is durable.
+    pub fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.write(changes).map_err(|e| StoreError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    fn write(&self, changes: &[Change]) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut instances = txn.open_table(INSTANCES)?;
+            let mut groups = txn.open_table(GROUPS)?;
+            for change in changes {
+                match change {
+                    Change::PutInstance(r) => {
+                        instances.insert(r.id.as_u128(), encode(r).as_slice())?;
+                    }
+                    Change::DeleteInstance(id) => {
+                        instances.remove(id.as_u128())?;
+                    }
+                    Change::PutGroup(r) => {
+                        groups.insert(r.id.as_u128(), encode(r).as_slice())?;
+                    }
+                    Change::DeleteGroup(id) => {
+                        groups.remove(id.as_u128())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Test support: sets the schema version in the file, as a newer build would.
+    #[doc(hidden)]
+    pub fn set_schema_version(&self, version: u64) -> Result<(), StoreError> {
+        let io = |e: redb::Error| StoreError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let txn = self.db.begin_write().map_err(|e| io(e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| io(e.into()))?;
+            meta.insert("schema_version", version)
+                .map_err(|e| io(e.into()))?;
+        }
+        txn.commit().map_err(|e| io(e.into()))
+    }
+}
+
+fn read_version(db: &impl ReadableDatabase) -> Result<Option<u64>, redb::Error> {
+    let txn = db.begin_read()?;
+    match txn.open_table(META) {
+        Ok(meta) => Ok(meta.get("schema_version")?.map(|v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Serialising plain structs of strings and numbers to JSON cannot fail.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> InstanceRecord {
+        InstanceRecord {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            image: "hello".into(),
+            group: None,
+            template: None,
+            template_name: None,
+            num_requests: 5,
+            time_ms: Some(300),
+            restart_policy: "never".into(),
+            autodestroy: "OFF".into(),
+            state: "running".into(),
+            exit_code: None,
+            stop_reason: None,
+            stopped_at: None,
+            created_at: 1,
+            delete_lock: false,
+            last_used: 1,
+            restarts: 0,
+            restart_at: None,
+            destroy_due: false,
+            deleting: None,
+            reserved: 2,
+            from_config: false,
+        }
+    }
+
+    #[test]
+    fn changes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("sub/autokill.redb");
+        let a = record("a");
+        let b = record("b");
+        {
+            let (store, snap) = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(snap.instances.is_empty());
+            store
+                .commit(&[
+                    Change::PutInstance(a.clone()),
+                    Change::PutInstance(b.clone()),
+                ])
+                .unwrap_or_else(|e| panic!("{e}"));
+            store
+                .commit(&[Change::DeleteInstance(b.id)])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (_, snap) = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(snap.instances, vec![a]);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("autokill.redb");
+        {
+            let (store, _) = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            store
+                .commit(&[Change::PutInstance(record("a"))])
+                .unwrap_or_else(|e| panic!("{e}"));
+            store
+                .set_schema_version(7)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let before = std::fs::read(&path).unwrap_or_default();
+        let err = Store::open(&path)
+            .map(|_| ())
+            .expect_err("newer schema refused")
+            .to_string();
+        assert!(
+            err.contains("schema version 7") && err.contains(&format!("version {SCHEMA_VERSION}")),
+            "{err}"
+        );
+        assert!(
+            std::fs::read(&path).unwrap_or_default() == before,
+            "the file is not touched"
+        );
+    }
+}
