@@ -16,14 +16,13 @@ fn stop_reason_bits(reason: StopReason) -> u8 {
     match reason {
         // autokill, the platform, ended it after its last request.
         StopReason::NumRequests => 0b00100,
-        // `PUT .../stop`.
+        // A user asked for the stop (`PUT .../stop`): `U`, and `P` as Unikraft sets it for
+        // every user stop.
         StopReason::UserStop => 0b01100,
         // The process exited: the exit code is there.
         StopReason::Exited => 0b00011,
         // It never reached its entry point: closest to Unikraft's "kernel exited" (`K`).
         StopReason::StartFailed => 0b00001,
-        // A user asked for the stop (`U`).
-        StopReason::UserStop => 0b01000,
     }
 }
 
