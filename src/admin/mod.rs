@@ -143,8 +143,10 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            // RFC 9110 §11.1: the scheme name is case-insensitive.
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             let mut resp = v1::error(
                 StatusCode::UNAUTHORIZED,

@@ -57,11 +57,25 @@ impl Server {
 
     /// Like [`Server::start`], with extra keys for the `proxy:` block (indented by the caller).
     pub async fn start_with(body: impl FnOnce(&Path) -> String, proxy_extra: &str) -> Server {
+        Server::start_config(body, proxy_extra, "").await
+    }
+
+    /// Like [`Server::start`], with extra keys for the `admin:` block (indented by the caller),
+    /// e.g. `"  token: s3cret\n"`.
+    pub async fn start_with_admin(body: impl FnOnce(&Path) -> String, admin_extra: &str) -> Server {
+        Server::start_config(body, "", admin_extra).await
+    }
+
+    async fn start_config(
+        body: impl FnOnce(&Path) -> String,
+        proxy_extra: &str,
+        admin_extra: &str,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = format!(
-            "proxy:\n  listen: {proxy}\n  workers: 2\n{proxy_extra}admin:\n  listen: {admin}\nstore:\n  path: {store}\n{body}",
+            "proxy:\n  listen: {proxy}\n  workers: 2\n{proxy_extra}admin:\n  listen: {admin}\n{admin_extra}store:\n  path: {store}\n{body}",
             store = dir.path().join("autokill.redb").display(),
             body = body(dir.path()),
         );
@@ -106,6 +120,51 @@ impl Server {
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         let r = request(self.admin, "GET", "localhost", path).await;
         serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", r.text()))
+    }
+
+    /// A request to the admin listener with a body and, if given, `Authorization: Bearer <token>`.
+    pub async fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        request_with(self.admin, method, path, body.as_bytes(), &headers).await
+    }
+
+    /// A `/v1` call without a token: the status and the body parsed as JSON (`body` is sent as
+    /// written; `Value::Null` sends none).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let text = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        self.api_raw(method, path, &text).await
+    }
+
+    /// Like [`Server::api`], with the body as raw text (for bodies that are not valid JSON).
+    pub async fn api_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let r = self.admin_request(method, path, body, None).await;
+        let json = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", r.text()));
+        (r.status, json)
     }
 
     /// `/metrics` as text.
@@ -242,6 +301,44 @@ async fn try_request(
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((parts.status, parts.headers, body))
+}
+
+/// One request to `addr` (`Host: localhost`) with `body` and extra header fields.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", "localhost");
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let resp = client()
+        .request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        .to_bytes();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// The value of a Prometheus sample `name{labels}` in `text`, if present (labels must match exactly as written).

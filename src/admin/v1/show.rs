@@ -9,18 +9,20 @@ use super::wire::{autodestroy_name, restart_policy_name, rfc3339};
 use crate::config::Autodestroy;
 use crate::controller::{GroupView, InstanceState, InstanceView, StopReason, View};
 
-/// Unikraft's `stop_reason` bitmask: bit 2 (`P`) the platform stopped it, bits 1 and 0 (`A`, `K`)
-/// the application (and with it the instance) exited on its own.
+/// Unikraft's `stop_reason` bitmask: bit 3 (`U`) a user stopped it, bit 2 (`P`) the platform did
+/// (set for user stops too, as they pass through it), bits 1 and 0 (`A`, `K`) the application
+/// (and with it the instance) exited on its own.
 fn stop_reason_bits(reason: StopReason) -> u8 {
     match reason {
         // autokill, the platform, ended it after its last request.
         StopReason::NumRequests => 0b00100,
+        // A user asked for the stop (`PUT .../stop`): `U`, and `P` as Unikraft sets it for
+        // every user stop.
+        StopReason::UserStop => 0b01100,
         // The process exited: the exit code is there.
         StopReason::Exited => 0b00011,
         // It never reached its entry point: closest to Unikraft's "kernel exited" (`K`).
         StopReason::StartFailed => 0b00001,
-        // A user asked for the stop (`U`).
-        StopReason::UserStop => 0b01000,
     }
 }
 

@@ -136,8 +136,8 @@ pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
                 obj
             }
         };
-        // Echoed fields go first for errors (nothing else names the item) and are added to
-        // successes only where the resource does not show them already.
+        // On errors the echo is all that names the item; on successes the resource shows its
+        // own `uuid` and `name`, which win.
         for (k, v) in item.echo {
             obj.entry(k).or_insert(v);
         }
@@ -149,11 +149,15 @@ pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
     let (http, status, message) = match first_error {
         None => (StatusCode::OK, "success", None),
         Some(status) if failed == total => {
-            let message = if total == 1 {
-                errors[0]["message"].as_str().map(str::to_owned)
+            // One refusal (or one shared by all items, as an all-or-nothing PATCH gives) is the
+            // message itself.
+            let first = errors[0]["message"].as_str().unwrap_or_default();
+            let message = if errors.iter().all(|e| e["message"] == first) {
+                first.to_owned()
             } else {
-                Some(format!("all {total} operations failed"))
+                format!("all {total} operations failed")
             };
+            let message = Some(message);
             (status, "error", message)
         }
         Some(_) => (
