@@ -14,6 +14,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+pub(crate) use validate::{RESERVED_NAMES, host_name, is_label};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

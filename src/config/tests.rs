@@ -882,3 +882,13 @@ fn load_names_the_file() {
     std::fs::write(&good, EMBEDDED).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(load(&good).ok(), parse(EMBEDDED, "x").ok());
 }
+
+#[test]
+fn api_path_segments_are_not_instance_names() {
+    let text = "runtime:\n  images:\n    hello:\n      command: [x]\ninstances:\n  - name: templates\n    image: hello\n";
+    let err = crate::config::parse(text, "t.yaml")
+        .map(|_| ())
+        .expect_err("refused");
+    assert_eq!((err.line, err.column), (6, 11), "{err}");
+    assert!(err.message.contains("path segment"), "{err}");
+}

@@ -563,6 +563,12 @@ fn unique_name(
             ),
         ));
     }
+    if what == "instance" && RESERVED_NAMES.contains(&name.as_str()) {
+        return Err(place.fail(
+            path,
+            format!("{name:?} cannot be an instance name: the admin API uses it as a path segment (/v1/instances/{name})"),
+        ));
+    }
     if let Some(first) = seen.get(name) {
         return Err(place.fail(
             path,
@@ -576,8 +582,11 @@ fn unique_name(
     Ok(name.clone())
 }
 
+/// Path segments of the admin API under `/v1/instances/` that an instance name would shadow.
+pub(crate) const RESERVED_NAMES: [&str; 3] = ["templates", "start", "stop"];
+
 /// A DNS label: 1-63 of ASCII letters, digits and '-', not starting or ending with '-'.
-fn is_label(label: &str) -> bool {
+pub(crate) fn is_label(label: &str) -> bool {
     (1..=63).contains(&label.len())
         && label
             .bytes()
@@ -587,7 +596,7 @@ fn is_label(label: &str) -> bool {
 }
 
 /// Checks an already lower-cased host name without the root dot.
-fn host_name(name: &str) -> Result<(), String> {
+pub(crate) fn host_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty host name".to_owned());
     }

@@ -123,6 +123,7 @@ impl State {
             inst.stopped_at = r.stopped_at.map(at);
             inst.delete_lock = r.delete_lock;
             inst.from_config = r.from_config;
+            inst.unused_time = r.unused_ms.map(Duration::from_millis);
             inst.set_recovered(r.reserved, r.restarts, r.restart_at.map(at), r.destroy_due);
             let id = r.id;
             match (deleting, stored) {
@@ -188,6 +189,7 @@ fn record(i: &Instance) -> InstanceRecord {
         created_at: ms(i.created_at),
         delete_lock: i.delete_lock,
         last_used: ms(i.last_used),
+        unused_ms: i.unused_time.map(|t| t.as_millis() as u64),
         restarts: i.restarts(),
         restart_at: i.restart_at().map(ms),
         destroy_due: i.destroy_due(),

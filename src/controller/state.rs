@@ -81,6 +81,9 @@ pub struct Instance {
     pub delete_lock: bool,
     /// Templates: when it was made a template or last cloned, whichever is later.
     pub last_used: SystemTime,
+    /// Templates: delete it once unused this long. Separate from `autokill`, which is the
+    /// policy its clones inherit.
+    pub unused_time: Option<Duration>,
     /// Which start this is (answers to older starts are ignored).
     attempt: u64,
     /// When the current run began (restart back-off resets after a healthy run).
@@ -129,6 +132,7 @@ impl Instance {
             created_at,
             delete_lock: false,
             last_used,
+            unused_time: None,
             attempt: 0,
             running_since: None,
             restarts: 0,
@@ -533,6 +537,7 @@ impl State {
                 created_at: now,
                 delete_lock: false,
                 last_used: now,
+                unused_time: None,
                 attempt,
                 running_since: None,
                 restarts: 0,
@@ -766,12 +771,6 @@ impl State {
             return;
         };
         tracing::info!(instance = %inst.name, served = inst.meter.count(), "instance deleted");
-        if let Pending::Delete(Some(reason)) = inst.pending {
-            fx.push(Effect::Killed {
-                resource: INSTANCE,
-                reason,
-            });
-        }
         if let Some(group) = inst.group {
             self.check_group(group, now, fx);
         }
@@ -855,7 +854,7 @@ impl State {
         if t.state != InstanceState::Template {
             return;
         }
-        let Some(time) = t.autokill.time else {
+        let Some(time) = t.unused_time else {
             fx.push(Effect::Disarm(TimerKey::Unused(id)));
             return;
         };
@@ -980,8 +979,13 @@ impl State {
         };
         inst.state = InstanceState::Deleted;
         inst.pending = Pending::Delete(reason);
+        // Counted when decided, as it leaves the API's and the metrics' view.
         if let Some(reason) = reason {
             tracing::info!(instance = %inst.name, reason, "killing instance");
+            fx.push(Effect::Killed {
+                resource: INSTANCE,
+                reason,
+            });
         }
         for key in [
             TimerKey::StoppedTime(id),
@@ -1092,7 +1096,7 @@ impl State {
                 for p in patches {
                     match p {
                         TemplatePatch::Autokill(time) => {
-                            t.autokill.time = time.filter(|t| !t.is_zero())
+                            t.unused_time = time.filter(|t| !t.is_zero())
                         }
                         TemplatePatch::DeleteLock(l) => lock = Some(l),
                     }
@@ -1100,8 +1104,15 @@ impl State {
                 if let Some(l) = lock {
                     t.delete_lock = l;
                 }
+                // The change may make it due (a cleared lock, a shorter time): then the answer
+                // shows the template as it was changed, and deleted.
+                let reply = self.instance_reply(id);
                 self.check_template(id, now, fx);
-                Ok(self.instance_reply(id))
+                Ok(if self.instances.contains_key(&id) {
+                    self.instance_reply(id)
+                } else {
+                    deleted(reply)
+                })
             }
             Call::CreateGroup(new) => self.create_group(new, now, fx),
             Call::DeleteGroup(r) => {
@@ -1198,7 +1209,7 @@ impl State {
             && let Some(t) = self.instances.get_mut(&t)
         {
             t.last_used = now;
-            let due = t.autokill.time.map(|time| now + time);
+            let due = t.unused_time.map(|time| now + time);
             if let Some(due) = due {
                 fx.push(Effect::Arm(TimerKey::Unused(t.id), due));
             }
@@ -1268,7 +1279,7 @@ impl State {
             )));
         }
         inst.state = InstanceState::Template;
-        inst.autokill.time = new.autokill_time.filter(|t| !t.is_zero());
+        inst.unused_time = new.autokill_time.filter(|t| !t.is_zero());
         inst.last_used = now;
         inst.restart_at = None;
         inst.destroy_due = false;
@@ -1360,13 +1371,16 @@ impl State {
             g.soft_limit,
             g.hard_limit,
         ) = (time, lock, domains, soft, hard);
+        let before = self.group_view(&self.groups[&id]);
         self.check_group(id, now, fx);
-        match self.groups.get(&id) {
-            Some(g) => Ok(Reply::Group(self.group_view(g))),
-            None => Err(ApiError::not_found(format!(
-                "service group {r} was deleted: it was empty past its autokill time"
-            ))),
-        }
+        Ok(Reply::Group(match self.groups.get(&id) {
+            Some(g) => self.group_view(g),
+            // The change made it due (a cleared lock, a shorter time) and it is gone.
+            None => GroupView {
+                deleted: true,
+                ..before
+            },
+        }))
     }
 
     // ---- lookups -------------------------------------------------------------------------
@@ -1545,7 +1559,14 @@ impl State {
                 .map(|g| g.name.clone()),
             image: i.image.clone(),
             meter: Arc::clone(&i.meter),
-            autokill: i.autokill,
+            autokill: if i.state == InstanceState::Template {
+                Autokill {
+                    time: i.unused_time,
+                    ..i.autokill
+                }
+            } else {
+                i.autokill
+            },
             restart_policy: i.restart_policy,
             autodestroy: i.autodestroy,
             exit_code: i.exit_code,

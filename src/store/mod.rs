@@ -91,6 +91,9 @@ pub struct InstanceRecord {
     pub delete_lock: bool,
     /// Templates: made or last cloned.
     pub last_used: u64,
+    /// Templates: the unused time in ms.
+    #[serde(default)]
+    pub unused_ms: Option<u64>,
     /// Consecutive restarts (back-off).
     pub restarts: u32,
     /// A scheduled restart.
@@ -354,6 +357,7 @@ mod tests {
             created_at: 1,
             delete_lock: false,
             last_used: 1,
+            unused_ms: None,
             restarts: 0,
             restart_at: None,
             destroy_due: false,

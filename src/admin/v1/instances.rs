@@ -17,10 +17,6 @@ use crate::config::{Autodestroy, RestartPolicy};
 use crate::controller::InstanceState;
 use crate::controller::api::{ApiError, Call, InstancePatch, NewInstance, Ref};
 
-/// Names that are path segments of `/v1/instances/...`: an instance so named could not be
-/// addressed by name there, so they are refused at creation.
-const RESERVED_NAMES: [&str; 3] = ["templates", "start", "stop"];
-
 /// The longest `wait_timeout_ms` honoured (also what `-1`, "as long as possible", means).
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -59,7 +55,7 @@ struct Create {
 fn check_create(raw: RawNewInstance, prefix: &str) -> Result<Create, ApiError> {
     let field = |name: &str| format!("{prefix}{name}");
     if let Some(Label(name)) = &raw.name
-        && RESERVED_NAMES.contains(&name.as_str())
+        && crate::config::RESERVED_NAMES.contains(&name.as_str())
     {
         return Err(wire::bad(
             &field("name"),

@@ -24,9 +24,6 @@ use crate::controller::api::{ApiError, AutokillSpec, Ref};
 /// any useful timer, and far from where adding it to a wall-clock instant could overflow.
 pub const MAX_TIME_MS: u64 = 100 * 31_557_600_000;
 
-/// Longest host name (RFC 1035 §2.3.4, without the root dot).
-const MAX_HOST_LEN: usize = 253;
-
 // ---------------------------------------------------------------------------------------------
 // The envelope
 // ---------------------------------------------------------------------------------------------
@@ -282,7 +279,7 @@ pub struct Label(pub String);
 impl<'de> Deserialize<'de> for Label {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Label, D::Error> {
         let s = String::deserialize(d)?;
-        if is_label(&s) && !s.bytes().any(|b| b.is_ascii_uppercase()) {
+        if crate::config::is_label(&s) && !s.bytes().any(|b| b.is_ascii_uppercase()) {
             Ok(Label(s))
         } else {
             Err(de::Error::custom(format!(
@@ -291,17 +288,6 @@ impl<'de> Deserialize<'de> for Label {
             )))
         }
     }
-}
-
-/// A DNS label: 1-63 of ASCII letters, digits and '-', not starting or ending with '-'.
-// The same rule as the configuration's (`config::validate`), which keeps it private.
-fn is_label(label: &str) -> bool {
-    (1..=63).contains(&label.len())
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
 }
 
 /// Resolves a service group domain as the configuration does: without a trailing dot it is a
@@ -313,23 +299,9 @@ pub fn resolve_domain(written: &str, base_domain: &str) -> Result<String, String
         None if lower.is_empty() => return Err("empty domain name".to_owned()),
         None => format!("{lower}.{base_domain}"),
     };
-    if full.len() > MAX_HOST_LEN {
-        return Err(format!(
-            "host name {full:?} is longer than {MAX_HOST_LEN} characters"
-        ));
-    }
-    if !full.is_ascii() {
-        return Err(format!(
-            "{written:?} is not ASCII; write an internationalised name in its xn-- form"
-        ));
-    }
-    match full.split('.').find(|label| !is_label(label)) {
-        None => Ok(full),
-        Some(label) => Err(format!(
-            "invalid host name {full:?}: label {label:?} must be 1 to 63 letters, digits and '-', \
-             not starting or ending with '-'"
-        )),
-    }
+    crate::config::host_name(&full)
+        .map(|()| full)
+        .map_err(|e| format!("invalid host name {written:?}: {e}"))
 }
 
 /// `time_ms`: a whole number of milliseconds, 0 to [`MAX_TIME_MS`].

@@ -234,9 +234,6 @@ fn limit_drains_then_deletes() {
     );
     h.apply(Command::Drained { id }, at(3));
     assert!(deleted_with(&h, id));
-    assert!(h.s.route_table().lookup(b"a.localhost").is_none());
-    h.apply(Command::Exited { id, exit_code: 143 }, at(4));
-    h.apply(Command::Deleted { id, result: Ok(()) }, at(5));
     assert!(h.has(|e| matches!(
         e,
         Effect::Killed {
@@ -244,6 +241,9 @@ fn limit_drains_then_deletes() {
             reason: "num_requests"
         }
     )));
+    assert!(h.s.route_table().lookup(b"a.localhost").is_none());
+    h.apply(Command::Exited { id, exit_code: 143 }, at(4));
+    h.apply(Command::Deleted { id, result: Ok(()) }, at(5));
     assert!(h.s.instances.is_empty());
 }
 
@@ -338,7 +338,6 @@ fn stopped_time_kill_and_start_cancels() {
     h.apply(Command::Exited { id, exit_code: 0 }, at(410));
     h.apply(Command::Timer(TimerKey::StoppedTime(id)), at(710));
     assert!(deleted_with(&h, id));
-    h.apply(Command::Deleted { id, result: Ok(()) }, at(720));
     assert!(h.has(|e| matches!(
         e,
         Effect::Killed {
@@ -346,6 +345,7 @@ fn stopped_time_kill_and_start_cancels() {
             reason: "stopped_time"
         }
     )));
+    h.apply(Command::Deleted { id, result: Ok(()) }, at(720));
 }
 
 #[test]
@@ -418,7 +418,6 @@ fn restart_then_autodestroy_ordering() {
         assert_eq!(what, expect, "{restart:?} {destroy:?} exit {code}");
         assert_eq!(h.s.instances[&id].exit_code, Some(code));
         if expect == "destroy" {
-            h.apply(Command::Deleted { id, result: Ok(()) }, at(200));
             assert!(h.has(|e| matches!(
                 e,
                 Effect::Killed {
@@ -426,6 +425,7 @@ fn restart_then_autodestroy_ordering() {
                     reason: "autodestroy"
                 }
             )));
+            h.apply(Command::Deleted { id, result: Ok(()) }, at(200));
         }
     }
 }
@@ -548,9 +548,10 @@ fn template_clone_inherits_and_unused_kill_waits_for_clones() {
         at(100),
     );
     let clone = &h.s.instances[&c];
+    // The clone inherits the spec (the source's 60 s stopped time), not the template's unused time.
     assert_eq!(
         (clone.autokill.num_requests, clone.autokill.time),
-        (3, Some(Duration::from_millis(300)))
+        (3, Some(Duration::from_secs(60)))
     );
     assert_eq!(clone.restart_policy, RestartPolicy::OnFailure);
     assert_eq!(clone.image, "hello");
@@ -620,11 +621,20 @@ fn template_lock_holds_the_unused_kill() {
             .map_err(|e| e.status),
         Err(409)
     );
-    h.call(
+    let r = h.call(
         Call::PatchTemplate(Ref::Id(v.id), vec![TemplatePatch::DeleteLock(false)]),
         at(302),
-    )
-    .expect("unlock");
+    );
+    assert!(
+        matches!(
+            r,
+            Ok(Reply::Instance(InstanceView {
+                state: InstanceState::Deleted,
+                ..
+            }))
+        ),
+        "answered as deleted: {r:?}"
+    );
     assert!(!h.s.instances.contains_key(&v.id));
 }
 
@@ -728,10 +738,9 @@ fn group_lock_holds_the_empty_kill() {
         Call::PatchGroup(Ref::Id(v.id), vec![GroupPatch::DeleteLock(false)]),
         at(302),
     );
-    assert_eq!(
-        r.map(|_| ()).map_err(|e| e.status),
-        Err(404),
-        "deleted as soon as the lock is cleared"
+    assert!(
+        matches!(r, Ok(Reply::Group(GroupView { deleted: true, .. }))),
+        "deleted as soon as the lock is cleared: {r:?}"
     );
     assert!(!h.s.groups.contains_key(&v.id));
 }
