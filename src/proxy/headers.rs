@@ -21,6 +21,11 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Removes the hop-by-hop fields: those RFC 9110 §7.6.1 lists and every field named in `Connection`.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (a 101 handshake in progress).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over their few names (standard names compare as an
+    // index) is cheaper than hashing the seven names below for removal.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         strip_connection_named(headers, keep_upgrade);
     }
@@ -32,6 +37,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// One of the fields RFC 9110 §7.6.1 lists as hop-by-hop (plus `Trailer` and the legacy
+/// `Proxy-Connection` and `Keep-Alive`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Removes `Connection` and the fields it names (the rare path: allocates the list of names).
