@@ -42,7 +42,6 @@ fn binary() -> PathBuf {
 
 struct Server {
     child: Child,
-    admin: SocketAddr,
 }
 
 impl Server {
@@ -60,7 +59,7 @@ impl Server {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start autokill: {e}"));
-        let server = Server { child, admin };
+        let server = Server { child };
         loop {
             if let Ok(200) = call(http, admin, "GET", "/readyz", "").await {
                 return (server, started.elapsed());
