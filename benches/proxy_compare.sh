@@ -20,6 +20,9 @@
 #   WORKERS=2            workers of every proxy (nginx worker_processes, HAProxy nbthread, autokill workers)
 #   BASE_PORT=18080      autokill proxy BASE, admin BASE+1, nginx proxy BASE+2, haproxy BASE+3
 #   AUTOKILL=target/release/autokill   the binary to measure
+#   IDLE_WAIT=60         before each run wait up to this many seconds for the machine to be idle (it is
+#                        shared); runs where other work still used > 0.1 core are left out of the medians
+#                        (unless every run of a target is), see the "others" column
 #   PERF=1               also profile autokill under load with `perf record` and print its top symbols
 #   KEEP_TMP=1           keep the temp dir (configs, logs, raw wrk/oha output)
 #
@@ -44,6 +47,7 @@ AK_POOL_IDLE=${AK_POOL_IDLE:-128}
 WORKERS=${WORKERS:-2}
 BASE_PORT=${BASE_PORT:-18080}
 PERF=${PERF:-0}
+IDLE_WAIT=${IDLE_WAIT:-60}
 KEEP_TMP=${KEEP_TMP:-0}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -206,6 +210,18 @@ cpu_ticks() {
 
 # Busy ticks of the whole machine (all CPUs) from /proc/stat.
 box_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
+# Waits (at most IDLE_WAIT s) until the machine has been idle for 1 s: under 10 % of one core busy.
+wait_idle() {
+    local start=$SECONDS a b
+    while ((SECONDS - start < IDLE_WAIT)); do
+        a=$(box_ticks)
+        sleep 1
+        b=$(box_ticks)
+        if (((b - a) * 10 < CLK_TCK)); then return 0; fi
+    done
+    return 0
+}
 
 # CPU ticks used by this shell's reaped children so far (wrk/oha and the little helpers), into CT.
 # `times` must run in this shell, not in a $(...) subshell, which has children of its own.
@@ -439,6 +455,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         out=$TMP/wrk-$t-$r.txt
         mapfile -t pp < <(proxy_pids "$t")
         mapfile -t up < <(upstream_pids "$t")
+        wait_idle
         child_ticks
         c0=$CT p0=$(cpu_ticks "${pp[@]}") u0=$(cpu_ticks "${up[@]}") b0=$(box_ticks) s0=$(date +%s.%N)
         run_wrk "$t" "$DURATION" "$out" || die "wrk failed on $t: $(cat "$out")"
@@ -469,14 +486,21 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
+# Runs disturbed by other work (others > 0.1 core) are left out, unless all runs of a target are.
+clean_runs() { # clean_runs TARGET
+    local n
+    n=$(awk -F'\t' -v t="$1" '$1 == t && $7 <= 0.1' "$RESULTS" | wc -l)
+    if ((n > 0)); then awk -F'\t' -v t="$1" '$1 == t && $7 <= 0.1' "$RESULTS"; else awk -F'\t' -v t="$1" '$1 == t' "$RESULTS"; fi
+}
 median() { # median TARGET COLUMN
-    awk -F'\t' -v t="$1" -v c="$2" '$1 == t && $c != "-" { print $c }' "$RESULTS" | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    clean_runs "$1" | awk -F'\t' -v c="$2" '$c != "-" { print $c }' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
-declare -A MRPS MCPU MUP MOTH
+declare -A MRPS MCPU MUP MOTH MN
 for t in $TARGETS; do
+    MN[$t]=$(clean_runs "$t" | wc -l)
     MRPS[$t]=$(median "$t" 3)
     MCPU[$t]=$(median "$t" 4)
     MUP[$t]=$(median "$t" 5)
@@ -484,10 +508,10 @@ for t in $TARGETS; do
 done
 say ""
 say "Medians over $ROUNDS rounds (wrk -t$THREADS -c$CONNECTIONS -d$DURATION):"
-printf '%-15s %10s %9s %14s %17s %7s\n' target req/s "÷ nginx" "proxy µs/req" "upstream µs/req" others
+printf '%-15s %10s %9s %14s %17s %7s %5s\n' target req/s "÷ nginx" "proxy µs/req" "upstream µs/req" others runs
 for t in $TARGETS; do
-    printf '%-15s %10.0f %8s %13s %16s %7s\n' "$t" "${MRPS[$t]}" "$(ratio "${MRPS[$t]}" "${MRPS[nginx]:--}")" \
-        "${MCPU[$t]}" "${MUP[$t]}" "${MOTH[$t]}"
+    printf '%-15s %10.0f %8s %13s %16s %7s %5s\n' "$t" "${MRPS[$t]}" "$(ratio "${MRPS[$t]}" "${MRPS[nginx]:--}")" \
+        "${MCPU[$t]}" "${MUP[$t]}" "${MOTH[$t]}" "${MN[$t]}/$ROUNDS"
 done
 say ""
 for a in autokill autokill-limit; do
@@ -501,7 +525,7 @@ done
 busy_runs=$(awk -F'\t' '$7 > 0.1' "$RESULTS" | wc -l)
 if ((busy_runs > 0)); then
     say "WARNING: in $busy_runs of $((ROUNDS * ntargets)) runs something else used more than 0.1 core (column" \
-        "\"others\"): the machine is shared and busy; figures from those runs are not comparable. Run again when idle."
+        "\"others\"); they are left out of the medians where a target has undisturbed runs (column \"runs\")."
 fi
 if grep -qv -P '\t0$' "$RESULTS"; then
     say "ERRORS in some runs (see the errors column; raw wrk output in $TMP); the temp dir is kept."
@@ -518,15 +542,22 @@ elif [[ $HAVE_OHA == 0 ]]; then
     say "Latency run skipped: oha not found; install it with: cargo install oha --locked"
 else
     say "Latency at a fixed rate (oha -q $RATE -z $LAT_DURATION -c $CONNECTIONS):"
-    printf '%-15s %10s %9s %9s %9s %13s %s\n' target req/s p50_ms p99_ms max_ms "proxy µs/req" statuses
+    printf '%-15s %10s %9s %9s %9s %13s %7s %s\n' target req/s p50_ms p99_ms max_ms "proxy µs/req" others statuses
     for t in $TARGETS; do
         out=$TMP/oha-$t.json
         mapfile -t pp < <(proxy_pids "$t")
-        p0=$(cpu_ticks "${pp[@]}")
+        mapfile -t up < <(upstream_pids "$t")
+        wait_idle
+        child_ticks
+        c0=$CT p0=$(cpu_ticks "${pp[@]}") u0=$(cpu_ticks "${up[@]}") b0=$(box_ticks) s0=$(date +%s.%N)
         oha --no-tui --output-format json -q "$RATE" -z "$LAT_DURATION" -c "$CONNECTIONS" \
             -H "Host: $(host_of "$t")" "$(url_of "$t")" >"$out" 2>"$TMP/oha-$t.err" ||
             die "oha failed on $t: $(cat "$TMP/oha-$t.err")"
-        p1=$(cpu_ticks "${pp[@]}")
+        b1=$(box_ticks) s1=$(date +%s.%N)
+        child_ticks
+        c1=$CT p1=$(cpu_ticks "${pp[@]}") u1=$(cpu_ticks "${up[@]}")
+        others=$(awk -v b="$((b1 - b0))" -v p="$((p1 - p0))" -v u="$((u1 - u0))" -v c="$((c1 - c0))" \
+            -v s0="$s0" -v s1="$s1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - p - u - c) / hz / (s1 - s0) }')
         if [[ $JSON == jq ]]; then
             read -r rps p50 p99 max statuses n < <(jq -r '[.summary.requestsPerSec, .latencyPercentiles.p50 * 1000,
                 .latencyPercentiles.p99 * 1000, .summary.slowest * 1000,
@@ -548,7 +579,7 @@ print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p50"] * 1000, d["
         note=""
         if awk -v a="$rps" -v q="$RATE" 'BEGIN { exit !(a < 0.95 * q) }'; then note="  (rate not sustained)"; fi
         if [[ -s $TMP/oha-$t.err ]]; then note="$note  [oha: $(head -c 120 "$TMP/oha-$t.err" | tr '\n' ' ')]"; fi
-        printf '%-15s %10.0f %9.3f %9.3f %9.3f %12s %s%s\n' "$t" "$rps" "$p50" "$p99" "$max" "$pcpu" "$statuses" "$note"
+        printf '%-15s %10.0f %9.3f %9.3f %9.3f %12s %7s %s%s\n' "$t" "$rps" "$p50" "$p99" "$max" "$pcpu" "$others" "$statuses" "$note"
     done
 fi
 
@@ -560,7 +591,7 @@ if [[ $PERF == 1 ]] && has_target autokill; then
     say "perf profile of autokill under wrk -c$CONNECTIONS -d$DURATION (cpu-clock, top 15 symbols):"
     perf record -e cpu-clock -F 1999 -p "$AK_PID" -o "$TMP/perf.data" >"$TMP/perf.log" 2>&1 &
     PERF_PID=$!
-    sleep 0.3
+    wait_idle
     run_wrk autokill "$DURATION" "$TMP/wrk-perf.txt" || true
     AK_SENT_UP=$((AK_SENT_UP + $(awk '/requests in/ {print $1}' "$TMP/wrk-perf.txt")))
     stop_pid "$PERF_PID" INT 10
@@ -596,4 +627,4 @@ else
 fi
 say ""
 say "reproduce: DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS RATE=$RATE" \
-    "TARGETS=\"$TARGETS\" WORKERS=$WORKERS AK_POOL_IDLE=$AK_POOL_IDLE$([[ $PERF == 1 ]] && echo " PERF=1") benches/proxy_compare.sh"
+    "TARGETS=\"$TARGETS\" IDLE_WAIT=$IDLE_WAIT WORKERS=$WORKERS AK_POOL_IDLE=$AK_POOL_IDLE$([[ $PERF == 1 ]] && echo " PERF=1") benches/proxy_compare.sh"
