@@ -422,10 +422,14 @@ done
 # ---------------------------------------------------------------------------------------------
 # Throughput rounds
 # ---------------------------------------------------------------------------------------------
-ak_rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
-git -C "$REPO" diff --quiet HEAD 2>/dev/null || ak_rev="$ak_rev+dirty"
+# The revision of the code (last commit touching it), and whether the binary is older than the sources.
+ak_rev=$(git -C "$REPO" log -1 --format=%h -- src Cargo.toml Cargo.lock 2>/dev/null || echo '?')
+if ! git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then ak_rev="$ak_rev+dirty"; fi
+if [[ -n $(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -newer "$AUTOKILL" -print -quit 2>/dev/null) ]]; then
+    ak_rev="$ak_rev, BINARY OLDER THAN THE SOURCES (cargo build --release)"
+fi
 say "proxy_compare: $(nproc) CPUs, $(uname -r), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
-say "  autokill $ak_rev (workers $WORKERS, pool_idle_per_instance $AK_POOL_IDLE), $(nginx -v 2>&1 | sed 's/.*: //')$(has_target haproxy && haproxy -v | head -1 | awk '{print ", HAProxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
+say "  autokill: code $ak_rev, $AUTOKILL (workers $WORKERS, pool_idle_per_instance $AK_POOL_IDLE), $(nginx -v 2>&1 | sed 's/.*: //')$(has_target haproxy && haproxy -v | head -1 | awk '{print ", HAProxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
 say "  upstream nginx (1 worker) at $UP_ADDR${LIM_ADDR:+ (autokill-limit: $LIM_ADDR, num_requests $AK_LIMIT)}"
 say "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds"
 say "  µs/req: CPU (user+sys) per completed request; others: cores used meanwhile by anything but proxy," \
