@@ -23,7 +23,8 @@
 #   IDLE_WAIT=60         before each run wait up to this many seconds for the machine to be idle (it is
 #                        shared); runs where other work still used > 0.1 core are left out of the medians
 #                        (unless every run of a target is), see the "others" column
-#   PERF=1               also profile autokill under load with `perf record` and print its top symbols
+#   PERF=1               also: syscalls and context switches per request of each proxy (`perf stat`, one
+#                        wrk run each), and a profile of autokill under load (`perf record`, top symbols)
 #   KEEP_TMP=1           keep the temp dir (configs, logs, raw wrk/oha output)
 #
 # Needs: wrk, nginx, haproxy, curl, jq or python3; optional: oha (latency run), perf (PERF=1).
@@ -590,6 +591,29 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Optional profile of autokill under load
 # ---------------------------------------------------------------------------------------------
+if [[ $PERF == 1 ]]; then
+    say ""
+    say "Per request, from perf stat on the proxy's processes during one wrk -c$CONNECTIONS -d$DURATION run each:"
+    printf '%-15s %9s %10s %15s %12s\n' target req/s syscalls "context switches" migrations
+    for t in $TARGETS; do
+        [[ $t == direct ]] && continue
+        pids=$(proxy_pids "$t" | paste -sd, -)
+        wait_idle
+        perf stat -x, -e raw_syscalls:sys_enter,context-switches,cpu-migrations -p "$pids" \
+            -o "$TMP/perfstat-$t.txt" >/dev/null 2>&1 &
+        PERF_PID=$!
+        sleep 0.3
+        run_wrk "$t" "$DURATION" "$TMP/wrk-perfstat-$t.txt" || true
+        stop_pid "$PERF_PID" INT 10
+        PERF_PID=""
+        reqs=$(awk '/requests in/ {print $1}' "$TMP/wrk-perfstat-$t.txt")
+        if [[ $t == autokill ]]; then AK_SENT_UP=$((AK_SENT_UP + reqs)); fi
+        awk -F, -v n="$reqs" -v t="$t" -v rps="$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk-perfstat-$t.txt")" '
+            $3 ~ /sys_enter/ { sc = $1 } $3 == "context-switches" { cs = $1 } $3 == "cpu-migrations" { mg = $1 }
+            END { printf "%-15s %9.0f %10.2f %15.3f %12.4f\n", t, rps, sc / n, cs / n, mg / n }' "$TMP/perfstat-$t.txt"
+    done
+fi
+
 if [[ $PERF == 1 ]] && has_target autokill; then
     say ""
     say "perf profile of autokill under wrk -c$CONNECTIONS -d$DURATION (cpu-clock, top 15 symbols):"
