@@ -105,7 +105,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # Temp dir and cleanup: every process started here is stopped on exit, whatever the exit path.
 # ---------------------------------------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/proxy_compare.XXXXXX")
-AK_PID="" NGINX_PID="" HAPROXY_PID=""
+AK_PID="" NGINX_PID="" HAPROXY_PID="" LOAD_PID="" PERF_PID=""
 
 alive() { [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; }
 
@@ -146,7 +146,8 @@ cleanup() {
     local rc=$? left
     set +e
     trap - EXIT INT TERM
-    if [[ -n ${PERF_PID:-} ]]; then stop_pid "$PERF_PID" INT 5; fi
+    stop_pid "$LOAD_PID" INT 2
+    stop_pid "$PERF_PID" INT 5
     # autokill stops its instances on SIGTERM (within its stop_grace).
     stop_pid "$AK_PID" TERM 15
     stop_pid "$NGINX_PID" TERM 5
@@ -441,8 +442,11 @@ RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 AK_SENT_UP=1 # the curl check above
 
+# Load generators run in the background and are waited for, so that a signal reaches the trap at once.
 run_wrk() { # run_wrk TARGET DURATION OUTFILE
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --latency -H "Host: $(host_of "$1")" "$(url_of "$1")" >"$3" 2>&1
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --latency -H "Host: $(host_of "$1")" "$(url_of "$1")" >"$3" 2>&1 &
+    LOAD_PID=$!
+    wait "$LOAD_PID"
 }
 
 # Warm-up: pools filled, caches hot.
@@ -556,8 +560,9 @@ else
         child_ticks
         c0=$CT p0=$(cpu_ticks "${pp[@]}") u0=$(cpu_ticks "${up[@]}") b0=$(box_ticks) s0=$(date +%s.%N)
         oha --no-tui --output-format json -q "$RATE" -z "$LAT_DURATION" -c "$CONNECTIONS" \
-            -H "Host: $(host_of "$t")" "$(url_of "$t")" >"$out" 2>"$TMP/oha-$t.err" ||
-            die "oha failed on $t: $(cat "$TMP/oha-$t.err")"
+            -H "Host: $(host_of "$t")" "$(url_of "$t")" >"$out" 2>"$TMP/oha-$t.err" &
+        LOAD_PID=$!
+        wait "$LOAD_PID" || die "oha failed on $t: $(cat "$TMP/oha-$t.err")"
         b1=$(box_ticks) s1=$(date +%s.%N)
         child_ticks
         c1=$CT p1=$(cpu_ticks "${pp[@]}") u1=$(cpu_ticks "${up[@]}")
