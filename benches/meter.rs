@@ -2,6 +2,8 @@
 //! admission, uncontended (1 thread) and with 2 threads counting on the same instance.
 //!
 //! `cargo bench --bench meter`. Targets: under 10 ns per request on one thread, under 25 ns with two.
+//! `route_and_count` is a request on a new connection (hash lookup); `memo_and_count` one on a
+//! keep-alive connection after its first request (the connection's [`RouteMemo`]).
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -11,7 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use autokill::config::Balance;
 use autokill::proxy::meter::{Admission, Meter};
-use autokill::proxy::route::{GroupRoute, RouteTable, Target, Upstream};
+use autokill::proxy::route::{GroupRoute, RouteMemo, RouteTable, Target, Upstream};
 
 /// A table shaped like a real one: 1,000 instances, each with its own host, and 10 groups.
 fn table() -> RouteTable {
@@ -57,6 +59,18 @@ fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
     }
 }
 
+/// The same through a connection's [`RouteMemo`].
+#[inline]
+fn memo_and_count(memo: &mut RouteMemo, table: &RouteTable, host: &[u8]) -> bool {
+    match memo.resolve(table, host) {
+        Some(Target::Instance(Some(i))) => !matches!(
+            table.upstreams[*i].meter.admit(),
+            Admission::Refused | Admission::Wait
+        ),
+        _ => false,
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let table = Arc::new(table());
     let host: &[u8] = b"instance-517.localhost:8080";
@@ -73,6 +87,11 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("route_and_count/1_thread", |b| {
         b.iter(|| black_box(route_and_count(&table, black_box(host))))
+    });
+    // What a keep-alive connection pays per request after its first: the connection's memo.
+    g.bench_function("memo_and_count/1_thread", |b| {
+        let mut memo = RouteMemo::default();
+        b.iter(|| black_box(memo_and_count(&mut memo, &table, black_box(host))))
     });
     // Two threads on the same instance: each thread does `iters` requests; the figure is the wall
     // time per request per thread, i.e. what one request costs while the other core counts too.
@@ -92,6 +111,33 @@ fn bench(c: &mut Criterion) {
             let start = Instant::now();
             for _ in 0..iters {
                 black_box(route_and_count(&table, black_box(host)));
+            }
+            let elapsed = start.elapsed();
+            let _ = other.join();
+            elapsed
+        })
+    });
+    // The same with each thread's connection memo.
+    // Two threads on the same instance: each thread does `iters` requests; the figure is the wall
+    // time per request per thread, i.e. what one request costs while the other core counts too.
+    g.bench_function("memo_and_count/2_threads", |b| {
+        b.iter_custom(|iters| {
+            let barrier = Arc::new(Barrier::new(2));
+            let other = {
+                let (table, barrier) = (Arc::clone(&table), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let mut memo = RouteMemo::default();
+                    barrier.wait();
+                    for _ in 0..iters {
+                        black_box(memo_and_count(&mut memo, &table, black_box(host)));
+                    }
+                })
+            };
+            let mut memo = RouteMemo::default();
+            barrier.wait();
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(memo_and_count(&mut memo, &table, black_box(host)));
             }
             let elapsed = start.elapsed();
             let _ = other.join();

@@ -237,16 +237,17 @@ child_ticks() {
         printf "%d", t * hz + 0.5 }')
 }
 
-# JSON of /v1/instances -> "name private_ip state" lines.
+# JSON of /v1/instances -> "name ip:port state requests" lines (private_ip is the IP alone, as in
+# Unikraft's API; the port is private_port).
 instances() {
     local body
     body=$(curl -fsS "http://127.0.0.1:$ADMIN_PORT/v1/instances") || return 1
     if [[ $JSON == jq ]]; then
-        jq -r '.data.instances[] | "\(.name) \(.private_ip) \(.state) \(.requests)"' <<<"$body"
+        jq -r '.data.instances[] | "\(.name) \(.private_ip):\(.private_port) \(.state) \(.requests)"' <<<"$body"
     else
         python3 -c 'import json,sys
 for i in json.load(sys.stdin)["data"]["instances"]:
-    print(i["name"], i["private_ip"], i["state"], i["requests"])' <<<"$body"
+    print(i["name"], "%s:%s" % (i.get("private_ip"), i.get("private_port")), i["state"], i["requests"])' <<<"$body"
     fi
 }
 

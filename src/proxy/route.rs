@@ -107,7 +107,12 @@ pub struct GroupRoute {
 /// An immutable snapshot of where every host goes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    hosts: hashbrown::HashTable<(Box<[u8]>, Target)>,
+    /// Host name -> index into `targets`.
+    hosts: hashbrown::HashTable<(Box<[u8]>, usize)>,
+    targets: Vec<Target>,
+    /// Unique per built table, so that a remembered lookup can tell which table it was made in
+    /// (an address could be reused by a later table).
+    generation: u64,
     /// Every running incarnation, indexed by the numbers in [`Target`].
     pub upstreams: Vec<Arc<Upstream>>,
 }
@@ -122,6 +127,13 @@ impl RouteTable {
     /// folded and a trailing dot ignored, without allocating.
     #[inline]
     pub fn lookup(&self, host: &[u8]) -> Option<&Target> {
+        self.lookup_index(host).map(|i| &self.targets[i])
+    }
+
+    /// Like [`RouteTable::lookup`], giving the target's index for [`RouteTable::target`], which
+    /// a connection may keep while the table stays the same.
+    #[inline]
+    pub fn lookup_index(&self, host: &[u8]) -> Option<usize> {
         let host = strip_port(host);
         let host = host.strip_suffix(b".").unwrap_or(host);
         if host.len() > MAX_HOST {
@@ -129,8 +141,20 @@ impl RouteTable {
         }
         // Stored keys are lower-case, so comparing with the input's case folded is exact.
         self.hosts
-            .find(hash_folded(host), |(key, _)| key.eq_ignore_ascii_case(host))
-            .map(|(_, t)| t)
+            .find(hash_folded(host), |(key, _)| eq_folded(key, host))
+            .map(|(_, i)| *i)
+    }
+
+    /// This table's unique number.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The target at an index [`RouteTable::lookup_index`] gave for this table.
+    #[inline]
+    pub fn target(&self, index: usize) -> Option<&Target> {
+        self.targets.get(index)
     }
 
     /// Number of host names routed.
@@ -144,6 +168,32 @@ impl RouteTable {
     }
 }
 
+/// One connection's memory of where its last request's host led: a keep-alive connection nearly
+/// always names the same host, so a byte compare and a generation check replace the hash lookup.
+/// Cost on a hit: one compare of the host bytes; no allocation (the buffer is reused).
+#[derive(Debug, Default)]
+pub struct RouteMemo {
+    generation: u64,
+    host: Vec<u8>,
+    index: usize,
+    valid: bool,
+}
+
+impl RouteMemo {
+    /// Where `host` leads in `table`, from memory when this connection asked the same of the same
+    /// table last time.
+    #[inline]
+    pub fn resolve<'t>(&mut self, table: &'t RouteTable, host: &[u8]) -> Option<&'t Target> {
+        if !(self.valid && self.generation == table.generation && self.host == host) {
+            let index = table.lookup_index(host)?;
+            self.host.clear();
+            self.host.extend_from_slice(host);
+            (self.generation, self.index, self.valid) = (table.generation, index, true);
+        }
+        table.targets.get(self.index)
+    }
+}
+
 /// Removes `:port` from `host`, leaving an IPv6 literal's brackets alone.
 fn strip_port(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
@@ -152,10 +202,34 @@ fn strip_port(host: &[u8]) -> &[u8] {
             None => host,
         };
     }
-    match host.iter().rposition(|&b| b == b':') {
-        Some(colon) => &host[..colon],
+    // A port has at most five digits, so only the last six bytes can hold its colon (a name
+    // has none; an IPv6 literal is bracketed, above).
+    let tail = host.len().saturating_sub(6);
+    match host[tail..].iter().rposition(|&b| b == b':') {
+        Some(colon) => &host[..tail + colon],
         None => host,
     }
+}
+
+/// `key` (lower-case) equals `input` with its ASCII case folded; eight bytes per step.
+#[inline]
+fn eq_folded(key: &[u8], input: &[u8]) -> bool {
+    let len = key.len();
+    if len != input.len() {
+        return false;
+    }
+    if len < 8 {
+        return key.eq_ignore_ascii_case(input);
+    }
+    let mut i = 0;
+    while i + 8 <= len {
+        if word(key, i) != fold_case(word(input, i)) {
+            return false;
+        }
+        i += 8;
+    }
+    // The last word may overlap the one before: comparing bytes twice is harmless.
+    i == len || word(key, len - 8) == fold_case(word(input, len - 8))
 }
 
 /// Hashes `bytes` with ASCII case folded, sixteen bytes per step: case folding by SWAR (no branch
@@ -254,18 +328,22 @@ impl RouteTableBuilder {
     pub fn route(&mut self, host: &str, target: Target) {
         let key = host.to_ascii_lowercase().into_bytes().into_boxed_slice();
         let hash = hash_folded(&key);
-        match self.table.hosts.find_mut(hash, |(k, _)| *k == key) {
-            Some(entry) => entry.1 = target,
+        match self.table.hosts.find(hash, |(k, _)| *k == key) {
+            Some(&(_, i)) => self.table.targets[i] = target,
             None => {
+                let i = self.table.targets.len();
+                self.table.targets.push(target);
                 self.table
                     .hosts
-                    .insert_unique(hash, (key, target), |(k, _)| hash_folded(k));
+                    .insert_unique(hash, (key, i), |(k, _)| hash_folded(k));
             }
         }
     }
 
     /// The finished table.
-    pub fn build(self) -> RouteTable {
+    pub fn build(mut self) -> RouteTable {
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        self.table.generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         self.table
     }
 }
@@ -326,6 +404,63 @@ mod tests {
         assert!(t.lookup(b"").is_none());
         assert!(t.lookup(&[b'a'; 1000]).is_none());
         assert!(t.lookup(&[0xff, 0xfe]).is_none());
+    }
+
+    #[test]
+    fn memo_follows_table_and_host() {
+        let t = table();
+        let mut memo = RouteMemo::default();
+        assert!(matches!(
+            memo.resolve(&t, b"a.localhost"),
+            Some(Target::Instance(Some(0)))
+        ));
+        assert!(matches!(
+            memo.resolve(&t, b"a.localhost"),
+            Some(Target::Instance(Some(0)))
+        ));
+        assert!(matches!(
+            memo.resolve(&t, b"stopped.localhost"),
+            Some(Target::Instance(None))
+        ));
+        assert!(memo.resolve(&t, b"nobody.localhost").is_none());
+        // A new table: remembered answers of the old one are not used.
+        let mut b = RouteTable::builder();
+        b.route("a.localhost", Target::Instance(None));
+        let t2 = b.build();
+        assert!(matches!(
+            memo.resolve(&t, b"a.localhost"),
+            Some(Target::Instance(Some(0)))
+        ));
+        assert!(matches!(
+            memo.resolve(&t2, b"a.localhost"),
+            Some(Target::Instance(None))
+        ));
+    }
+
+    #[test]
+    fn folded_compare() {
+        assert!(eq_folded(
+            b"instance-517.localhost",
+            b"Instance-517.LOCALHOST"
+        ));
+        assert!(!eq_folded(
+            b"instance-517.localhost",
+            b"instance-518.localhost"
+        ));
+        assert!(!eq_folded(
+            b"instance-517.localhosx",
+            b"instance-517.localhost"
+        ));
+        assert!(eq_folded(b"abc", b"ABC"));
+        assert!(!eq_folded(b"abc", b"abcd"));
+        assert!(eq_folded(b"exactly8", b"EXACTLY8"));
+        assert!(!eq_folded(b"exactly8", b"exactlY9"));
+        assert_eq!(
+            strip_port(b"host:123456"),
+            b"host:123456",
+            "not a port: no match"
+        );
+        assert_eq!(strip_port(b"a.b.c:65535"), b"a.b.c");
     }
 
     #[test]

@@ -34,7 +34,7 @@ use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
 use super::meter::{Admission, Meter};
-use super::route::{RouteTable, Target, Upstream};
+use super::route::{RouteMemo, RouteTable, Target, Upstream};
 use crate::config::{Balance, ProxyConfig};
 use crate::metrics::Metrics;
 
@@ -153,7 +153,11 @@ impl Worker {
     }
 
     /// Picks the instance for `req` and admits the request against its budget.
-    fn route(&self, req: &Request<Incoming>) -> Result<Rc<LocalUpstream>, Unrouted> {
+    fn route(
+        &self,
+        req: &Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Result<Rc<LocalUpstream>, Unrouted> {
         // Absolute-form and HTTP/2 carry the authority in the URI; it wins over `Host` (RFC 9112 §3.2.2).
         let host = match req.uri().authority() {
             Some(a) => a.as_str().as_bytes(),
@@ -169,10 +173,8 @@ impl Worker {
         if !std::ptr::eq(synced.table, Arc::as_ptr(table)) {
             resync(&mut synced, table);
         }
-        match table
-            .lookup(host)
-            .ok_or(Unrouted::Refuse(ProxyError::NoRoute))?
-        {
+        let target = conn.route.borrow_mut().resolve(table, host);
+        match target.ok_or(Unrouted::Refuse(ProxyError::NoRoute))? {
             Target::Instance(None) => Err(Unrouted::Refuse(ProxyError::Unavailable)),
             Target::Instance(Some(i)) => {
                 let local = &synced.locals[*i];
@@ -408,6 +410,8 @@ const RESERVE_WAIT: Duration = Duration::from_secs(5);
 /// Per-connection facts the request path needs.
 struct ConnInfo {
     client: HeaderValue,
+    /// Where this connection's last host led.
+    route: RefCell<RouteMemo>,
 }
 
 /// Handles one request: route, count, rewrite, forward, stream back.
@@ -418,7 +422,7 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let local = loop {
-        match worker.route(&req) {
+        match worker.route(&req, &conn) {
             Ok(local) => break local,
             Err(Unrouted::Refuse(err)) => return Ok(worker.refuse(err)),
             Err(Unrouted::Wait(meter, seen)) => {
@@ -556,6 +560,7 @@ fn serve(
     let info = Rc::new(ConnInfo {
         client: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        route: RefCell::new(RouteMemo::default()),
     });
     let worker = Rc::clone(worker);
     let service =
