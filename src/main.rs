@@ -94,9 +94,10 @@ fn serve(config: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
         .init();
     let self_exe = std::env::current_exe()?;
     // The proxy runs on threads of its own; this runtime carries the controller, the runtime
-    // backend and the admin server, which are light.
+    // backend and the admin server. Two threads, so that API calls keep arriving (and batch into
+    // one commit) while the controller publishes a large state.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .thread_name("autokill-control")
         .enable_all()
         .build()?;
