@@ -158,17 +158,20 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
     proxy.shutdown().await;
     let _ = stop_admin.send(());
     let _ = admin.await;
-    // Process instances cannot be adopted by the next run (their exit codes would be lost), so
-    // they are stopped; the store still says they run, and the next start starts them again.
-    // Deletes run concurrently: one after another would add up their stop grace periods.
-    let mut deletes = tokio::task::JoinSet::new();
-    for inst in &published.view.load().instances {
-        let (runtime, id) = (Arc::clone(&runtime), inst.id);
-        deletes.spawn(async move { runtime.delete(id).await });
-    }
-    while let Some(result) = deletes.join_next().await {
-        if let Ok(Err(err)) = result {
-            tracing::warn!(%err, "stopping an instance at shutdown failed");
+    // The store already says which instances run: the next start starts them again. Stopping
+    // them here (the default) leaves nothing behind; with `leave_instances` the next start
+    // removes and restarts them (a process of an earlier run cannot be adopted).
+    if config.shutdown == crate::config::Shutdown::StopInstances {
+        // Concurrently: one after another would add up their stop grace periods.
+        let mut deletes = tokio::task::JoinSet::new();
+        for inst in &published.view.load().instances {
+            let (runtime, id) = (Arc::clone(&runtime), inst.id);
+            deletes.spawn(async move { runtime.delete(id).await });
+        }
+        while let Some(result) = deletes.join_next().await {
+            if let Ok(Err(err)) = result {
+                tracing::warn!(%err, "stopping an instance at shutdown failed");
+            }
         }
     }
     drop(commands_tx);

@@ -470,3 +470,54 @@ async fn a_store_of_a_newer_schema_is_refused_naming_both_versions() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_clean_stop_running_instances_run_again_and_leftovers_are_removed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::new(
+        dir.path(),
+        &format!("{}shutdown: leave_instances\n", runtime(dir.path())),
+    );
+    node.start().await;
+    let r = node
+        .api(
+            "POST",
+            "/v1/instances",
+            Some(json!({"name": "kept", "image": "hello", "autostart": true})),
+        )
+        .await;
+    assert!(matches!(r, Ok((200 | 201, _))), "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node
+        .instances()
+        .await
+        .iter()
+        .any(|i| i["state"] != "running")
+    {
+        assert!(Instant::now() < deadline, "instance did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.terminate();
+    // leave_instances: the process outlives the server…
+    let left = node.instance_pids();
+    assert_eq!(left.len(), 1, "the instance was left running: {left:?}");
+    // …and the next start removes it and starts the instance anew.
+    node.start().await;
+    assert!(
+        !common_alive(left[0]),
+        "the process of the earlier run was removed"
+    );
+    while node
+        .instances()
+        .await
+        .iter()
+        .any(|i| i["name"] == "kept" && i["state"] != "running")
+    {
+        assert!(Instant::now() < deadline, "instance did not run again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pids = node.instance_pids();
+    assert_eq!(pids.len(), 1);
+    assert_ne!(pids[0], left[0]);
+    node.terminate();
+}

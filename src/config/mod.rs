@@ -38,6 +38,20 @@ pub struct Config {
     pub service_groups: Vec<GroupConfig>,
     /// Instances declared by the file that belong to no group.
     pub instances: Vec<InstanceConfig>,
+    /// What a shutdown does to the instances.
+    pub shutdown: Shutdown,
+}
+
+/// `shutdown:` — what SIGTERM/SIGINT does to the instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shutdown {
+    /// Stop them (the default: the process runtime cannot adopt a child of an earlier run, so
+    /// the next start would kill and restart it anyway). The store still says they run, so the
+    /// next start starts them again.
+    #[default]
+    StopInstances,
+    /// Leave them running; the next start removes and restarts them (process runtime).
+    LeaveInstances,
 }
 
 /// `proxy:` — the listener that carries instance traffic.

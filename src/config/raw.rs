@@ -34,6 +34,18 @@ pub(crate) struct RawConfig {
     pub service_groups: Option<Vec<RawGroup>>,
     /// `instances:` — instances that belong to no group. Default: none.
     pub instances: Option<Vec<RawInstance>>,
+    /// `shutdown:` — what SIGTERM/SIGINT does to the instances. Default `stop_instances`.
+    pub shutdown: Option<RawShutdown>,
+}
+
+/// `shutdown`
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawShutdown {
+    /// `stop_instances`: stop them; the next start starts those that were running.
+    StopInstances,
+    /// `leave_instances`: leave them running for the next start.
+    LeaveInstances,
 }
 
 /// `proxy:`

@@ -86,6 +86,7 @@ fn defaults() -> Config {
         },
         service_groups: vec![],
         instances: vec![],
+        shutdown: Shutdown::StopInstances,
     }
 }
 
@@ -194,6 +195,7 @@ instances:
     image: plain
     autokill: {num_requests: 0, time: 2h}
     autodestroy: ALWAYS
+shutdown: leave_instances
 "#;
     let want = Config {
         proxy: ProxyConfig {
@@ -275,6 +277,7 @@ instances:
                 autodestroy: Autodestroy::Always,
             },
         ],
+        shutdown: Shutdown::LeaveInstances,
     };
     assert_eq!(ok(yaml), want);
 }
@@ -415,7 +418,7 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         1,
         1,
         "prox: unknown key \"prox\"; did you mean \"proxy\"? (expected one of: proxy, admin, \
-         store, runtime, defaults, service_groups, instances)",
+         store, runtime, defaults, service_groups, instances, shutdown)",
     );
     refused(
         "admin:\n  listen: 127.0.0.1:1\n  tokn: x\n",

@@ -15,7 +15,8 @@ use serde_saphyr::Spanned;
 use super::duration::RawDuration;
 use super::raw::{
     RawAdmin, RawAutodestroy, RawBalance, RawConfig, RawDefaults, RawGroup, RawImage, RawInstance,
-    RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawStore, key_path, sanitize,
+    RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawShutdown, RawStore, key_path,
+    sanitize,
 };
 use super::{
     AdminConfig, Autodestroy, Autokill, Balance, Config, Defaults, GroupConfig, ImageConfig,
@@ -47,6 +48,10 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problem> {
     let store = store(raw.store.unwrap_or_default())?;
     let runtime = runtime(raw.runtime.unwrap_or_default())?;
     let defaults = defaults(raw.defaults.unwrap_or_default())?;
+    let shutdown = match raw.shutdown {
+        None | Some(RawShutdown::StopInstances) => crate::config::Shutdown::StopInstances,
+        Some(RawShutdown::LeaveInstances) => crate::config::Shutdown::LeaveInstances,
+    };
 
     let mut names = Names::default();
     let mut service_groups = Vec::new();
@@ -99,6 +104,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problem> {
         defaults,
         service_groups,
         instances,
+        shutdown,
     })
 }
 

@@ -51,6 +51,7 @@ fn config() -> Config {
         },
         service_groups: vec![],
         instances: vec![],
+        shutdown: Default::default(),
     }
 }
 
