@@ -520,7 +520,10 @@ impl Task {
     /// Carries out effects in order. Runtime calls and drain watches run as tasks that report
     /// back with a command; replies wait until the state they describe is published.
     fn carry_out(&mut self, effects: Vec<Effect>, state: &State) {
+        // The state is that after the whole batch, so one publish serves every change in it,
+        // and the replies wait for it (read-after-write) rather than each publishing anew.
         let mut publish = false;
+        let mut replies = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Publish => publish = true,
@@ -529,13 +532,7 @@ impl Task {
                     reserved,
                     refill_at,
                 } => meter.set_reserved(reserved, refill_at),
-                Effect::Reply(to, result) => {
-                    if publish {
-                        self.publish(state);
-                        publish = false;
-                    }
-                    let _ = to.send(result);
-                }
+                Effect::Reply(to, result) => replies.push((to, result)),
                 Effect::Killed { resource, reason } => self
                     .metrics
                     .kills
@@ -619,6 +616,9 @@ impl Task {
         }
         if publish {
             self.publish(state);
+        }
+        for (to, result) in replies {
+            let _ = to.send(result);
         }
         self.metrics
             .timers_pending
