@@ -216,28 +216,9 @@ async fn kill_9_loses_no_acknowledged_change_and_never_exceeds_num_requests() {
     let mut budgets = 0;
 
     for cycle in 0..cycles {
-        let earlier = node.instance_pids();
-        ready_times.push(node.start().await);
-        // Nothing of the previous run survives its crash.
-        for pid in &earlier {
-            assert!(
-                !common_alive(*pid),
-                "cycle {cycle}: process {pid} of an earlier run is still alive"
-            );
-        }
-        // Everything acknowledged before is there, as acknowledged.
-        let listed = node.instances().await;
-        for (name, lock) in &acked {
-            let found = listed.iter().find(|i| i["name"] == *name);
-            let found = found.unwrap_or_else(|| {
-                panic!("cycle {cycle} (seed {seed}): acknowledged instance {name} is gone")
-            });
-            assert_eq!(
-                found["delete_lock"].as_bool().unwrap_or(false),
-                *lock,
-                "cycle {cycle}: delete_lock of {name}"
-            );
-        }
+        ready_times.push(
+            restart_and_check(&mut node, &acked, &format!("cycle {cycle} (seed {seed})")).await,
+        );
 
         // Traffic against a budgeted instance, API writes, and a kill -9 at a random moment.
         let budget = format!("budget-{}", budgets);
@@ -320,22 +301,8 @@ async fn kill_9_loses_no_acknowledged_change_and_never_exceeds_num_requests() {
     }
 
     // A last start: the state is whole, then a clean stop.
-    let earlier = node.instance_pids();
-    ready_times.push(node.start().await);
-    for pid in &earlier {
-        assert!(
-            !common_alive(*pid),
-            "process {pid} of an earlier run is still alive"
-        );
-    }
-    let listed = node.instances().await;
-    for (name, lock) in &acked {
-        let found = listed
-            .iter()
-            .find(|i| i["name"] == *name)
-            .unwrap_or_else(|| panic!("acknowledged instance {name} is gone"));
-        assert_eq!(found["delete_lock"].as_bool().unwrap_or(false), *lock);
-    }
+    ready_times
+        .push(restart_and_check(&mut node, &acked, &format!("last start (seed {seed})")).await);
     node.terminate();
     let total: usize = forwarded(dir.path()).values().sum();
     assert!(
@@ -358,6 +325,33 @@ async fn kill_9_loses_no_acknowledged_change_and_never_exceeds_num_requests() {
         median < Duration::from_secs(1),
         "median restart to ready {median:?}"
     );
+}
+
+/// Starts the node again and checks what a crash must not lose: no process of the earlier run is
+/// left, and every acknowledged instance is there with its acknowledged delete lock. Returns the
+/// time to ready.
+async fn restart_and_check(node: &mut Node, acked: &HashMap<String, bool>, when: &str) -> Duration {
+    let earlier = node.instance_pids();
+    let ready = node.start().await;
+    for pid in &earlier {
+        assert!(
+            !common_alive(*pid),
+            "{when}: process {pid} of an earlier run is still alive"
+        );
+    }
+    let listed = node.instances().await;
+    for (name, lock) in acked {
+        let found = listed
+            .iter()
+            .find(|i| i["name"] == *name)
+            .unwrap_or_else(|| panic!("{when}: acknowledged instance {name} is gone"));
+        assert_eq!(
+            found["delete_lock"].as_bool().unwrap_or(false),
+            *lock,
+            "{when}: delete_lock of {name}"
+        );
+    }
+    ready
 }
 
 fn common_alive(pid: u32) -> bool {
