@@ -111,6 +111,15 @@ impl Node {
         send(self.admin, method, path, body).await
     }
 
+    /// Waits (at most 10 s) until every instance is in `state`.
+    async fn wait_until_all(&self, state: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.instances().await.iter().any(|i| i["state"] != state) {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn instances(&self) -> Vec<Value> {
         match self.api("GET", "/v1/instances", None).await {
             Ok((200, v)) => v["data"]["instances"]
@@ -387,31 +396,16 @@ async fn a_stopped_time_deadline_that_passed_while_down_fires_at_start_unless_lo
             assert!(matches!(r, Ok((200, _))), "{r:?}");
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node
-        .instances()
-        .await
-        .iter()
-        .any(|i| i["state"] != "running")
-    {
-        assert!(Instant::now() < deadline, "instances did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_until_all("running", "instances did not start")
+        .await;
     for name in ["doomed", "locked"] {
         let r = node
             .api("PUT", &format!("/v1/instances/{name}/stop"), None)
             .await;
         assert!(matches!(r, Ok((200 | 202, _))), "{r:?}");
     }
-    while node
-        .instances()
-        .await
-        .iter()
-        .any(|i| i["state"] != "stopped")
-    {
-        assert!(Instant::now() < deadline, "instances did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_until_all("stopped", "instances did not stop")
+        .await;
     node.kill9();
     tokio::time::sleep(Duration::from_secs(3)).await;
     node.start().await;
@@ -482,15 +476,8 @@ async fn after_a_clean_stop_running_instances_run_again_and_leftovers_are_remove
         .await;
     assert!(matches!(r, Ok((200 | 201, _))), "{r:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while node
-        .instances()
-        .await
-        .iter()
-        .any(|i| i["state"] != "running")
-    {
-        assert!(Instant::now() < deadline, "instance did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_until_all("running", "instance did not start")
+        .await;
     node.terminate();
     // leave_instances: the process outlives the server…
     let left = node.instance_pids();
