@@ -93,6 +93,11 @@ impl H {
         reply.unwrap_or_else(|| Err(ApiError::bad_request("no reply")))
     }
 
+    /// The HTTP status a refused call answers with (`Ok(())` when it succeeded).
+    fn status(&mut self, call: Call, now: SystemTime) -> Result<(), u16> {
+        self.call(call, now).map(|_| ()).map_err(|e| e.status)
+    }
+
     fn instance(&mut self, new: NewInstance, now: SystemTime) -> Uuid {
         match self.call(Call::CreateInstance(new), now) {
             Ok(Reply::Instance(v)) => v.id,
@@ -366,9 +371,7 @@ fn stopped_time_held_by_lock_fires_on_clear() {
         }
     )));
     assert_eq!(
-        h.call(Call::DeleteInstance(Ref::Id(id)), at(320))
-            .map(|_| ())
-            .map_err(|e| e.status),
+        h.status(Call::DeleteInstance(Ref::Id(id)), at(320)),
         Err(409),
         "a locked instance cannot be deleted"
     );
@@ -617,9 +620,7 @@ fn template_lock_holds_the_unused_kill() {
         }
     )));
     assert_eq!(
-        h.call(Call::DeleteTemplate(Ref::Id(v.id)), at(301))
-            .map(|_| ())
-            .map_err(|e| e.status),
+        h.status(Call::DeleteTemplate(Ref::Id(v.id)), at(301)),
         Err(409)
     );
     let r = h.call(
@@ -644,16 +645,13 @@ fn a_running_instance_cannot_become_a_template() {
     let mut h = H::new();
     let id = h.instance(new("a"), at(0));
     h.running(id, at(0));
-    let err = h
-        .call(
-            Call::CreateTemplate(NewTemplate {
-                instance: Ref::Id(id),
-                autokill_time: None,
-            }),
-            at(1),
-        )
-        .map(|_| ())
-        .map_err(|e| e.status);
+    let err = h.status(
+        Call::CreateTemplate(NewTemplate {
+            instance: Ref::Id(id),
+            autokill_time: None,
+        }),
+        at(1),
+    );
     assert_eq!(err, Err(409));
 }
 
@@ -730,9 +728,7 @@ fn group_lock_holds_the_empty_kill() {
         }
     )));
     assert_eq!(
-        h.call(Call::DeleteGroup(Ref::Id(v.id)), at(301))
-            .map(|_| ())
-            .map_err(|e| e.status),
+        h.status(Call::DeleteGroup(Ref::Id(v.id)), at(301)),
         Err(409)
     );
     let r = h.call(
@@ -817,11 +813,7 @@ fn bad_calls_change_nothing() {
         ),
     ] {
         let what = format!("{call:?}");
-        assert_eq!(
-            h.call(call, at(1)).map(|_| ()).map_err(|e| e.status),
-            Err(status),
-            "{what}"
-        );
+        assert_eq!(h.status(call, at(1)), Err(status), "{what}");
     }
     let after = format!(
         "{:?}",
@@ -834,16 +826,14 @@ fn bad_calls_change_nothing() {
     assert_eq!(before, after);
     // A group domain may not take an instance's host name, nor another group's domain.
     assert_eq!(
-        h.call(
+        h.status(
             Call::CreateGroup(NewGroup {
                 name: "g".into(),
                 domains: vec!["a.localhost".into()],
                 ..Default::default()
             }),
             at(2)
-        )
-        .map(|_| ())
-        .map_err(|e| e.status),
+        ),
         Err(409)
     );
     h.call(
@@ -856,28 +846,24 @@ fn bad_calls_change_nothing() {
     )
     .expect("group");
     assert_eq!(
-        h.call(
+        h.status(
             Call::CreateGroup(NewGroup {
                 name: "h".into(),
                 domains: vec!["x.example".into()],
                 ..Default::default()
             }),
             at(2)
-        )
-        .map(|_| ())
-        .map_err(|e| e.status),
+        ),
         Err(409)
     );
     assert_eq!(
-        h.call(
+        h.status(
             Call::CreateGroup(NewGroup {
                 name: "g".into(),
                 ..Default::default()
             }),
             at(2)
-        )
-        .map(|_| ())
-        .map_err(|e| e.status),
+        ),
         Err(409)
     );
 }
