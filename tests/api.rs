@@ -20,17 +20,11 @@ async fn snapshot(server: &Server) -> Value {
     })
 }
 
-/// Asserts a success and returns the first item under `data.<key>`.
-async fn ok(server: &Server, method: &str, path: &str, body: Value, key: &str) -> Value {
-    let (status, v) = server.api(method, path, body.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{method} {path} {body}: {v}");
-    assert_eq!(v["status"], "success", "{method} {path} {body}: {v}");
-    v["data"][key][0].clone()
-}
-
 /// Creates a stopped (not auto-started) instance.
 async fn stopped_instance(server: &Server, body: Value) -> Value {
-    ok(server, "POST", "/v1/instances", body, "instances").await
+    server
+        .api_ok("POST", "/v1/instances", body, "instances")
+        .await
 }
 
 /// A server with: a stopped instance `solo` (autodestroy ON_FAILURE), a delete-locked stopped
@@ -44,44 +38,44 @@ async fn populated() -> Server {
     )
     .await;
     stopped_instance(&server, json!({"name": "locked", "image": "hello"})).await;
-    ok(
-        &server,
-        "PATCH",
-        "/v1/instances/locked",
-        json!({"prop": "delete_lock", "op": "set", "value": true}),
-        "instances",
-    )
-    .await;
-    ok(
-        &server,
-        "POST",
-        "/v1/services",
-        json!({"name": "web", "domains": [{"name": "web"}]}),
-        "service_groups",
-    )
-    .await;
+    server
+        .api_ok(
+            "PATCH",
+            "/v1/instances/locked",
+            json!({"prop": "delete_lock", "op": "set", "value": true}),
+            "instances",
+        )
+        .await;
+    server
+        .api_ok(
+            "POST",
+            "/v1/services",
+            json!({"name": "web", "domains": [{"name": "web"}]}),
+            "service_groups",
+        )
+        .await;
     stopped_instance(
         &server,
         json!({"name": "member", "image": "hello", "service_group": {"name": "web"}}),
     )
     .await;
     stopped_instance(&server, json!({"name": "base", "image": "hello"})).await;
-    ok(
-        &server,
-        "POST",
-        "/v1/instances/templates",
-        json!({"name": "base"}),
-        "instances",
-    )
-    .await;
-    ok(
-        &server,
-        "PATCH",
-        "/v1/instances/templates/base",
-        json!({"prop": "delete_lock", "op": "set", "value": true}),
-        "instances",
-    )
-    .await;
+    server
+        .api_ok(
+            "POST",
+            "/v1/instances/templates",
+            json!({"name": "base"}),
+            "instances",
+        )
+        .await;
+    server
+        .api_ok(
+            "PATCH",
+            "/v1/instances/templates/base",
+            json!({"prop": "delete_lock", "op": "set", "value": true}),
+            "instances",
+        )
+        .await;
     server
 }
 
@@ -280,21 +274,21 @@ async fn a_token_guards_v1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_use_the_unikraft_envelope_and_shapes() {
     let server = Server::start(runtime_only).await;
-    let group = ok(
-        &server,
-        "POST",
-        "/v1/services",
-        json!({
-            "name": "shop",
-            "domains": [{"name": "Shop"}, {"name": "shop.example.com."}],
-            "autokill": {"time_ms": 0},
-            "soft_limit": 5,
-            "hard_limit": 10,
-            "services": [{"port": 443, "destination_port": 8080, "handlers": ["tls", "http"]}],
-        }),
-        "service_groups",
-    )
-    .await;
+    let group = server
+        .api_ok(
+            "POST",
+            "/v1/services",
+            json!({
+                "name": "shop",
+                "domains": [{"name": "Shop"}, {"name": "shop.example.com."}],
+                "autokill": {"time_ms": 0},
+                "soft_limit": 5,
+                "hard_limit": 10,
+                "services": [{"port": 443, "destination_port": 8080, "handlers": ["tls", "http"]}],
+            }),
+            "service_groups",
+        )
+        .await;
     assert_eq!(group["status"], "success");
     assert_eq!(group["name"], "shop");
     assert_eq!(
@@ -363,14 +357,9 @@ async fn answers_use_the_unikraft_envelope_and_shapes() {
     assert_eq!(nul["restart_policy"], "never");
     assert_eq!(nul["autodestroy"], "OFF");
     assert!(nul.get("service_group").is_none(), "{nul}");
-    ok(
-        &server,
-        "DELETE",
-        "/v1/instances/nul",
-        Value::Null,
-        "instances",
-    )
-    .await;
+    server
+        .api_ok("DELETE", "/v1/instances/nul", Value::Null, "instances")
+        .await;
 
     // GET of one and of the list: no per-item status, as Unikraft lists.
     let one = server.admin_json("/v1/instances/cart").await;
@@ -426,24 +415,14 @@ async fn answers_use_the_unikraft_envelope_and_shapes() {
     assert_eq!(v["errors"][0]["status"], 405);
 
     // A delete answers with the resource as it ends.
-    let gone = ok(
-        &server,
-        "DELETE",
-        "/v1/instances/cart",
-        Value::Null,
-        "instances",
-    )
-    .await;
+    let gone = server
+        .api_ok("DELETE", "/v1/instances/cart", Value::Null, "instances")
+        .await;
     assert_eq!(gone["name"], "cart");
     assert_eq!(gone["state"], "deleted");
-    let gone = ok(
-        &server,
-        "DELETE",
-        "/v1/services/shop",
-        Value::Null,
-        "service_groups",
-    )
-    .await;
+    let gone = server
+        .api_ok("DELETE", "/v1/services/shop", Value::Null, "service_groups")
+        .await;
     assert_eq!(gone["name"], "shop");
     assert_eq!(
         snapshot(&server).await["services"]["data"]["service_groups"],
@@ -456,14 +435,14 @@ async fn templates_route_before_instance_names() {
     let server = Server::start(runtime_only).await;
     stopped_instance(&server, json!({"name": "base", "image": "hello"})).await;
     stopped_instance(&server, json!({"name": "plain", "image": "hello"})).await;
-    let tpl = ok(
-        &server,
-        "POST",
-        "/v1/instances/templates",
-        json!([{"name": "base", "autokill": {"time_ms": 0}}]),
-        "instances",
-    )
-    .await;
+    let tpl = server
+        .api_ok(
+            "POST",
+            "/v1/instances/templates",
+            json!([{"name": "base", "autokill": {"time_ms": 0}}]),
+            "instances",
+        )
+        .await;
     assert_eq!(tpl["state"], "template");
     assert_eq!(tpl["clones"], 0);
     assert!(tpl.get("fqdn").is_none(), "a template is not routed: {tpl}");
@@ -610,14 +589,14 @@ async fn patch_items_echo_their_id() {
     let server = Server::start(runtime_only).await;
     stopped_instance(&server, json!({"name": "p1", "image": "hello"})).await;
     stopped_instance(&server, json!({"name": "p2", "image": "hello"})).await;
-    ok(
-        &server,
-        "POST",
-        "/v1/services",
-        json!({"name": "grp", "domains": [{"name": "grp"}]}),
-        "service_groups",
-    )
-    .await;
+    server
+        .api_ok(
+            "POST",
+            "/v1/services",
+            json!({"name": "grp", "domains": [{"name": "grp"}]}),
+            "service_groups",
+        )
+        .await;
 
     let (status, v) = server
         .api(

@@ -14,27 +14,21 @@ async fn server() -> Server {
     Server::start(|dir| hello_runtime(dir, r#", "--allow-exit""#)).await
 }
 
-/// Asserts a success; the first item under `data.<key>`.
-async fn ok(server: &Server, method: &str, path: &str, body: Value, key: &str) -> Value {
-    let (status, v) = server.api(method, path, body.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{method} {path} {body}: {v}");
-    assert_eq!(v["status"], "success", "{method} {path} {body}: {v}");
-    v["data"][key][0].clone()
-}
-
 async fn create(server: &Server, body: Value) -> Value {
-    ok(server, "POST", "/v1/instances", body, "instances").await
+    server
+        .api_ok("POST", "/v1/instances", body, "instances")
+        .await
 }
 
 async fn patch(server: &Server, path: &str, prop: &str, value: Value, key: &str) -> Value {
-    ok(
-        server,
-        "PATCH",
-        path,
-        json!({"prop": prop, "op": "set", "value": value}),
-        key,
-    )
-    .await
+    server
+        .api_ok(
+            "PATCH",
+            path,
+            json!({"prop": prop, "op": "set", "value": value}),
+            key,
+        )
+        .await
 }
 
 /// The instance or template at `path` (`/v1/instances/x`, `/v1/instances/templates/x`,
@@ -90,14 +84,14 @@ async fn skipped(server: &Server, resource: &str, reason: &str) -> f64 {
 }
 
 async fn stop(server: &Server, name: &str) {
-    ok(
-        server,
-        "PUT",
-        &format!("/v1/instances/{name}/stop"),
-        Value::Null,
-        "instances",
-    )
-    .await;
+    server
+        .api_ok(
+            "PUT",
+            &format!("/v1/instances/{name}/stop"),
+            Value::Null,
+            "instances",
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,14 +118,14 @@ async fn a_stopped_instance_is_deleted_after_time_ms_unless_started_again() {
     stop(&server, "again").await;
     wait_state(&server, "again", "stopped").await;
     // The body form of start, as Unikraft's SDKs send it.
-    ok(
-        &server,
-        "PUT",
-        "/v1/instances/start",
-        json!([{"name": "again"}]),
-        "instances",
-    )
-    .await;
+    server
+        .api_ok(
+            "PUT",
+            "/v1/instances/start",
+            json!([{"name": "again"}]),
+            "instances",
+        )
+        .await;
     wait_state(&server, "again", "running").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let i = instance(&server, "again").await.expect("still there");
@@ -272,14 +266,14 @@ async fn an_unused_template_is_deleted_and_clones_inherit_its_autokill() {
     let server = server().await;
     // A template nobody clones: deleted after its time.
     create(&server, json!({"name": "lonely", "image": "hello"})).await;
-    let t = ok(
-        &server,
-        "POST",
-        "/v1/instances/templates",
-        json!({"name": "lonely", "autokill": {"time_ms": 300}}),
-        "instances",
-    )
-    .await;
+    let t = server
+        .api_ok(
+            "POST",
+            "/v1/instances/templates",
+            json!({"name": "lonely", "autokill": {"time_ms": 300}}),
+            "instances",
+        )
+        .await;
     assert_eq!(t["state"], "template");
     wait_gone(&server, "/v1/instances/templates/lonely", "instances", 3).await;
     assert_eq!(kills(&server, "template", "unused").await, 1.0);
@@ -290,14 +284,14 @@ async fn an_unused_template_is_deleted_and_clones_inherit_its_autokill() {
         json!({"name": "src", "image": "hello", "autokill": {"num_requests": 7}}),
     )
     .await;
-    let t = ok(
-        &server,
-        "POST",
-        "/v1/instances/templates",
-        json!({"name": "src", "autokill": {"time_ms": 300}}),
-        "instances",
-    )
-    .await;
+    let t = server
+        .api_ok(
+            "POST",
+            "/v1/instances/templates",
+            json!({"name": "src", "autokill": {"time_ms": 300}}),
+            "instances",
+        )
+        .await;
     let inherited = t["autokill"].clone();
     assert_eq!(inherited["num_requests"], 7, "{t}");
     // Clones run (a stopped clone would be subject to its inherited stopped time).
@@ -341,14 +335,14 @@ async fn an_unused_template_is_deleted_and_clones_inherit_its_autokill() {
     assert_eq!(kills(&server, "template", "unused").await, 1.0);
 
     // The last clone gone, it goes.
-    ok(
-        &server,
-        "DELETE",
-        "/v1/instances",
-        json!([{"name": "c1"}, {"name": "c2"}]),
-        "instances",
-    )
-    .await;
+    server
+        .api_ok(
+            "DELETE",
+            "/v1/instances",
+            json!([{"name": "c1"}, {"name": "c2"}]),
+            "instances",
+        )
+        .await;
     wait_gone(&server, "/v1/instances/templates/src", "instances", 3).await;
     assert_eq!(kills(&server, "template", "unused").await, 2.0);
 }
@@ -356,26 +350,26 @@ async fn an_unused_template_is_deleted_and_clones_inherit_its_autokill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_group_is_deleted_after_time_ms() {
     let server = server().await;
-    ok(
-        &server,
-        "POST",
-        "/v1/services",
-        json!({"name": "empty", "domains": [{"name": "empty"}], "autokill": {"time_ms": 300}}),
-        "service_groups",
-    )
-    .await;
+    server
+        .api_ok(
+            "POST",
+            "/v1/services",
+            json!({"name": "empty", "domains": [{"name": "empty"}], "autokill": {"time_ms": 300}}),
+            "service_groups",
+        )
+        .await;
     wait_gone(&server, "/v1/services/empty", "service_groups", 3).await;
     assert_eq!(kills(&server, "service_group", "empty").await, 1.0);
 
     // An instance joining cancels it; leaving re-arms it.
-    ok(
-        &server,
-        "POST",
-        "/v1/services",
-        json!({"name": "busy", "autokill": {"time_ms": 500}}),
-        "service_groups",
-    )
-    .await;
+    server
+        .api_ok(
+            "POST",
+            "/v1/services",
+            json!({"name": "busy", "autokill": {"time_ms": 500}}),
+            "service_groups",
+        )
+        .await;
     create(
         &server,
         json!({"name": "member", "image": "hello", "service_group": {"name": "busy"}}),
@@ -386,14 +380,9 @@ async fn an_empty_group_is_deleted_after_time_ms() {
         .await
         .expect("a group with a member is kept");
     assert_eq!(g["instances"][0]["name"], "member");
-    ok(
-        &server,
-        "DELETE",
-        "/v1/instances/member",
-        Value::Null,
-        "instances",
-    )
-    .await;
+    server
+        .api_ok("DELETE", "/v1/instances/member", Value::Null, "instances")
+        .await;
     assert!(
         find(&server, "/v1/services/busy", "service_groups")
             .await
@@ -451,14 +440,14 @@ async fn a_delete_lock_holds_every_kill_back_until_cleared() {
     // Template unused, and group empty: locked first, the timer set after, so that a slow
     // machine cannot let it fire in between.
     create(&server, json!({"name": "tsrc", "image": "hello"})).await;
-    ok(
-        &server,
-        "POST",
-        "/v1/instances/templates",
-        json!({"name": "tsrc"}),
-        "instances",
-    )
-    .await;
+    server
+        .api_ok(
+            "POST",
+            "/v1/instances/templates",
+            json!({"name": "tsrc"}),
+            "instances",
+        )
+        .await;
     let tpl = "/v1/instances/templates/tsrc";
     patch(&server, tpl, "delete_lock", lock.clone(), "instances").await;
     patch(
@@ -469,14 +458,14 @@ async fn a_delete_lock_holds_every_kill_back_until_cleared() {
         "instances",
     )
     .await;
-    ok(
-        &server,
-        "POST",
-        "/v1/services",
-        json!({"name": "grp"}),
-        "service_groups",
-    )
-    .await;
+    server
+        .api_ok(
+            "POST",
+            "/v1/services",
+            json!({"name": "grp"}),
+            "service_groups",
+        )
+        .await;
     let grp = "/v1/services/grp";
     patch(&server, grp, "delete_lock", lock.clone(), "service_groups").await;
     patch(

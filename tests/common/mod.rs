@@ -154,6 +154,21 @@ impl Server {
         self.api_raw(method, path, &text).await
     }
 
+    /// A `/v1` call that must succeed: asserts 200 and `"status": "success"`, and returns the first
+    /// item under `data.<key>`.
+    pub async fn api_ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+        key: &str,
+    ) -> serde_json::Value {
+        let (status, v) = self.api(method, path, body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{method} {path} {body}: {v}");
+        assert_eq!(v["status"], "success", "{method} {path} {body}: {v}");
+        v["data"][key][0].clone()
+    }
+
     /// Like [`Server::api`], with the body as raw text (for bodies that are not valid JSON).
     pub async fn api_raw(
         &self,
