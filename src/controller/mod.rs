@@ -745,3 +745,6 @@ impl Task {
         self.published.view.store(Arc::new(state.view()));
     }
 }
+
+#[cfg(test)]
+mod tests;
