@@ -31,20 +31,34 @@ struct Node {
 
 impl Node {
     fn new(dir: &Path, body: &str) -> Node {
-        let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let config = dir.join("autokill.yaml");
+        let node = Node {
+            dir: dir.to_owned(),
+            config: dir.join("autokill.yaml"),
+            proxy: ([127, 0, 0, 1], free_port()).into(),
+            admin: ([127, 0, 0, 1], free_port()).into(),
+            child: None,
+        };
+        node.configure(body);
+        node
+    }
+
+    /// Writes the configuration: the node's listeners and store, then `body`.
+    fn configure(&self, body: &str) {
         let text = format!(
             "proxy:\n  listen: {proxy}\n  workers: 2\nadmin:\n  listen: {admin}\nstore:\n  path: {store}\ndefaults:\n  drain_timeout: 1s\n{body}",
-            store = dir.join("autokill.redb").display()
+            proxy = self.proxy,
+            admin = self.admin,
+            store = self.dir.join("autokill.redb").display()
         );
-        std::fs::write(&config, text).expect("write config");
-        Node {
-            dir: dir.to_owned(),
-            config,
-            proxy,
-            admin,
-            child: None,
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    /// The instance (or template, with `templates/` in `path`) at `/v1/<path>`, if it exists.
+    async fn get(&self, path: &str, key: &str) -> Option<Value> {
+        match self.api("GET", &format!("/v1/{path}"), None).await {
+            Ok((200, v)) => Some(v["data"][key][0].clone()),
+            Ok((404, _)) => None,
+            other => panic!("GET /v1/{path}: {other:?}"),
         }
     }
 
@@ -699,4 +713,208 @@ async fn a_budget_set_by_patch_holds_across_kill_9() {
         (4..=5).contains(&lines),
         "a budget of 5 forwarded {lines} requests across the crash"
     );
+}
+
+/// SPEC: resources the file declares are reconciled at start — created, changed, deleted by
+/// name — and those made through the API are left alone; a declared instance that was killed is
+/// created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_is_reconciled_at_start_and_api_resources_are_left_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let declared = |w1_budget: u64, extra: &str| {
+        format!(
+            "{}service_groups:\n  - name: web\n    domains: [web]\n    instances:\n      - {{name: w1, image: hello, autokill: {{num_requests: {w1_budget}}}}}\n      - {{name: w2, image: hello}}\ninstances:\n{extra}",
+            runtime(dir.path())
+        )
+    };
+    let mut node = Node::new(
+        dir.path(),
+        &declared(10, "  - {name: solo, image: hello}\n"),
+    );
+    node.start().await;
+    let r = node
+        .api(
+            "POST",
+            "/v1/instances",
+            Some(json!({"name": "mine", "image": "hello", "autostart": true, "service_group": {"name": "web"}})),
+        )
+        .await;
+    assert!(matches!(r, Ok((200 | 201, _))), "{r:?}");
+    node.wait_until_all("running", "instances did not start")
+        .await;
+    let uuid = |v: Option<Value>| v.and_then(|v| v["uuid"].as_str().map(str::to_owned));
+    let w1 = uuid(node.get("instances/w1", "instances").await).expect("w1");
+    let w2 = uuid(node.get("instances/w2", "instances").await).expect("w2");
+    let mine = uuid(node.get("instances/mine", "instances").await).expect("mine");
+    // A declared instance killed by hand comes back at the next start.
+    let r = node.api("DELETE", "/v1/instances/w2", None).await;
+    assert!(matches!(r, Ok((200, _))), "{r:?}");
+    node.terminate();
+
+    // w1's budget changed, solo no longer declared, fresh newly declared.
+    node.configure(&declared(20, "  - {name: fresh, image: hello}\n"));
+    node.start().await;
+    let w1_now = node.get("instances/w1", "instances").await.expect("w1");
+    assert_eq!(w1_now["uuid"], w1.as_str(), "w1 is changed in place");
+    assert_eq!(w1_now["autokill"]["num_requests"], 20, "{w1_now}");
+    let w2_now = uuid(node.get("instances/w2", "instances").await).expect("w2 re-created");
+    assert_ne!(w2_now, w2);
+    assert!(node.get("instances/fresh", "instances").await.is_some());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.get("instances/solo", "instances").await.is_some() {
+        assert!(Instant::now() < deadline, "solo was not removed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mine_now = node.get("instances/mine", "instances").await.expect("mine");
+    assert_eq!(mine_now["uuid"], mine.as_str(), "API-made: untouched");
+    node.wait_until_all("running", "instances did not run")
+        .await;
+    node.terminate();
+}
+
+/// Changes made through the API survive `kill -9` with every field, and the timers derived
+/// from them come back: a template's unused time, a group's empty time, a restart back-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_changes_and_their_timers_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = hello_runtime(dir.path(), r#", "--allow-exit""#);
+    let mut node = Node::new(dir.path(), &runtime);
+    node.start().await;
+    let ok = |r: Result<(u16, Value), String>| {
+        assert!(matches!(r, Ok((200 | 201, _))), "{r:?}");
+    };
+    let patch = |prop: &str, value: Value| json!({"prop": prop, "op": "set", "value": value});
+    // An instance whose policies were all PATCHed.
+    ok(node
+        .api(
+            "POST",
+            "/v1/instances",
+            Some(json!({"name": "p", "image": "hello"})),
+        )
+        .await);
+    for (prop, value) in [
+        ("autokill", json!({"num_requests": 7, "time_ms": 600000})),
+        ("restart_policy", json!("on-failure")),
+        ("autodestroy", json!("ON_SUCCESS")),
+        ("delete_lock", json!(true)),
+    ] {
+        ok(node
+            .api("PATCH", "/v1/instances/p", Some(patch(prop, value)))
+            .await);
+    }
+    // A template with a short unused time, and a group with a short empty time and a domain
+    // added by PATCH.
+    ok(node
+        .api(
+            "POST",
+            "/v1/instances",
+            Some(json!({"name": "src", "image": "hello"})),
+        )
+        .await);
+    ok(node
+        .api(
+            "POST",
+            "/v1/instances/templates",
+            Some(json!({"name": "src", "autokill": {"time_ms": 1500}})),
+        )
+        .await);
+    ok(node
+        .api(
+            "POST",
+            "/v1/services",
+            Some(json!({"name": "g", "domains": [{"name": "g"}], "autokill": {"time_ms": 1500}})),
+        )
+        .await);
+    ok(node
+        .api(
+            "PATCH",
+            "/v1/services/g",
+            Some(json!({"prop": "domains", "op": "add", "value": [{"name": "g2"}]})),
+        )
+        .await);
+    // An instance in its restart back-off (its second failure waits 5 s).
+    ok(node
+        .api(
+            "POST",
+            "/v1/instances",
+            Some(json!({"name": "flaky", "image": "hello", "autostart": true, "restart_policy": "on-failure"})),
+        )
+        .await);
+    let mut failed_at = Instant::now();
+    for _ in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node
+            .get("instances/flaky", "instances")
+            .await
+            .expect("flaky")["state"]
+            != "running"
+        {
+            assert!(Instant::now() < deadline, "flaky did not run");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        failed_at = Instant::now();
+        let _ = common::try_get(node.proxy, "flaky.localhost", "/__exit/3").await;
+        // Published means committed: the first exit restarted it at once (then it runs), the
+        // second one starts a 5 s back-off (it stays stopped).
+        while node
+            .get("instances/flaky", "instances")
+            .await
+            .expect("flaky")["state"]
+            == "running"
+        {
+            assert!(Instant::now() < deadline, "flaky did not exit");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    node.kill9();
+    node.start().await;
+
+    let p = node.get("instances/p", "instances").await.expect("p");
+    assert_eq!(p["autokill"]["num_requests"], 7, "{p}");
+    assert_eq!(p["autokill"]["time_ms"], 600000, "{p}");
+    assert_eq!(p["restart_policy"], "on-failure", "{p}");
+    assert_eq!(p["autodestroy"], "ON_SUCCESS", "{p}");
+    assert_eq!(p["delete_lock"], true, "{p}");
+    let g = node.get("services/g", "service_groups").await.expect("g");
+    let domains: Vec<&str> = g["domains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert!(
+        domains.contains(&"g2.localhost") || domains.contains(&"g2"),
+        "{g}"
+    );
+    // Still in its back-off right after the start: not restarted by the recovery itself.
+    let flaky = node
+        .get("instances/flaky", "instances")
+        .await
+        .expect("flaky");
+    if failed_at.elapsed() < Duration::from_secs(4) {
+        assert_eq!(flaky["state"], "stopped", "{flaky}");
+    }
+    // The timers fire: the template and the group go, flaky runs again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let template = node.get("instances/templates/src", "instances").await;
+        let group = node.get("services/g", "service_groups").await;
+        let flaky = node
+            .get("instances/flaky", "instances")
+            .await
+            .expect("flaky");
+        if template.is_none() && group.is_none() && flaky["state"] == "running" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timers after the restart: template {template:?}, group {group:?}, flaky {flaky}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        failed_at.elapsed() >= Duration::from_secs(5),
+        "flaky restarted before its back-off ended"
+    );
+    node.terminate();
 }
