@@ -918,3 +918,82 @@ async fn api_changes_and_their_timers_survive_kill_9() {
     );
     node.terminate();
 }
+
+/// `/readyz` answers 503 until the stored state is recovered (and `/livez` 200 meanwhile), so a
+/// load balancer never sends traffic to a server that does not yet know its instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_recovery_while_livez_answers() {
+    use autokill::store::{Change, InstanceRecord, Store};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::new(dir.path(), &runtime(dir.path()));
+    {
+        // Enough stored instances that recovering them takes a while.
+        let (store, _) = Store::open(&dir.path().join("autokill.redb")).expect("store");
+        let changes: Vec<Change> = (0..10_000)
+            .map(|n| {
+                Change::PutInstance(InstanceRecord {
+                    id: uuid::Uuid::new_v4(),
+                    name: format!("stored-{n}"),
+                    image: "hello".into(),
+                    group: None,
+                    template: None,
+                    template_name: None,
+                    num_requests: 0,
+                    time_ms: None,
+                    restart_policy: "never".into(),
+                    autodestroy: "OFF".into(),
+                    state: "template".into(),
+                    exit_code: None,
+                    stop_reason: None,
+                    stopped_at: None,
+                    created_at: 0,
+                    delete_lock: false,
+                    last_used: 0,
+                    unused_ms: None,
+                    restarts: 0,
+                    restart_at: None,
+                    destroy_due: false,
+                    deleting: None,
+                    reserved: 0,
+                    from_config: false,
+                })
+            })
+            .collect();
+        store.commit(&changes).expect("commit");
+    }
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&node.config)
+        .env("RUST_LOG", "autokill=warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start autokill");
+    node.child = Some(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let ready = send(node.admin, "GET", "/readyz", None).await.map(|r| r.0);
+        if let Ok(status) = ready {
+            if seen.last() != Some(&status) {
+                seen.push(status);
+            }
+            if status == 503 {
+                let live = send(node.admin, "GET", "/livez", None).await.map(|r| r.0);
+                assert_eq!(live, Ok(200), "/livez while recovering");
+            }
+            if status == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "never ready: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(seen, [503, 200], "/readyz over the start");
+    // Ready means recovered: every stored template is there.
+    let listed = node
+        .api("GET", "/v1/instances/templates", None)
+        .await
+        .map(|(_, v)| v["data"]["instances"].as_array().map_or(0, Vec::len));
+    assert_eq!(listed, Ok(10_000));
+    node.terminate();
+}

@@ -926,11 +926,16 @@ impl State {
     /// A template: delete it once its unused time has passed since it was made or last cloned
     /// and no clone of it is left.
     fn check_template(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
-        let clones = self
+        // Counting clones is a scan: done only for a template that is due.
+        let due = self
             .instances
-            .values()
-            .filter(|i| i.template == Some(id) && i.state != InstanceState::Deleted)
-            .count();
+            .get(&id)
+            .and_then(|t| t.unused_time.map(|time| t.last_used + time));
+        let clones = if due.is_some_and(|due| now >= due) {
+            self.clones_of(id)
+        } else {
+            0
+        };
         let Some(t) = self.instances.get_mut(&id) else {
             return;
         };
@@ -997,6 +1002,14 @@ impl State {
             });
             fx.push(Effect::Publish);
         }
+    }
+
+    /// Clones of template `id` that still exist.
+    pub(super) fn clones_of(&self, id: Uuid) -> usize {
+        self.instances
+            .values()
+            .filter(|i| i.template == Some(id) && i.state != InstanceState::Deleted)
+            .count()
     }
 
     /// Instances (of any state but deleted) that belong to group `id`.

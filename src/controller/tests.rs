@@ -175,6 +175,7 @@ async fn a_failed_commit_changes_nothing_and_its_events_are_retried() {
     );
     // The name is free: the undone create left nothing behind.
     assert!(r.api.call(Call::CreateInstance(new("b"))).await.is_ok());
+    eventually("b runs", || state_of(&r, "b") == Some("running")).await;
 
     // A lock that failed to commit is not in force.
     r.store.fail_next_commits(1);
@@ -195,7 +196,6 @@ async fn a_failed_commit_changes_nothing_and_its_events_are_retried() {
         .find(|i| &*i.name == "b")
         .map(|i| i.id);
     let b = b.expect("b");
-    eventually("b runs", || state_of(&r, "b") == Some("running")).await;
     r.store.fail_next_commits(3);
     let _ = r.events.send(RuntimeEvent::Exited {
         id: b,
