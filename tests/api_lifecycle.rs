@@ -621,3 +621,27 @@ async fn a_spent_instance_that_exits_is_killed_and_never_revived() {
     );
     assert_eq!(kills(&server, "instance", "autodestroy").await, 0.0);
 }
+
+/// `autokill_timers_pending` counts the lifecycle timers armed: one for a stopped instance's
+/// `time_ms`, none once it is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_pending_follows_the_armed_timers() {
+    let server = server().await;
+    let pending = async || sample(&server.metrics().await, "autokill_timers_pending");
+    let before = pending().await.expect("autokill_timers_pending");
+    create(
+        &server,
+        json!({"name": "waits", "image": "hello", "autokill": {"time_ms": 600000}}),
+    )
+    .await;
+    assert_eq!(pending().await, Some(before + 1.0));
+    let (status, _) = server
+        .api("DELETE", "/v1/instances/waits", Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    server
+        .eventually(5, "the timer disarmed", async || {
+            pending().await == Some(before)
+        })
+        .await;
+}
