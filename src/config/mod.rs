@@ -92,6 +92,18 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token the API requires; `None` = no authentication (loopback only).
     pub token: Option<String>,
+    /// Users of the Tutum-compatible `/api/v1`; with neither these nor `token`, it is open
+    /// (loopback only, as `/v1`).
+    pub api_users: Vec<ApiUser>,
+}
+
+/// One `admin.api_users` entry: what `Authorization: ApiKey user:apikey` (or Basic) must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiUser {
+    /// User name: printable ASCII without spaces or `:`.
+    pub user: String,
+    /// API key: printable ASCII without spaces.
+    pub apikey: String,
 }
 
 /// `store:` — where durable state lives.

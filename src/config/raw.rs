@@ -92,6 +92,18 @@ pub(crate) struct RawAdmin {
     /// Bearer token the API requires. Default: none (no authentication), which is only
     /// allowed when `listen` is a loopback address. If set, not empty.
     pub token: Option<Spanned<String>>,
+    /// Users of the Tutum-compatible `/api/v1` (`ApiKey user:key` or Basic). Default: none.
+    pub api_users: Option<Vec<RawApiUser>>,
+}
+
+/// One entry of `admin.api_users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiUser {
+    /// The user name.
+    pub user: Spanned<String>,
+    /// The user's API key.
+    pub apikey: Spanned<String>,
 }
 
 /// `store:`

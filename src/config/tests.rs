@@ -71,6 +71,7 @@ fn defaults() -> Config {
         admin: AdminConfig {
             listen: addr("127.0.0.1:8081"),
             token: None,
+            api_users: Vec::new(),
         },
         store: StoreConfig {
             path: PathBuf::from("data/autokill.redb"),
@@ -211,6 +212,7 @@ shutdown: leave_instances
         admin: AdminConfig {
             listen: addr("[::1]:9001"),
             token: Some("s3cret".into()),
+            api_users: Vec::new(),
         },
         store: StoreConfig {
             path: PathBuf::from("/var/lib/autokill/state.redb"),
@@ -424,7 +426,8 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         "admin:\n  listen: 127.0.0.1:1\n  tokn: x\n",
         3,
         3,
-        "admin.tokn: unknown key \"tokn\"; did you mean \"token\"? (expected one of: listen, token)",
+        "admin.tokn: unknown key \"tokn\"; did you mean \"token\"? (expected one of: listen, token, \
+         api_users)",
     );
     refused(
         &format!("{IMAGES}service_groups:\n  - name: g\n    autokill: {{num_requests: 3}}\n"),
@@ -894,4 +897,49 @@ fn api_path_segments_are_not_instance_names() {
         .expect_err("refused");
     assert_eq!((err.line, err.column), (6, 11), "{err}");
     assert!(err.message.contains("path segment"), "{err}");
+}
+
+#[test]
+fn api_users_are_checked() {
+    let config = ok(
+        "admin:\n  api_users:\n    - {user: alice, apikey: k3y}\n    - {user: bob, apikey: other}\n",
+    );
+    assert_eq!(
+        config.admin.api_users,
+        vec![
+            crate::config::ApiUser {
+                user: "alice".into(),
+                apikey: "k3y".into()
+            },
+            crate::config::ApiUser {
+                user: "bob".into(),
+                apikey: "other".into()
+            },
+        ]
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: 'a:b', apikey: k}\n",
+        3,
+        14,
+        "admin.api_users[0].user: a user name must be printable ASCII without spaces or ':' (it \
+         is sent as user:key)",
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: a, apikey: ''}\n",
+        3,
+        25,
+        "admin.api_users[0].apikey: empty API key",
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: a, apikey: x}\n    - {user: a, apikey: y}\n",
+        4,
+        14,
+        "admin.api_users[1].user: user \"a\" is listed twice",
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: a}\n",
+        3,
+        8,
+        "admin.api_users[0]: missing required key \"apikey\"",
+    );
 }
