@@ -135,6 +135,7 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         token: config.admin.token.as_deref().map(Arc::from),
         base_domain: config.proxy.base_domain.as_str().into(),
         controller: controller::api::Handle::new(commands_tx.clone()),
+        api_users: config.admin.api_users.clone().into(),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(async move {

@@ -19,9 +19,13 @@
 //! * `POST /v1/services` — create service groups; `GET`, `PATCH`, `DELETE` of `/v1/services` and
 //!   `/v1/services/{id}`.
 //!
+//! The Tutum-compatible API (`/api/v1`): services, containers and actions, listed in
+//! [`tutum`].
+//!
 //! `/v1` requires `Authorization: Bearer <token>` when `admin.token` is set. Every `/v1` answer,
 //! errors included, is Unikraft's envelope `{"status","message"?,"data"?,"errors"?}`.
 
+mod tutum;
 mod v1;
 
 use std::sync::Arc;
@@ -52,6 +56,8 @@ pub struct AdminState {
     pub base_domain: Arc<str>,
     /// Sends calls to the controller.
     pub controller: crate::controller::api::Handle,
+    /// Users of the Tutum-compatible `/api/v1` (`admin.api_users`).
+    pub api_users: Arc<[crate::config::ApiUser]>,
 }
 
 /// The admin router.
@@ -113,6 +119,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
+        .nest("/api/v1", tutum::router(&state))
         .fallback(|| async { v1::error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
 }

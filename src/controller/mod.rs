@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 pub use state::services::{
-    ContainerExtra, ContainerState, ContainerView, Graveyard, ServiceSpec, ServiceState,
-    ServiceView, Transition, TutumView,
+    ContainerExtra, ContainerState, ContainerView, Graveyard, MAX_CONTAINERS, MAX_SERVICE_NAME,
+    ServiceSpec, ServiceState, ServiceView, TERMINATED_RETENTION, Transition, TutumView,
 };
 pub use state::{Group, Instance, State};
 

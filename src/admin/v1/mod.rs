@@ -9,7 +9,7 @@ pub mod instances;
 pub mod services;
 mod show;
 pub mod templates;
-mod wire;
+pub(crate) mod wire;
 
 use axum::response::Response;
 use serde_json::Value;
