@@ -39,9 +39,14 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Runs everything until a shutdown signal. `self_exe` is what `{autokill}` in an image command
-/// stands for.
-pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> {
+/// Runs everything until a shutdown signal. `path` is the configuration file, reloaded on SIGHUP
+/// and on change (`None`: the embedded default, nothing to reload); `self_exe` is what
+/// `{autokill}` in an image command stands for.
+pub async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    self_exe: PathBuf,
+) -> Result<(), ServeError> {
     let published = Published::new();
     let metrics = Metrics::new(Arc::clone(&published.view))?;
     metrics.config_reload_ok.set(1);
@@ -145,6 +150,12 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
             })
             .await;
     });
+    match path {
+        Some(path) => {
+            crate::reload::spawn(path, config.clone(), commands_tx.clone(), metrics.clone())
+        }
+        None => tracing::info!("running on the embedded configuration: nothing to reload"),
+    }
     // Ready once the stored state is recovered, leftovers of a crash removed and timers re-armed.
     tokio::select! {
         _ = recovered => ready.store(true, Ordering::Release),
