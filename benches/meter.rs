@@ -54,7 +54,7 @@ fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
     match table.lookup(host) {
         Some(Target::Instance(Some(i))) => !matches!(
             table.upstreams[*i].meter.admit(),
-            Admission::Refused | Admission::Wait
+            Admission::Refused | Admission::Wait(_)
         ),
         _ => false,
     }
@@ -64,9 +64,9 @@ fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
 #[inline]
 fn memo_and_count(memo: &mut RouteMemo, table: &RouteTable, host: &[u8]) -> bool {
     match memo.resolve(table, host) {
-        Some(Target::Instance(Some(i))) => !matches!(
+        Ok(Some(Target::Instance(Some(i)))) => !matches!(
             table.upstreams[*i].meter.admit(),
-            Admission::Refused | Admission::Wait
+            Admission::Refused | Admission::Wait(_)
         ),
         _ => false,
     }

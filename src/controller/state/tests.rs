@@ -31,11 +31,18 @@ fn config() -> Config {
             upstream_connect_timeout: Duration::from_secs(1),
             upstream_timeout: Duration::from_secs(1),
             pool_idle_per_instance: 4,
+            idle_timeout: Duration::from_secs(1),
+            max_connections_per_worker: 1,
+            request_body_timeout: Duration::from_secs(1),
+            response_write_timeout: Duration::from_secs(1),
             balance: Balance::RoundRobin,
         },
         admin: AdminConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             token: None,
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_connections: 1,
         },
         store: StoreConfig {
             path: "unused".into(),
