@@ -99,11 +99,13 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
 
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (recovered_tx, recovered) = tokio::sync::oneshot::channel();
+    let (stop_controller, controller_stop) = tokio::sync::oneshot::channel();
     let inputs = Inputs {
         commands,
         commands_tx: commands_tx.clone(),
         proxy: proxy_rx,
         runtime: runtime_rx,
+        shutdown: controller_stop,
     };
     let workers = proxy.workers();
     let ctl = {
@@ -168,9 +170,14 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
     proxy.shutdown().await;
     let _ = stop_admin.send(());
     let _ = admin.await;
-    // The store already says which instances run: the next start starts them again. Stopping
-    // them here (the default) leaves nothing behind; with `leave_instances` the next start
-    // removes and restarts them (a process of an earlier run cannot be adopted).
+    // The controller stops first, after the batch in hand is committed: the store then says
+    // which instances run, and the exits that stopping them causes below are never judged by
+    // restart or autodestroy (an ON_SUCCESS instance stopped here is not destroyed), so the next
+    // start starts them again.
+    let _ = stop_controller.send(());
+    let _ = ctl.await;
+    // Stopping them here (the default) leaves nothing behind; with `leave_instances` the next
+    // start removes and restarts them (a process of an earlier run cannot be adopted).
     if config.shutdown == crate::config::Shutdown::StopInstances {
         // Concurrently: one after another would add up their stop grace periods.
         let mut deletes = tokio::task::JoinSet::new();
@@ -185,7 +192,6 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         }
     }
     drop(commands_tx);
-    ctl.abort();
     Ok(())
 }
 

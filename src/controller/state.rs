@@ -5,6 +5,9 @@
 //! condition behind it changes, by one `check_*` function per resource. A timer that fires late,
 //! early or twice is therefore harmless: the check looks at the state and the time, not at the
 //! timer.
+//!
+//! This file holds the records and the lifecycle (configuration, runtime answers, timers,
+//! triggers); `calls.rs` applies the admin API's calls and `view.rs` builds what is published.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -13,16 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use super::api::{
-    ApiError, Call, GroupPatch, InstancePatch, NewGroup, NewInstance, NewTemplate, Ref, Reply,
-    TemplatePatch,
-};
-use super::{Command, Effect, GroupView, InstanceState, InstanceView, StopReason, TimerKey, View};
+use super::{Command, Effect, InstanceState, StopReason, TimerKey};
 use crate::config::{
     Autodestroy, Autokill, Balance, Config, GroupConfig, InstanceConfig, RestartPolicy,
 };
 use crate::proxy::meter::Meter;
-use crate::proxy::route::{GroupRoute, RouteTable, Target, Upstream};
+use crate::proxy::route::Upstream;
 use crate::runtime::InstanceSpec;
 
 /// Restart back-off: the first restart is immediate, then 5 s, doubling, at most 5 min.
@@ -43,7 +42,7 @@ pub(super) enum Pending {
 }
 
 /// One instance (or template) as the controller knows it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Instance {
     /// Identity.
     pub id: Uuid,
@@ -100,6 +99,9 @@ pub struct Instance {
     destroy_due: bool,
     /// What the runtime is doing for it.
     pending: Pending,
+    /// The kill reason a delete lock last held back, so that it is counted once per time it
+    /// comes due, not once per re-check.
+    skipped: Option<&'static str>,
 }
 
 impl Instance {
@@ -141,7 +143,15 @@ impl Instance {
             from_config: false,
             destroy_due: false,
             pending: Pending::None,
+            skipped: None,
         }
+    }
+
+    /// Its request budget is spent: a limit, and that many requests forwarded. The record's
+    /// limit decides, not the meter's: the meter learns a new limit only once it is committed.
+    pub fn spent(&self) -> bool {
+        let limit = self.autokill.num_requests;
+        limit != 0 && self.meter.count() >= limit
     }
 
     pub(super) fn set_recovered(
@@ -190,7 +200,7 @@ impl Instance {
 }
 
 /// One service group as the controller knows it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Group {
     /// Identity.
     pub id: Uuid,
@@ -216,54 +226,62 @@ pub struct Group {
     pub services: serde_json::Value,
     /// Declared by the configuration file.
     pub from_config: bool,
+    /// The kill a delete lock last held back (see [`Instance`]'s).
+    pub(super) skipped: Option<&'static str>,
 }
 
-/// A map that remembers which entries were changed since they were last persisted: every
-/// mutable access marks its key, so nothing can change without being written.
+/// A map that remembers which entries were changed since the last commit, and what they were
+/// before: every mutable access saves the entry's first pre-image of the batch, so nothing can
+/// change without being written, and a batch whose commit failed can be undone whole.
 #[derive(Debug)]
-pub struct Tracked<V> {
-    map: HashMap<Uuid, V>,
-    dirty: HashSet<Uuid>,
+pub struct Tracked<K, V> {
+    map: HashMap<K, V>,
+    /// Pre-images of the entries changed since the last commit (`None`: it did not exist).
+    undo: HashMap<K, Option<V>>,
 }
 
-impl<V> Default for Tracked<V> {
+impl<K, V> Default for Tracked<K, V> {
     fn default() -> Self {
         Tracked {
             map: HashMap::new(),
-            dirty: HashSet::new(),
+            undo: HashMap::new(),
         }
     }
 }
 
-impl<V> Tracked<V> {
+impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
+    /// Saves the pre-image of `key` the first time it changes in a batch.
+    fn touch(&mut self, key: &K) {
+        if !self.undo.contains_key(key) {
+            self.undo.insert(key.clone(), self.map.get(key).cloned());
+        }
+    }
     /// Read access.
-    pub fn get(&self, id: &Uuid) -> Option<&V> {
-        self.map.get(id)
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
     }
     /// Write access; marks the entry.
-    pub fn get_mut(&mut self, id: &Uuid) -> Option<&mut V> {
-        let v = self.map.get_mut(id);
-        if v.is_some() {
-            self.dirty.insert(*id);
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        if self.map.contains_key(key) {
+            self.touch(key);
         }
-        v
+        self.map.get_mut(key)
     }
     /// Inserts; marks the entry.
-    pub fn insert(&mut self, id: Uuid, v: V) {
-        self.dirty.insert(id);
-        self.map.insert(id, v);
+    pub fn insert(&mut self, key: K, v: V) {
+        self.touch(&key);
+        self.map.insert(key, v);
     }
     /// Removes; marks the entry (its record is deleted).
-    pub fn remove(&mut self, id: &Uuid) -> Option<V> {
-        let v = self.map.remove(id);
-        if v.is_some() {
-            self.dirty.insert(*id);
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        if self.map.contains_key(key) {
+            self.touch(key);
         }
-        v
+        self.map.remove(key)
     }
     /// Whether the key is present.
-    pub fn contains_key(&self, id: &Uuid) -> bool {
-        self.map.contains_key(id)
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.map.contains_key(key)
     }
     /// All values.
     pub fn values(&self) -> impl Iterator<Item = &V> {
@@ -277,16 +295,29 @@ impl<V> Tracked<V> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-    /// The keys changed since the last call, and forgets them.
-    pub(super) fn take_dirty(&mut self) -> HashSet<Uuid> {
-        std::mem::take(&mut self.dirty)
+    /// The keys changed since the last commit.
+    pub(super) fn changed(&self) -> impl Iterator<Item = &K> {
+        self.undo.keys()
+    }
+    /// The changes are durable: forget their pre-images.
+    pub(super) fn commit(&mut self) {
+        self.undo.clear();
+    }
+    /// The changes could not be made durable: put back what was there before them.
+    pub(super) fn rollback(&mut self) {
+        for (key, before) in self.undo.drain() {
+            match before {
+                Some(v) => self.map.insert(key, v),
+                None => self.map.remove(&key),
+            };
+        }
     }
 }
 
-impl<V> std::ops::Index<&Uuid> for Tracked<V> {
+impl<K: Eq + std::hash::Hash, V> std::ops::Index<&K> for Tracked<K, V> {
     type Output = V;
-    fn index(&self, id: &Uuid) -> &V {
-        &self.map[id]
+    fn index(&self, key: &K) -> &V {
+        &self.map[key]
     }
 }
 
@@ -294,9 +325,16 @@ impl<V> std::ops::Index<&Uuid> for Tracked<V> {
 #[derive(Debug)]
 pub struct State {
     /// Instances and templates by id.
-    pub instances: Tracked<Instance>,
+    pub instances: Tracked<Uuid, Instance>,
     /// Service groups by id.
-    pub groups: Tracked<Group>,
+    pub groups: Tracked<Uuid, Group>,
+    /// Instances and templates (not those being deleted) by name: names are unique among them.
+    pub(super) names: Tracked<Arc<str>, Uuid>,
+    /// Names the configuration file declares: never given to an instance made through the API,
+    /// even while the declared instance does not exist (it may be re-created at the next start).
+    declared_names: HashSet<Arc<str>>,
+    /// Likewise for service group names.
+    declared_groups: HashSet<String>,
     base_domain: String,
     drain_timeout: Duration,
     workers: usize,
@@ -315,6 +353,9 @@ impl State {
         State {
             instances: Tracked::default(),
             groups: Tracked::default(),
+            names: Tracked::default(),
+            declared_names: HashSet::new(),
+            declared_groups: HashSet::new(),
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
             workers,
@@ -388,19 +429,30 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) {
+        // The file says which names are its own from now on (a reload may change them).
+        self.declared_names = groups
+            .iter()
+            .flat_map(|g| &g.instances)
+            .chain(&instances)
+            .map(|i| Arc::from(i.name.as_str()))
+            .collect();
+        self.declared_groups = groups.iter().map(|g| g.name.clone()).collect();
         let mut declared_groups = HashSet::new();
         let mut declared_instances = Vec::new();
         for g in groups {
-            let existing = self
-                .groups
-                .values()
-                .find(|x| x.name == g.name)
-                .map(|x| x.id);
-            let id = match existing.and_then(|id| self.groups.get_mut(&id)) {
+            // By origin, not by name: a group made through the API is never taken over.
+            let existing = self.groups.values().find(|x| x.name == g.name);
+            if existing.is_some_and(|x| !x.from_config) {
+                tracing::error!(group = %g.name, "the configuration declares a service group whose name a group made through the API has; the declared group and its instances are not created");
+                continue;
+            }
+            let id = match existing
+                .map(|x| x.id)
+                .and_then(|id| self.groups.get_mut(&id))
+            {
                 Some(x) => {
                     x.domains = g.domains;
                     x.autokill_time = g.autokill_time;
-                    x.from_config = true;
                     x.id
                 }
                 None => {
@@ -420,6 +472,7 @@ impl State {
                             hard_limit: None,
                             services: serde_json::Value::Array(Vec::new()),
                             from_config: true,
+                            skipped: None,
                         },
                     );
                     id
@@ -432,24 +485,21 @@ impl State {
 
         let mut declared_ids = HashSet::new();
         for (cfg, group) in declared_instances {
-            let existing = self
-                .instances
-                .values()
-                .find(|i| *i.name == *cfg.name && i.state != InstanceState::Deleted)
-                .map(|i| i.id);
-            match existing {
-                Some(id) => {
+            match self.names.get(&Arc::from(cfg.name.as_str())).copied() {
+                Some(id) if self.instances.get(&id).is_some_and(|i| i.from_config) => {
                     if let Some(i) = self.instances.get_mut(&id) {
                         i.autokill = cfg.autokill;
                         i.restart_policy = cfg.restart_policy;
                         i.autodestroy = cfg.autodestroy;
                         i.group = group;
-                        i.from_config = true;
-                        i.meter.set_limit(cfg.autokill.num_requests, i.delete_lock);
                     }
                     declared_ids.insert(id);
-                    self.reserve(id, fx);
+                    self.limit_changed(id, fx);
                     self.check_instance(id, now, fx);
+                }
+                Some(_) => {
+                    // Made through the API before the file declared this name: left alone.
+                    tracing::error!(instance = %cfg.name, "the configuration declares an instance whose name an instance or template made through the API has; the declared instance is not created");
                 }
                 None => {
                     let id = self.add_instance(declared(&cfg), group, None, true, true, now, fx);
@@ -546,8 +596,10 @@ impl State {
                 from_config,
                 destroy_due: false,
                 pending: Pending::None,
+                skipped: None,
             },
         );
+        self.names.insert(Arc::clone(&self.instances[&id].name), id);
         self.reserve(id, fx);
         if let Some(g) = group.and_then(|g| self.groups.get_mut(&g)) {
             g.empty_since = None;
@@ -634,7 +686,7 @@ impl State {
                     workers,
                 )));
                 // A budget spent before this start drains at once (unless a lock holds it).
-                if inst.meter.exhausted() {
+                if inst.spent() {
                     self.limit_reached(id, now, fx);
                 }
             }
@@ -649,23 +701,22 @@ impl State {
         fx.push(Effect::Publish);
     }
 
+    /// The proxy admitted the request that spends the budget (or a check found it spent): the
+    /// instance drains, and is deleted once nothing is in flight.
     fn limit_reached(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
         let drain_timeout = self.drain_timeout;
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        if inst.state != InstanceState::Running {
+        // A limit raised (or a request refunded) since the proxy reported it: nothing is due.
+        if inst.state != InstanceState::Running || !inst.spent() {
             return;
         }
         if inst.delete_lock {
-            fx.push(Effect::KillSkipped {
-                resource: INSTANCE,
-                reason: "num_requests",
-            });
+            skip(&mut inst.skipped, INSTANCE, "num_requests", fx);
             return;
         }
         inst.state = InstanceState::Draining;
-        inst.stop_reason = Some(StopReason::NumRequests);
         if let Some(up) = &inst.upstream {
             fx.push(Effect::WatchDrain {
                 id,
@@ -676,15 +727,38 @@ impl State {
         fx.push(Effect::Publish);
     }
 
+    /// A draining instance has nothing left in flight, or its drain timeout passed: it is
+    /// deleted — unless, since it began to drain, a delete lock was set (the kill is held back)
+    /// or its budget is no longer spent (a raised limit, a refunded request): then it serves on.
     fn drained(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
-        let Some(inst) = self.instances.get_mut(&id) else {
+        let Some(inst) = self.instances.get(&id) else {
             return;
         };
         if inst.state != InstanceState::Draining {
             return;
         }
         fx.push(Effect::Disarm(TimerKey::Drain(id)));
-        self.delete_instance(id, Some("num_requests"), fx);
+        if !self.undrain_if_not_due(id, fx) {
+            self.delete_instance(id, Some("num_requests"), fx);
+        }
+    }
+
+    /// A draining instance whose kill is no longer due goes back to running (in its groups'
+    /// rotation again). Returns whether it did.
+    fn undrain_if_not_due(&mut self, id: Uuid, fx: &mut Vec<Effect>) -> bool {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return false;
+        };
+        if inst.state != InstanceState::Draining || (inst.spent() && !inst.delete_lock) {
+            return false;
+        }
+        if inst.delete_lock && inst.spent() {
+            skip(&mut inst.skipped, INSTANCE, "num_requests", fx);
+        }
+        inst.state = InstanceState::Running;
+        fx.push(Effect::Disarm(TimerKey::Drain(id)));
+        fx.push(Effect::Publish);
+        true
     }
 
     fn exited(&mut self, id: Uuid, exit_code: i32, now: SystemTime, fx: &mut Vec<Effect>) {
@@ -720,7 +794,15 @@ impl State {
         } else {
             StopReason::Exited
         });
-        match decide(inst.restart_policy, inst.autodestroy, exit_code, user_stop) {
+        fx.push(Effect::Disarm(TimerKey::Drain(id)));
+        // A spent budget ends in its kill, whichever the controller hears of first, the exit or
+        // the drain: neither a restart nor autodestroy decides for a spent instance.
+        let decision = if inst.spent() {
+            Decision::Stay
+        } else {
+            decide(inst.restart_policy, inst.autodestroy, exit_code, user_stop)
+        };
+        match decision {
             Decision::Restart => {
                 if inst
                     .running_since
@@ -764,6 +846,10 @@ impl State {
                 tracing::error!(instance = %inst.name, %message, "deleting instance failed");
                 inst.state = InstanceState::Stopped;
                 inst.pending = Pending::None;
+                let name = Arc::clone(&inst.name);
+                if !self.names.contains_key(&name) {
+                    self.names.insert(name, id);
+                }
             }
             return;
         }
@@ -800,8 +886,9 @@ impl State {
 
     // ---- the triggers --------------------------------------------------------------------
 
-    /// A stopped instance: destroy it if autodestroy said so, delete it once `autokill.time`
-    /// has passed since it stopped, or arm the timer for that; a delete lock holds both back.
+    /// A stopped instance: delete it if its request budget is spent or autodestroy said so,
+    /// delete it once `autokill.time` has passed since it stopped, or arm the timer for that; a
+    /// delete lock holds them all back.
     fn check_stopped(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
@@ -812,31 +899,27 @@ impl State {
         {
             return;
         }
-        if inst.destroy_due {
-            if inst.delete_lock {
-                fx.push(Effect::KillSkipped {
-                    resource: INSTANCE,
-                    reason: "autodestroy",
-                });
-                return;
-            }
-            self.delete_instance(id, Some("autodestroy"), fx);
-            return;
-        }
-        let (Some(time), Some(stopped_at)) = (inst.autokill.time, inst.stopped_at) else {
-            fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
-            return;
-        };
-        let due = stopped_at + time;
-        if now < due {
-            fx.push(Effect::Arm(TimerKey::StoppedTime(id), due));
-        } else if inst.delete_lock {
-            fx.push(Effect::KillSkipped {
-                resource: INSTANCE,
-                reason: "stopped_time",
-            });
+        let due = if inst.spent() {
+            Some("num_requests")
+        } else if inst.destroy_due {
+            Some("autodestroy")
         } else {
-            self.delete_instance(id, Some("stopped_time"), fx);
+            match (inst.autokill.time, inst.stopped_at) {
+                (Some(time), Some(stopped_at)) if now < stopped_at + time => {
+                    fx.push(Effect::Arm(TimerKey::StoppedTime(id), stopped_at + time));
+                    None
+                }
+                (Some(_), Some(_)) => Some("stopped_time"),
+                _ => {
+                    fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
+                    None
+                }
+            }
+        };
+        match due {
+            None => inst.skipped = None,
+            Some(reason) if inst.delete_lock => skip(&mut inst.skipped, INSTANCE, reason, fx),
+            Some(reason) => self.delete_instance(id, Some(reason), fx),
         }
     }
 
@@ -860,18 +943,17 @@ impl State {
         };
         let due = t.last_used + time;
         if now < due {
+            t.skipped = None;
             fx.push(Effect::Arm(TimerKey::Unused(id), due));
         } else if clones > 0 {
             // Re-checked when its last clone is deleted.
         } else if t.delete_lock {
-            fx.push(Effect::KillSkipped {
-                resource: TEMPLATE,
-                reason: "unused",
-            });
+            skip(&mut t.skipped, TEMPLATE, "unused", fx);
         } else {
             let t = self.instances.remove(&id);
             if let Some(t) = t {
                 tracing::info!(template = %t.name, "template deleted: unused");
+                self.names.remove(&t.name);
             }
             self.forget_template(id);
             fx.push(Effect::Delete(id));
@@ -891,6 +973,7 @@ impl State {
         };
         if members > 0 {
             g.empty_since = None;
+            g.skipped = None;
             fx.push(Effect::Disarm(TimerKey::Empty(id)));
             return;
         }
@@ -901,12 +984,10 @@ impl State {
         };
         let due = since + time;
         if now < due {
+            g.skipped = None;
             fx.push(Effect::Arm(TimerKey::Empty(id), due));
         } else if g.delete_lock {
-            fx.push(Effect::KillSkipped {
-                resource: GROUP,
-                reason: "empty",
-            });
+            skip(&mut g.skipped, GROUP, "empty", fx);
         } else {
             tracing::info!(group = %g.name, "service group deleted: empty");
             self.groups.remove(&id);
@@ -941,13 +1022,17 @@ impl State {
         }
     }
 
-    /// Everything due for an instance whose lock was just cleared fires now.
+    /// Everything due for an instance fires now (after a lock is cleared, a policy changed, a
+    /// restart), and a drain that is no longer due ends.
     fn check_instance(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
         let Some(inst) = self.instances.get(&id) else {
             return;
         };
         match inst.state {
-            InstanceState::Running if inst.meter.exhausted() => self.limit_reached(id, now, fx),
+            InstanceState::Running => self.limit_reached(id, now, fx),
+            InstanceState::Draining => {
+                self.undrain_if_not_due(id, fx);
+            }
             InstanceState::Stopped => self.check_stopped(id, now, fx),
             InstanceState::Template => self.check_template(id, now, fx),
             _ => {}
@@ -964,6 +1049,7 @@ impl State {
         inst.attempt += 1;
         inst.restart_at = None;
         inst.destroy_due = false;
+        inst.skipped = None;
         fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
         fx.push(Effect::Disarm(TimerKey::Restart(id)));
         fx.push(Effect::Start {
@@ -979,9 +1065,14 @@ impl State {
         };
         inst.state = InstanceState::Deleted;
         inst.pending = Pending::Delete(reason);
+        if reason == Some("num_requests") {
+            inst.stop_reason = Some(StopReason::NumRequests);
+        }
+        let name = Arc::clone(&inst.name);
+        self.names.remove(&name);
         // Counted when decided, as it leaves the API's and the metrics' view.
         if let Some(reason) = reason {
-            tracing::info!(instance = %inst.name, reason, "killing instance");
+            tracing::info!(instance = %name, reason, "killing instance");
             fx.push(Effect::Killed {
                 resource: INSTANCE,
                 reason,
@@ -998,644 +1089,36 @@ impl State {
         fx.push(Effect::Publish);
     }
 
-    /// Applies a lock change: the proxy keeps serving past the limit while locked.
+    /// Applies a lock change: the proxy keeps serving past the limit while locked (the meter
+    /// learns it after the commit), a drain in progress ends, and what came due fires when the
+    /// lock is cleared.
     fn set_instance_lock(&mut self, id: Uuid, locked: bool, now: SystemTime, fx: &mut Vec<Effect>) {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
         let was = inst.delete_lock;
         inst.delete_lock = locked;
-        inst.meter.set_limit(inst.autokill.num_requests, locked);
-        if was && !locked {
+        if was != locked {
+            inst.skipped = None;
+            self.limit_changed(id, fx);
             self.check_instance(id, now, fx);
         }
     }
 
-    // ---- the API -------------------------------------------------------------------------
-
-    fn call(
-        &mut self,
-        call: Call,
-        now: SystemTime,
-        fx: &mut Vec<Effect>,
-    ) -> Result<Reply, ApiError> {
-        match call {
-            Call::CreateInstance(new) => self.create_instance(new, now, fx),
-            Call::StartInstance(r) => {
-                let id = self.find_instance(&r)?;
-                let inst = &self.instances[&id];
-                match inst.state {
-                    InstanceState::Stopped => {
-                        self.start_instance(id, fx);
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Starting | InstanceState::Running => Ok(self.instance_reply(id)),
-                    other => Err(ApiError::conflict(format!(
-                        "instance {r} is {}; only a stopped instance can be started",
-                        other.as_str()
-                    ))),
-                }
-            }
-            Call::StopInstance(r) => {
-                let id = self.find_instance(&r)?;
-                let Some(inst) = self.instances.get_mut(&id) else {
-                    return Err(ApiError::not_found(format!("no instance {r}")));
-                };
-                match inst.state {
-                    InstanceState::Running | InstanceState::Draining | InstanceState::Starting => {
-                        inst.state = InstanceState::Stopping;
-                        inst.pending = Pending::Stop;
-                        fx.push(Effect::Disarm(TimerKey::Drain(id)));
-                        fx.push(Effect::Stop(id));
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Stopped => {
-                        // Stopping a stopped instance also cancels a scheduled restart.
-                        if inst.restart_at.is_some() {
-                            inst.restart_at = None;
-                            fx.push(Effect::Disarm(TimerKey::Restart(id)));
-                            self.check_stopped(id, now, fx);
-                        }
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Stopping => Ok(self.instance_reply(id)),
-                    other => Err(ApiError::conflict(format!(
-                        "instance {r} is {}",
-                        other.as_str()
-                    ))),
-                }
-            }
-            Call::DeleteInstance(r) => {
-                let id = self.find_instance(&r)?;
-                if self.instances[&id].delete_lock {
-                    return Err(ApiError::conflict(format!("instance {r} is delete-locked")));
-                }
-                self.delete_instance(id, None, fx);
-                Ok(self.instance_reply(id))
-            }
-            Call::PatchInstance(r, patches) => self.patch_instance(&r, patches, now, fx),
-            Call::CreateTemplate(new) => self.create_template(new, now, fx),
-            Call::DeleteTemplate(r) => {
-                let id = self.find_template(&r)?;
-                if self.instances[&id].delete_lock {
-                    return Err(ApiError::conflict(format!("template {r} is delete-locked")));
-                }
-                let reply = self.instance_reply(id);
-                self.instances.remove(&id);
-                self.forget_template(id);
-                fx.push(Effect::Disarm(TimerKey::Unused(id)));
-                fx.push(Effect::Delete(id));
-                Ok(deleted(reply))
-            }
-            Call::PatchTemplate(r, patches) => {
-                let id = self.find_template(&r)?;
-                let mut lock = None;
-                let Some(t) = self.instances.get_mut(&id) else {
-                    return Err(ApiError::not_found(format!("no template {r}")));
-                };
-                for p in patches {
-                    match p {
-                        TemplatePatch::Autokill(time) => {
-                            t.unused_time = time.filter(|t| !t.is_zero())
-                        }
-                        TemplatePatch::DeleteLock(l) => lock = Some(l),
-                    }
-                }
-                if let Some(l) = lock {
-                    t.delete_lock = l;
-                }
-                // The change may make it due (a cleared lock, a shorter time): then the answer
-                // shows the template as it was changed, and deleted.
-                let reply = self.instance_reply(id);
-                self.check_template(id, now, fx);
-                Ok(if self.instances.contains_key(&id) {
-                    self.instance_reply(id)
-                } else {
-                    deleted(reply)
-                })
-            }
-            Call::CreateGroup(new) => self.create_group(new, now, fx),
-            Call::DeleteGroup(r) => {
-                let id = self.find_group(&r)?;
-                if self.groups[&id].delete_lock {
-                    return Err(ApiError::conflict(format!(
-                        "service group {r} is delete-locked"
-                    )));
-                }
-                let members = self.members(id);
-                if members > 0 {
-                    return Err(ApiError::conflict(format!(
-                        "service group {r} still has {members} instance(s); delete them first"
-                    )));
-                }
-                let reply = self.group_view(&self.groups[&id]);
-                self.groups.remove(&id);
-                fx.push(Effect::Disarm(TimerKey::Empty(id)));
-                Ok(Reply::Group(GroupView {
-                    deleted: true,
-                    ..reply
-                }))
-            }
-            Call::PatchGroup(r, patches) => self.patch_group(&r, patches, now, fx),
-        }
-    }
-
-    fn create_instance(
-        &mut self,
-        new: NewInstance,
-        now: SystemTime,
-        fx: &mut Vec<Effect>,
-    ) -> Result<Reply, ApiError> {
-        let template = match &new.template {
-            Some(r) => Some(self.find_template(r)?),
-            None => None,
+    /// The instance's limit or lock changed: the meter learns them once the change is committed
+    /// (so a failed commit leaves the proxy as it was), and the durable reservation follows the
+    /// new limit — every path that sets a limit goes through here.
+    pub(super) fn limit_changed(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
+        let Some(inst) = self.instances.get(&id) else {
+            return;
         };
-        let group = match &new.service_group {
-            Some(r) => Some(self.find_group(r)?),
-            None => None,
-        };
-        let base = template.map(|t| &self.instances[&t]);
-        let image = match (new.image, base) {
-            (Some(image), _) => image,
-            (None, Some(t)) => t.image.clone(),
-            (None, None) => {
-                return Err(ApiError::bad_request(
-                    "image: required (or clone a template)",
-                ));
-            }
-        };
-        if !self.images.contains(&image) {
-            let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
-            return Err(ApiError::bad_request(format!(
-                "image: unknown image {image:?} (known: {})",
-                known.join(", ")
-            )));
-        }
-        let mut autokill = base.map(|t| t.autokill).unwrap_or_default();
-        if let Some(spec) = new.autokill {
-            if let Some(n) = spec.num_requests {
-                autokill.num_requests = n;
-            }
-            if let Some(t) = spec.time {
-                autokill.time = (!t.is_zero()).then_some(t);
-            }
-        }
-        let restart_policy = new
-            .restart_policy
-            .or(base.map(|t| t.restart_policy))
-            .unwrap_or_default();
-        let autodestroy = new
-            .autodestroy
-            .or(base.map(|t| t.autodestroy))
-            .unwrap_or_default();
-        check_policies(restart_policy, autodestroy)?;
-        let name = match new.name {
-            Some(name) => {
-                self.check_name_free(&name)?;
-                name
-            }
-            None => self.generated_name(base.map_or(image.as_str(), |t| &t.name)),
-        };
-        let template = template.map(|t| (t, self.instances[&t].name.to_string()));
-        let spec = Spec {
-            name,
-            image,
-            autokill,
-            restart_policy,
-            autodestroy,
-        };
-        let id = self.add_instance(spec, group, template.clone(), new.autostart, false, now, fx);
-        if let Some((t, _)) = template
-            && let Some(t) = self.instances.get_mut(&t)
-        {
-            t.last_used = now;
-            let due = t.unused_time.map(|time| now + time);
-            if let Some(due) = due {
-                fx.push(Effect::Arm(TimerKey::Unused(t.id), due));
-            }
-        }
-        Ok(self.instance_reply(id))
-    }
-
-    fn patch_instance(
-        &mut self,
-        r: &Ref,
-        patches: Vec<InstancePatch>,
-        now: SystemTime,
-        fx: &mut Vec<Effect>,
-    ) -> Result<Reply, ApiError> {
-        let id = self.find_instance(r)?;
-        let inst = &self.instances[&id];
-        // All or nothing: work on copies, check, then commit.
-        let (mut autokill, mut restart, mut destroy, mut lock) = (
-            inst.autokill,
-            inst.restart_policy,
-            inst.autodestroy,
-            inst.delete_lock,
-        );
-        for p in patches {
-            match p {
-                InstancePatch::Autokill(spec) => {
-                    autokill = Autokill {
-                        num_requests: spec.num_requests.unwrap_or(0),
-                        time: spec.time.filter(|t| !t.is_zero()),
-                    };
-                }
-                InstancePatch::DeleteLock(l) => lock = l,
-                InstancePatch::RestartPolicy(p) => restart = p,
-                InstancePatch::Autodestroy(a) => destroy = a,
-            }
-        }
-        check_policies(restart, destroy)?;
-        let Some(inst) = self.instances.get_mut(&id) else {
-            return Err(ApiError::not_found(format!("no instance {r}")));
-        };
-        inst.autokill = autokill;
-        inst.restart_policy = restart;
-        inst.autodestroy = destroy;
-        inst.meter
-            .set_limit(autokill.num_requests, inst.delete_lock);
-        self.set_instance_lock(id, lock, now, fx);
-        // The new policy may already be due (a lower limit, a shorter time).
-        self.check_instance(id, now, fx);
-        Ok(self.instance_reply(id))
-    }
-
-    fn create_template(
-        &mut self,
-        new: NewTemplate,
-        now: SystemTime,
-        fx: &mut Vec<Effect>,
-    ) -> Result<Reply, ApiError> {
-        let id = self.find_instance(&new.instance)?;
-        let Some(inst) = self.instances.get_mut(&id) else {
-            return Err(ApiError::not_found(format!("no instance {}", new.instance)));
-        };
-        if inst.state != InstanceState::Stopped || inst.pending != Pending::None {
-            return Err(ApiError::conflict(format!(
-                "instance {} is {}; only a stopped instance can become a template",
-                new.instance,
-                inst.state.as_str()
-            )));
-        }
-        inst.state = InstanceState::Template;
-        inst.unused_time = new.autokill_time.filter(|t| !t.is_zero());
-        inst.last_used = now;
-        inst.restart_at = None;
-        inst.destroy_due = false;
-        let group = inst.group.take();
-        fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
-        fx.push(Effect::Disarm(TimerKey::Restart(id)));
-        if let Some(g) = group {
-            self.check_group(g, now, fx);
-        }
-        self.check_template(id, now, fx);
-        Ok(self.instance_reply(id))
-    }
-
-    fn create_group(
-        &mut self,
-        new: NewGroup,
-        now: SystemTime,
-        fx: &mut Vec<Effect>,
-    ) -> Result<Reply, ApiError> {
-        if self.groups.values().any(|g| g.name == new.name) {
-            return Err(ApiError::conflict(format!(
-                "name: a service group named {:?} already exists",
-                new.name
-            )));
-        }
-        self.check_domains_free(&new.domains, None)?;
-        let id = Uuid::new_v4();
-        self.groups.insert(
+        fx.push(Effect::SetLimit {
             id,
-            Group {
-                id,
-                name: new.name,
-                domains: new.domains,
-                autokill_time: new.autokill_time.filter(|t| !t.is_zero()),
-                balance: self.balance,
-                delete_lock: false,
-                created_at: now,
-                empty_since: Some(now),
-                soft_limit: new.soft_limit,
-                hard_limit: new.hard_limit,
-                services: new.services,
-                from_config: false,
-            },
-        );
-        self.check_group(id, now, fx);
-        Ok(Reply::Group(self.group_view(&self.groups[&id])))
-    }
-
-    fn patch_group(
-        &mut self,
-        r: &Ref,
-        patches: Vec<GroupPatch>,
-        now: SystemTime,
-        fx: &mut Vec<Effect>,
-    ) -> Result<Reply, ApiError> {
-        let id = self.find_group(r)?;
-        let g = &self.groups[&id];
-        let (mut time, mut lock, mut domains, mut soft, mut hard) = (
-            g.autokill_time,
-            g.delete_lock,
-            g.domains.clone(),
-            g.soft_limit,
-            g.hard_limit,
-        );
-        for p in patches {
-            match p {
-                GroupPatch::Autokill(t) => time = t.filter(|t| !t.is_zero()),
-                GroupPatch::DeleteLock(l) => lock = l,
-                GroupPatch::AddDomains(add) => {
-                    for d in add {
-                        if !domains.contains(&d) {
-                            domains.push(d);
-                        }
-                    }
-                }
-                GroupPatch::RemoveDomains(del) => domains.retain(|d| !del.contains(d)),
-                GroupPatch::SoftLimit(v) => soft = v,
-                GroupPatch::HardLimit(v) => hard = v,
-            }
-        }
-        self.check_domains_free(&domains, Some(id))?;
-        let Some(g) = self.groups.get_mut(&id) else {
-            return Err(ApiError::not_found(format!("no service group {r}")));
-        };
-        (
-            g.autokill_time,
-            g.delete_lock,
-            g.domains,
-            g.soft_limit,
-            g.hard_limit,
-        ) = (time, lock, domains, soft, hard);
-        let before = self.group_view(&self.groups[&id]);
-        self.check_group(id, now, fx);
-        Ok(Reply::Group(match self.groups.get(&id) {
-            Some(g) => self.group_view(g),
-            // The change made it due (a cleared lock, a shorter time) and it is gone.
-            None => GroupView {
-                deleted: true,
-                ..before
-            },
-        }))
-    }
-
-    // ---- lookups -------------------------------------------------------------------------
-
-    fn find(&self, r: &Ref, want_template: bool) -> Option<Uuid> {
-        let fits = |i: &Instance| {
-            (i.state == InstanceState::Template) == want_template
-                && i.state != InstanceState::Deleted
-        };
-        match r {
-            Ref::Id(id) => self.instances.get(id).filter(|i| fits(i)).map(|i| i.id),
-            Ref::Name(name) => self
-                .instances
-                .values()
-                .find(|i| fits(i) && &*i.name == name)
-                .map(|i| i.id),
-        }
-    }
-
-    fn find_instance(&self, r: &Ref) -> Result<Uuid, ApiError> {
-        self.find(r, false)
-            .ok_or_else(|| ApiError::not_found(format!("no instance {r}")))
-    }
-
-    fn find_template(&self, r: &Ref) -> Result<Uuid, ApiError> {
-        self.find(r, true)
-            .ok_or_else(|| ApiError::not_found(format!("no template {r}")))
-    }
-
-    fn find_group(&self, r: &Ref) -> Result<Uuid, ApiError> {
-        let found = match r {
-            Ref::Id(id) => self.groups.get(id).map(|g| g.id),
-            Ref::Name(name) => self.groups.values().find(|g| &g.name == name).map(|g| g.id),
-        };
-        found.ok_or_else(|| ApiError::not_found(format!("no service group {r}")))
-    }
-
-    fn check_name_free(&self, name: &str) -> Result<(), ApiError> {
-        if self
-            .instances
-            .values()
-            .any(|i| &*i.name == name && i.state != InstanceState::Deleted)
-        {
-            return Err(ApiError::conflict(format!(
-                "name: an instance or template named {name:?} already exists"
-            )));
-        }
-        let host = format!("{name}.{}", self.base_domain);
-        if self.groups.values().any(|g| g.domains.contains(&host)) {
-            return Err(ApiError::conflict(format!(
-                "name: {host:?} is a service group's domain"
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_domains_free(&self, domains: &[String], except: Option<Uuid>) -> Result<(), ApiError> {
-        for d in domains {
-            if let Some(g) = self
-                .groups
-                .values()
-                .find(|g| Some(g.id) != except && g.domains.contains(d))
-            {
-                return Err(ApiError::conflict(format!(
-                    "domains: {d:?} already belongs to service group {:?}",
-                    g.name
-                )));
-            }
-            if let Some(i) = self.instances.values().find(|i| {
-                i.state != InstanceState::Deleted
-                    && format!("{}.{}", i.name, self.base_domain) == *d
-            }) {
-                return Err(ApiError::conflict(format!(
-                    "domains: {d:?} is the host name of instance {:?}",
-                    &*i.name
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// `<base>-<n>` with the smallest free `n`.
-    fn generated_name(&self, base: &str) -> String {
-        let base: String = base
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .take(50)
-            .collect::<String>()
-            .to_ascii_lowercase();
-        let base = if base.is_empty() {
-            "instance".to_owned()
-        } else {
-            base
-        };
-        (1..)
-            .map(|n| format!("{base}-{n}"))
-            .find(|n| self.check_name_free(n).is_ok())
-            .unwrap_or(base)
-    }
-
-    // ---- what is published ---------------------------------------------------------------
-
-    /// The route table for the current state.
-    pub fn route_table(&self) -> RouteTable {
-        let mut b = RouteTable::builder();
-        let mut index = HashMap::new();
-        for inst in self.instances.values() {
-            if matches!(inst.state, InstanceState::Template | InstanceState::Deleted) {
-                continue;
-            }
-            let target = match &inst.upstream {
-                Some(up)
-                    if matches!(inst.state, InstanceState::Running | InstanceState::Draining) =>
-                {
-                    let i = b.upstream(Arc::clone(up));
-                    index.insert(inst.id, i);
-                    Target::Instance(Some(i))
-                }
-                _ => Target::Instance(None),
-            };
-            b.route(&format!("{}.{}", inst.name, self.base_domain), target);
-        }
-        for group in self.groups.values() {
-            let mut members: Vec<usize> = self
-                .instances
-                .values()
-                .filter(|i| i.group == Some(group.id) && i.state == InstanceState::Running)
-                .filter_map(|i| index.get(&i.id).copied())
-                .collect();
-            // A stable order, so round-robin walks the same cycle across publishes.
-            members.sort_unstable();
-            for domain in &group.domains {
-                b.route(
-                    domain,
-                    Target::Group(GroupRoute {
-                        members: members.clone().into(),
-                        balance: group.balance,
-                    }),
-                );
-            }
-        }
-        b.build()
-    }
-
-    /// What the API and `/metrics` read: every instance and template but those being deleted.
-    pub fn view(&self) -> View {
-        let mut instances: Vec<InstanceView> = self
-            .instances
-            .values()
-            .filter(|i| i.state != InstanceState::Deleted)
-            .map(|i| self.instance_view(i))
-            .collect();
-        instances.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut groups: Vec<GroupView> = self.groups.values().map(|g| self.group_view(g)).collect();
-        groups.sort_by(|a, b| a.name.cmp(&b.name));
-        View { instances, groups }
-    }
-
-    fn instance_view(&self, i: &Instance) -> InstanceView {
-        InstanceView {
-            id: i.id,
-            name: Arc::clone(&i.name),
-            state: i.state,
-            template: i.template_name.clone(),
-            clones: if i.state == InstanceState::Template {
-                self.instances
-                    .values()
-                    .filter(|c| c.template == Some(i.id) && c.state != InstanceState::Deleted)
-                    .count()
-            } else {
-                0
-            },
-            group: i
-                .group
-                .and_then(|g| self.groups.get(&g))
-                .map(|g| g.name.clone()),
-            image: i.image.clone(),
-            meter: Arc::clone(&i.meter),
-            autokill: if i.state == InstanceState::Template {
-                Autokill {
-                    time: i.unused_time,
-                    ..i.autokill
-                }
-            } else {
-                i.autokill
-            },
-            restart_policy: i.restart_policy,
-            autodestroy: i.autodestroy,
-            exit_code: i.exit_code,
-            stop_reason: i.stop_reason,
-            stopped_at: i.stopped_at,
-            created_at: i.created_at,
-            delete_lock: i.delete_lock,
-            addr: i.upstream.as_ref().map(|u| u.addr),
-        }
-    }
-
-    fn instance_reply(&self, id: Uuid) -> Reply {
-        match self.instances.get(&id) {
-            Some(i) => Reply::Instance(self.instance_view(i)),
-            None => unreachable_reply(id),
-        }
-    }
-
-    fn group_view(&self, g: &Group) -> GroupView {
-        let mut instances: Vec<Arc<str>> = self
-            .instances
-            .values()
-            .filter(|i| i.group == Some(g.id) && i.state != InstanceState::Deleted)
-            .map(|i| Arc::clone(&i.name))
-            .collect();
-        instances.sort();
-        GroupView {
-            id: g.id,
-            name: g.name.clone(),
-            domains: g.domains.clone(),
-            autokill_time: g.autokill_time,
-            delete_lock: g.delete_lock,
-            instances,
-            soft_limit: g.soft_limit,
-            hard_limit: g.hard_limit,
-            services: g.services.clone(),
-            created_at: g.created_at,
-            deleted: false,
-        }
-    }
-}
-
-/// The reply for an id that vanished inside the same command: cannot happen, but answering
-/// "not found" is better than a panic in the controller.
-fn unreachable_reply(id: Uuid) -> Reply {
-    tracing::error!(%id, "reply for a resource that is gone");
-    Reply::Group(GroupView {
-        id,
-        name: String::new(),
-        domains: Vec::new(),
-        autokill_time: None,
-        delete_lock: false,
-        instances: Vec::new(),
-        soft_limit: None,
-        hard_limit: None,
-        services: serde_json::Value::Null,
-        created_at: SystemTime::UNIX_EPOCH,
-        deleted: true,
-    })
-}
-
-/// A reply about a resource that is now deleted.
-fn deleted(reply: Reply) -> Reply {
-    match reply {
-        Reply::Instance(v) => Reply::Instance(InstanceView {
-            state: InstanceState::Deleted,
-            ..v
-        }),
-        other => other,
+            meter: Arc::clone(&inst.meter),
+            limit: inst.autokill.num_requests,
+            held: inst.delete_lock,
+        });
+        self.reserve(id, fx);
     }
 }
 
@@ -1644,6 +1127,20 @@ fn deleted(reply: Reply) -> Reply {
 /// crash, and a budget of N takes about 16·ln(N) commits to spend.
 pub fn reservation_block(limit: u64, reserved: u64) -> u64 {
     (limit.saturating_sub(reserved) / 16).max(1)
+}
+
+/// Counts a kill that a delete lock held back, once each time it comes due (not once per
+/// re-check: a PATCH of a locked, overdue resource does not count it again).
+fn skip(
+    skipped: &mut Option<&'static str>,
+    resource: &'static str,
+    reason: &'static str,
+    fx: &mut Vec<Effect>,
+) {
+    if *skipped != Some(reason) {
+        *skipped = Some(reason);
+        fx.push(Effect::KillSkipped { resource, reason });
+    }
 }
 
 /// What an instance is made from.
@@ -1663,16 +1160,6 @@ fn declared(cfg: &InstanceConfig) -> Spec {
         restart_policy: cfg.restart_policy,
         autodestroy: cfg.autodestroy,
     }
-}
-
-/// SPEC: `restart_policy: always` with any autodestroy but `OFF` is refused.
-fn check_policies(restart: RestartPolicy, destroy: Autodestroy) -> Result<(), ApiError> {
-    if restart == RestartPolicy::Always && destroy != Autodestroy::Off {
-        return Err(ApiError::bad_request(
-            "autodestroy: must be OFF with restart_policy always (an instance that always restarts is never destroyed)",
-        ));
-    }
-    Ok(())
 }
 
 /// What happens when an instance stops.
@@ -1726,6 +1213,9 @@ pub fn backoff(n: u32) -> Duration {
             .min(BACKOFF_MAX),
     }
 }
+
+mod calls;
+mod view;
 
 #[cfg(test)]
 mod tests;
