@@ -169,13 +169,13 @@ impl H {
                 Admission::Refused => continue,
                 Admission::Last => Some(Command::LimitReached { id }),
                 Admission::Refill => Some(Command::Reserve { id }),
-                Admission::Wait => {
+                Admission::Wait(_) => {
                     // The proxy asks and waits; here the controller answers at once.
                     self.apply(Command::Reserve { id }, now);
                     match meter.admit() {
                         Admission::Admitted | Admission::Refill => None,
                         Admission::Last => Some(Command::LimitReached { id }),
-                        Admission::Refused | Admission::Wait => continue,
+                        Admission::Refused | Admission::Wait(_) => continue,
                     }
                 }
             };
