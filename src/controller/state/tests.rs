@@ -143,7 +143,8 @@ impl H {
                     limit,
                     held,
                 } => {
-                    if meter.set_limit_spent(*limit, *held) && !held {
+                    let spent = meter.set_limit_spent(*limit, *held);
+                    if spent && !held {
                         reached.push(*id);
                     }
                 }
