@@ -12,7 +12,8 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, RuntimeKind};
 use crate::controller::{self, Inputs, Published};
 use crate::metrics::Metrics;
-use crate::proxy::{self, Proxy};
+use crate::net;
+use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 use crate::runtime::process::ProcessRuntime;
 use crate::store::Store;
@@ -39,9 +40,16 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Runs everything until a shutdown signal. `self_exe` is what `{autokill}` in an image command
-/// stands for.
-pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> {
+/// Runs everything until a shutdown signal. `path` is the configuration file, reloaded on SIGHUP
+/// and on change (`None`: the embedded default, nothing to reload); `self_exe` is what
+/// `{autokill}` in an image command stands for.
+pub async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    self_exe: PathBuf,
+) -> Result<(), ServeError> {
+    // Every connection is a file: take what the hard limit allows before listening.
+    let open_files = net::raise_open_file_limit();
     let published = Published::new();
     let metrics = Metrics::new(Arc::clone(&published.view))?;
     metrics.config_reload_ok.set(1);
@@ -86,6 +94,7 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         Arc::clone(&published.table),
         proxy_tx,
         &metrics,
+        open_files,
     )
     .map_err(|source| ServeError::Listen {
         what: "proxy listener",
@@ -103,7 +112,7 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         runtime: runtime_rx,
         shutdown: controller_stop,
     };
-    let workers = proxy::worker_count(&config.proxy);
+    let workers = proxy.workers();
     let ctl = {
         let (config, runtime, published, metrics) = (
             config.clone(),
@@ -138,14 +147,26 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         api_users: config.admin.api_users.clone().into(),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_listener = net::Listener::new(
+        admin_listener,
+        net::connection_cap(config.admin.max_connections, open_files, 16),
+        "admin",
+        metrics.accept_errors.with_label_values(&["admin"]),
+    );
+    let admin_config = config.admin.clone();
     let admin = tokio::spawn(async move {
         let app = admin::router(admin_state);
-        let _ = axum::serve(admin_listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.await;
-            })
-            .await;
+        admin::serve(admin_listener, app, &admin_config, async move {
+            let _ = admin_stopped.await;
+        })
+        .await;
     });
+    match path {
+        Some(path) => {
+            crate::reload::spawn(path, config.clone(), commands_tx.clone(), metrics.clone())
+        }
+        None => tracing::info!("running on the embedded configuration: nothing to reload"),
+    }
     // Ready once the stored state is recovered, leftovers of a crash removed and timers re-armed.
     tokio::select! {
         _ = recovered => ready.store(true, Ordering::Release),

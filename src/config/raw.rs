@@ -69,6 +69,17 @@ pub(crate) struct RawProxy {
     pub upstream_timeout: Option<Spanned<RawDuration>>,
     /// Idle upstream connections kept per instance and worker. Default 64, at most 65536.
     pub pool_idle_per_instance: Option<Spanned<u64>>,
+    /// A client connection with no request in progress is closed after this long. Default
+    /// `60s`, must be > 0.
+    pub idle_timeout: Option<Spanned<RawDuration>>,
+    /// Most client connections one worker serves at once; 0 = derived from the open-file limit.
+    /// Default 0, at most 1000000.
+    pub max_connections_per_worker: Option<Spanned<u64>>,
+    /// A request body that sends nothing for this long is answered 408. Default `10s`, > 0.
+    pub request_body_timeout: Option<Spanned<RawDuration>>,
+    /// A forwarded response the client takes nothing of for this long is cut off. Default
+    /// `30s`, > 0.
+    pub response_write_timeout: Option<Spanned<RawDuration>>,
     /// How a group picks one of its instances. Default `round_robin`.
     pub balance: Option<RawBalance>,
 }
@@ -92,6 +103,13 @@ pub(crate) struct RawAdmin {
     /// Bearer token the API requires. Default: none (no authentication), which is only
     /// allowed when `listen` is a loopback address. If set, not empty.
     pub token: Option<Spanned<String>>,
+    /// Time a client has to send a request head. Default `10s`, must be > 0.
+    pub header_read_timeout: Option<Spanned<RawDuration>>,
+    /// A connection with no request in progress is closed after this long. Default `60s`, > 0.
+    pub idle_timeout: Option<Spanned<RawDuration>>,
+    /// Most connections served at once; 0 = derived from the open-file limit. Default 0, at
+    /// most 1000000.
+    pub max_connections: Option<Spanned<u64>>,
     /// Users of the Tutum-compatible `/api/v1` (`ApiKey user:key` or Basic). Default: none.
     pub api_users: Option<Vec<RawApiUser>>,
 }
