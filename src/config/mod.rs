@@ -14,6 +14,8 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+/// Durations as the file writes them (`"30s"`), for the command line's flags too.
+pub(crate) use duration::parse as parse_duration;
 pub(crate) use validate::{RESERVED_NAMES, host_name, is_label};
 
 use std::collections::BTreeMap;
