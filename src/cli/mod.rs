@@ -151,13 +151,20 @@ pub struct ServiceSpecArgs {
     /// Number of containers (default 1).
     #[arg(short = 't', long = "target-num-containers")]
     target: Option<u32>,
+    #[command(flatten)]
+    policy: ServicePolicy,
+}
+
+/// What a service's containers do when they stop, and their autokill.
+#[derive(Debug, Args)]
+pub struct ServicePolicy {
     /// Restart a container that stops.
     #[arg(long, ignore_case = true, value_parser = AUTORESTART)]
     autorestart: Option<String>,
     /// Terminate a container that stops (decided after autorestart).
     #[arg(long, ignore_case = true, value_parser = AUTODESTROY)]
     autodestroy: Option<String>,
-    /// Each container's autokill, e.g. num-requests=100,time=30s.
+    /// Each container's autokill, e.g. num-requests=100,time=30s (replaces the whole policy).
     #[arg(long, value_parser = parse_autokill)]
     autokill: Option<Value>,
 }
@@ -213,18 +220,11 @@ pub enum ServiceVerb {
     Set {
         #[command(flatten)]
         ids: Ids,
-        /// New autorestart.
-        #[arg(long, ignore_case = true, value_parser = AUTORESTART)]
-        autorestart: Option<String>,
-        /// New autodestroy.
-        #[arg(long, ignore_case = true, value_parser = AUTODESTROY)]
-        autodestroy: Option<String>,
+        #[command(flatten)]
+        policy: ServicePolicy,
         /// New target number of containers (applied by scale or redeploy).
         #[arg(short = 't', long = "target-num-containers")]
         target: Option<u32>,
-        /// New autokill, e.g. num-requests=100,time=30s (replaces the whole policy).
-        #[arg(long, value_parser = parse_autokill)]
-        autokill: Option<Value>,
         /// New image (used from the next redeploy).
         #[arg(long)]
         image: Option<String>,
@@ -286,6 +286,20 @@ pub enum ContainerVerb {
 /// Unikraft's restart policies.
 const RESTART: [&str; 3] = ["never", "always", "on-failure"];
 
+/// An instance's autokill, restart policy and autodestroy.
+#[derive(Debug, Args)]
+pub struct InstancePolicy {
+    /// Autokill, e.g. num-requests=100,time=30s (replaces the whole policy).
+    #[arg(long, value_parser = parse_autokill)]
+    autokill: Option<Value>,
+    /// Restart policy.
+    #[arg(long, ignore_case = true, value_parser = RESTART)]
+    restart: Option<String>,
+    /// Autodestroy (decided after the restart policy).
+    #[arg(long, ignore_case = true, value_parser = AUTODESTROY)]
+    autodestroy: Option<String>,
+}
+
 /// `autokill instance <verb>`.
 #[derive(Debug, Subcommand)]
 pub enum InstanceVerb {
@@ -302,15 +316,8 @@ pub enum InstanceVerb {
         /// Join this service group.
         #[arg(long)]
         group: Option<String>,
-        /// Autokill, e.g. num-requests=100,time=30s.
-        #[arg(long, value_parser = parse_autokill)]
-        autokill: Option<Value>,
-        /// Restart policy.
-        #[arg(long, ignore_case = true, value_parser = RESTART)]
-        restart: Option<String>,
-        /// Autodestroy.
-        #[arg(long, ignore_case = true, value_parser = AUTODESTROY)]
-        autodestroy: Option<String>,
+        #[command(flatten)]
+        policy: InstancePolicy,
         /// Start it.
         #[arg(long)]
         start: bool,
@@ -334,15 +341,8 @@ pub enum InstanceVerb {
     Set {
         #[command(flatten)]
         ids: Ids,
-        /// New autokill, e.g. num-requests=100,time=30s (replaces the whole policy).
-        #[arg(long, value_parser = parse_autokill)]
-        autokill: Option<Value>,
-        /// New restart policy.
-        #[arg(long, ignore_case = true, value_parser = RESTART)]
-        restart: Option<String>,
-        /// New autodestroy.
-        #[arg(long, ignore_case = true, value_parser = AUTODESTROY)]
-        autodestroy: Option<String>,
+        #[command(flatten)]
+        policy: InstancePolicy,
         /// Set the delete lock.
         #[arg(long, conflicts_with = "no_delete_lock")]
         delete_lock: bool,

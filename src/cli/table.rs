@@ -73,6 +73,18 @@ impl Table {
     }
 }
 
+/// A column of a table of API objects: its name and how to show it from an object.
+pub type Column = (&'static str, fn(&Value) -> String);
+
+/// API objects as a table, one row each; `state` names the column to colour.
+pub fn objects(list: &[Value], columns: &[Column], state: Option<&str>) -> Table {
+    let mut t = Table::new(columns.iter().map(|c| c.0).collect(), state);
+    for o in list {
+        t.row(columns.iter().map(|c| (c.1)(o)).collect());
+    }
+    t
+}
+
 /// Whether to colour: standard output is a terminal and `NO_COLOR` is unset or empty.
 pub fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())

@@ -5,9 +5,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::table::{Table, ago, cell, short};
+use super::table::{Column, ago, cell, objects, short};
 use super::{
-    CliError, ContainerVerb, Ctx, Output, ServiceSpecArgs, ServiceVerb, Targets, segment, wait_for,
+    CliError, ContainerVerb, Ctx, Output, ServicePolicy, ServiceSpecArgs, ServiceVerb, Targets,
+    segment, wait_for,
 };
 
 /// Which kind of object: its path under `/api/v1` and its name in messages.
@@ -102,6 +103,38 @@ async fn all_pages(ctx: &Ctx, first: String, what: &str) -> Result<Vec<Value>, C
     Ok(objects)
 }
 
+const SERVICE_COLUMNS: [Column; 9] = [
+    ("NAME", |s| cell(&s["name"])),
+    ("UUID", |s| short(&s["uuid"])),
+    ("STATUS", |s| cell(&s["state"])),
+    ("#CONTAINERS", |s| cell(&s["current_num_containers"])),
+    ("IMAGE", |s| cell(&s["image_name"])),
+    ("AUTORESTART", |s| cell(&s["autorestart"])),
+    ("AUTODESTROY", |s| cell(&s["autodestroy"])),
+    ("DEPLOYED", |s| ago(&s["deployed_datetime"])),
+    ("PUBLIC DNS", |s| cell(&s["public_dns"])),
+];
+
+const CONTAINER_COLUMNS: [Column; 8] = [
+    ("NAME", |c| cell(&c["name"])),
+    ("UUID", |c| short(&c["uuid"])),
+    ("STATUS", |c| cell(&c["state"])),
+    ("IMAGE", |c| cell(&c["image_name"])),
+    ("EXIT CODE", |c| cell(&c["exit_code"])),
+    ("AUTODESTROY", |c| cell(&c["autodestroy"])),
+    ("DEPLOYED", |c| ago(&c["deployed_datetime"])),
+    ("PUBLIC DNS", |c| cell(&c["public_dns"])),
+];
+
+/// `ps`: a table (UUIDs only with `quiet`), or the objects as JSON.
+fn list(ctx: &Ctx, items: &[Value], quiet: bool, columns: &[Column]) {
+    match ctx.output {
+        Output::Json => ctx.json(&Value::Array(items.to_vec())),
+        Output::Table if quiet => items.iter().for_each(|o| println!("{}", uuid_of(o))),
+        Output::Table => objects(items, columns, Some("STATUS")).print(),
+    }
+}
+
 /// Prints what acted on: UUIDs for people, the objects for scripts.
 fn acted(ctx: &Ctx, objects: &[Value]) {
     match ctx.output {
@@ -124,51 +157,63 @@ fn spec_body(spec: &ServiceSpecArgs) -> Value {
     if let Some(t) = spec.target {
         body.insert("target_num_containers".into(), json!(t));
     }
-    if let Some(v) = &spec.autorestart {
-        body.insert("autorestart".into(), json!(v.to_ascii_uppercase()));
-    }
-    if let Some(v) = &spec.autodestroy {
-        body.insert("autodestroy".into(), json!(v.to_ascii_uppercase()));
-    }
-    if let Some(v) = &spec.autokill {
-        body.insert("autokill".into(), v.clone());
-    }
+    policy_fields(&spec.policy, &mut body);
     Value::Object(body)
 }
 
-/// Acts on every target with `act` (`start`, `stop`, … or `DELETE`), then waits if asked; the
-/// objects are shown as they are after it.
+/// The policy flags given, as the service's fields.
+fn policy_fields(p: &ServicePolicy, body: &mut Map<String, Value>) {
+    if let Some(v) = &p.autorestart {
+        body.insert("autorestart".into(), json!(v.to_ascii_uppercase()));
+    }
+    if let Some(v) = &p.autodestroy {
+        body.insert("autodestroy".into(), json!(v.to_ascii_uppercase()));
+    }
+    if let Some(v) = &p.autokill {
+        body.insert("autokill".into(), v.clone());
+    }
+}
+
+/// Sends `method` to `path` (an action of a `kind` object); with `wait`, follows its action to
+/// the end. Returns the object as it is then (a redeployed container is the new one).
+async fn act_on(
+    ctx: &Ctx,
+    kind: Kind,
+    method: &str,
+    path: &str,
+    wait: bool,
+    what: &str,
+) -> Result<Value, CliError> {
+    let answer = ctx.client.send(method, path, None).await?;
+    let action = answer.action.clone();
+    let shown = answer.ok(what)?;
+    if !wait {
+        return Ok(shown);
+    }
+    follow(ctx, action.as_deref(), what).await?;
+    let now = uuid_of(&shown);
+    // Gone (terminated long enough ago to be forgotten): what the action answered.
+    match ctx
+        .client
+        .send("GET", &format!("{}{now}/", kind.path()), None)
+        .await?
+    {
+        a if a.status == 200 => a.json(),
+        _ => Ok(shown),
+    }
+}
+
+/// Acts on every target with `act` (`start`, `stop`, `redeploy`, or `terminate`).
 async fn act_on_all(ctx: &Ctx, kind: Kind, t: &Targets, act: &str) -> Result<(), CliError> {
     let mut done = Vec::new();
     for id in &t.ids {
-        let obj = resolve(ctx, kind, id).await?;
-        let uuid = uuid_of(&obj);
+        let uuid = uuid_of(&resolve(ctx, kind, id).await?);
         let what = format!("{act} of {} {id}", kind.noun());
-        let answer = if act == "terminate" {
-            ctx.client
-                .send("DELETE", &format!("{}{uuid}/", kind.path()), None)
-                .await?
-        } else {
-            ctx.client
-                .send("POST", &format!("{}{uuid}/{act}/", kind.path()), None)
-                .await?
+        let (method, path) = match act {
+            "terminate" => ("DELETE", format!("{}{uuid}/", kind.path())),
+            _ => ("POST", format!("{}{uuid}/{act}/", kind.path())),
         };
-        let action = answer.action.clone();
-        let mut shown = answer.ok(&what)?;
-        if t.wait {
-            follow(ctx, action.as_deref(), &what).await?;
-            // A redeployed container is a new one: show that.
-            let now = uuid_of(&shown);
-            shown = match ctx
-                .client
-                .send("GET", &format!("{}{now}/", kind.path()), None)
-                .await?
-            {
-                a if a.status == 200 => a.json()?,
-                _ => shown,
-            };
-        }
-        done.push(shown);
+        done.push(act_on(ctx, kind, method, &path, t.wait, &what).await?);
     }
     acted(ctx, &done);
     Ok(())
@@ -186,19 +231,8 @@ pub async fn service(ctx: &Ctx, verb: ServiceVerb) -> Result<(), CliError> {
                 .ok("service run")?;
             let uuid = uuid_of(&created);
             let what = format!("start of service {}", cell(&created["name"]));
-            let answer = ctx
-                .client
-                .send("POST", &format!("{}{uuid}/start/", kind.path()), None)
-                .await?;
-            let action = answer.action.clone();
-            let mut shown = answer.ok(&what)?;
-            if wait {
-                follow(ctx, action.as_deref(), &what).await?;
-                shown = ctx
-                    .client
-                    .get(&format!("{}{uuid}/", kind.path()), &what)
-                    .await?;
-            }
+            let path = format!("{}{uuid}/start/", kind.path());
+            let shown = act_on(ctx, kind, "POST", &path, wait, &what).await?;
             acted(ctx, &[shown]);
             Ok(())
         }
@@ -217,64 +251,21 @@ pub async fn service(ctx: &Ctx, verb: ServiceVerb) -> Result<(), CliError> {
                 url.push_str(&format!("&state={}", segment(s)));
             }
             let services = all_pages(ctx, url, "service ps").await?;
-            if ctx.output == Output::Json {
-                ctx.json(&Value::Array(services));
-            } else if quiet {
-                services.iter().for_each(|s| println!("{}", uuid_of(s)));
-            } else {
-                let mut t = Table::new(
-                    vec![
-                        "NAME",
-                        "UUID",
-                        "STATUS",
-                        "#CONTAINERS",
-                        "IMAGE",
-                        "AUTORESTART",
-                        "AUTODESTROY",
-                        "DEPLOYED",
-                        "PUBLIC DNS",
-                    ],
-                    Some("STATUS"),
-                );
-                for s in &services {
-                    t.row(vec![
-                        cell(&s["name"]),
-                        short(&s["uuid"]),
-                        cell(&s["state"]),
-                        cell(&s["current_num_containers"]),
-                        cell(&s["image_name"]),
-                        cell(&s["autorestart"]),
-                        cell(&s["autodestroy"]),
-                        ago(&s["deployed_datetime"]),
-                        cell(&s["public_dns"]),
-                    ]);
-                }
-                t.print();
-            }
+            list(ctx, &services, quiet, &SERVICE_COLUMNS);
             Ok(())
         }
         ServiceVerb::Inspect(ids) => inspect(ctx, kind, &ids.ids).await,
         ServiceVerb::Set {
             ids,
-            autorestart,
-            autodestroy,
+            policy,
             target,
-            autokill,
             image,
             redeploy,
         } => {
             let mut body = Map::new();
-            if let Some(v) = autorestart {
-                body.insert("autorestart".into(), json!(v.to_ascii_uppercase()));
-            }
-            if let Some(v) = autodestroy {
-                body.insert("autodestroy".into(), json!(v.to_ascii_uppercase()));
-            }
+            policy_fields(&policy, &mut body);
             if let Some(t) = target {
                 body.insert("target_num_containers".into(), json!(t));
-            }
-            if let Some(a) = autokill {
-                body.insert("autokill".into(), a);
             }
             if let Some(i) = image {
                 body.insert("image".into(), json!(i));
@@ -319,19 +310,8 @@ pub async fn service(ctx: &Ctx, verb: ServiceVerb) -> Result<(), CliError> {
                     .send("PATCH", &format!("{}{uuid}/", kind.path()), Some(&body))
                     .await?
                     .ok(&what)?;
-                let answer = ctx
-                    .client
-                    .send("POST", &format!("{}{uuid}/scale/", kind.path()), None)
-                    .await?;
-                let action = answer.action.clone();
-                let mut shown = answer.ok(&what)?;
-                if wait {
-                    follow(ctx, action.as_deref(), &what).await?;
-                    shown = ctx
-                        .client
-                        .get(&format!("{}{uuid}/", kind.path()), &what)
-                        .await?;
-                }
+                let path = format!("{}{uuid}/scale/", kind.path());
+                let shown = act_on(ctx, kind, "POST", &path, wait, &what).await?;
                 done.push(shown);
             }
             acted(ctx, &done);
@@ -375,38 +355,7 @@ pub async fn container(ctx: &Ctx, verb: ContainerVerb) -> Result<(), CliError> {
                 url.push_str(&format!("&service={}", uuid_of(&found)));
             }
             let containers = all_pages(ctx, url, "container ps").await?;
-            if ctx.output == Output::Json {
-                ctx.json(&Value::Array(containers));
-            } else if quiet {
-                containers.iter().for_each(|c| println!("{}", uuid_of(c)));
-            } else {
-                let mut t = Table::new(
-                    vec![
-                        "NAME",
-                        "UUID",
-                        "STATUS",
-                        "IMAGE",
-                        "EXIT CODE",
-                        "AUTODESTROY",
-                        "DEPLOYED",
-                        "PUBLIC DNS",
-                    ],
-                    Some("STATUS"),
-                );
-                for c in &containers {
-                    t.row(vec![
-                        cell(&c["name"]),
-                        short(&c["uuid"]),
-                        cell(&c["state"]),
-                        cell(&c["image_name"]),
-                        cell(&c["exit_code"]),
-                        cell(&c["autodestroy"]),
-                        ago(&c["deployed_datetime"]),
-                        cell(&c["public_dns"]),
-                    ]);
-                }
-                t.print();
-            }
+            list(ctx, &containers, quiet, &CONTAINER_COLUMNS);
             Ok(())
         }
         ContainerVerb::Inspect(ids) => inspect(ctx, kind, &ids.ids).await,

@@ -6,9 +6,10 @@
 use serde_json::{Map, Value, json};
 
 use super::http::Answer;
-use super::table::{Table, ago, cell, short};
+use super::table::{Column, ago, cell, objects, short};
 use super::{
-    CliError, Ctx, GroupVerb, InstanceVerb, Output, Targets, TemplateVerb, segment, wait_for,
+    CliError, Ctx, GroupVerb, InstancePolicy, InstanceVerb, Output, Targets, TemplateVerb, segment,
+    wait_for,
 };
 
 /// A `/v1` answer's items under `data.<key>`; an item refused inside a 200 (a batch) is an
@@ -42,127 +43,95 @@ fn autokill(v: &Value) -> String {
     }
 }
 
+fn lock(v: &Value) -> String {
+    if v["delete_lock"] == true {
+        "locked".into()
+    } else {
+        String::new()
+    }
+}
+
+/// The `name`s of a list of `{"name"}` objects, joined.
+fn names(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| cell(&x["name"]))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+const INSTANCE_COLUMNS: [Column; 11] = [
+    ("NAME", |i| cell(&i["name"])),
+    ("UUID", |i| short(&i["uuid"])),
+    ("STATE", |i| cell(&i["state"])),
+    ("IMAGE", |i| cell(&i["image"])),
+    ("REQUESTS", |i| cell(&i["requests"])),
+    ("AUTOKILL", |i| autokill(&i["autokill"])),
+    ("RESTART", |i| cell(&i["restart_policy"])),
+    ("AUTODESTROY", |i| cell(&i["autodestroy"])),
+    ("LOCK", lock),
+    ("GROUP", |i| cell(&i["service_group"]["name"])),
+    ("CREATED", |i| ago(&i["created_at"])),
+];
+
+const TEMPLATE_COLUMNS: [Column; 7] = [
+    ("NAME", |i| cell(&i["name"])),
+    ("UUID", |i| short(&i["uuid"])),
+    ("IMAGE", |i| cell(&i["image"])),
+    ("CLONES", |i| cell(&i["clones"])),
+    ("UNUSED AUTOKILL", |i| {
+        autokill(&json!({"time_ms": i["autokill"]["time_ms"]}))
+    }),
+    ("LOCK", lock),
+    ("CREATED", |i| ago(&i["created_at"])),
+];
+
+const GROUP_COLUMNS: [Column; 7] = [
+    ("NAME", |g| cell(&g["name"])),
+    ("UUID", |g| short(&g["uuid"])),
+    ("DOMAINS", |g| names(&g["domains"])),
+    ("INSTANCES", |g| names(&g["instances"])),
+    ("EMPTY AUTOKILL", |g| autokill(&g["autokill"])),
+    ("LOCK", lock),
+    ("CREATED", |g| ago(&g["created_at"])),
+];
+
+/// Prints `list` as a table of `columns`, or as JSON.
+fn print(ctx: &Ctx, list: &[Value], columns: &[Column]) {
+    match ctx.output {
+        Output::Json => ctx.json(&Value::Array(list.to_vec())),
+        Output::Table => objects(list, columns, Some("STATE")).print(),
+    }
+}
+
 fn print_instances(ctx: &Ctx, list: &[Value]) {
-    if ctx.output == Output::Json {
-        return ctx.json(&Value::Array(list.to_vec()));
-    }
-    let mut t = Table::new(
-        vec![
-            "NAME",
-            "UUID",
-            "STATE",
-            "IMAGE",
-            "REQUESTS",
-            "AUTOKILL",
-            "RESTART",
-            "AUTODESTROY",
-            "LOCK",
-            "GROUP",
-            "CREATED",
-        ],
-        Some("STATE"),
-    );
-    for i in list {
-        t.row(vec![
-            cell(&i["name"]),
-            short(&i["uuid"]),
-            cell(&i["state"]),
-            cell(&i["image"]),
-            cell(&i["requests"]),
-            autokill(&i["autokill"]),
-            cell(&i["restart_policy"]),
-            cell(&i["autodestroy"]),
-            if i["delete_lock"] == true {
-                "locked"
-            } else {
-                ""
-            }
-            .to_owned(),
-            cell(&i["service_group"]["name"]),
-            ago(&i["created_at"]),
-        ]);
-    }
-    t.print();
+    print(ctx, list, &INSTANCE_COLUMNS);
 }
 
 fn print_templates(ctx: &Ctx, list: &[Value]) {
-    if ctx.output == Output::Json {
-        return ctx.json(&Value::Array(list.to_vec()));
-    }
-    let mut t = Table::new(
-        vec![
-            "NAME",
-            "UUID",
-            "IMAGE",
-            "CLONES",
-            "UNUSED AUTOKILL",
-            "LOCK",
-            "CREATED",
-        ],
-        None,
-    );
-    for i in list {
-        t.row(vec![
-            cell(&i["name"]),
-            short(&i["uuid"]),
-            cell(&i["image"]),
-            cell(&i["clones"]),
-            autokill(&json!({"time_ms": i["autokill"]["time_ms"]})),
-            if i["delete_lock"] == true {
-                "locked"
-            } else {
-                ""
-            }
-            .to_owned(),
-            ago(&i["created_at"]),
-        ]);
-    }
-    t.print();
+    print(ctx, list, &TEMPLATE_COLUMNS);
 }
 
 fn print_groups(ctx: &Ctx, list: &[Value]) {
-    if ctx.output == Output::Json {
-        return ctx.json(&Value::Array(list.to_vec()));
+    print(ctx, list, &GROUP_COLUMNS);
+}
+
+/// The policy flags given, as `/v1` fields (for a create, or as PATCH props).
+fn policy_fields(p: InstancePolicy) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    if let Some(a) = p.autokill {
+        out.push(("autokill", a));
     }
-    let mut t = Table::new(
-        vec![
-            "NAME",
-            "UUID",
-            "DOMAINS",
-            "INSTANCES",
-            "EMPTY AUTOKILL",
-            "LOCK",
-            "CREATED",
-        ],
-        None,
-    );
-    let names = |v: &Value| -> String {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|x| cell(&x["name"]))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default()
-    };
-    for g in list {
-        t.row(vec![
-            cell(&g["name"]),
-            short(&g["uuid"]),
-            names(&g["domains"]),
-            names(&g["instances"]),
-            autokill(&g["autokill"]),
-            if g["delete_lock"] == true {
-                "locked"
-            } else {
-                ""
-            }
-            .to_owned(),
-            ago(&g["created_at"]),
-        ]);
+    if let Some(r) = p.restart {
+        out.push(("restart_policy", json!(r.to_ascii_lowercase())));
     }
-    t.print();
+    if let Some(a) = p.autodestroy {
+        out.push(("autodestroy", json!(a.to_ascii_uppercase())));
+    }
+    out
 }
 
 /// What `--wait` waits for.
@@ -250,9 +219,7 @@ pub async fn instance(ctx: &Ctx, verb: InstanceVerb) -> Result<(), CliError> {
             name,
             template,
             group,
-            autokill,
-            restart,
-            autodestroy,
+            policy,
             start,
             wait,
         } => {
@@ -271,15 +238,9 @@ pub async fn instance(ctx: &Ctx, verb: InstanceVerb) -> Result<(), CliError> {
             put("image", image.map(Value::String));
             put("template", template.map(|t| json!({"name": t})));
             put("service_group", group.map(|g| json!({"name": g})));
-            put("autokill", autokill);
-            put(
-                "restart_policy",
-                restart.map(|r| json!(r.to_ascii_lowercase())),
-            );
-            put(
-                "autodestroy",
-                autodestroy.map(|a| json!(a.to_ascii_uppercase())),
-            );
+            for (k, v) in policy_fields(policy) {
+                put(k, Some(v));
+            }
             body.insert("autostart".into(), json!(start));
             let answer = ctx
                 .client
@@ -311,31 +272,18 @@ pub async fn instance(ctx: &Ctx, verb: InstanceVerb) -> Result<(), CliError> {
         InstanceVerb::Rm(t) => act(ctx, &t, "DELETE", "", Want::Gone).await,
         InstanceVerb::Set {
             ids,
-            autokill,
-            restart,
-            autodestroy,
+            policy,
             delete_lock,
             no_delete_lock,
         } => {
-            let mut patch = Vec::new();
-            let mut set = |prop: &str, value: Option<Value>| {
-                if let Some(value) = value {
-                    patch.push(json!({"prop": prop, "op": "set", "value": value}));
-                }
-            };
-            set("autokill", autokill);
-            set(
-                "restart_policy",
-                restart.map(|r| json!(r.to_ascii_lowercase())),
-            );
-            set(
-                "autodestroy",
-                autodestroy.map(|a| json!(a.to_ascii_uppercase())),
-            );
-            set(
-                "delete_lock",
-                (delete_lock || no_delete_lock).then_some(json!(delete_lock)),
-            );
+            let mut fields = policy_fields(policy);
+            if delete_lock || no_delete_lock {
+                fields.push(("delete_lock", json!(delete_lock)));
+            }
+            let patch: Vec<Value> = fields
+                .into_iter()
+                .map(|(prop, value)| json!({"prop": prop, "op": "set", "value": value}))
+                .collect();
             if patch.is_empty() {
                 return Err(CliError::Usage(
                     "instance set: nothing to set; give --autokill, --restart, --autodestroy, \

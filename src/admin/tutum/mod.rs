@@ -284,6 +284,59 @@ fn find_container(view: &View, r: &Ref, now: SystemTime) -> Option<ContainerView
         .cloned()
 }
 
+/// What every list takes: which state, and `name` (or `unique_name`), `uuid`,
+/// `uuid__startswith`, checked (a state not among `states` is refused, naming them).
+struct Filters {
+    state: Option<&'static str>,
+    name: Option<String>,
+    uuid: Option<String>,
+    prefix: Option<String>,
+}
+
+/// The query parameters of every list; a list may take more (`extra`).
+const LIST_QUERY: [&str; 8] = [
+    "limit",
+    "offset",
+    "format",
+    "state",
+    "name",
+    "unique_name",
+    "uuid",
+    "uuid__startswith",
+];
+
+impl Filters {
+    /// Reads the query of a list of objects in `states`, with the `extra` parameters it takes.
+    fn parse(
+        uri: &axum::http::Uri,
+        states: &[&'static str],
+        extra: &[&str],
+    ) -> Result<(wire::Query, Filters), crate::controller::api::ApiError> {
+        let allowed: Vec<&str> = LIST_QUERY.iter().chain(extra).copied().collect();
+        let query = wire::Query::parse(uri, &allowed)?;
+        query.one_of("format", &["json"])?;
+        let filters = Filters {
+            state: query.one_of("state", states)?,
+            name: query
+                .get("name")
+                .or(query.get("unique_name"))
+                .map(str::to_owned),
+            uuid: query.get("uuid").map(str::to_ascii_lowercase),
+            prefix: query.get("uuid__startswith").map(str::to_ascii_lowercase),
+        };
+        Ok((query, filters))
+    }
+
+    /// Whether an object in `state` with `id` and `name` passes.
+    fn keep(&self, state: &str, id: uuid::Uuid, name: &str) -> bool {
+        let id = id.to_string();
+        self.state.is_none_or(|s| s == state)
+            && self.name.as_deref().is_none_or(|n| n == name)
+            && self.uuid.as_deref().is_none_or(|u| u == id)
+            && self.prefix.as_deref().is_none_or(|p| id.starts_with(p))
+    }
+}
+
 /// What a handler needs to record an action: the request's method, path and client.
 #[derive(Debug, Clone)]
 struct Meta {
@@ -351,6 +404,14 @@ enum Object {
 }
 
 impl Object {
+    /// The same kind of object with another id (a container's redeploy makes a new one).
+    fn with_id(self, id: uuid::Uuid) -> Object {
+        match self {
+            Object::Service(_) => Object::Service(id),
+            Object::Container(_) => Object::Container(id),
+        }
+    }
+
     fn uri(self) -> String {
         match self {
             Object::Service(id) => show::service_uri(id),
@@ -458,4 +519,49 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Req {
             meta,
         })
     }
+}
+
+/// A verb of a service or a container: an action that takes no body.
+struct Verb {
+    /// The action's name (`Service Start`, …).
+    name: &'static str,
+    /// The query parameters it takes.
+    query: &'static [&'static str],
+    /// The controller call.
+    make: fn(Ref) -> crate::controller::api::Call,
+    /// What its action waits for.
+    watch: fn(uuid::Uuid) -> actions::Watch,
+}
+
+/// Runs `verb` on the object `target` finds for the path's `{id}`: 202 with the object as it
+/// is after (for a redeployed container, the new one).
+async fn act(
+    api: Api,
+    req: Req,
+    target: fn(&Api, &str) -> Result<Object, Refused>,
+    verb: Verb,
+) -> Response {
+    let work = async {
+        let object = target(&api, &req.id)?;
+        let id = match object {
+            Object::Service(id) | Object::Container(id) => id,
+        };
+        check_query(&req.uri, verb.query).map_err(|e| (Some(object), e))?;
+        no_body(&req.body).map_err(|e| (Some(object), e))?;
+        let reply = api
+            .admin
+            .controller
+            .call((verb.make)(Ref::Id(id)))
+            .await
+            .map_err(|e| (Some(object), e))?;
+        let now = match reply {
+            crate::controller::api::Reply::Instance(i) => i.id,
+            crate::controller::api::Reply::Group(g) => g.id,
+        };
+        Ok(Changed {
+            object: object.with_id(now),
+            watch: Some((verb.watch)(now)),
+        })
+    };
+    change(&api, &req, verb.name, StatusCode::ACCEPTED, work).await
 }

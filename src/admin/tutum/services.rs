@@ -11,8 +11,8 @@ use serde::{Deserialize, Deserializer, de};
 use super::actions::Watch;
 use super::wire::{self, Query};
 use super::{
-    Api, Changed, Object, REDEPLOY_QUERY, Refused, Req, all_services, change, check_query,
-    find_service, no_body, show,
+    Api, Changed, Filters, Object, REDEPLOY_QUERY, Refused, Req, Verb, act, all_services, change,
+    find_service, show,
 };
 use crate::admin::v1::wire::{Label, RawAutokill, WireAutodestroy, WireRestartPolicy};
 use crate::controller::api::{ApiError, Call, NewService, Ref, Reply, ServicePatch};
@@ -103,8 +103,13 @@ const READ_ONLY: &[&str] = &[
     "tutum_action_uri",
 ];
 
-/// The service `id` names (404 otherwise), as an object of a change.
-fn target(api: &Api, id: &str) -> Result<uuid::Uuid, Refused> {
+/// The service `id` names (404 otherwise), as the object of a change.
+fn target(api: &Api, id: &str) -> Result<Object, Refused> {
+    service_id(api, id).map(Object::Service)
+}
+
+/// The live service `id` names.
+fn service_id(api: &Api, id: &str) -> Result<uuid::Uuid, Refused> {
     let view = api.admin.published.view.load();
     match find_service(&view, &Ref::parse(id), SystemTime::now()) {
         Some(s) if s.terminated_at.is_some() => Err((
@@ -125,35 +130,12 @@ fn group_id(reply: Reply) -> uuid::Uuid {
 
 /// `GET /api/v1/service/`.
 pub async fn list(State(api): State<Api>, uri: Uri) -> Response {
-    let filters = [
-        "limit",
-        "offset",
-        "state",
-        "name",
-        "unique_name",
-        "uuid",
-        "uuid__startswith",
-        "format",
-    ];
     let run = || -> Result<Response, ApiError> {
-        let query = Query::parse(&uri, &filters)?;
-        let states = ServiceState::ALL.map(ServiceState::as_str);
-        let state = query.one_of("state", &states)?;
-        query.one_of("format", &["json"])?;
+        let (query, filters) =
+            Filters::parse(&uri, &ServiceState::ALL.map(ServiceState::as_str), &[])?;
         let view = api.admin.published.view.load();
-        let now = SystemTime::now();
-        let name = query.get("name").or(query.get("unique_name"));
-        let uuid = query.get("uuid").map(str::to_ascii_lowercase);
-        let prefix = query.get("uuid__startswith").map(str::to_ascii_lowercase);
-        let items: Vec<_> = all_services(&view, now)
-            .filter(|s| state.is_none_or(|want| s.state.as_str() == want))
-            .filter(|s| name.is_none_or(|n| s.name == n))
-            .filter(|s| uuid.as_ref().is_none_or(|u| s.id.to_string() == *u))
-            .filter(|s| {
-                prefix
-                    .as_ref()
-                    .is_none_or(|p| s.id.to_string().starts_with(p.as_str()))
-            })
+        let items: Vec<_> = all_services(&view, SystemTime::now())
+            .filter(|s| filters.keep(s.state.as_str(), s.id, &s.name))
             .collect();
         wire::page("/api/v1/service/", &query, items, show::service)
     };
@@ -200,7 +182,7 @@ pub async fn create(State(api): State<Api>, req: Req) -> Response {
 /// `PATCH /api/v1/service/{id}/`.
 pub async fn patch(State(api): State<Api>, req: Req) -> Response {
     let work = async {
-        let sid = target(&api, &req.id)?;
+        let sid = service_id(&api, &req.id)?;
         let object = Some(Object::Service(sid));
         Query::parse(&req.uri, &[]).map_err(|e| (object, e))?;
         let mut read_only = READ_ONLY.to_vec();
@@ -227,43 +209,18 @@ pub async fn patch(State(api): State<Api>, req: Req) -> Response {
     change(&api, &req, "Service Update", StatusCode::OK, work).await
 }
 
-/// A service action (`start`, `stop`, …): no body, query parameters only of `query`, 202
-/// with the service, its action watched by `watch`.
-async fn act(
-    api: Api,
-    req: Req,
-    query: &[&str],
-    name: &'static str,
-    make: fn(Ref) -> Call,
-    watch: fn(uuid::Uuid) -> Watch,
-) -> Response {
-    let work = async {
-        let sid = target(&api, &req.id)?;
-        let object = Some(Object::Service(sid));
-        check_query(&req.uri, query).map_err(|e| (object, e))?;
-        no_body(&req.body).map_err(|e| (object, e))?;
-        api.admin
-            .controller
-            .call(make(Ref::Id(sid)))
-            .await
-            .map_err(|e| (object, e))?;
-        Ok(Changed {
-            object: Object::Service(sid),
-            watch: Some(watch(sid)),
-        })
-    };
-    change(&api, &req, name, StatusCode::ACCEPTED, work).await
-}
-
 /// `POST /api/v1/service/{id}/start/`.
 pub async fn start(State(api): State<Api>, req: Req) -> Response {
     act(
         api,
         req,
-        &[],
-        "Service Start",
-        Call::StartService,
-        Watch::ServiceStarted,
+        target,
+        Verb {
+            name: "Service Start",
+            query: &[],
+            make: Call::StartService,
+            watch: Watch::ServiceStarted,
+        },
     )
     .await
 }
@@ -273,10 +230,13 @@ pub async fn stop(State(api): State<Api>, req: Req) -> Response {
     act(
         api,
         req,
-        &[],
-        "Service Stop",
-        Call::StopService,
-        Watch::ServiceStopped,
+        target,
+        Verb {
+            name: "Service Stop",
+            query: &[],
+            make: Call::StopService,
+            watch: Watch::ServiceStopped,
+        },
     )
     .await
 }
@@ -286,10 +246,13 @@ pub async fn scale(State(api): State<Api>, req: Req) -> Response {
     act(
         api,
         req,
-        &[],
-        "Service Scale",
-        Call::ScaleService,
-        Watch::ServiceSettled,
+        target,
+        Verb {
+            name: "Service Scale",
+            query: &[],
+            make: Call::ScaleService,
+            watch: Watch::ServiceSettled,
+        },
     )
     .await
 }
@@ -300,10 +263,13 @@ pub async fn redeploy(State(api): State<Api>, req: Req) -> Response {
     act(
         api,
         req,
-        REDEPLOY_QUERY,
-        "Service Redeploy",
-        Call::RedeployService,
-        Watch::ServiceSettled,
+        target,
+        Verb {
+            name: "Service Redeploy",
+            query: REDEPLOY_QUERY,
+            make: Call::RedeployService,
+            watch: Watch::ServiceSettled,
+        },
     )
     .await
 }
@@ -314,10 +280,13 @@ pub async fn terminate(State(api): State<Api>, req: Req) -> Response {
     act(
         api,
         req,
-        &[],
-        "Service Terminate",
-        Call::TerminateService,
-        Watch::ServiceGone,
+        target,
+        Verb {
+            name: "Service Terminate",
+            query: &[],
+            make: Call::TerminateService,
+            watch: Watch::ServiceGone,
+        },
     )
     .await
 }

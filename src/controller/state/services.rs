@@ -108,6 +108,17 @@ fn at(ms: u64) -> SystemTime {
 }
 
 impl ServiceSpec {
+    /// What its container `name` is made from.
+    fn container(&self, name: String) -> Spec {
+        Spec {
+            name,
+            image: self.image.clone(),
+            autokill: self.autokill,
+            restart_policy: self.autorestart,
+            autodestroy: self.autodestroy,
+        }
+    }
+
     /// The spec as stored with its group.
     pub fn record(&self) -> ServiceRecord {
         ServiceRecord {
@@ -605,7 +616,7 @@ impl State {
         );
         let mut next = 1;
         for _ in 0..new.target {
-            self.add_container(id, &mut next, now, fx);
+            self.add_container(id, None, &mut next, now, fx);
         }
         self.check_group(id, now, fx);
         Ok(Reply::Group(self.group_view(&self.groups[&id])))
@@ -656,27 +667,22 @@ impl State {
         }
     }
 
-    /// Adds one container of service `id` made from its current spec: started when the
-    /// service runs, else created only (`Init`). Returns its id.
+    /// Adds one container of service `id` made from its current spec, named `name` (the name
+    /// of one it replaces) or else the lowest free `<service>-<n>` from `*next`: started when
+    /// the service runs, else created only (`Init`). Returns its id.
     fn add_container(
         &mut self,
         id: Uuid,
+        name: Option<String>,
         next: &mut u64,
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) -> Option<Uuid> {
         let g = self.groups.get(&id)?;
         let spec = g.service.as_ref()?;
-        let name = self.next_container_name(&g.name, next);
-        let spec_of = Spec {
-            name,
-            image: spec.image.clone(),
-            autokill: spec.autokill,
-            restart_policy: spec.autorestart,
-            autodestroy: spec.autodestroy,
-        };
+        let name = name.unwrap_or_else(|| self.next_container_name(&g.name, next));
         let start = spec.run;
-        let c = self.add_instance(spec_of, Some(id), None, start, false, now, fx);
+        let c = self.add_instance(spec.container(name), Some(id), None, start, false, now, fx);
         if !start {
             self.never_started(c, fx);
         }
@@ -835,7 +841,7 @@ impl State {
         } else {
             let mut next = 1;
             for _ in containers.len()..target {
-                self.add_container(id, &mut next, now, fx);
+                self.add_container(id, None, &mut next, now, fx);
             }
         }
         self.check_group(id, now, fx);
@@ -867,30 +873,11 @@ impl State {
             if n < target
                 && let Some(name) = name
             {
-                self.add_container_named(id, name, now, fx);
+                self.add_container(id, Some(name), &mut 1, now, fx);
             }
         }
         self.scale_to_target(id, now, fx)?;
         Ok(Reply::Group(self.group_view(&self.groups[&id])))
-    }
-
-    /// Adds a started container of service `id` named `name` (the name of one it replaces).
-    fn add_container_named(
-        &mut self,
-        id: Uuid,
-        name: String,
-        now: SystemTime,
-        fx: &mut Vec<Effect>,
-    ) -> Option<Uuid> {
-        let spec = self.spec(id)?;
-        let spec_of = Spec {
-            name,
-            image: spec.image.clone(),
-            autokill: spec.autokill,
-            restart_policy: spec.autorestart,
-            autodestroy: spec.autodestroy,
-        };
-        Some(self.add_instance(spec_of, Some(id), None, true, false, now, fx))
     }
 
     pub(super) fn terminate_service(
@@ -946,13 +933,7 @@ impl State {
         }
         // From its service's current spec, or, outside a service, from its own.
         let spec_of = match service {
-            Some(s) => Spec {
-                name: old.name.to_string(),
-                image: s.image.clone(),
-                autokill: s.autokill,
-                restart_policy: s.autorestart,
-                autodestroy: s.autodestroy,
-            },
+            Some(s) => s.container(old.name.to_string()),
             None => Spec {
                 name: old.name.to_string(),
                 image: old.image.clone(),
