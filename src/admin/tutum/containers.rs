@@ -35,11 +35,10 @@ pub async fn list(State(api): State<Api>, uri: Uri) -> Response {
                 Some(found.id)
             }
         };
-        let items: Vec<_> = all_containers(&view, now)
+        let of_service = all_containers(&view, now)
             .into_iter()
-            .filter(|c| filters.keep(c.state.as_str(), c.id, &c.name))
-            .filter(|c| service.is_none_or(|s| c.service == Some(s)))
-            .collect();
+            .filter(|c| service.is_none_or(|s| c.service == Some(s)));
+        let items = filters.apply(of_service, |c| (c.state.as_str(), c.id, &c.name));
         let base = api.admin.base_domain.clone();
         wire::page("/api/v1/container/", &query, items, |c| {
             show::container(&c, &base)

@@ -335,6 +335,30 @@ impl Filters {
             && self.uuid.as_deref().is_none_or(|u| u == id)
             && self.prefix.as_deref().is_none_or(|p| id.starts_with(p))
     }
+
+    /// `items` that pass; `state_of` says whether one is terminated. A name names the live
+    /// object when there is one (names are unique among live resources, and are given again
+    /// after a redeploy or a terminate): asked by `name` without a `state`, terminated objects
+    /// of that name are shown only when no live one has it. python-tutum's
+    /// `Utils.fetch_remote_*` find objects by name this way, and would otherwise see several.
+    fn apply<T>(
+        &self,
+        items: impl Iterator<Item = T>,
+        fields: impl Fn(&T) -> (&str, uuid::Uuid, &str),
+    ) -> Vec<T> {
+        let kept: Vec<T> = items
+            .filter(|x| {
+                let (state, id, name) = fields(x);
+                self.keep(state, id, name)
+            })
+            .collect();
+        let terminated = |x: &T| fields(x).0 == "Terminated";
+        if self.name.is_some() && self.state.is_none() && kept.iter().any(|x| !terminated(x)) {
+            kept.into_iter().filter(|x| !terminated(x)).collect()
+        } else {
+            kept
+        }
+    }
 }
 
 /// What a handler needs to record an action: the request's method, path and client.

@@ -134,9 +134,9 @@ pub async fn list(State(api): State<Api>, uri: Uri) -> Response {
         let (query, filters) =
             Filters::parse(&uri, &ServiceState::ALL.map(ServiceState::as_str), &[])?;
         let view = api.admin.published.view.load();
-        let items: Vec<_> = all_services(&view, SystemTime::now())
-            .filter(|s| filters.keep(s.state.as_str(), s.id, &s.name))
-            .collect();
+        let items = filters.apply(all_services(&view, SystemTime::now()), |s| {
+            (s.state.as_str(), s.id, &s.name)
+        });
         wire::page("/api/v1/service/", &query, items, show::service)
     };
     run().unwrap_or_else(wire::api_error)
