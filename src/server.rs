@@ -133,6 +133,10 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         token: config.admin.token.as_deref().map(Arc::from),
         base_domain: config.proxy.base_domain.as_str().into(),
         controller: controller::api::Handle::new(commands_tx.clone()),
+        hosts: Arc::new(admin::Hosts::new(
+            admin_listener.local_addr().unwrap_or(config.admin.listen),
+            &config.admin.allowed_hosts,
+        )),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(async move {

@@ -21,8 +21,14 @@
 //!
 //! `/v1` requires `Authorization: Bearer <token>` when `admin.token` is set. Every `/v1` answer,
 //! errors included, is Unikraft's envelope `{"status","message"?,"data"?,"errors"?}`.
+//!
+//! Every route refuses requests a web page could have sent (see [`guard`]): a foreign `Host` or
+//! `Origin` (403), a body that is not `application/json` (415).
 
+mod guard;
 mod v1;
+
+pub use guard::Hosts;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +58,8 @@ pub struct AdminState {
     pub base_domain: Arc<str>,
     /// Sends calls to the controller.
     pub controller: crate::controller::api::Handle,
+    /// The `Host` names the listener answers to.
+    pub hosts: Arc<Hosts>,
 }
 
 /// The admin router.
@@ -114,7 +122,44 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(|| async { v1::error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        // Outermost last: the guard runs first, and every refusal below it (axum's own 413,
+        // 400 for a path that is not UTF-8) leaves as the envelope.
+        .layer(middleware::from_fn(enveloped))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::same_site_json,
+        ))
         .with_state(state)
+}
+
+/// Turns an error answer that is not JSON (axum's rejections: 413 body too large, 400 path not
+/// UTF-8, ...) into the envelope, keeping its status and text. The plain-text probes stay as
+/// they are.
+async fn enveloped(req: Request, next: Next) -> Response {
+    let probe = matches!(req.uri().path(), "/livez" | "/readyz" | "/metrics");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if probe || json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned()
+    } else {
+        text
+    };
+    v1::error(status, message)
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

@@ -92,6 +92,9 @@ pub(crate) struct RawAdmin {
     /// Bearer token the API requires. Default: none (no authentication), which is only
     /// allowed when `listen` is a loopback address. If set, not empty.
     pub token: Option<Spanned<String>>,
+    /// Further `Host` names the admin listener answers to (besides its own address,
+    /// `localhost`, `127.0.0.1` and `[::1]`), as `name` or `name:port`. Default: none.
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// `store:`
@@ -200,7 +203,7 @@ pub(crate) struct RawInstance {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAutokill {
     /// Delete the instance once it has been sent this many requests; 0 or absent = never.
-    pub num_requests: Option<u64>,
+    pub num_requests: Option<Spanned<u64>>,
     /// Delete the instance once it has been stopped this long; `0` or absent = never.
     pub time: Option<Spanned<RawDuration>>,
 }

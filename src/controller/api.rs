@@ -14,6 +14,10 @@ use uuid::Uuid;
 use super::{Command, GroupView, InstanceView};
 use crate::config::{Autodestroy, RestartPolicy};
 
+/// The most domains a service group has: domains are checked against every other group's and
+/// every instance's host name, so a bound keeps each check short.
+pub const MAX_GROUP_DOMAINS: usize = 100;
+
 /// A reference to a resource, by UUID or by name (as the Unikraft API allows both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ref {
@@ -163,6 +167,9 @@ pub enum Call {
     DeleteGroup(Ref),
     /// Apply PATCH items to a service group, all or nothing.
     PatchGroup(Ref, Vec<GroupPatch>),
+    /// Several calls applied in order in one command, answered with [`Reply::Batch`]: the
+    /// whole batch is applied even if the client that sent it goes away.
+    Batch(Vec<Call>),
 }
 
 /// The answer to a [`Call`]: the resource as it is after the change (templates are instances in
@@ -173,6 +180,8 @@ pub enum Reply {
     Instance(InstanceView),
     /// A service group.
     Group(GroupView),
+    /// The answers to a [`Call::Batch`], one per call in order.
+    Batch(Vec<Result<Reply, ApiError>>),
 }
 
 /// Why the controller refused a call. Nothing changed.
@@ -209,6 +218,13 @@ impl ApiError {
     }
 }
 
+fn internal(message: &str) -> ApiError {
+    ApiError {
+        status: 500,
+        message: message.to_owned(),
+    }
+}
+
 /// Where the controller sends its answer.
 pub type ReplyTo = oneshot::Sender<Result<Reply, ApiError>>;
 
@@ -222,6 +238,20 @@ impl Handle {
     /// A handle sending on the controller's command channel.
     pub fn new(tx: mpsc::UnboundedSender<Command>) -> Handle {
         Handle { tx }
+    }
+
+    /// Sends `calls` as one [`Call::Batch`] and waits for their answers, in order. The batch
+    /// is on the controller's queue before the first `await`: dropping the future (a client that
+    /// goes away) leaves it to be applied whole.
+    pub async fn call_all(&self, calls: Vec<Call>) -> Vec<Result<Reply, ApiError>> {
+        let n = calls.len();
+        match self.call(Call::Batch(calls)).await {
+            Ok(Reply::Batch(replies)) if replies.len() == n => replies,
+            Ok(_) => (0..n)
+                .map(|_| Err(internal("the controller answered a batch out of shape")))
+                .collect(),
+            Err(err) => (0..n).map(|_| Err(err.clone())).collect(),
+        }
     }
 
     /// Sends `call` and waits for the answer, which comes once the change is published.

@@ -59,6 +59,10 @@ pub enum Admission {
 /// The "held" bit of the limit word: admit past the limit.
 const HELD: u64 = 1 << 63;
 
+/// The largest limit a meter holds: the bit above it is the "held" flag, so a larger limit would
+/// be cut. The API and the configuration refuse more.
+pub const MAX_LIMIT: u64 = HELD - 1;
+
 impl Meter {
     /// A meter that has admitted `count` requests, with `limit` (0 = no limit).
     pub fn new(count: u64, limit: u64) -> Meter {

@@ -182,10 +182,17 @@ pub async fn create(State(state): State<AdminState>, body: Bytes) -> Response {
             Err(err) => return wire::api_error(err),
         }
     }
-    let mut items = Vec::with_capacity(creates.len());
+    let mut names = Vec::with_capacity(creates.len());
+    let mut waits = Vec::with_capacity(creates.len());
+    let mut calls = Vec::with_capacity(creates.len());
     for Create { new, wait } in creates {
-        let name = new.name.clone();
-        let mut result = super::call(&state, Call::CreateInstance(new)).await;
+        names.push(new.name.clone());
+        waits.push(wait);
+        calls.push(Call::CreateInstance(new));
+    }
+    let results = super::call_all(&state, calls).await;
+    let mut items = Vec::with_capacity(results.len());
+    for ((mut result, name), wait) in results.into_iter().zip(names).zip(waits) {
         if let (Ok(shown), Some(wait)) = (&result, wait) {
             result = Ok(wait_started(&state, shown, wait).await);
         }
@@ -348,9 +355,10 @@ fn convert_patch(
             item.expect_op(prefix, &[Op::Set, Op::Add, Op::Del])?;
             // One feature or a list; `delete-on-stop` is the only one, so each op comes down to
             // autodestroy ALWAYS or OFF.
-            let features: Vec<Feature> = match &item.value {
-                Value::Array(_) => item.value(prefix)?,
-                _ => vec![item.value(prefix)?],
+            let features: Vec<Feature> = if item.value_is_array() {
+                item.value(prefix)?
+            } else {
+                vec![item.value(prefix)?]
             };
             let has = features.contains(&Feature::DeleteOnStop);
             let always = match item.op {

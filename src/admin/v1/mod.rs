@@ -161,17 +161,30 @@ fn list(state: &AdminState, body: &[u8], res: Resource) -> Response {
     wire::answer(res.key(), single, items)
 }
 
-/// Sends `call` and shows what the controller answers with.
-async fn call(state: &AdminState, call: Call) -> Result<Value, ApiError> {
-    let reply = state.controller.call(call).await?;
-    let view = state.published.view.load();
-    Ok(match reply {
-        Reply::Instance(i) => show::instance(&i, &view, &state.base_domain),
-        Reply::Group(g) => show::group(&g, &view),
-    })
+/// Shows what the controller answered.
+fn show_reply(state: &AdminState, view: &View, reply: Reply) -> Result<Value, ApiError> {
+    match reply {
+        Reply::Instance(i) => Ok(show::instance(&i, view, &state.base_domain)),
+        Reply::Group(g) => Ok(show::group(&g, view)),
+        Reply::Batch(_) => Err(ApiError {
+            status: 500,
+            message: "the controller answered a single call with a batch".into(),
+        }),
+    }
 }
 
-/// Runs one call per reference (delete, start, stop), in order; each answered on its own.
+/// Sends `calls` to the controller as one batch (applied whole, in order, even if the client
+/// goes away) and shows each answer.
+async fn call_all(state: &AdminState, calls: Vec<Call>) -> Vec<Result<Value, ApiError>> {
+    let replies = state.controller.call_all(calls).await;
+    let view = state.published.view.load();
+    replies
+        .into_iter()
+        .map(|reply| reply.and_then(|r| show_reply(state, &view, r)))
+        .collect()
+}
+
+/// Runs one call per reference (delete, start, stop) in one batch; each answered on its own.
 async fn per_target(
     state: &AdminState,
     refs: Vec<Ref>,
@@ -179,15 +192,13 @@ async fn per_target(
     res: Resource,
     make: fn(Ref) -> Call,
 ) -> Response {
-    let mut items = Vec::with_capacity(refs.len());
-    for r in refs {
-        let checked = expect_kind(&state.published.view.load(), &r, res);
-        let result = match checked {
-            Ok(()) => call(state, make(r.clone())).await,
-            Err(err) => Err(err),
-        };
-        items.push(Item::new(result).echo_ref(&r));
-    }
+    let calls = refs.iter().cloned().map(make).collect();
+    let results = call_all(state, calls).await;
+    let items = results
+        .into_iter()
+        .zip(&refs)
+        .map(|(result, r)| Item::new(result).echo_ref(r))
+        .collect();
     wire::answer(res.key(), single, items)
 }
 
@@ -267,16 +278,15 @@ async fn patch<P>(
         }
     }
     let mut answers: Vec<Option<Item>> = (0..batch.items.len()).map(|_| None).collect();
+    let mut targets = Vec::with_capacity(groups.len());
+    let mut calls = Vec::with_capacity(groups.len());
     for (target, patches) in groups {
-        let indices: Vec<usize> = patches.iter().map(|(i, _)| *i).collect();
-        let checked = expect_kind(&state.published.view.load(), &target, res);
-        let result = match checked {
-            Ok(()) => {
-                let patches = patches.into_iter().map(|(_, p)| p).collect();
-                call(state, make(target.clone(), patches)).await
-            }
-            Err(err) => Err(err),
-        };
+        let (indices, patches): (Vec<usize>, Vec<P>) = patches.into_iter().unzip();
+        calls.push(make(target.clone(), patches));
+        targets.push((target, indices));
+    }
+    let results = call_all(state, calls).await;
+    for ((target, indices), result) in targets.into_iter().zip(results) {
         for index in indices {
             let item = Item::new(result.clone())
                 .echo_ref(&target)

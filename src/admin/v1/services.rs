@@ -1,5 +1,7 @@
 //! `/v1/services`: service groups — create, list, get, patch, delete.
 
+use std::collections::HashSet;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -8,7 +10,7 @@ use serde_json::Value;
 
 use super::wire::{self, Batch, Item, Label, Op, RawPatch, RawTimeAutokill};
 use super::{AdminState, Resource};
-use crate::controller::api::{ApiError, Call, GroupPatch, NewGroup, Ref};
+use crate::controller::api::{ApiError, Call, GroupPatch, MAX_GROUP_DOMAINS, NewGroup, Ref};
 
 /// A `POST /v1/services` item.
 #[derive(Debug, Deserialize)]
@@ -86,11 +88,21 @@ fn resolve_domains(
     field: &str,
     base_domain: &str,
 ) -> Result<Vec<String>, ApiError> {
+    if domains.len() > MAX_GROUP_DOMAINS {
+        return Err(wire::bad(
+            field,
+            format!(
+                "{} domains; a service group has at most {MAX_GROUP_DOMAINS}",
+                domains.len()
+            ),
+        ));
+    }
     let mut out: Vec<String> = Vec::with_capacity(domains.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(domains.len());
     for (i, d) in domains.iter().enumerate() {
         let here = format!("{field}[{i}].name");
         let full = wire::resolve_domain(&d.name, base_domain).map_err(|e| wire::bad(&here, e))?;
-        if out.contains(&full) {
+        if !seen.insert(full.clone()) {
             return Err(wire::bad(&here, format!("{full:?} is given twice")));
         }
         out.push(full);
@@ -147,12 +159,13 @@ pub async fn create(State(state): State<AdminState>, body: Bytes) -> Response {
             Err(err) => return wire::api_error(err),
         }
     }
-    let mut items = Vec::with_capacity(news.len());
-    for new in news {
-        let name = Ref::Name(new.name.clone());
-        let result = super::call(&state, Call::CreateGroup(new)).await;
-        items.push(Item::new(result).echo_ref(&name));
-    }
+    let names: Vec<Ref> = news.iter().map(|n| Ref::Name(n.name.clone())).collect();
+    let results = super::call_all(&state, news.into_iter().map(Call::CreateGroup).collect()).await;
+    let items = results
+        .into_iter()
+        .zip(&names)
+        .map(|(result, name)| Item::new(result).echo_ref(name))
+        .collect();
     wire::answer("service_groups", single, items)
 }
 
@@ -237,9 +250,10 @@ fn convert_patch(
         "domains" => {
             item.expect_op(prefix, &[Op::Add, Op::Del])?;
             // One `{"name"}` or a list of them.
-            let domains: Vec<RawDomain> = match &item.value {
-                Value::Array(_) => item.value(prefix)?,
-                _ => vec![item.value(prefix)?],
+            let domains: Vec<RawDomain> = if item.value_is_array() {
+                item.value(prefix)?
+            } else {
+                vec![item.value(prefix)?]
             };
             if domains.is_empty() {
                 return Err(wire::bad(&format!("{prefix}value"), "no domain given"));

@@ -37,18 +37,14 @@ pub async fn create(State(state): State<AdminState>, body: Bytes) -> Response {
             Err(err) => return wire::api_error(err),
         }
     }
-    let mut items = Vec::with_capacity(news.len());
-    for new in news {
-        let instance = new.instance.clone();
-        // The source must be an instance: `expect_kind` for templates would refuse it.
-        let checked =
-            super::expect_kind(&state.published.view.load(), &instance, Resource::Instance);
-        let result = match checked {
-            Ok(()) => super::call(&state, Call::CreateTemplate(new)).await,
-            Err(err) => Err(err),
-        };
-        items.push(Item::new(result).echo_ref(&instance));
-    }
+    let refs: Vec<_> = news.iter().map(|n| n.instance.clone()).collect();
+    let results =
+        super::call_all(&state, news.into_iter().map(Call::CreateTemplate).collect()).await;
+    let items = results
+        .into_iter()
+        .zip(&refs)
+        .map(|(result, r)| Item::new(result).echo_ref(r))
+        .collect();
     wire::answer("instances", batch.single, items)
 }
 

@@ -24,12 +24,20 @@ use crate::controller::api::{ApiError, AutokillSpec, Ref};
 /// any useful timer, and far from where adding it to a wall-clock instant could overflow.
 pub const MAX_TIME_MS: u64 = 100 * 31_557_600_000;
 
+/// The most items one request body takes: each is applied by the controller in one command, so
+/// a bound keeps one request from holding it (and the proxy's reservations) for long.
+pub const MAX_BATCH: usize = 1000;
+
+/// The longest message (in characters) an answer carries: a refused value is echoed in part.
+const MAX_MESSAGE: usize = 300;
+
 // ---------------------------------------------------------------------------------------------
 // The envelope
 // ---------------------------------------------------------------------------------------------
 
 /// An error answer: `{"status":"error","message":…,"errors":[{"status":<code>,"message":…}]}`.
 pub fn error(status: StatusCode, message: String) -> Response {
+    let message = clip(&message);
     let body = json!({
         "status": "error",
         "message": message,
@@ -41,6 +49,15 @@ pub fn error(status: StatusCode, message: String) -> Response {
 /// The answer for an [`ApiError`], with its status (500 when it is not a valid HTTP status).
 pub fn api_error(err: ApiError) -> Response {
     error(status_of(&err), err.message)
+}
+
+/// `message` cut to [`MAX_MESSAGE`] characters, saying so: a megabyte of bad value is not worth
+/// sending back (twice, in `message` and `errors`).
+pub fn clip(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE) {
+        None => message.to_owned(),
+        Some((cut, _)) => format!("{}… (cut; {} bytes in all)", &message[..cut], message.len()),
+    }
 }
 
 fn status_of(err: &ApiError) -> StatusCode {
@@ -78,7 +95,7 @@ impl Item {
     pub fn echo_ref(mut self, r: &Ref) -> Item {
         match r {
             Ref::Id(id) => self.echo.insert("uuid".into(), json!(id)),
-            Ref::Name(name) => self.echo.insert("name".into(), json!(name)),
+            Ref::Name(name) => self.echo.insert("name".into(), json!(clip(name))),
         };
         self
     }
@@ -120,16 +137,17 @@ pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
             Err(err) => {
                 let status = status_of(&err);
                 first_error.get_or_insert(status);
+                let message = clip(&err.message);
                 let mut e = Map::new();
                 e.insert("status".into(), json!(status.as_u16()));
-                e.insert("message".into(), json!(err.message));
+                e.insert("message".into(), json!(message));
                 if !single {
                     e.insert("index".into(), json!(index));
                 }
                 errors.push(Value::Object(e));
                 let mut obj = Map::new();
                 obj.insert("status".into(), json!("error"));
-                obj.insert("message".into(), json!(err.message));
+                obj.insert("message".into(), json!(message));
                 obj
             }
         };
@@ -211,6 +229,12 @@ pub fn parse_batch<T: DeserializeOwned>(body: &[u8]) -> Result<Batch<T>, ApiErro
             if items.is_empty() {
                 return Err(ApiError::bad_request("the request body is an empty array"));
             }
+            if items.len() > MAX_BATCH {
+                return Err(ApiError::bad_request(format!(
+                    "the request body has {} items; at most {MAX_BATCH} are taken in one request",
+                    items.len()
+                )));
+            }
             Ok(Batch {
                 items,
                 single: false,
@@ -239,14 +263,6 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|err| ApiError::bad_request(format!("invalid JSON: {err}")))?;
     Ok(value)
-}
-
-/// Deserializes an already-parsed JSON value (PATCH's `value`), naming it as `field` on error.
-pub fn from_value<T: DeserializeOwned>(value: Value, field: &str) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        ApiError::bad_request(at(&path, field, &err.into_inner().to_string()))
-    })
 }
 
 /// `"<field>.<path>: <message>"`, leaving out the parts that are empty.
@@ -279,14 +295,9 @@ pub struct Label(pub String);
 impl<'de> Deserialize<'de> for Label {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Label, D::Error> {
         let s = String::deserialize(d)?;
-        if crate::config::is_label(&s) && !s.bytes().any(|b| b.is_ascii_uppercase()) {
-            Ok(Label(s))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid name {s:?}: use 1 to 63 lower-case letters, digits and '-', \
-                 not starting or ending with '-'"
-            )))
-        }
+        crate::config::check_name(&s)
+            .map(|()| Label(s))
+            .map_err(de::Error::custom)
     }
 }
 
@@ -341,12 +352,26 @@ impl<'de> Deserialize<'de> for TimeMs {
     }
 }
 
+/// `num_requests`: a whole number the proxy's meter can count (see
+/// [`crate::proxy::meter::MAX_LIMIT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumRequests(pub u64);
+
+impl<'de> Deserialize<'de> for NumRequests {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<NumRequests, D::Error> {
+        let n = u64::deserialize(d)?;
+        crate::config::check_num_requests(n)
+            .map(|()| NumRequests(n))
+            .map_err(de::Error::custom)
+    }
+}
+
 /// `autokill` of an instance: `{"num_requests", "time_ms"}`; a left-out or `null` field is not set.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAutokill {
     /// Delete after this many requests; 0 disables.
-    pub num_requests: Option<u64>,
+    pub num_requests: Option<NumRequests>,
     /// Delete after being stopped this long; 0 disables.
     pub time_ms: Option<TimeMs>,
 }
@@ -355,7 +380,7 @@ impl RawAutokill {
     /// The policy the controller takes.
     pub fn spec(&self) -> AutokillSpec {
         AutokillSpec {
-            num_requests: self.num_requests,
+            num_requests: self.num_requests.map(|n| n.0),
             time: self.time_ms.map(|t| t.0),
         }
     }
@@ -527,9 +552,10 @@ pub struct RawPatch {
     pub prop: String,
     /// What to do with it.
     pub op: Op,
-    /// The operand; `null` or left out means "not set".
+    /// The operand, kept as written so that it is parsed like every other body (duplicate
+    /// keys refused); `null` or left out means "not set".
     #[serde(default)]
-    pub value: Value,
+    pub value: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl RawPatch {
@@ -552,7 +578,23 @@ impl RawPatch {
 
     /// The value as `T`, named `<field>value` on error; `null` is refused when `T` cannot be null.
     pub fn value<T: DeserializeOwned>(&self, field: &str) -> Result<T, ApiError> {
-        from_value(self.value.clone(), &format!("{field}value"))
+        let text = self.value.as_ref().map_or("null", |v| v.get());
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|err| {
+            let path = err.path().to_string();
+            ApiError::bad_request(at(
+                &path,
+                &format!("{field}value"),
+                &err.into_inner().to_string(),
+            ))
+        })
+    }
+
+    /// Whether the value is a JSON array (a list of operands rather than one).
+    pub fn value_is_array(&self) -> bool {
+        self.value
+            .as_ref()
+            .is_some_and(|v| v.get().trim_start().starts_with('['))
     }
 }
 

@@ -1,13 +1,14 @@
 //! The admin API's calls as the controller applies them: create, start, stop, delete and patch
 //! of instances, templates and service groups, and the lookups by UUID or name they share.
 
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use uuid::Uuid;
 
 use super::super::api::{
-    ApiError, Call, GroupPatch, InstancePatch, NewGroup, NewInstance, NewTemplate, Ref, Reply,
-    TemplatePatch,
+    ApiError, Call, GroupPatch, InstancePatch, MAX_GROUP_DOMAINS, NewGroup, NewInstance,
+    NewTemplate, Ref, Reply, TemplatePatch,
 };
 use super::super::{Effect, GroupView, InstanceState, InstanceView, TimerKey};
 use super::{Autokill, Group, Instance, Pending, Spec, State};
@@ -140,6 +141,12 @@ impl State {
                 }))
             }
             Call::PatchGroup(r, patches) => self.patch_group(&r, patches, now, fx),
+            Call::Batch(calls) => Ok(Reply::Batch(
+                calls
+                    .into_iter()
+                    .map(|call| self.call(call, now, fx))
+                    .collect(),
+            )),
         }
     }
 
@@ -352,16 +359,27 @@ impl State {
                 GroupPatch::Autokill(t) => time = t.filter(|t| !t.is_zero()),
                 GroupPatch::DeleteLock(l) => lock = l,
                 GroupPatch::AddDomains(add) => {
+                    let mut have: HashSet<String> = domains.iter().cloned().collect();
                     for d in add {
-                        if !domains.contains(&d) {
+                        if have.insert(d.clone()) {
                             domains.push(d);
                         }
                     }
                 }
-                GroupPatch::RemoveDomains(del) => domains.retain(|d| !del.contains(d)),
+                GroupPatch::RemoveDomains(del) => {
+                    let del: HashSet<String> = del.into_iter().collect();
+                    domains.retain(|d| !del.contains(d));
+                }
                 GroupPatch::SoftLimit(v) => soft = v,
                 GroupPatch::HardLimit(v) => hard = v,
             }
+        }
+        if domains.len() > MAX_GROUP_DOMAINS {
+            return Err(ApiError::bad_request(format!(
+                "domains: the group would have {} domains; a service group has at most \
+                 {MAX_GROUP_DOMAINS}",
+                domains.len()
+            )));
         }
         self.check_domains_free(&domains, Some(id))?;
         let Some(g) = self.groups.get_mut(&id) else {
@@ -404,13 +422,22 @@ impl State {
     }
 
     pub(super) fn find_instance(&self, r: &Ref) -> Result<Uuid, ApiError> {
-        self.find(r, false)
-            .ok_or_else(|| ApiError::not_found(format!("no instance {r}")))
+        self.find(r, false).ok_or_else(|| match self.find(r, true) {
+            // Both live in the same records; say which route the other kind is on.
+            Some(_) => ApiError::not_found(format!(
+                "{r} is a template, not an instance (see /v1/instances/templates)"
+            )),
+            None => ApiError::not_found(format!("no instance {r}")),
+        })
     }
 
     pub(super) fn find_template(&self, r: &Ref) -> Result<Uuid, ApiError> {
-        self.find(r, true)
-            .ok_or_else(|| ApiError::not_found(format!("no template {r}")))
+        self.find(r, true).ok_or_else(|| match self.find(r, false) {
+            Some(_) => ApiError::not_found(format!(
+                "{r} is an instance, not a template (see /v1/instances)"
+            )),
+            None => ApiError::not_found(format!("no template {r}")),
+        })
     }
 
     pub(super) fn find_group(&self, r: &Ref) -> Result<Uuid, ApiError> {
@@ -440,33 +467,56 @@ impl State {
         Ok(())
     }
 
+    /// Refuses domains another group has or that are an instance's host name. Linear in the
+    /// domains given, the other groups' domains and the instances: each is looked at once.
     pub(super) fn check_domains_free(
         &self,
         domains: &[String],
         except: Option<Uuid>,
     ) -> Result<(), ApiError> {
-        for d in domains {
-            if let Some(g) = self
-                .groups
-                .values()
-                .find(|g| Some(g.id) != except && g.domains.contains(d))
-            {
-                return Err(ApiError::conflict(format!(
-                    "domains: {d:?} already belongs to service group {:?}",
-                    g.name
-                )));
-            }
-            if let Some(i) = self.instances.values().find(|i| {
-                i.state != InstanceState::Deleted
-                    && format!("{}.{}", i.name, self.base_domain) == *d
-            }) {
-                return Err(ApiError::conflict(format!(
-                    "domains: {d:?} is the host name of instance {:?}",
-                    &*i.name
-                )));
+        if domains.is_empty() {
+            return Ok(());
+        }
+        let wanted: HashSet<&str> = domains.iter().map(String::as_str).collect();
+        // Why each taken domain is taken; the first reason found for a domain stands.
+        let mut taken: HashMap<&str, ApiError> = HashMap::new();
+        for g in self.groups.values().filter(|g| Some(g.id) != except) {
+            for d in g.domains.iter().filter(|d| wanted.contains(d.as_str())) {
+                taken.entry(d).or_insert_with(|| {
+                    ApiError::conflict(format!(
+                        "domains: {d:?} already belongs to service group {:?}",
+                        g.name
+                    ))
+                });
             }
         }
-        Ok(())
+        // An instance's host name is `<name>.<base_domain>`: index the wanted domains by that
+        // label, so each instance is one lookup and no host string is built for it.
+        let suffix = format!(".{}", self.base_domain);
+        let by_label: HashMap<&str, &str> = domains
+            .iter()
+            .filter_map(|d| d.strip_suffix(suffix.as_str()).map(|l| (l, d.as_str())))
+            .collect();
+        if !by_label.is_empty() {
+            for i in self.instances.values() {
+                if i.state == InstanceState::Deleted {
+                    continue;
+                }
+                if let Some(d) = by_label.get(&*i.name) {
+                    taken.entry(d).or_insert_with(|| {
+                        ApiError::conflict(format!(
+                            "domains: {d:?} is the host name of instance {:?}",
+                            &*i.name
+                        ))
+                    });
+                }
+            }
+        }
+        // Report the first taken domain in the order given.
+        match domains.iter().find_map(|d| taken.remove(d.as_str())) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// `<base>-<n>` with the smallest free `n`.

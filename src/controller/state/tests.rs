@@ -41,6 +41,7 @@ fn config() -> Config {
         admin: AdminConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             token: None,
+            allowed_hosts: Vec::new(),
         },
         store: StoreConfig {
             path: "unused".into(),
