@@ -18,6 +18,9 @@
 //!   (Static segments win over `{id}`: `templates`, `start` and `stop` are not instance names.)
 //! * `POST /v1/services` — create service groups; `GET`, `PATCH`, `DELETE` of `/v1/services` and
 //!   `/v1/services/{id}`.
+//! * `GET /v1/instances/wait`, `GET /v1/instances/{id}/wait` — wait for a state.
+//! * Unikraft endpoints without a counterpart (metrics, histories, suspend, checkpoints,
+//!   autoscale, volumes, images, certificates) answer 400 naming the feature.
 //!
 //! `/v1` requires `Authorization: Bearer <token>` when `admin.token` is set. Every `/v1` answer,
 //! errors included, is Unikraft's envelope `{"status","message"?,"data"?,"errors"?}`.
@@ -38,7 +41,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{any, get, put};
 
 use crate::controller::Published;
 use crate::metrics::Metrics;
@@ -62,6 +65,10 @@ pub struct AdminState {
     pub hosts: Arc<Hosts>,
 }
 
+async fn unsupported(feature: &'static str) -> Response {
+    v1::unsupported(feature)
+}
+
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
     use v1::{instances, services, templates};
@@ -75,6 +82,8 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/instances/start", put(instances::start_many))
         .route("/v1/instances/stop", put(instances::stop_many))
+        .route("/v1/instances/wait", get(instances::wait_many))
+        .route("/v1/instances/{id}/wait", get(instances::wait_one))
         .route(
             "/v1/instances/templates",
             get(templates::list)
@@ -108,6 +117,59 @@ pub fn router(state: AdminState) -> Router {
             get(services::get)
                 .patch(services::patch)
                 .delete(services::delete),
+        )
+        // Unikraft Cloud features autokill does not have: named, not "no such instance".
+        .route(
+            "/v1/instances/metrics",
+            any(|| unsupported("instance metrics")),
+        )
+        .route(
+            "/v1/instances/{id}/metrics",
+            any(|| unsupported("instance metrics")),
+        )
+        .route(
+            "/v1/instances/history",
+            any(|| unsupported("instance histories")),
+        )
+        .route(
+            "/v1/instances/{id}/history",
+            any(|| unsupported("instance histories")),
+        )
+        .route(
+            "/v1/instances/suspend",
+            any(|| unsupported("suspend and standby")),
+        )
+        .route(
+            "/v1/instances/{id}/suspend",
+            any(|| unsupported("suspend and standby")),
+        )
+        .route(
+            "/v1/instances/checkpoints",
+            any(|| unsupported("checkpoints")),
+        )
+        .route(
+            "/v1/instances/checkpoints/{*rest}",
+            any(|| unsupported("checkpoints")),
+        )
+        .route(
+            "/v1/services/autoscale",
+            any(|| unsupported("autoscale settings")),
+        )
+        .route(
+            "/v1/services/{id}/autoscale",
+            any(|| unsupported("autoscale settings")),
+        )
+        .route(
+            "/v1/services/{id}/autoscale/{*rest}",
+            any(|| unsupported("autoscale settings")),
+        )
+        .route("/v1/volumes", any(|| unsupported("volumes")))
+        .route("/v1/volumes/{*rest}", any(|| unsupported("volumes")))
+        .route("/v1/images", any(|| unsupported("image registries")))
+        .route("/v1/certificates", any(|| unsupported("certificates")))
+        .route(
+            "/v1/certificates/{*rest}",
+            any(|| unsupported("certificates")),
         )
         .method_not_allowed_fallback(|| async {
             v1::error(

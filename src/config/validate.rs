@@ -643,7 +643,17 @@ pub(crate) fn check_num_requests(n: u64) -> Result<(), String> {
 }
 
 /// Path segments of the admin API under `/v1/instances/` that an instance name would shadow.
-pub(crate) const RESERVED_NAMES: [&str; 3] = ["templates", "start", "stop"];
+pub(crate) const RESERVED_NAMES: [&str; 9] = [
+    "templates",
+    "start",
+    "stop",
+    "wait",
+    "log",
+    "metrics",
+    "history",
+    "suspend",
+    "checkpoints",
+];
 
 /// A DNS label: 1-63 of ASCII letters, digits and '-', not starting or ending with '-'.
 pub(crate) fn is_label(label: &str) -> bool {

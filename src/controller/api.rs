@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{Command, GroupView, InstanceView};
+use super::{Command, GroupView, InstanceState, InstanceView};
 use crate::config::{Autodestroy, RestartPolicy};
 
 /// The most domains a service group has: domains are checked against every other group's and
@@ -65,8 +65,8 @@ pub struct NewInstance {
     pub image: Option<String>,
     /// Clone this template: its spec, autokill included, with the fields above and below overriding.
     pub template: Option<Ref>,
-    /// Join this service group.
-    pub service_group: Option<Ref>,
+    /// Join this service group, or a new one made for it.
+    pub service_group: Option<GroupChoice>,
     /// Autokill policy.
     pub autokill: Option<AutokillSpec>,
     /// Restart policy.
@@ -75,6 +75,16 @@ pub struct NewInstance {
     pub autodestroy: Option<Autodestroy>,
     /// Start it right away (the Unikraft default); otherwise it is created stopped.
     pub autostart: bool,
+}
+
+/// The service group of a new instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChoice {
+    /// An existing group.
+    Existing(Ref),
+    /// A group made for this instance (Unikraft's ephemeral group): its name is generated and
+    /// it is deleted once empty.
+    New(NewGroup),
 }
 
 /// `POST /v1/instances/templates`: turn a stopped instance into a template.
@@ -89,8 +99,8 @@ pub struct NewTemplate {
 /// `POST /v1/services`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewGroup {
-    /// Unique name.
-    pub name: String,
+    /// Unique name; generated when absent.
+    pub name: Option<String>,
     /// Host names, already resolved against the base domain and lower-cased.
     pub domains: Vec<String>,
     /// Empty-time autokill; `None` or zero: never.
@@ -140,6 +150,12 @@ pub enum GroupPatch {
     SoftLimit(Option<u64>),
     /// `hard_limit` set.
     HardLimit(Option<u64>),
+    /// `services` set: the port mappings (a JSON array, checked).
+    SetServices(serde_json::Value),
+    /// `services` add: mappings appended (those already there are kept once).
+    AddServices(serde_json::Value),
+    /// `services` del: mappings removed.
+    RemoveServices(serde_json::Value),
 }
 
 /// Something the API asks; each variant names its answer type in [`Reply`].
@@ -178,6 +194,8 @@ pub enum Call {
 pub enum Reply {
     /// An instance or template.
     Instance(InstanceView),
+    /// An instance after a start, stop or delete, with the state it had before.
+    Moved(InstanceView, InstanceState),
     /// A service group.
     Group(GroupView),
     /// The answers to a [`Call::Batch`], one per call in order.

@@ -1,7 +1,7 @@
 //! `/v1/instances/templates`: make a template of a stopped instance, list, get, patch, delete.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -49,8 +49,12 @@ pub async fn create(State(state): State<AdminState>, body: Bytes) -> Response {
 }
 
 /// `GET /v1/instances/templates`.
-pub async fn list(State(state): State<AdminState>, body: Bytes) -> Response {
-    super::list(&state, &body, Resource::Template)
+pub async fn list(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    super::list(&state, query.as_deref(), &body, Resource::Template)
 }
 
 /// `GET /v1/instances/templates/{uuid-or-name}`.
@@ -64,12 +68,26 @@ pub async fn delete(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    super::act_on_path(&state, &id, &body, Resource::Template, Call::DeleteTemplate).await
+    super::act::<wire::RawTarget>(
+        &state,
+        Some(&id),
+        &body,
+        Resource::Template,
+        Call::DeleteTemplate,
+    )
+    .await
 }
 
 /// `DELETE /v1/instances/templates` with `[{"uuid"|"name"}]`.
 pub async fn delete_many(State(state): State<AdminState>, body: Bytes) -> Response {
-    super::act_on_body(&state, &body, Resource::Template, Call::DeleteTemplate).await
+    super::act::<wire::RawTarget>(
+        &state,
+        None,
+        &body,
+        Resource::Template,
+        Call::DeleteTemplate,
+    )
+    .await
 }
 
 /// `PATCH /v1/instances/templates/{uuid-or-name}`.

@@ -72,6 +72,30 @@ pub fn listing(key: &str, items: Vec<Value>) -> Response {
     Json(json!({"status": "success", "data": data})).into_response()
 }
 
+/// The per-item `error` code the Unikraft SDKs read: a resource that is not there.
+pub const CODE_NOT_FOUND: u32 = 8;
+/// The per-item `error` code for a name (or domain) already taken.
+pub const CODE_TAKEN: u32 = 23;
+/// The per-item `error` code autokill uses for a resource in a state that refuses the call (a
+/// delete lock, a group that still has instances, a template from a running instance). The
+/// platform's own code for these is not published; this one is `EBUSY`'s number, and is never
+/// one the SDKs read as "absent" or "taken".
+pub const CODE_CONFLICT: u32 = 16;
+
+/// The per-item code of a refusal: 404 is "not found"; a 409 about a field (`name:`,
+/// `domains:`, as the controller words a name or domain that is taken) is "taken"; any other
+/// 409 is a state conflict. Other refusals carry no code.
+pub fn code_of(err: &ApiError) -> Option<u32> {
+    match err.status {
+        404 => Some(CODE_NOT_FOUND),
+        409 if err.message.starts_with("name:") || err.message.starts_with("domains:") => {
+            Some(CODE_TAKEN)
+        }
+        409 => Some(CODE_CONFLICT),
+        _ => None,
+    }
+}
+
 /// One item's answer in a (possibly one-item) batch.
 #[derive(Debug)]
 pub struct Item {
@@ -80,6 +104,10 @@ pub struct Item {
     /// Fields echoed into the item's answer: PATCH's `id`, and on errors the `uuid`/`name` the
     /// client gave, so it can tell which item failed.
     pub echo: Map<String, Value>,
+    /// Done, but not as asked (a wait that timed out, an instance that stopped before it ran):
+    /// shown as a failed item that still carries the resource, answered with HTTP 200 as the
+    /// SDKs expect.
+    pub unfinished: Option<String>,
 }
 
 impl Item {
@@ -88,6 +116,16 @@ impl Item {
         Item {
             result,
             echo: Map::new(),
+            unfinished: None,
+        }
+    }
+
+    /// A resource whose wait ended without reaching what was asked, with why.
+    pub fn unfinished(resource: Value, message: String) -> Item {
+        Item {
+            result: Ok(resource),
+            echo: Map::new(),
+            unfinished: Some(message),
         }
     }
 
@@ -110,47 +148,54 @@ impl Item {
 }
 
 /// The answer to a create, patch, delete, start or stop: every item with its own `status` (and
-/// `message` when refused) under `data.<key>`.
+/// `message` and `error` code when refused) under `data.<key>`.
 ///
 /// * A single-object request answers with the item's own HTTP status.
-/// * A batch answers 200 `success` when every item succeeded, 200 `partial_success` with the
-///   refusals in `errors` when some did, and `error` with the first refusal's status when none did.
+/// * A batch (an array body, or a listing filtered by name or UUID) answers 200 whatever its
+///   items say, as the Unikraft API does: `success` when every item succeeded,
+///   `partial_success` when some did, `error` when none did, with the refusals in `errors`.
+///   The SDKs read a failed item's `error` code (8: not found) to tell an absent resource from
+///   a missing route, which a 404 for the whole answer would hide.
 pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
     let total = items.len();
     let mut errors = Vec::new();
     let mut first_error: Option<StatusCode> = None;
     let mut out = Vec::with_capacity(total);
     for (index, item) in items.into_iter().enumerate() {
-        let mut obj = match item.result {
-            Ok(Value::Object(resource)) => {
-                let mut obj = Map::new();
-                obj.insert("status".into(), json!("success"));
-                obj.extend(resource);
-                obj
+        let mut obj = Map::new();
+        let refusal = match (item.result, item.unfinished) {
+            (Ok(resource), unfinished) => {
+                match resource {
+                    Value::Object(resource) => obj.extend(resource),
+                    other => {
+                        obj.insert("value".into(), other);
+                    }
+                }
+                unfinished.map(|message| (StatusCode::OK, clip(&message), None))
             }
-            Ok(other) => {
-                let mut obj = Map::new();
+            (Err(err), _) => Some((status_of(&err), clip(&err.message), code_of(&err))),
+        };
+        match refusal {
+            None => {
                 obj.insert("status".into(), json!("success"));
-                obj.insert("value".into(), other);
-                obj
             }
-            Err(err) => {
-                let status = status_of(&err);
+            Some((status, message, code)) => {
                 first_error.get_or_insert(status);
-                let message = clip(&err.message);
                 let mut e = Map::new();
                 e.insert("status".into(), json!(status.as_u16()));
                 e.insert("message".into(), json!(message));
+                if let Some(code) = code {
+                    e.insert("error".into(), json!(code));
+                    obj.insert("error".into(), json!(code));
+                }
                 if !single {
                     e.insert("index".into(), json!(index));
                 }
                 errors.push(Value::Object(e));
-                let mut obj = Map::new();
                 obj.insert("status".into(), json!("error"));
                 obj.insert("message".into(), json!(message));
-                obj
             }
-        };
+        }
         // On errors the echo is all that names the item; on successes the resource shows its
         // own `uuid` and `name`, which win.
         for (k, v) in item.echo {
@@ -172,8 +217,8 @@ pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
             } else {
                 format!("all {total} operations failed")
             };
-            let message = Some(message);
-            (status, "error", message)
+            let http = if single { status } else { StatusCode::OK };
+            (http, "error", Some(message))
         }
         Some(_) => (
             StatusCode::OK,
@@ -209,11 +254,16 @@ pub struct Batch<T> {
 impl<T> Batch<T> {
     /// The field-path prefix of item `index`: empty for a single object, `[index].` in an array.
     pub fn prefix(&self, index: usize) -> String {
-        if self.single {
-            String::new()
-        } else {
-            format!("[{index}].")
-        }
+        item_prefix(self.single, index)
+    }
+}
+
+/// The field-path prefix of item `index`: empty for a single object, `[index].` in an array.
+pub fn item_prefix(single: bool, index: usize) -> String {
+    if single {
+        String::new()
+    } else {
+        format!("[{index}].")
     }
 }
 
@@ -476,23 +526,9 @@ pub enum Feature {
     /// Delete the instance when it stops: autodestroy `ALWAYS`.
     #[serde(rename = "delete-on-stop")]
     DeleteOnStop,
-}
-
-/// `{"uuid": …}` or `{"name": …}`: a reference to an existing resource.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRef {
-    /// By UUID.
-    pub uuid: Option<Uuid>,
-    /// By name.
-    pub name: Option<String>,
-}
-
-impl RawRef {
-    /// The reference, or a 400 naming `field` unless exactly one of `uuid` and `name` is given.
-    pub fn to_ref(&self, field: &str) -> Result<Ref, ApiError> {
-        one_ref(self.uuid, self.name.as_deref(), field)
-    }
+    /// Unikraft's scale-to-zero: known, so that it is refused by name.
+    #[serde(rename = "scale-to-zero")]
+    ScaleToZero,
 }
 
 /// Exactly one of `uuid` and `name`, as a [`Ref`]; `field` names the object holding them.
@@ -598,8 +634,8 @@ impl RawPatch {
     }
 }
 
-/// The `{"uuid"|"name"}` items of a delete, start or stop body.
-#[derive(Debug, Deserialize)]
+/// The `{"uuid"|"name"}` items of a delete body (and of a list's body).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     /// By UUID.

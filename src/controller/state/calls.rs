@@ -13,6 +13,7 @@ use super::super::api::{
 use super::super::{Effect, GroupView, InstanceState, InstanceView, TimerKey};
 use super::{Autokill, Group, Instance, Pending, Spec, State};
 use crate::config::{Autodestroy, RestartPolicy};
+use crate::controller::api::GroupChoice;
 
 impl State {
     // ---- the API -------------------------------------------------------------------------
@@ -27,57 +28,27 @@ impl State {
             Call::CreateInstance(new) => self.create_instance(new, now, fx),
             Call::StartInstance(r) => {
                 let id = self.find_instance(&r)?;
-                let inst = &self.instances[&id];
-                match inst.state {
-                    InstanceState::Stopped => {
-                        self.start_instance(id, fx);
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Starting | InstanceState::Running => Ok(self.instance_reply(id)),
-                    other => Err(ApiError::conflict(format!(
-                        "instance {r} is {}; only a stopped instance can be started",
-                        other.as_str()
-                    ))),
-                }
+                let previous = self.instances[&id].state;
+                self.call_start(&r, id, fx)
+                    .map(|reply| moved(reply, previous))
             }
             Call::StopInstance(r) => {
                 let id = self.find_instance(&r)?;
-                let Some(inst) = self.instances.get_mut(&id) else {
-                    return Err(ApiError::not_found(format!("no instance {r}")));
-                };
-                match inst.state {
-                    InstanceState::Running | InstanceState::Draining | InstanceState::Starting => {
-                        inst.state = InstanceState::Stopping;
-                        inst.pending = Pending::Stop;
-                        fx.push(Effect::Disarm(TimerKey::Drain(id)));
-                        fx.push(Effect::Stop(id));
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Stopped => {
-                        // Stopping a stopped instance also cancels a scheduled restart.
-                        if inst.restart_at.is_some() {
-                            inst.restart_at = None;
-                            fx.push(Effect::Disarm(TimerKey::Restart(id)));
-                            self.check_stopped(id, now, fx);
-                        }
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Stopping => Ok(self.instance_reply(id)),
-                    other => Err(ApiError::conflict(format!(
-                        "instance {r} is {}",
-                        other.as_str()
-                    ))),
-                }
+                let previous = self.instances[&id].state;
+                self.call_stop(&r, id, now, fx)
+                    .map(|reply| moved(reply, previous))
             }
             Call::DeleteInstance(r) => {
                 let id = self.find_instance(&r)?;
+                let previous = self.instances[&id].state;
                 if self.instances[&id].delete_lock {
                     return Err(ApiError::conflict(format!("instance {r} is delete-locked")));
                 }
                 self.delete_instance(id, None, fx);
-                Ok(self.instance_reply(id))
+                Ok(moved(self.instance_reply(id), previous))
             }
             Call::PatchInstance(r, patches) => self.patch_instance(&r, patches, now, fx),
+
             Call::CreateTemplate(new) => self.create_template(new, now, fx),
             Call::DeleteTemplate(r) => {
                 let id = self.find_template(&r)?;
@@ -150,6 +121,56 @@ impl State {
         }
     }
 
+    /// A user's start: a stopped instance starts; one starting or running is left as it is.
+    fn call_start(&mut self, r: &Ref, id: Uuid, fx: &mut Vec<Effect>) -> Result<Reply, ApiError> {
+        match self.instances[&id].state {
+            InstanceState::Stopped => {
+                self.start_instance(id, fx);
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Starting | InstanceState::Running => Ok(self.instance_reply(id)),
+            other => Err(ApiError::conflict(format!(
+                "instance {r} is {}; only a stopped instance can be started",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// A user's stop (never restarted); stopping a stopped instance cancels a scheduled restart.
+    fn call_stop(
+        &mut self,
+        r: &Ref,
+        id: Uuid,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, ApiError> {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return Err(ApiError::not_found(format!("no instance {r}")));
+        };
+        match inst.state {
+            InstanceState::Running | InstanceState::Draining | InstanceState::Starting => {
+                inst.state = InstanceState::Stopping;
+                inst.pending = Pending::Stop;
+                fx.push(Effect::Disarm(TimerKey::Drain(id)));
+                fx.push(Effect::Stop(id));
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Stopped => {
+                if inst.restart_at.is_some() {
+                    inst.restart_at = None;
+                    fx.push(Effect::Disarm(TimerKey::Restart(id)));
+                    self.check_stopped(id, now, fx);
+                }
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Stopping => Ok(self.instance_reply(id)),
+            other => Err(ApiError::conflict(format!(
+                "instance {r} is {}",
+                other.as_str()
+            ))),
+        }
+    }
+
     pub(super) fn create_instance(
         &mut self,
         new: NewInstance,
@@ -161,8 +182,8 @@ impl State {
             None => None,
         };
         let group = match &new.service_group {
-            Some(r) => Some(self.find_group(r)?),
-            None => None,
+            Some(GroupChoice::Existing(r)) => Some(self.find_group(r)?),
+            _ => None,
         };
         let base = template.map(|t| &self.instances[&t]);
         let image = match (new.image, base) {
@@ -207,6 +228,18 @@ impl State {
             None => self.generated_name(base.map_or(image.as_str(), |t| &t.name)),
         };
         let template = template.map(|t| (t, self.instances[&t].name.to_string()));
+        // An ephemeral group is made last, once nothing else can refuse the create: it goes
+        // as soon as it is empty (an empty time of zero).
+        let group = match new.service_group {
+            Some(GroupChoice::New(g)) => {
+                let id = self.add_group(g, now)?;
+                if let Some(g) = self.groups.get_mut(&id) {
+                    g.autokill_time = Some(std::time::Duration::ZERO);
+                }
+                Some(id)
+            }
+            _ => group,
+        };
         let spec = Spec {
             name,
             image,
@@ -309,19 +342,31 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) -> Result<Reply, ApiError> {
-        if self.groups.values().any(|g| g.name == new.name) {
-            return Err(ApiError::conflict(format!(
-                "name: a service group named {:?} already exists",
-                new.name
-            )));
-        }
+        let id = self.add_group(new, now)?;
+        self.check_group(id, now, fx);
+        Ok(Reply::Group(self.group_view(&self.groups[&id])))
+    }
+
+    /// Checks and inserts a group (without arming its timer); its id.
+    fn add_group(&mut self, new: NewGroup, now: SystemTime) -> Result<Uuid, ApiError> {
+        let name = match new.name {
+            Some(name) => {
+                if self.groups.values().any(|g| g.name == name) {
+                    return Err(ApiError::conflict(format!(
+                        "name: a service group named {name:?} already exists"
+                    )));
+                }
+                name
+            }
+            None => self.generated_group_name(),
+        };
         self.check_domains_free(&new.domains, None)?;
         let id = Uuid::new_v4();
         self.groups.insert(
             id,
             Group {
                 id,
-                name: new.name,
+                name,
                 domains: new.domains,
                 autokill_time: new.autokill_time.filter(|t| !t.is_zero()),
                 balance: self.balance,
@@ -334,8 +379,17 @@ impl State {
                 from_config: false,
             },
         );
-        self.check_group(id, now, fx);
-        Ok(Reply::Group(self.group_view(&self.groups[&id])))
+        Ok(id)
+    }
+
+    /// `sg-` and 8 random hex digits, not taken (as Unikraft names a group left unnamed).
+    fn generated_group_name(&self) -> String {
+        loop {
+            let name = format!("sg-{}", &Uuid::new_v4().simple().to_string()[..8]);
+            if !self.groups.values().any(|g| g.name == name) {
+                return name;
+            }
+        }
     }
 
     pub(super) fn patch_group(
@@ -354,6 +408,10 @@ impl State {
             g.soft_limit,
             g.hard_limit,
         );
+        let mut services: Vec<serde_json::Value> = match &g.services {
+            serde_json::Value::Array(list) => list.clone(),
+            _ => Vec::new(),
+        };
         for p in patches {
             match p {
                 GroupPatch::Autokill(t) => time = t.filter(|t| !t.is_zero()),
@@ -372,6 +430,18 @@ impl State {
                 }
                 GroupPatch::SoftLimit(v) => soft = v,
                 GroupPatch::HardLimit(v) => hard = v,
+                GroupPatch::SetServices(v) => services = as_list(v),
+                GroupPatch::AddServices(v) => {
+                    for s in as_list(v) {
+                        if !services.contains(&s) {
+                            services.push(s);
+                        }
+                    }
+                }
+                GroupPatch::RemoveServices(v) => {
+                    let del = as_list(v);
+                    services.retain(|s| !del.contains(s));
+                }
             }
         }
         if domains.len() > MAX_GROUP_DOMAINS {
@@ -391,7 +461,15 @@ impl State {
             g.domains,
             g.soft_limit,
             g.hard_limit,
-        ) = (time, lock, domains, soft, hard);
+            g.services,
+        ) = (
+            time,
+            lock,
+            domains,
+            soft,
+            hard,
+            serde_json::Value::Array(services),
+        );
         let before = self.group_view(&self.groups[&id]);
         self.check_group(id, now, fx);
         Ok(Reply::Group(match self.groups.get(&id) {
@@ -536,6 +614,22 @@ impl State {
             .map(|n| format!("{base}-{n}"))
             .find(|n| self.check_name_free(n).is_ok())
             .unwrap_or(base)
+    }
+}
+
+/// A JSON array's items (anything else: none).
+fn as_list(v: serde_json::Value) -> Vec<serde_json::Value> {
+    match v {
+        serde_json::Value::Array(list) => list,
+        _ => Vec::new(),
+    }
+}
+
+/// An instance reply with the state it had before the call.
+fn moved(reply: Reply, previous: InstanceState) -> Reply {
+    match reply {
+        Reply::Instance(v) => Reply::Moved(v, previous),
+        other => other,
     }
 }
 
