@@ -364,10 +364,32 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Whether a component a test needs is required (CI sets `AUTOKILL_TEST_REQUIRE=all`).
+/// Whether a component a test needs is required (CI sets `AUTOKILL_TEST_REQUIRE=all`; the
+/// value is a comma-separated list, trimmed and case-insensitive).
 pub fn required(component: &str) -> bool {
-    std::env::var("AUTOKILL_TEST_REQUIRE")
-        .is_ok_and(|v| v.split(',').any(|c| c == "all" || c == component))
+    std::env::var("AUTOKILL_TEST_REQUIRE").is_ok_and(|v| {
+        v.split(',')
+            .map(|c| c.trim().to_ascii_lowercase())
+            .any(|c| c == "all" || c == component)
+    })
+}
+
+/// Says loudly that a test is skipped, and why: one `SKIPPED: <why>` line on the terminal (a
+/// passing test's output is captured, so stderr alone would hide it), else on stderr. Fails
+/// instead where the component is required.
+pub fn skip(component: &str, why: &str) {
+    assert!(
+        !required(component),
+        "{component} is required (AUTOKILL_TEST_REQUIRE) but missing: {why}"
+    );
+    let line = format!("SKIPPED: {why}\n");
+    let shown = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/tty")
+        .and_then(|mut tty| std::io::Write::write_all(&mut tty, line.as_bytes()));
+    if shown.is_err() {
+        eprint!("{line}");
+    }
 }
 
 /// Finds `program` on PATH, or says loudly why the test is skipped (and fails where required).

@@ -18,6 +18,9 @@ struct RawNewTemplate {
     name: Option<String>,
     /// Delete the template once nobody has cloned it for `time_ms`.
     autokill: Option<RawTimeAutokill>,
+    /// Unikraft: how long to wait for the template. A template is made before the answer, so
+    /// there is nothing to wait for; checked and taken.
+    timeout_s: Option<i64>,
 }
 
 /// `POST /v1/instances/templates`: one object or an array, each answered on its own.
@@ -29,6 +32,9 @@ pub async fn create(State(state): State<AdminState>, body: Bytes) -> Response {
     let mut news = Vec::with_capacity(batch.items.len());
     for (index, raw) in batch.items.iter().enumerate() {
         let prefix = batch.prefix(index);
+        if let Err(err) = super::wait::timeout(raw.timeout_s, None, &prefix, "") {
+            return wire::api_error(err);
+        }
         match wire::one_ref(raw.uuid, raw.name.as_deref(), prefix.trim_end_matches('.')) {
             Ok(instance) => news.push(NewTemplate {
                 instance,

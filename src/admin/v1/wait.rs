@@ -122,7 +122,11 @@ fn judge(state: &AdminState, view: &View, id: Uuid, base: &Value, want: Want) ->
             ),
         };
     };
-    let shown = show::instance(i, view, &state.base_domain);
+    let mut shown = show::instance(i, view, &state.base_domain);
+    // What the call before the wait said (`previous_state`) stays true.
+    if let Some(previous) = base.get("previous_state") {
+        shown["previous_state"] = previous.clone();
+    }
     match want {
         Want::State(s) if i.state == s => Judged::Reached(shown),
         Want::Running if i.state == InstanceState::Running => Judged::Reached(shown),

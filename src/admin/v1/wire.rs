@@ -153,7 +153,7 @@ impl Item {
 /// * A single-object request answers with the item's own HTTP status.
 /// * A batch (an array body, or a listing filtered by name or UUID) answers 200 whatever its
 ///   items say, as the Unikraft API does: `success` when every item succeeded,
-///   `partial_success` when some did, `error` when none did, with the refusals in `errors`.
+///   `partial_success` when some did, `error` when none did; the refused items say why.
 ///   The SDKs read a failed item's `error` code (8: not found) to tell an absent resource from
 ///   a missing route, which a 404 for the whole answer would hide.
 pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
@@ -161,7 +161,7 @@ pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
     let mut errors = Vec::new();
     let mut first_error: Option<StatusCode> = None;
     let mut out = Vec::with_capacity(total);
-    for (index, item) in items.into_iter().enumerate() {
+    for item in items {
         let mut obj = Map::new();
         let refusal = match (item.result, item.unfinished) {
             (Ok(resource), unfinished) => {
@@ -187,9 +187,6 @@ pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
                 if let Some(code) = code {
                     e.insert("error".into(), json!(code));
                     obj.insert("error".into(), json!(code));
-                }
-                if !single {
-                    e.insert("index".into(), json!(index));
                 }
                 errors.push(Value::Object(e));
                 obj.insert("status".into(), json!("error"));
@@ -232,7 +229,10 @@ pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
         body.insert("message".into(), json!(message));
     }
     body.insert("data".into(), Value::Object(data));
-    if !errors.is_empty() {
+    // A 200 names its refusals in its items only: the SDKs count every entry of a top-level
+    // `errors` as a failure of its own (without the item's code), so listing them twice would
+    // make "not found" items read as failures of another kind.
+    if !errors.is_empty() && http != StatusCode::OK {
         body.insert("errors".into(), Value::Array(errors));
     }
     (http, Json(Value::Object(body))).into_response()
