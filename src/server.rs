@@ -60,12 +60,11 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         .into_owned();
     let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
     let runtime: Arc<dyn Runtime> = match &config.runtime.kind {
-        RuntimeKind::Process => Arc::new(ProcessRuntime::owned_by(
-            &config.runtime,
-            self_exe,
-            runtime_tx,
-            owner,
-        )),
+        RuntimeKind::Process => Arc::new(
+            ProcessRuntime::owned_by(&config.runtime, self_exe, runtime_tx, owner)
+                // Beside the store: `<store>.logs/<instance id>.log`.
+                .with_logs(config.store.path.with_extension("logs")),
+        ),
         RuntimeKind::Docker { .. } => {
             return Err(ServeError::Runtime(
                 "the docker runtime is not available yet; use `runtime.kind: process`".into(),
@@ -133,6 +132,7 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         token: config.admin.token.as_deref().map(Arc::from),
         base_domain: config.proxy.base_domain.as_str().into(),
         controller: controller::api::Handle::new(commands_tx.clone()),
+        runtime: Arc::clone(&runtime),
         hosts: Arc::new(admin::Hosts::new(
             admin_listener.local_addr().unwrap_or(config.admin.listen),
             &config.admin.allowed_hosts,

@@ -305,6 +305,12 @@ async fn every_item_of_the_issue_as_a_row() {
         ("GET", "/v1/instances/checkpoints", "", 400, &["not supported: checkpoints"], &[]),
         ("GET", "/v1/services/grp/autoscale", "", 400, &["not supported: autoscale"], &[]),
         ("POST", "/v1/volumes", r#"{"name": "v"}"#, 400, &["not supported: volumes"], &[]),
+        // Logs: what the instance wrote to stdout and stderr (`autokill hello` says where it
+        // listens), base64 as Unikraft sends it, with byte offsets.
+        ("GET", "/v1/instances/web/log", "", 200, &[r#""output":"YXV0b2tpbGwgaGVsbG8gIndlYiI6IGxpc3RlbmluZyBv"#, r#""available":{"end":"#, r#""range":{"end":"#, r#""name":"web""#], &[]),
+        ("GET", "/v1/instances/log?name=web&offset=0&limit=3", "", 200, &[r#""output":"YXV0""#, r#""range":{"end":3,"start":0}"#], &["victim"]),
+        ("GET", "/v1/instances/log", r#"[{"name": "web", "offset": -5}]"#, 200, &[r#""status":"success""#], &[]),
+        ("GET", "/v1/instances/log?name=nope", "", 200, &[r#""error":8"#], &[]),
         // 6. an unknown route under /v1/instances/<word> is not a missing instance.
         ("GET", "/v1/instances/web/nothing", "", 404, &["no such endpoint"], &["no instance"]),
         ("POST", "/v1/instances", r#"{"name": "metrics", "image": "hello"}"#, 400, &["reserved"], &[]),

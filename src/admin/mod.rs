@@ -19,6 +19,7 @@
 //! * `POST /v1/services` — create service groups; `GET`, `PATCH`, `DELETE` of `/v1/services` and
 //!   `/v1/services/{id}`.
 //! * `GET /v1/instances/wait`, `GET /v1/instances/{id}/wait` — wait for a state.
+//! * `GET /v1/instances/log`, `GET /v1/instances/{id}/log` — an instance's stdout and stderr.
 //! * Unikraft endpoints without a counterpart (metrics, histories, suspend, checkpoints,
 //!   autoscale, volumes, images, certificates) answer 400 naming the feature.
 //!
@@ -63,6 +64,8 @@ pub struct AdminState {
     pub controller: crate::controller::api::Handle,
     /// The `Host` names the listener answers to.
     pub hosts: Arc<Hosts>,
+    /// The runtime, for instance logs.
+    pub runtime: Arc<dyn crate::runtime::Runtime>,
 }
 
 async fn unsupported(feature: &'static str) -> Response {
@@ -84,6 +87,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/instances/stop", put(instances::stop_many))
         .route("/v1/instances/wait", get(instances::wait_many))
         .route("/v1/instances/{id}/wait", get(instances::wait_one))
+        .route("/v1/instances/log", get(instances::logs_many))
+        .route("/v1/instances/{id}/log", get(instances::logs_one))
         .route(
             "/v1/instances/templates",
             get(templates::list)

@@ -6,6 +6,7 @@ the answer). Prints one line per step and `FLOW OK` at the end; any failure rais
 """
 
 import asyncio
+import base64
 import sys
 
 from unikraft_cloud import UnikraftCloud
@@ -43,6 +44,10 @@ async def flow(base):
         check(started.previous_state == "stopped", f"start: previous_state ({started.previous_state})")
         waited = await ukc.instances.get(name="web").wait(state="running", timeout_seconds=20)
         check(waited.uuid == web.uuid and waited.state == "running", "wait until running")
+
+        logs = await ukc.instances.get(name="web").logs(offset=0)
+        text = base64.b64decode(logs.output).decode()
+        check('autokill hello "web": listening' in text, f"logs: the instance's output ({text!r})")
 
         updated = await ukc.instances.get(name="web").update(autokill={"num_requests": 50})
         check(updated.uuid == web.uuid, "update: that instance")

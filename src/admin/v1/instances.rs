@@ -827,3 +827,158 @@ async fn waits(
     }
     wire::answer("instances", single, items)
 }
+
+/// A `GET /v1/instances/log` item (or the path form's body): `{"uuid"|"name", "offset",
+/// "limit"}`; `offset` counts from the first byte the instance wrote, negative from the end.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    uuid: Option<Uuid>,
+    name: Option<String>,
+    offset: Option<i64>,
+    limit: Option<u64>,
+}
+
+impl RawLog {
+    /// The query form: `?uuid=&name=` (repeatable) with one `offset` and `limit` for all.
+    fn from_query(raw: &str) -> Result<Vec<RawLog>, ApiError> {
+        let (mut refs, mut offset, mut limit) = (Vec::new(), None, None);
+        for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+            let value = value.trim();
+            let bad = |field: &str| {
+                wire::bad(
+                    field,
+                    format!("{:?} is not a whole number", wire::clip(value)),
+                )
+            };
+            match &*key {
+                "uuid" => refs.push(RawLog {
+                    uuid: Some(Uuid::parse_str(value).map_err(|_| {
+                        wire::bad("uuid", format!("invalid UUID {:?}", wire::clip(value)))
+                    })?),
+                    ..RawLog::default()
+                }),
+                "name" => refs.push(RawLog {
+                    name: Some(value.to_owned()),
+                    ..RawLog::default()
+                }),
+                "offset" => offset = Some(value.parse().map_err(|_| bad("offset"))?),
+                "limit" => limit = Some(value.parse().map_err(|_| bad("limit"))?),
+                other => {
+                    return Err(wire::bad(
+                        &wire::clip(other),
+                        "unknown query parameter; expected uuid, name, offset or limit",
+                    ));
+                }
+            }
+        }
+        Ok(refs
+            .into_iter()
+            .map(|r| RawLog { offset, limit, ..r })
+            .collect())
+    }
+}
+
+/// `GET /v1/instances/log`: the output of each instance named in the body or the query.
+pub async fn logs_many(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+        RawLog::from_query(query.as_deref().unwrap_or_default()).map(|r| (r, false))
+    } else {
+        wire::parse_batch::<RawLog>(&body).map(|b| (b.items, b.single))
+    };
+    match parsed {
+        Ok((raws, _)) if raws.is_empty() => wire::api_error(ApiError::bad_request(
+            "uuid/name: name the instances whose log to read (query or body)",
+        )),
+        Ok((raws, single)) => logs(&state, raws, None, single).await,
+        Err(err) => wire::api_error(err),
+    }
+}
+
+/// `GET /v1/instances/{uuid-or-name}/log`: the body `{"offset", "limit"}` (or the query).
+pub async fn logs_one(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let raw = if body.iter().all(u8::is_ascii_whitespace) {
+        let with_id = format!("name=-&{}", query.unwrap_or_default());
+        RawLog::from_query(&with_id).and_then(|mut raws| match raws.len() {
+            1 => Ok(raws.remove(0)),
+            _ => Err(wire::bad("uuid/name", "the instance is named in the path")),
+        })
+    } else {
+        wire::parse::<RawLog>(&body)
+    };
+    match raw {
+        Ok(raw) => {
+            logs(
+                &state,
+                vec![RawLog {
+                    uuid: None,
+                    name: None,
+                    ..raw
+                }],
+                Some(&id),
+                true,
+            )
+            .await
+        }
+        Err(err) => wire::api_error(err),
+    }
+}
+
+/// Reads each log from the runtime: `output` (base64, as Unikraft sends it), `available` and
+/// `range` (byte offsets), and the instance's `state`.
+async fn logs(state: &AdminState, raws: Vec<RawLog>, path: Option<&str>, single: bool) -> Response {
+    let mut targets = Vec::with_capacity(raws.len());
+    for (index, raw) in raws.iter().enumerate() {
+        let prefix = wire::item_prefix(single, index);
+        let target = match path {
+            Some(id) => Ok(Ref::parse(id)),
+            None => wire::one_ref(raw.uuid, raw.name.as_deref(), prefix.trim_end_matches('.')),
+        };
+        match target {
+            Ok(t) => targets.push(t),
+            Err(err) => return wire::api_error(err),
+        }
+    }
+    let mut items = Vec::with_capacity(raws.len());
+    for (raw, target) in raws.into_iter().zip(targets) {
+        let found = {
+            let view = state.published.view.load();
+            super::find_instance(&view, &target, Resource::Instance)
+                .map(|i| (i.id, i.name.to_string(), i.state))
+        };
+        let result = match found {
+            None => Err(ApiError::not_found(format!("no instance {target}"))),
+            Some((id, name, st)) => {
+                match state
+                    .runtime
+                    .logs(id, raw.offset.unwrap_or(0), raw.limit)
+                    .await
+                {
+                    Ok(chunk) => Ok(serde_json::json!({
+                        "uuid": id,
+                        "name": name,
+                        "state": st.as_str(),
+                        "output": wire::base64(&chunk.data),
+                        "available": {"start": chunk.available.0, "end": chunk.available.1},
+                        "range": {"start": chunk.range.0, "end": chunk.range.1},
+                    })),
+                    Err(crate::runtime::RuntimeError::UnknownInstance(_)) => Err(
+                        ApiError::not_found(format!("instance {target} has no log yet")),
+                    ),
+                    Err(err) => Err(ApiError::bad_request(format!("log: {err}"))),
+                }
+            }
+        };
+        items.push(Item::new(result).echo_ref(&target));
+    }
+    wire::answer("instances", single, items)
+}

@@ -663,6 +663,28 @@ pub fn parse_targets(body: &[u8]) -> Result<(Vec<Ref>, bool), ApiError> {
 // Output helpers
 // ---------------------------------------------------------------------------------------------
 
+/// Standard base64 with padding (RFC 4648 §4), as Unikraft sends an instance's log.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// An instant as RFC 3339 in UTC with milliseconds (`2025-01-31T12:00:00.000Z`), as Unikraft's
 /// ISO 8601 timestamps; `None` before 1970.
 pub fn rfc3339(t: SystemTime) -> Option<String> {
@@ -698,6 +720,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_as_rfc4648() {
+        for (data, encoded) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+            (&[0xff, 0xfe, 0x00], "//4A"),
+        ] {
+            assert_eq!(base64(data), encoded);
+        }
+    }
 
     #[test]
     fn rfc3339_formats_utc_with_millis() {
