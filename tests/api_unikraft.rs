@@ -285,7 +285,6 @@ async fn every_item_of_the_issue_as_a_row() {
         // An ephemeral group made for one instance, gone with it.
         ("POST", "/v1/instances", r#"{"name": "eph", "image": "hello", "service_group": {"services": [{"port": 443}], "domains": [{"name": "eph-site"}]}}"#, 200, &[r#""fqdn":"eph-site.localhost""#, r#""name":"sg-"#], &[]),
         ("DELETE", "/v1/instances", r#"[{"name": "eph", "timeout_s": 10}]"#, 200, &[r#""state":"deleted""#, r#""previous_state":"stopped""#], &[]),
-        ("GET", "/v1/services?name=eph-site", "", 200, &[r#""error":8"#], &[]),
         // Template prepare: source, template and clone in one request; its own autokill apart.
         ("POST", "/v1/instances", r#"{"name": "seed", "autostart": false, "template": {"name": "tpl", "prepare": true, "create_args": {"image": "hello", "autokill": {"num_requests": 7}}, "autokill": {"time_ms": 600000}, "prepare_timeout_s": 30}}"#, 200, &[r#""name":"seed""#, r#""num_requests":7"#, r#""template":{"#], &[]),
         ("GET", "/v1/instances/templates?name=tpl", "", 200, &[ r#""template_autokill":{"time_ms":600000}"#, r#""num_requests":7"#, r#""state":"template""#, ], &[]),
@@ -329,6 +328,18 @@ async fn every_item_of_the_issue_as_a_row() {
         }
     }
     common::assert_rows(&failures, rows.len());
+    // The ephemeral group goes once its instance is gone (the runtime's delete done).
+    server
+        .eventually(
+            20,
+            "the ephemeral group is deleted with its instance",
+            async || {
+                let v = server.admin_json("/v1/services").await;
+                let text = v.to_string();
+                text.contains(r#""name":"grp""#) && !text.contains("eph-site")
+            },
+        )
+        .await;
 }
 
 /// The server, for calls the flow expects to succeed.
