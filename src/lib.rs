@@ -21,6 +21,7 @@ pub mod controller;
 pub mod hello;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -39,9 +39,14 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Runs everything until a shutdown signal. `self_exe` is what `{autokill}` in an image command
-/// stands for.
-pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> {
+/// Runs everything until a shutdown signal. `path` is the configuration file, reloaded on SIGHUP
+/// and on change (`None`: the embedded default, nothing to reload); `self_exe` is what
+/// `{autokill}` in an image command stands for.
+pub async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    self_exe: PathBuf,
+) -> Result<(), ServeError> {
     let published = Published::new();
     let metrics = Metrics::new(Arc::clone(&published.view))?;
     metrics.config_reload_ok.set(1);
@@ -94,11 +99,13 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
 
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (recovered_tx, recovered) = tokio::sync::oneshot::channel();
+    let (stop_controller, controller_stop) = tokio::sync::oneshot::channel();
     let inputs = Inputs {
         commands,
         commands_tx: commands_tx.clone(),
         proxy: proxy_rx,
         runtime: runtime_rx,
+        shutdown: controller_stop,
     };
     let workers = proxy::worker_count(&config.proxy);
     let ctl = {
@@ -147,6 +154,12 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
             })
             .await;
     });
+    match path {
+        Some(path) => {
+            crate::reload::spawn(path, config.clone(), commands_tx.clone(), metrics.clone())
+        }
+        None => tracing::info!("running on the embedded configuration: nothing to reload"),
+    }
     // Ready once the stored state is recovered, leftovers of a crash removed and timers re-armed.
     tokio::select! {
         _ = recovered => ready.store(true, Ordering::Release),
@@ -162,9 +175,14 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
     proxy.shutdown().await;
     let _ = stop_admin.send(());
     let _ = admin.await;
-    // The store already says which instances run: the next start starts them again. Stopping
-    // them here (the default) leaves nothing behind; with `leave_instances` the next start
-    // removes and restarts them (a process of an earlier run cannot be adopted).
+    // The controller stops first, after the batch in hand is committed: the store then says
+    // which instances run, and the exits that stopping them causes below are never judged by
+    // restart or autodestroy (an ON_SUCCESS instance stopped here is not destroyed), so the next
+    // start starts them again.
+    let _ = stop_controller.send(());
+    let _ = ctl.await;
+    // Stopping them here (the default) leaves nothing behind; with `leave_instances` the next
+    // start removes and restarts them (a process of an earlier run cannot be adopted).
     if config.shutdown == crate::config::Shutdown::StopInstances {
         // Concurrently: one after another would add up their stop grace periods.
         let mut deletes = tokio::task::JoinSet::new();
@@ -179,7 +197,6 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         }
     }
     drop(commands_tx);
-    ctl.abort();
     Ok(())
 }
 

@@ -106,6 +106,11 @@ impl Meter {
         }
     }
 
+    /// Gives back the count of an admitted request that was provably never forwarded.
+    pub fn unadmit(&self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// The durable ceiling of forwarded requests (`u64::MAX` when none applies).
     pub fn reserved(&self) -> u64 {
         self.reserved.load(Ordering::Acquire)

@@ -214,6 +214,14 @@ impl Server {
         }
     }
 
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hangup(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");

@@ -2,6 +2,7 @@
 //! of instances, templates and service groups, and the lookups by UUID or name they share.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use uuid::Uuid;
@@ -56,7 +57,9 @@ impl State {
                     return Err(ApiError::conflict(format!("template {r} is delete-locked")));
                 }
                 let reply = self.instance_reply(id);
-                self.instances.remove(&id);
+                if let Some(t) = self.instances.remove(&id) {
+                    self.names.remove(&t.name);
+                }
                 self.forget_template(id);
                 fx.push(Effect::Disarm(TimerKey::Unused(id)));
                 fx.push(Effect::Delete(id));
@@ -296,8 +299,7 @@ impl State {
         inst.autokill = autokill;
         inst.restart_policy = restart;
         inst.autodestroy = destroy;
-        inst.meter
-            .set_limit(autokill.num_requests, inst.delete_lock);
+        self.limit_changed(id, fx);
         self.set_instance_lock(id, lock, now, fx);
         // The new policy may already be due (a lower limit, a shorter time).
         self.check_instance(id, now, fx);
@@ -322,6 +324,8 @@ impl State {
             )));
         }
         inst.state = InstanceState::Template;
+        // A template is the API's: the file's reconcile no longer manages it.
+        inst.from_config = false;
         inst.unused_time = new.autokill_time.filter(|t| !t.is_zero());
         inst.last_used = now;
         inst.restart_at = None;
@@ -356,6 +360,11 @@ impl State {
                         "name: a service group named {name:?} already exists"
                     )));
                 }
+                if self.declared_groups.contains(&name) {
+                    return Err(ApiError::conflict(format!(
+                        "name: {name:?} is declared by the configuration file"
+                    )));
+                }
                 name
             }
             None => self.generated_group_name(),
@@ -377,16 +386,20 @@ impl State {
                 hard_limit: new.hard_limit,
                 services: new.services,
                 from_config: false,
+                skipped: None,
             },
         );
         Ok(id)
     }
 
-    /// `sg-` and 8 random hex digits, not taken (as Unikraft names a group left unnamed).
+    /// `sg-` and 8 random hex digits, neither taken nor declared (as Unikraft names a group
+    /// left unnamed).
     fn generated_group_name(&self) -> String {
         loop {
             let name = format!("sg-{}", &Uuid::new_v4().simple().to_string()[..8]);
-            if !self.groups.values().any(|g| g.name == name) {
+            if !self.groups.values().any(|g| g.name == name)
+                && !self.declared_groups.contains(&name)
+            {
                 return name;
             }
         }
@@ -489,14 +502,11 @@ impl State {
             (i.state == InstanceState::Template) == want_template
                 && i.state != InstanceState::Deleted
         };
-        match r {
-            Ref::Id(id) => self.instances.get(id).filter(|i| fits(i)).map(|i| i.id),
-            Ref::Name(name) => self
-                .instances
-                .values()
-                .find(|i| fits(i) && &*i.name == name)
-                .map(|i| i.id),
-        }
+        let id = match r {
+            Ref::Id(id) => *id,
+            Ref::Name(name) => *self.names.get(&Arc::from(name.as_str()))?,
+        };
+        self.instances.get(&id).filter(|i| fits(i)).map(|i| i.id)
     }
 
     pub(super) fn find_instance(&self, r: &Ref) -> Result<Uuid, ApiError> {
@@ -527,13 +537,15 @@ impl State {
     }
 
     pub(super) fn check_name_free(&self, name: &str) -> Result<(), ApiError> {
-        if self
-            .instances
-            .values()
-            .any(|i| &*i.name == name && i.state != InstanceState::Deleted)
-        {
+        let name: Arc<str> = Arc::from(name);
+        if self.names.contains_key(&name) {
             return Err(ApiError::conflict(format!(
                 "name: an instance or template named {name:?} already exists"
+            )));
+        }
+        if self.declared_names.contains(&name) {
+            return Err(ApiError::conflict(format!(
+                "name: {name:?} is declared by the configuration file"
             )));
         }
         let host = format!("{name}.{}", self.base_domain);
@@ -597,8 +609,12 @@ impl State {
         }
     }
 
-    /// `<base>-<n>` with the smallest free `n`.
+    /// `<base>-<suffix>` with a random suffix of five letters and digits, as Kubernetes'
+    /// `generateName` makes them: never a name the configuration declares (those are refused
+    /// by [`State::check_name_free`]), and found in O(1) rather than by counting up.
     pub(super) fn generated_name(&self, base: &str) -> String {
+        // No vowels (no words by chance), no look-alikes (0/o, 1/l).
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
         let base: String = base
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
@@ -610,10 +626,17 @@ impl State {
         } else {
             base
         };
-        (1..)
-            .map(|n| format!("{base}-{n}"))
-            .find(|n| self.check_name_free(n).is_ok())
-            .unwrap_or(base)
+        loop {
+            let random = Uuid::new_v4().into_bytes();
+            let suffix: String = random[..5]
+                .iter()
+                .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+                .collect();
+            let name = format!("{base}-{suffix}");
+            if self.check_name_free(&name).is_ok() {
+                return name;
+            }
+        }
     }
 }
 

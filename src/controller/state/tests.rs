@@ -65,6 +65,9 @@ fn config() -> Config {
 struct H {
     s: State,
     fx: Vec<Effect>,
+    /// What the store holds: every committed record.
+    disk: std::collections::HashMap<Uuid, crate::store::InstanceRecord>,
+    groups_disk: std::collections::HashMap<Uuid, crate::store::GroupRecord>,
 }
 
 impl H {
@@ -72,17 +75,127 @@ impl H {
         H {
             s: State::new(&config(), 1),
             fx: Vec::new(),
+            disk: Default::default(),
+            groups_disk: Default::default(),
         }
+    }
+
+    /// A crash and a new start: the state is rebuilt from what was committed, and the meters
+    /// start again at their stored reservations, as `controller::run` does.
+    fn crash_and_recover(&mut self, now: SystemTime) {
+        let snapshot = crate::store::Snapshot {
+            instances: self.disk.values().cloned().collect(),
+            groups: self.groups_disk.values().cloned().collect(),
+        };
+        self.s = State::new(&config(), 1);
+        self.fx = self.s.recover(snapshot, now);
+        self.committed(now);
+    }
+
+    /// The durable ceiling of requests forwarded to `id`.
+    fn stored_reserved(&self, id: Uuid) -> u64 {
+        self.disk.get(&id).map_or(0, |r| r.reserved)
     }
 
     fn apply(&mut self, cmd: Command, now: SystemTime) -> &[Effect] {
         self.fx = self.s.apply(cmd, now);
+        self.committed(now);
         &self.fx
+    }
+
+    /// What the controller task does once a batch is committed, for the meters: they learn new
+    /// limits and reservations (and a limit found spent is reported back, as the task does).
+    fn committed(&mut self, now: SystemTime) {
+        for change in self.s.changes() {
+            match change {
+                crate::store::Change::PutInstance(r) => {
+                    self.disk.insert(r.id, r);
+                }
+                crate::store::Change::DeleteInstance(id) => {
+                    self.disk.remove(&id);
+                }
+                crate::store::Change::PutGroup(r) => {
+                    self.groups_disk.insert(r.id, r);
+                }
+                crate::store::Change::DeleteGroup(id) => {
+                    self.groups_disk.remove(&id);
+                }
+            }
+        }
+        self.s.committed();
+        let mut reached = Vec::new();
+        for e in &self.fx {
+            match e {
+                Effect::Reserved {
+                    meter,
+                    reserved,
+                    refill_at,
+                } => meter.set_reserved(*reserved, *refill_at),
+                Effect::SetLimit {
+                    id,
+                    meter,
+                    limit,
+                    held,
+                } => {
+                    meter.set_limit(*limit, *held);
+                    if !held && meter.exhausted() {
+                        reached.push(*id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for id in reached {
+            let more = self.s.apply(Command::LimitReached { id }, now);
+            self.fx.extend(more);
+        }
+    }
+
+    /// Requests through the proxy, as a worker admits them: each reports what the proxy reports
+    /// (the last request of the budget, a reservation to raise). Returns how many were forwarded.
+    fn serve(&mut self, id: Uuid, requests: u64, now: SystemTime) -> u64 {
+        use crate::proxy::meter::Admission;
+        let meter = Arc::clone(&self.s.instances[&id].meter);
+        let mut forwarded = 0;
+        for _ in 0..requests {
+            let event = match meter.admit() {
+                Admission::Admitted => None,
+                Admission::Refused => continue,
+                Admission::Last => Some(Command::LimitReached { id }),
+                Admission::Refill => Some(Command::Reserve { id }),
+                Admission::Wait => {
+                    // The proxy asks and waits; here the controller answers at once.
+                    self.apply(Command::Reserve { id }, now);
+                    match meter.admit() {
+                        Admission::Admitted | Admission::Refill => None,
+                        Admission::Last => Some(Command::LimitReached { id }),
+                        Admission::Refused | Admission::Wait => continue,
+                    }
+                }
+            };
+            forwarded += 1;
+            // Never forwarded beyond what is durable (SPEC: exact across a crash), up to the
+            // limit (a delete lock serves past it).
+            let (reserved, limit) = (
+                self.stored_reserved(id),
+                self.s.instances[&id].autokill.num_requests,
+            );
+            assert!(
+                limit == 0 || meter.count().min(limit) <= reserved,
+                "forwarded {} with {reserved} reserved",
+                meter.count()
+            );
+            if let Some(cmd) = event {
+                self.apply(cmd, now);
+            }
+        }
+        forwarded
     }
 
     fn call(&mut self, call: Call, now: SystemTime) -> Result<Reply, ApiError> {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         self.fx = self.s.apply(Command::Api(call, tx), now);
+        self.committed(now);
         // The reply is an effect: carried out after the publish before it.
         let mut reply = None;
         for e in self.fx.drain(..).collect::<Vec<_>>() {
@@ -230,7 +343,7 @@ fn limit_drains_then_deletes() {
         h.s.route_table().lookup(b"a.localhost"),
         Some(Target::Instance(Some(0)))
     ));
-    h.apply(Command::LimitReached { id }, at(2));
+    assert_eq!(h.serve(id, 2, at(2)), 2);
     assert!(h.has(|e| matches!(e, Effect::WatchDrain { .. })));
     assert_eq!(
         h.armed(TimerKey::Drain(id)),
@@ -273,7 +386,7 @@ fn drain_timeout_deletes_anyway() {
         at(0),
     );
     h.running(id, at(0));
-    h.apply(Command::LimitReached { id }, at(1));
+    assert_eq!(h.serve(id, 1, at(1)), 1);
     h.apply(Command::Timer(TimerKey::Drain(id)), at(10_001));
     assert!(deleted_with(&h, id));
 }
@@ -953,4 +1066,384 @@ fn declared_group_routes_by_domain() {
         matches!(h.s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.len() == 1)
     );
     assert_eq!(h.s.view().groups[0].instances.len(), 1);
+}
+
+fn limited(name: &str, n: u64) -> NewInstance {
+    NewInstance {
+        autokill: Some(AutokillSpec {
+            num_requests: Some(n),
+            time: None,
+        }),
+        ..new(name)
+    }
+}
+
+fn kill_count(h: &H, reason: &str) -> usize {
+    h.fx.iter()
+        .filter(|e| matches!(e, Effect::Killed { resource: "instance", reason: r } if *r == reason))
+        .count()
+}
+
+/// Issue 9.1: a one-shot instance that exits after its last answer is killed for its budget,
+/// whether the exit comes before the drain ends or before the proxy's report is even applied,
+/// and whatever its restart policy and autodestroy say.
+#[test]
+fn a_spent_instance_that_exits_is_killed_for_its_budget() {
+    use Autodestroy as D;
+    use RestartPolicy as R;
+    for (restart, destroy) in [
+        (R::Never, D::Off),
+        (R::OnFailure, D::Off),
+        (R::Always, D::Off),
+        (R::Never, D::OnSuccess),
+        (R::OnFailure, D::Always),
+    ] {
+        for code in [0, 3] {
+            for exit_first in [false, true] {
+                let what = format!("{restart:?} {destroy:?} exit {code} exit_first {exit_first}");
+                let mut h = H::new();
+                let id = h.instance(
+                    NewInstance {
+                        restart_policy: Some(restart),
+                        autodestroy: Some(destroy),
+                        ..limited("a", 1)
+                    },
+                    at(0),
+                );
+                h.running(id, at(1));
+                let meter = Arc::clone(&h.s.instances[&id].meter);
+                if exit_first {
+                    // The exit is applied before the proxy's "budget spent".
+                    assert_eq!(meter.admit(), crate::proxy::meter::Admission::Last);
+                } else {
+                    assert_eq!(h.serve(id, 1, at(2)), 1);
+                    assert_eq!(h.state(id), Some(InstanceState::Draining), "{what}");
+                }
+                h.apply(
+                    Command::Exited {
+                        id,
+                        exit_code: code,
+                    },
+                    at(3),
+                );
+                let mut killed = kill_count(&h, "num_requests");
+                assert!(deleted_with(&h, id), "{what}: {:?}", h.fx);
+                assert!(
+                    !h.has(|e| matches!(e, Effect::Start { .. })),
+                    "{what}: never restarted"
+                );
+                assert_eq!(kill_count(&h, "autodestroy"), 0, "{what}");
+                h.apply(Command::LimitReached { id }, at(3));
+                killed += kill_count(&h, "num_requests");
+                // The drain's end and its timer, arriving late, change nothing.
+                h.apply(Command::Drained { id }, at(4));
+                killed += kill_count(&h, "num_requests");
+                h.apply(Command::Timer(TimerKey::Drain(id)), at(20_000));
+                killed += kill_count(&h, "num_requests");
+                assert_eq!(killed, 1, "{what}: killed once");
+                h.apply(Command::Deleted { id, result: Ok(()) }, at(5));
+                assert!(h.s.instances.is_empty(), "{what}");
+            }
+        }
+    }
+}
+
+/// Issue 9.1, with a lock: the kill of a spent instance that exited is held back (counted once)
+/// and fires when the lock is cleared; the instance is not restarted meanwhile.
+#[test]
+fn a_locked_spent_instance_that_exits_stays_until_the_lock_is_cleared() {
+    let mut h = H::new();
+    let id = h.instance(
+        NewInstance {
+            restart_policy: Some(RestartPolicy::Always),
+            ..limited("a", 1)
+        },
+        at(0),
+    );
+    h.running(id, at(1));
+    h.lock(id, true, at(1));
+    assert_eq!(h.serve(id, 1, at(2)), 1);
+    h.apply(Command::Exited { id, exit_code: 0 }, at(3));
+    assert_eq!(h.state(id), Some(InstanceState::Stopped));
+    assert!(!h.has(|e| matches!(e, Effect::Start { .. })));
+    h.lock(id, false, at(4));
+    assert!(deleted_with(&h, id));
+    assert_eq!(kill_count(&h, "num_requests"), 1);
+}
+
+/// Issue 9.2: a budget set by PATCH on an unlimited instance is reserved durably like any
+/// other, so a crash cannot let more than the budget through.
+#[test]
+fn a_budget_set_by_patch_is_durably_reserved() {
+    let mut h = H::new();
+    let id = h.instance(new("a"), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 7, at(2)), 7, "unlimited");
+    h.call(
+        Call::PatchInstance(
+            Ref::Id(id),
+            vec![InstancePatch::Autokill(AutokillSpec {
+                num_requests: Some(12),
+                time: None,
+            })],
+        ),
+        at(3),
+    )
+    .expect("patch");
+    let meter = Arc::clone(&h.s.instances[&id].meter);
+    assert!(
+        meter.reserved() <= 12 && meter.reserved() == h.stored_reserved(id),
+        "the meter's ceiling ({}) is the durable one ({})",
+        meter.reserved(),
+        h.stored_reserved(id)
+    );
+    assert_eq!(h.serve(id, 4, at(4)), 4);
+    h.crash_and_recover(at(5));
+    let attempt = h.s.instances[&id].attempt;
+    h.apply(
+        Command::Started {
+            id,
+            attempt,
+            result: Ok(([127, 0, 0, 1], 9).into()),
+        },
+        at(6),
+    );
+    let after = h.serve(id, 10, at(7));
+    assert!(
+        7 + 4 + after <= 12,
+        "at most the budget in all: 11 before the crash, {after} after"
+    );
+    // And not far fewer: at most one block (a sixteenth of what was left) is lost.
+    assert!(11 + after >= 12 - 1, "{after} after the crash");
+}
+
+/// The reservation under a long budget: every request forwarded was durable first, exactly the
+/// budget is forwarded, and a crash loses at most one block.
+#[test]
+fn reservations_keep_every_forwarded_request_durable() {
+    let mut h = H::new();
+    let id = h.instance(limited("a", 1000), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 600, at(2)), 600);
+    let commits_before = h.stored_reserved(id);
+    assert!((600..=1000).contains(&commits_before));
+    h.crash_and_recover(at(3));
+    let attempt = h.s.instances[&id].attempt;
+    h.apply(
+        Command::Started {
+            id,
+            attempt,
+            result: Ok(([127, 0, 0, 1], 9).into()),
+        },
+        at(4),
+    );
+    let after = h.serve(id, 1000, at(5));
+    assert!(600 + after <= 1000, "{after}");
+    let block = reservation_block(1000, 600);
+    assert!(
+        600 + after + block >= 1000,
+        "{after}: lost more than a block"
+    );
+}
+
+/// Issue 9.7: a delete lock set during a drain holds the kill (counted once) and the instance
+/// serves on; a PATCH raising the limit during a drain ends the drain too.
+#[test]
+fn a_lock_or_a_raised_limit_during_a_drain_ends_it() {
+    let mut h = H::new();
+    let id = h.instance(limited("a", 2), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 2, at(2)), 2);
+    assert_eq!(h.state(id), Some(InstanceState::Draining));
+    h.lock(id, true, at(3));
+    assert_eq!(
+        h.state(id),
+        Some(InstanceState::Running),
+        "locked: serves on"
+    );
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::KillSkipped {
+            resource: "instance",
+            reason: "num_requests"
+        }
+    )));
+    h.apply(Command::Drained { id }, at(4));
+    assert!(!deleted_with(&h, id), "the drain's end is stale");
+    assert_eq!(h.serve(id, 3, at(5)), 3, "past its limit while locked");
+
+    let mut h = H::new();
+    let id = h.instance(limited("a", 2), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 2, at(2)), 2);
+    assert_eq!(h.state(id), Some(InstanceState::Draining));
+    h.call(
+        Call::PatchInstance(
+            Ref::Id(id),
+            vec![InstancePatch::Autokill(AutokillSpec {
+                num_requests: Some(5),
+                time: None,
+            })],
+        ),
+        at(3),
+    )
+    .expect("patch");
+    assert_eq!(h.state(id), Some(InstanceState::Running));
+    h.apply(Command::Timer(TimerKey::Drain(id)), at(20_000));
+    assert!(!deleted_with(&h, id), "the drain timer is stale");
+    assert_eq!(h.serve(id, 10, at(6)), 3, "three more, then spent");
+    assert_eq!(h.state(id), Some(InstanceState::Draining));
+    h.apply(Command::Drained { id }, at(7));
+    assert!(deleted_with(&h, id));
+}
+
+/// Issue 9.7 (the refund side): a drain whose budget is no longer spent when it ends (a request
+/// the proxy could not forward gave its count back) returns the instance to service.
+#[test]
+fn a_drain_whose_budget_was_given_back_serves_on() {
+    let mut h = H::new();
+    let id = h.instance(limited("a", 2), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 2, at(2)), 2);
+    let meter = Arc::clone(&h.s.instances[&id].meter);
+    // What a refund does to the count: the last request never reached the instance.
+    meter.unadmit();
+    h.apply(Command::Drained { id }, at(3));
+    assert_eq!(h.state(id), Some(InstanceState::Running));
+    assert_eq!(h.serve(id, 5, at(4)), 1);
+}
+
+/// Issue 9.21: a locked, overdue kill is counted as skipped once, not on every re-check.
+#[test]
+fn a_skipped_kill_is_counted_once_per_time_it_comes_due() {
+    let skipped = |h: &H| {
+        h.fx.iter()
+            .filter(|e| matches!(e, Effect::KillSkipped { .. }))
+            .count()
+    };
+    let mut h = H::new();
+    let id = h.instance(with_time("a", 300), at(0));
+    h.running(id, at(0));
+    h.lock(id, true, at(1));
+    h.call(Call::StopInstance(Ref::Id(id)), at(2))
+        .expect("stop");
+    h.apply(Command::Exited { id, exit_code: 0 }, at(3));
+    h.apply(Command::Timer(TimerKey::StoppedTime(id)), at(400));
+    let mut total = skipped(&h);
+    for t in 0..5 {
+        h.lock(id, true, at(500 + t));
+        total += skipped(&h);
+        h.call(
+            Call::PatchInstance(
+                Ref::Id(id),
+                vec![InstancePatch::RestartPolicy(RestartPolicy::Never)],
+            ),
+            at(600 + t),
+        )
+        .expect("patch");
+        total += skipped(&h);
+    }
+    assert_eq!(total, 1);
+}
+
+/// Issue 9.16: a generated name never takes a name the configuration declares, even while the
+/// declared instance does not exist; a declared name is refused to the API; and the reconcile
+/// at the next start re-creates the declared instance and leaves the API's alone.
+#[test]
+fn generated_names_never_take_declared_ones() {
+    let declared = |name: &str| InstanceConfig {
+        name: name.into(),
+        image: "hello".into(),
+        autokill: Autokill::default(),
+        restart_policy: RestartPolicy::Never,
+        autodestroy: Autodestroy::Off,
+    };
+    let mut h = H::new();
+    h.apply(
+        Command::Declare {
+            groups: vec![],
+            instances: vec![declared("hello-1")],
+        },
+        at(0),
+    );
+    let declared_id =
+        h.s.names
+            .get(&Arc::from("hello-1"))
+            .copied()
+            .expect("declared");
+    h.call(Call::DeleteInstance(Ref::Name("hello-1".into())), at(1))
+        .expect("delete");
+    h.apply(
+        Command::Deleted {
+            id: declared_id,
+            result: Ok(()),
+        },
+        at(2),
+    );
+    let mut made = Vec::new();
+    for _ in 0..50 {
+        let id = h.instance(
+            NewInstance {
+                name: None,
+                ..new("x")
+            },
+            at(3),
+        );
+        let name = h.s.instances[&id].name.to_string();
+        assert!(name.starts_with("hello-") && name != "hello-1", "{name}");
+        made.push(id);
+    }
+    assert_eq!(
+        h.status(Call::CreateInstance(new("hello-1")), at(4)),
+        Err(409)
+    );
+    h.apply(
+        Command::Declare {
+            groups: vec![],
+            instances: vec![declared("hello-1")],
+        },
+        at(5),
+    );
+    let again =
+        h.s.names
+            .get(&Arc::from("hello-1"))
+            .copied()
+            .expect("re-created");
+    assert!(h.s.instances[&again].from_config);
+    for id in made {
+        assert_eq!(
+            h.state(id),
+            Some(InstanceState::Starting),
+            "API-made: untouched"
+        );
+    }
+}
+
+/// Issue 9.4: a batch whose commit failed is undone whole: records, names and all.
+#[test]
+fn a_rolled_back_batch_leaves_the_state_as_it_was() {
+    let mut h = H::new();
+    let id = h.instance(limited("a", 10), at(0));
+    h.running(id, at(1));
+    let before = format!("{:?}", h.s.view());
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    h.s.apply(
+        Command::Api(
+            Call::PatchInstance(Ref::Id(id), vec![InstancePatch::DeleteLock(true)]),
+            tx,
+        ),
+        at(2),
+    );
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    h.s.apply(Command::Api(Call::CreateInstance(new("b")), tx), at(2));
+    h.s.apply(Command::Exited { id, exit_code: 1 }, at(2));
+    assert!(!h.s.changes().is_empty());
+    h.s.rollback();
+    assert!(h.s.changes().is_empty());
+    assert_eq!(format!("{:?}", h.s.view()), before);
+    assert!(
+        h.s.names.get(&Arc::from("b")).is_none(),
+        "b's name is free again"
+    );
+    assert!(h.s.find(&Ref::Name("a".into()), false).is_some());
 }
