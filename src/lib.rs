@@ -20,6 +20,7 @@ pub mod config;
 pub mod controller;
 pub mod hello;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;

@@ -1,7 +1,8 @@
 //! Prometheus metrics shared by the proxy, the controller and the admin server.
 //!
 //! Per-instance request counts are not counters of their own: [`InstanceCollector`] reads the
-//! proxy's meters at scrape time, so a request is counted once, by the proxy's `fetch_add`.
+//! proxy's meters at scrape time, so a request is counted once, by the proxy's `fetch_add`
+//! ([`Meter::forwarded`](crate::proxy::meter::Meter::forwarded), which never goes down).
 
 use std::sync::Arc;
 
@@ -23,8 +24,11 @@ pub struct Metrics {
     pub request_duration: Histogram,
     /// Upstream failures by kind (`connect_refused`, `connect_timeout`, `connect`, `timeout`, `protocol`).
     pub upstream_errors: IntCounterVec,
-    /// Requests answered by the proxy itself, by reason (`no_route`, `unavailable`, `exhausted`, `bad_request`).
+    /// Requests answered by the proxy itself, by reason (`no_route`, `unavailable`, `exhausted`,
+    /// `bad_request`, `method_not_allowed`, `body_timeout`, `client_error`).
     pub refused: IntCounterVec,
+    /// Failed accepts by listener (`proxy`, `admin`), e.g. out of file descriptors.
+    pub accept_errors: IntCounterVec,
     /// Resources deleted by autokill or autodestroy, by resource and reason.
     pub kills: IntCounterVec,
     /// Kills that a delete lock held back, by resource and reason.
@@ -68,6 +72,13 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let accept_errors = IntCounterVec::new(
+            Opts::new(
+                "autokill_accept_errors_total",
+                "Connections a listener failed to accept (e.g. out of file descriptors), by listener.",
+            ),
+            &["listener"],
+        )?;
         let kills = IntCounterVec::new(
             Opts::new(
                 "autokill_kills_total",
@@ -108,6 +119,7 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(accept_errors.clone()))?;
         registry.register(Box::new(kills.clone()))?;
         registry.register(Box::new(kills_skipped.clone()))?;
         registry.register(Box::new(config_reload_ok.clone()))?;
@@ -120,6 +132,7 @@ impl Metrics {
             request_duration,
             upstream_errors,
             refused,
+            accept_errors,
             kills,
             kills_skipped,
             config_reload_ok,
@@ -191,7 +204,7 @@ impl Collector for InstanceCollector {
             let id = inst.id.to_string();
             requests
                 .with_label_values(&[id.as_str(), &inst.name])
-                .inc_by(inst.meter.count());
+                .inc_by(inst.meter.forwarded());
             states.with_label_values(&[inst.state.as_str()]).inc();
         }
         let mut out = requests.collect();

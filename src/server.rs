@@ -12,7 +12,8 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, RuntimeKind};
 use crate::controller::{self, Inputs, Published};
 use crate::metrics::Metrics;
-use crate::proxy::{self, Proxy};
+use crate::net;
+use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 use crate::runtime::process::ProcessRuntime;
 use crate::store::Store;
@@ -47,6 +48,8 @@ pub async fn serve(
     path: Option<PathBuf>,
     self_exe: PathBuf,
 ) -> Result<(), ServeError> {
+    // Every connection is a file: take what the hard limit allows before listening.
+    let open_files = net::raise_open_file_limit();
     let published = Published::new();
     let metrics = Metrics::new(Arc::clone(&published.view))?;
     metrics.config_reload_ok.set(1);
@@ -90,6 +93,7 @@ pub async fn serve(
         Arc::clone(&published.table),
         proxy_tx,
         &metrics,
+        open_files,
     )
     .map_err(|source| ServeError::Listen {
         what: "proxy listener",
@@ -107,7 +111,7 @@ pub async fn serve(
         runtime: runtime_rx,
         shutdown: controller_stop,
     };
-    let workers = proxy::worker_count(&config.proxy);
+    let workers = proxy.workers();
     let ctl = {
         let (config, runtime, published, metrics) = (
             config.clone(),
@@ -146,13 +150,19 @@ pub async fn serve(
         )),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_listener = net::Listener::new(
+        admin_listener,
+        net::connection_cap(config.admin.max_connections, open_files, 16),
+        "admin",
+        metrics.accept_errors.with_label_values(&["admin"]),
+    );
+    let admin_config = config.admin.clone();
     let admin = tokio::spawn(async move {
         let app = admin::router(admin_state);
-        let _ = axum::serve(admin_listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.await;
-            })
-            .await;
+        admin::serve(admin_listener, app, &admin_config, async move {
+            let _ = admin_stopped.await;
+        })
+        .await;
     });
     match path {
         Some(path) => {

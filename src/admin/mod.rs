@@ -28,14 +28,20 @@
 //!
 //! Every route refuses requests a web page could have sent (see [`guard`]): a foreign `Host` or
 //! `Origin` (403), a body that is not `application/json` (415).
+//!
+//! [`serve`] runs the router on its own accept loop with the proxy's protections ([`crate::net`]):
+//! a connection cap, a header read timeout from accept, an idle timeout, back-off when files run
+//! out.
 
 mod guard;
 mod v1;
 
 pub use guard::Hosts;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -44,8 +50,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
 
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+
+use crate::config::AdminConfig;
 use crate::controller::Published;
 use crate::metrics::Metrics;
+use crate::net::{self, Accepted, Activity, Busy, Timeouts, Watched};
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -227,6 +241,81 @@ async fn enveloped(req: Request, next: Next) -> Response {
         text
     };
     v1::error(status, message)
+}
+
+/// How long open admin connections may finish their requests once [`serve`] is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `stop` resolves, then lets open requests finish (at most
+/// [`SHUTDOWN_GRACE`]). Each connection runs under [`net::supervise`]: closed when it has sent
+/// nothing for `header_read_timeout` since accept, had no request in progress for
+/// `idle_timeout`, or its client took nothing of an answer for `idle_timeout`.
+pub async fn serve(
+    mut listener: net::Listener,
+    app: Router,
+    cfg: &AdminConfig,
+    stop: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let timeouts = Timeouts {
+        silent: cfg.header_read_timeout,
+        idle: cfg.idle_timeout,
+        stalled: cfg.idle_timeout,
+    };
+    let graceful = GracefulShutdown::new();
+    let app = TowerToHyperService::new(app);
+    tokio::pin!(stop);
+    loop {
+        let Accepted { stream, permit, .. } = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        // Every request in progress holds a clone of `token`; the watchdog counts them.
+        let token = Arc::new(());
+        let watched = Arc::downgrade(&token);
+        let busy = move || {
+            if watched.strong_count() > 1 {
+                Busy::Working
+            } else {
+                Busy::Idle
+            }
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let guard = Arc::clone(&token);
+            let answer = hyper::service::Service::call(&app, req);
+            async move {
+                let answer = answer.await;
+                drop(guard);
+                answer
+            }
+        });
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+        let conn = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(io, service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Some(Err(err)) = net::supervise(conn, &activity, timeouts, busy).await {
+                tracing::debug!(%err, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("admin connections still open after the shutdown grace; closing them");
+    }
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

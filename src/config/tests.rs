@@ -66,12 +66,19 @@ fn defaults() -> Config {
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(30),
             pool_idle_per_instance: 64,
+            idle_timeout: Duration::from_secs(60),
+            max_connections_per_worker: 0,
+            request_body_timeout: Duration::from_secs(10),
+            response_write_timeout: Duration::from_secs(30),
             balance: Balance::RoundRobin,
         },
         admin: AdminConfig {
             listen: addr("127.0.0.1:8081"),
             token: None,
             allowed_hosts: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
         },
         store: StoreConfig {
             path: PathBuf::from("data/autokill.redb"),
@@ -157,10 +164,17 @@ proxy:
   upstream_connect_timeout: 500ms
   upstream_timeout: 1m
   pool_idle_per_instance: 8
+  idle_timeout: 2m
+  max_connections_per_worker: 100
+  request_body_timeout: 5s
+  response_write_timeout: 7s
   balance: least_inflight
 admin:
   listen: "[::1]:9001"
   token: s3cret
+  header_read_timeout: 3s
+  idle_timeout: 4m
+  max_connections: 50
 store:
   path: /var/lib/autokill/state.redb
 runtime:
@@ -207,12 +221,19 @@ shutdown: leave_instances
             upstream_connect_timeout: Duration::from_millis(500),
             upstream_timeout: Duration::from_secs(60),
             pool_idle_per_instance: 8,
+            idle_timeout: Duration::from_secs(120),
+            max_connections_per_worker: 100,
+            request_body_timeout: Duration::from_secs(5),
+            response_write_timeout: Duration::from_secs(7),
             balance: Balance::LeastInflight,
         },
         admin: AdminConfig {
             listen: addr("[::1]:9001"),
             token: Some("s3cret".into()),
             allowed_hosts: Vec::new(),
+            header_read_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(240),
+            max_connections: 50,
         },
         store: StoreConfig {
             path: PathBuf::from("/var/lib/autokill/state.redb"),
@@ -426,7 +447,8 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         "admin:\n  listen: 127.0.0.1:1\n  tokn: x\n",
         3,
         3,
-        "admin.tokn: unknown key \"tokn\"; did you mean \"token\"? (expected one of: listen, token, allowed_hosts)",
+        "admin.tokn: unknown key \"tokn\"; did you mean \"token\"? (expected one of: listen, \
+         token, allowed_hosts, header_read_timeout, idle_timeout, max_connections)",
     );
     refused(
         &format!("{IMAGES}service_groups:\n  - name: g\n    autokill: {{num_requests: 3}}\n"),

@@ -38,6 +38,12 @@ const POOL_IDLE: u64 = 64;
 const MAX_WORKERS: u64 = 1024;
 /// Upper bound of `proxy.pool_idle_per_instance`.
 const MAX_POOL_IDLE: u64 = 65_536;
+/// Upper bound of `proxy.max_connections_per_worker` and `admin.max_connections`.
+const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Default `proxy.idle_timeout` and `admin.idle_timeout`.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `proxy.header_read_timeout` and `admin.header_read_timeout`.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest host name (RFC 1035 §2.3.4, without the root dot).
 const MAX_HOST_LEN: usize = 253;
 
@@ -178,7 +184,7 @@ fn proxy(raw: RawProxy) -> Result<ProxyConfig, Problem> {
         header_read_timeout: timeout(
             raw.header_read_timeout.as_ref(),
             "proxy.header_read_timeout",
-            Duration::from_secs(10),
+            HEADER_READ_TIMEOUT,
         )?,
         upstream_connect_timeout: timeout(
             raw.upstream_connect_timeout.as_ref(),
@@ -191,6 +197,27 @@ fn proxy(raw: RawProxy) -> Result<ProxyConfig, Problem> {
             Duration::from_secs(30),
         )?,
         pool_idle_per_instance: pool_idle,
+        idle_timeout: timeout(
+            raw.idle_timeout.as_ref(),
+            "proxy.idle_timeout",
+            IDLE_TIMEOUT,
+        )?,
+        max_connections_per_worker: bounded(
+            raw.max_connections_per_worker.as_ref(),
+            "proxy.max_connections_per_worker",
+            0,
+            MAX_CONNECTIONS,
+        )?,
+        request_body_timeout: timeout(
+            raw.request_body_timeout.as_ref(),
+            "proxy.request_body_timeout",
+            Duration::from_secs(10),
+        )?,
+        response_write_timeout: timeout(
+            raw.response_write_timeout.as_ref(),
+            "proxy.response_write_timeout",
+            Duration::from_secs(30),
+        )?,
         balance: match raw.balance {
             None | Some(RawBalance::RoundRobin) => Balance::RoundRobin,
             Some(RawBalance::LeastInflight) => Balance::LeastInflight,
@@ -271,6 +298,22 @@ fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {
         listen,
         token,
         allowed_hosts,
+        header_read_timeout: timeout(
+            raw.header_read_timeout.as_ref(),
+            "admin.header_read_timeout",
+            HEADER_READ_TIMEOUT,
+        )?,
+        idle_timeout: timeout(
+            raw.idle_timeout.as_ref(),
+            "admin.idle_timeout",
+            IDLE_TIMEOUT,
+        )?,
+        max_connections: bounded(
+            raw.max_connections.as_ref(),
+            "admin.max_connections",
+            0,
+            MAX_CONNECTIONS,
+        )?,
     })
 }
 

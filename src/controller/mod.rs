@@ -25,7 +25,7 @@ use crate::config::{Autodestroy, Autokill, Config, RestartPolicy};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyEvent;
 use crate::proxy::meter::Meter;
-use crate::proxy::route::{RouteTable, Upstream};
+use crate::proxy::route::{Drain, RouteTable, Upstream};
 use crate::runtime::{InstanceSpec, Runtime, RuntimeEvent};
 use crate::store::{Snapshot, Store};
 use crate::timers::{TimerId, Timers};
@@ -212,6 +212,9 @@ pub enum Effect {
         /// Its incarnation, whose in-flight count is watched.
         upstream: Arc<Upstream>,
     },
+    /// End the [`Effect::WatchDrain`] of this incarnation without reporting [`Command::Drained`]:
+    /// the instance is deleted, stopped, or serves again.
+    EndDrainWatch(Arc<Upstream>),
     /// Publish a new route table and view.
     Publish,
     /// Give a meter its new durable ceiling (carried out after the commit that made it durable).
@@ -644,11 +647,10 @@ impl Task {
                     limit,
                     held,
                 } => {
-                    meter.set_limit(limit, held);
                     // A request that took the count to the new limit while it was being set
                     // may have read the old one and not reported it; this read cannot miss it
                     // (see `Meter::set_limit`).
-                    if !held && meter.exhausted() {
+                    if meter.set_limit_spent(limit, held) && !held {
                         let _ = self.tx.send(Command::LimitReached { id });
                     }
                 }
@@ -728,10 +730,12 @@ impl Task {
                 Effect::WatchDrain { id, upstream } => {
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
-                        upstream.drained().await;
-                        let _ = tx.send(Command::Drained { id });
+                        if upstream.drained().await == Drain::Idle {
+                            let _ = tx.send(Command::Drained { id });
+                        }
                     });
                 }
+                Effect::EndDrainWatch(upstream) => upstream.retire(),
             }
         }
         if publish {

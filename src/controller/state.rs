@@ -149,9 +149,11 @@ impl Instance {
 
     /// Its request budget is spent: a limit, and that many requests forwarded. The record's
     /// limit decides, not the meter's: the meter learns a new limit only once it is committed.
+    /// The count is the number forwarded only once the whole budget is reserved (below that,
+    /// requests waiting for a reservation are counted for a moment and given back).
     pub fn spent(&self) -> bool {
         let limit = self.autokill.num_requests;
-        limit != 0 && self.meter.count() >= limit
+        limit != 0 && self.meter.reserved() >= limit && self.meter.count() >= limit
     }
 
     pub(super) fn set_recovered(
@@ -756,6 +758,9 @@ impl State {
             skip(&mut inst.skipped, INSTANCE, "num_requests", fx);
         }
         inst.state = InstanceState::Running;
+        if let Some(up) = &inst.upstream {
+            fx.push(Effect::EndDrainWatch(Arc::clone(up)));
+        }
         fx.push(Effect::Disarm(TimerKey::Drain(id)));
         fx.push(Effect::Publish);
         true
@@ -766,7 +771,10 @@ impl State {
             return;
         };
         inst.exit_code = Some(exit_code);
-        inst.upstream = None;
+        // This incarnation is gone: a drain watching it ends without a report.
+        if let Some(up) = inst.upstream.take() {
+            fx.push(Effect::EndDrainWatch(up));
+        }
         fx.push(Effect::Publish);
         if matches!(inst.pending, Pending::Delete(_))
             || matches!(
@@ -1078,6 +1086,9 @@ impl State {
         };
         inst.state = InstanceState::Deleted;
         inst.pending = Pending::Delete(reason);
+        if let Some(up) = &inst.upstream {
+            fx.push(Effect::EndDrainWatch(Arc::clone(up)));
+        }
         if reason == Some("num_requests") {
             inst.stop_reason = Some(StopReason::NumRequests);
         }

@@ -57,19 +57,40 @@ impl Server {
 
     /// Like [`Server::start`], with extra keys for the `proxy:` block (indented by the caller).
     pub async fn start_with(body: impl FnOnce(&Path) -> String, proxy_extra: &str) -> Server {
-        Server::start_config(body, proxy_extra, "").await
+        Server::start_config(body, proxy_extra, "", None).await
     }
 
     /// Like [`Server::start`], with extra keys for the `admin:` block (indented by the caller),
     /// e.g. `"  token: s3cret\n"`.
     pub async fn start_with_admin(body: impl FnOnce(&Path) -> String, admin_extra: &str) -> Server {
-        Server::start_config(body, "", admin_extra).await
+        Server::start_config(body, "", admin_extra, None).await
+    }
+
+    /// Like [`Server::start_with`], with extra keys for the `proxy:` and the `admin:` blocks.
+    pub async fn start_config_for_test(
+        body: impl FnOnce(&Path) -> String,
+        proxy_extra: &str,
+        admin_extra: &str,
+    ) -> Server {
+        Server::start_config(body, proxy_extra, admin_extra, None).await
+    }
+
+    /// Like [`Server::start_with`], with extra keys for both blocks, in a process whose open-file
+    /// limit (soft and hard) is `open_files`.
+    pub async fn start_with_file_limit(
+        body: impl FnOnce(&Path) -> String,
+        proxy_extra: &str,
+        admin_extra: &str,
+        open_files: u64,
+    ) -> Server {
+        Server::start_config(body, proxy_extra, admin_extra, Some(open_files)).await
     }
 
     async fn start_config(
         body: impl FnOnce(&Path) -> String,
         proxy_extra: &str,
         admin_extra: &str,
+        open_files: Option<u64>,
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -81,13 +102,33 @@ impl Server {
         );
         let path = dir.path().join("autokill.yaml");
         std::fs::write(&path, &config).expect("write config");
-        let child = Command::new(BIN)
+        // AUTOKILL_TEST_BIN runs the suite against another build (e.g. to see a new test fail
+        // on the code before a fix).
+        let bin = std::env::var("AUTOKILL_TEST_BIN").unwrap_or_else(|_| BIN.to_owned());
+        let mut command = Command::new(bin);
+        command
             .args(["serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "autokill=warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start autokill");
+            .stdin(Stdio::null());
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only `setrlimit`, which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = command.spawn().expect("start autokill");
         let server = Server {
             proxy,
             admin,
@@ -308,6 +349,9 @@ pub async fn request(addr: SocketAddr, method: &str, host: &str, path: &str) -> 
     }
 }
 
+/// Longest a test request may take, answer and body, before it fails the test.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn try_request(
     addr: SocketAddr,
     method: &str,
@@ -320,10 +364,15 @@ async fn try_request(
         .header("host", host)
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let resp = client().request(req).await.map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((parts.status, parts.headers, body))
+    let exchange = async {
+        let resp = client().request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts.status, parts.headers, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
 }
 
 /// One request to `addr` (`Host: localhost`) with `body` and extra header fields.
@@ -347,16 +396,22 @@ pub async fn request_with(
     let req = req
         .body(Full::new(Bytes::copy_from_slice(body)))
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let resp = client()
-        .request(req)
+    let exchange = async {
+        let resp = client()
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+            .to_bytes();
+        (parts, body)
+    };
+    let (parts, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-        .to_bytes();
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"));
     Resp {
         status: parts.status,
         headers: parts.headers,
@@ -372,35 +427,33 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Whether a component a test needs is required (CI sets `AUTOKILL_TEST_REQUIRE=all`; the
-/// value is a comma-separated list, trimmed and case-insensitive).
+/// Whether a component a test needs is required: `AUTOKILL_TEST_REQUIRE` lists components
+/// (comma-separated, trimmed, any case), or says `all` (as CI does).
 pub fn required(component: &str) -> bool {
     std::env::var("AUTOKILL_TEST_REQUIRE").is_ok_and(|v| {
         v.split(',')
-            .map(|c| c.trim().to_ascii_lowercase())
-            .any(|c| c == "all" || c == component)
+            .map(str::trim)
+            .any(|c| c.eq_ignore_ascii_case("all") || c.eq_ignore_ascii_case(component))
     })
 }
 
-/// Says loudly that a test is skipped, and why: one `SKIPPED: <why>` line on the terminal (a
-/// passing test's output is captured, so stderr alone would hide it), else on stderr. Fails
-/// instead where the component is required.
+/// Skips a test loudly: fails it when `component` is required, else prints `SKIPPED: <why>` where
+/// a person sees it. The test harness captures a passing test's stderr, so the line goes to the
+/// terminal (`/dev/tty`) when there is one, and to stderr as well.
 pub fn skip(component: &str, why: &str) {
     assert!(
         !required(component),
-        "{component} is required (AUTOKILL_TEST_REQUIRE) but missing: {why}"
+        "{why} (AUTOKILL_TEST_REQUIRE asks for {component})"
     );
     let line = format!("SKIPPED: {why}\n");
-    let shown = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/tty")
-        .and_then(|mut tty| std::io::Write::write_all(&mut tty, line.as_bytes()));
-    if shown.is_err() {
-        eprint!("{line}");
+    if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+        use std::io::Write;
+        let _ = tty.write_all(line.as_bytes());
     }
+    eprint!("{line}");
 }
 
-/// Finds `program` on PATH, or says loudly why the test is skipped (and fails where required).
+/// Finds `program` on PATH, or skips the test loudly ([`skip`]).
 pub fn find_or_skip(program: &str, component: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -408,11 +461,10 @@ pub fn find_or_skip(program: &str, component: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        assert!(
-            !required(component),
-            "{program} is required (AUTOKILL_TEST_REQUIRE) but not installed"
+        skip(
+            component,
+            &format!("{program} not found on PATH; install it to run this test"),
         );
-        eprintln!("SKIPPED: {program} not found on PATH; install it to run this test");
     }
     found
 }

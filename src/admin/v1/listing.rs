@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::wire;
 use crate::controller::api::{ApiError, Ref};
 
-/// The most items one page holds; also the page size when `count` is left out.
+/// The most items one page holds (without `count`, a listing is not paged).
 pub const MAX_COUNT: usize = 1000;
 
 /// A checked list query.
@@ -20,7 +20,7 @@ pub const MAX_COUNT: usize = 1000;
 pub struct ListQuery {
     /// `uuid` and `name` filters, in the order given.
     pub refs: Vec<Ref>,
-    /// Page size.
+    /// Page size; `None`: everything from `from` on.
     pub count: Option<usize>,
     /// The first item of the page.
     pub from: Option<Uuid>,
@@ -174,7 +174,7 @@ pub fn select<T>(mut entries: Vec<Entry<T>>, q: &ListQuery) -> (Vec<T>, Vec<Ref>
     let page = entries
         .into_iter()
         .skip(start)
-        .take(q.count.unwrap_or(MAX_COUNT))
+        .take(q.count.unwrap_or(usize::MAX))
         .map(|e| e.item)
         .collect();
     (page, misses)

@@ -36,12 +36,19 @@ fn config() -> Config {
             upstream_connect_timeout: Duration::from_secs(1),
             upstream_timeout: Duration::from_secs(1),
             pool_idle_per_instance: 4,
+            idle_timeout: Duration::from_secs(1),
+            max_connections_per_worker: 1,
+            request_body_timeout: Duration::from_secs(1),
+            response_write_timeout: Duration::from_secs(1),
             balance: Balance::RoundRobin,
         },
         admin: AdminConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             token: None,
             allowed_hosts: Vec::new(),
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_connections: 1,
         },
         store: StoreConfig {
             path: "unused".into(),
@@ -137,8 +144,8 @@ impl H {
                     limit,
                     held,
                 } => {
-                    meter.set_limit(*limit, *held);
-                    if !held && meter.exhausted() {
+                    let spent = meter.set_limit_spent(*limit, *held);
+                    if spent && !held {
                         reached.push(*id);
                     }
                 }
@@ -163,13 +170,13 @@ impl H {
                 Admission::Refused => continue,
                 Admission::Last => Some(Command::LimitReached { id }),
                 Admission::Refill => Some(Command::Reserve { id }),
-                Admission::Wait => {
+                Admission::Wait(_) => {
                     // The proxy asks and waits; here the controller answers at once.
                     self.apply(Command::Reserve { id }, now);
                     match meter.admit() {
                         Admission::Admitted | Admission::Refill => None,
                         Admission::Last => Some(Command::LimitReached { id }),
-                        Admission::Refused | Admission::Wait => continue,
+                        Admission::Refused | Admission::Wait(_) => continue,
                     }
                 }
             };
