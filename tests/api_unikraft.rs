@@ -594,3 +594,41 @@ async fn the_sdk_flow_over_http() {
     left.sort_unstable();
     assert_eq!(left, ["c1", "p2", "p3", "victim"]);
 }
+
+/// A create that waits for an instance which stops before it runs: still a 200, the item
+/// failed with the instance's stopped state (what the SDK turns into `InstanceStoppedError`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_an_instance_that_stops_before_it_runs_says_so() {
+    let server = Server::start(|dir| {
+        format!(
+            "{}    broken:\n      command: [\"/bin/false\"]\n",
+            hello_runtime(dir, "")
+        )
+    })
+    .await;
+    let (status, v) = server
+        .api(
+            "POST",
+            "/v1/instances",
+            json!({"name": "b", "image": "broken", "autostart": true, "timeout_s": 20}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let item = &v["data"]["instances"][0];
+    assert_eq!(
+        (
+            item["status"].as_str(),
+            item["state"].as_str(),
+            item["name"].as_str()
+        ),
+        (Some("error"), Some("stopped"), Some("b")),
+        "{v}"
+    );
+    assert!(
+        item["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stopped before it was running")),
+        "{v}"
+    );
+    assert!(item["uuid"].is_string(), "the instance is named: {v}");
+}
