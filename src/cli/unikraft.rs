@@ -82,9 +82,7 @@ const TEMPLATE_COLUMNS: [Column; 7] = [
     ("UUID", |i| short(&i["uuid"])),
     ("IMAGE", |i| cell(&i["image"])),
     ("CLONES", |i| cell(&i["clones"])),
-    ("UNUSED AUTOKILL", |i| {
-        autokill(&json!({"time_ms": i["autokill"]["time_ms"]}))
-    }),
+    ("UNUSED AUTOKILL", |i| autokill(&i["template_autokill"])),
     ("LOCK", lock),
     ("CREATED", |i| ago(&i["created_at"])),
 ];

@@ -16,7 +16,7 @@ mod tests;
 mod validate;
 /// Durations as the file writes them (`"30s"`), for the command line's flags too.
 pub(crate) use duration::parse as parse_duration;
-pub(crate) use validate::{RESERVED_NAMES, host_name, is_label};
+pub(crate) use validate::{RESERVED_NAMES, check_name, check_num_requests, host_name};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -103,6 +103,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token the API requires; `None` = no authentication (loopback only).
     pub token: Option<String>,
+    /// Further `Host` names the admin listener answers to (lower-case; `name` or `name:port`),
+    /// besides its own address, `localhost`, `127.0.0.1` and `[::1]`.
+    pub allowed_hosts: Vec<String>,
     /// Time a client has to send a request head, from accept or the first byte of a request.
     pub header_read_timeout: Duration,
     /// A connection with no request in progress (or a response the client does not take) is

@@ -275,10 +275,31 @@ fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {
             ),
         ));
     }
+    let mut allowed_hosts = Vec::new();
+    for (i, spanned) in raw.allowed_hosts.into_iter().flatten().enumerate() {
+        let written = spanned.value.trim().to_ascii_lowercase();
+        // `name` or `name:port`; an IPv6 literal in brackets (`[fd00::1]:8081`).
+        let name = match written.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(':') && port.parse::<u16>().is_ok() => name,
+            _ => written.as_str(),
+        };
+        let bracketed = name.starts_with('[') && name.ends_with(']');
+        if !bracketed && host_name(name.trim_end_matches('.')).is_err() {
+            return Err(Place::of(&spanned).fail(
+                &format!("admin.allowed_hosts[{i}]"),
+                format!(
+                    "{:?} is not a host name or host:port (e.g. autokill.internal:8081)",
+                    spanned.value
+                ),
+            ));
+        }
+        allowed_hosts.push(written);
+    }
     let api_users = api_users(raw.api_users.unwrap_or_default())?;
     Ok(AdminConfig {
         listen,
         token,
+        allowed_hosts,
         header_read_timeout: timeout(
             raw.header_read_timeout.as_ref(),
             "admin.header_read_timeout",
@@ -590,7 +611,15 @@ fn instance(
     let autokill = match raw.autokill {
         None => Autokill::default(),
         Some(autokill) => Autokill {
-            num_requests: autokill.num_requests.unwrap_or(0),
+            num_requests: match autokill.num_requests {
+                None => 0,
+                Some(n) => {
+                    check_num_requests(n.value).map_err(|e| {
+                        Place::of(&n).fail(&format!("{path}.autokill.num_requests"), e)
+                    })?;
+                    n.value
+                }
+            },
             time: optional_duration(autokill.time.as_ref(), &format!("{path}.autokill.time"))?,
         },
     };
@@ -646,15 +675,7 @@ fn unique_name(
 ) -> Result<String, Problem> {
     let place = Place::of(spanned);
     let name = &spanned.value;
-    if !is_label(name) || name.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(place.fail(
-            path,
-            format!(
-                "invalid name {name:?}: use 1 to 63 lower-case letters, digits and '-', \
-                 not starting or ending with '-'"
-            ),
-        ));
-    }
+    check_name(name).map_err(|e| place.fail(path, e))?;
     if what == "instance" && RESERVED_NAMES.contains(&name.as_str()) {
         return Err(place.fail(
             path,
@@ -674,8 +695,48 @@ fn unique_name(
     Ok(name.clone())
 }
 
+/// Checks a resource name, for the configuration and the API alike: a lower-case DNS label
+/// (instances are addressed as `<name>.<base_domain>`) that does not parse as a UUID (the API
+/// reads `{id}` as a UUID first, so such a name would address another resource).
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if !is_label(name) || name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "invalid name {name:?}: use 1 to 63 lower-case letters, digits and '-', \
+             not starting or ending with '-'"
+        ));
+    }
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(format!(
+            "{name:?} has the shape of a UUID; the API would take it for one, so choose \
+             another name"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a request budget against what the proxy's meter can count.
+pub(crate) fn check_num_requests(n: u64) -> Result<(), String> {
+    use crate::proxy::meter::MAX_LIMIT;
+    if n > MAX_LIMIT {
+        return Err(format!(
+            "{n} is more than the meter can count (at most {MAX_LIMIT}; 0 disables)"
+        ));
+    }
+    Ok(())
+}
+
 /// Path segments of the admin API under `/v1/instances/` that an instance name would shadow.
-pub(crate) const RESERVED_NAMES: [&str; 3] = ["templates", "start", "stop"];
+pub(crate) const RESERVED_NAMES: [&str; 9] = [
+    "templates",
+    "start",
+    "stop",
+    "wait",
+    "log",
+    "metrics",
+    "history",
+    "suspend",
+    "checkpoints",
+];
 
 /// A DNS label: 1-63 of ASCII letters, digits and '-', not starting or ending with '-'.
 pub(crate) fn is_label(label: &str) -> bool {

@@ -289,8 +289,10 @@ pub struct InstanceView {
     pub image: String,
     /// The live meter (requests served are read from it).
     pub meter: Arc<Meter>,
-    /// Autokill policy.
+    /// Autokill policy (for a template: the policy its clones inherit).
     pub autokill: Autokill,
+    /// Templates: deleted once unused this long.
+    pub unused_time: Option<Duration>,
     /// Restart policy.
     pub restart_policy: RestartPolicy,
     /// Autodestroy policy.
@@ -343,6 +345,8 @@ pub struct Published {
     pub table: Arc<ArcSwap<RouteTable>>,
     /// The admin side's snapshot.
     pub view: Arc<ArcSwap<View>>,
+    /// Bumped after every publish, so that the API can wait for a state without polling.
+    pub changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Published {
@@ -351,6 +355,7 @@ impl Published {
         Published {
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             view: Arc::new(ArcSwap::from_pointee(View::default())),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 }
@@ -753,6 +758,9 @@ impl Task {
     fn publish(&self, state: &State) {
         self.published.table.store(Arc::new(state.route_table()));
         self.published.view.store(Arc::new(state.view()));
+        self.published
+            .changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

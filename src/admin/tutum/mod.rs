@@ -578,14 +578,22 @@ async fn act(
             .call((verb.make)(Ref::Id(id)))
             .await
             .map_err(|e| (Some(object), e))?;
-        let now = match reply {
-            crate::controller::api::Reply::Instance(i) => i.id,
-            crate::controller::api::Reply::Group(g) => g.id,
-        };
+        let now = reply_id(reply, id);
         Ok(Changed {
             object: object.with_id(now),
             watch: Some((verb.watch)(now)),
         })
     };
     change(&api, &req, verb.name, StatusCode::ACCEPTED, work).await
+}
+
+/// The resource a reply is about (a redeployed container's is the new one); `otherwise` for a
+/// reply about none (a batch, which `/api/v1` does not send).
+fn reply_id(reply: crate::controller::api::Reply, otherwise: uuid::Uuid) -> uuid::Uuid {
+    use crate::controller::api::Reply;
+    match reply {
+        Reply::Instance(i) | Reply::Moved(i, _) => i.id,
+        Reply::Group(g) => g.id,
+        Reply::Batch(_) => otherwise,
+    }
 }

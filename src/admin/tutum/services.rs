@@ -12,10 +12,10 @@ use super::actions::Watch;
 use super::wire::{self, Query};
 use super::{
     Api, Changed, Filters, Object, REDEPLOY_QUERY, Refused, Req, Verb, act, all_services, change,
-    find_service, show,
+    find_service, reply_id, show,
 };
 use crate::admin::v1::wire::{Label, RawAutokill, WireAutodestroy, WireRestartPolicy};
-use crate::controller::api::{ApiError, Call, NewService, Ref, Reply, ServicePatch};
+use crate::controller::api::{ApiError, Call, NewService, Ref, ServicePatch};
 use crate::controller::{MAX_CONTAINERS, MAX_SERVICE_NAME, ServiceState};
 
 /// A service name: a DNS label short enough for its containers' `-<n>`.
@@ -121,13 +121,6 @@ fn service_id(api: &Api, id: &str) -> Result<uuid::Uuid, Refused> {
     }
 }
 
-fn group_id(reply: Reply) -> uuid::Uuid {
-    match reply {
-        Reply::Group(g) => g.id,
-        Reply::Instance(i) => i.id,
-    }
-}
-
 /// `GET /api/v1/service/`.
 pub async fn list(State(api): State<Api>, uri: Uri) -> Response {
     let run = || -> Result<Response, ApiError> {
@@ -172,7 +165,7 @@ pub async fn create(State(api): State<Api>, req: Req) -> Response {
             .await
             .map_err(|e| (None, e))?;
         Ok(Changed {
-            object: Object::Service(group_id(reply)),
+            object: Object::Service(reply_id(reply, uuid::Uuid::nil())),
             watch: None,
         })
     };
