@@ -74,12 +74,12 @@ done | stats
 
 echo "making 1,000 services (target_num_containers 0)..."
 for i in $(seq 1000); do
+    [ "$i" = 1 ] || echo "next"
     echo "url = \"$AUTOKILL_URL/api/v1/service/\""
     echo "data = \"{\\\"image\\\": \\\"hello\\\", \\\"name\\\": \\\"svc-$i\\\", \\\"target_num_containers\\\": 0}\""
     echo "header = \"Content-Type: application/json\""
     echo "output = /dev/null"
     echo "write-out = \"%{http_code}\\n\""
-    echo "next"
 done >"$dir/create.curl"
 created=$(curl -s -K "$dir/create.curl" | grep -c '^201$' || true)
 [ "$created" = 1000 ] || { echo "created $created of 1000 services" >&2; exit 1; }

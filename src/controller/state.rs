@@ -886,7 +886,7 @@ impl State {
         if let Some(template) = inst.template {
             self.check_template(template, now, fx);
         }
-        self.container_gone(&inst, now, fx);
+        self.container_gone(&inst, now);
     }
 
     fn timer(&mut self, key: TimerKey, now: SystemTime, fx: &mut Vec<Effect>) {

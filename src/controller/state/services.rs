@@ -951,12 +951,7 @@ impl State {
 
     /// An instance is gone (its runtime delete finished): it is kept as a terminated container
     /// for a while, and a service being terminated goes once its last container has.
-    pub(super) fn container_gone(
-        &mut self,
-        inst: &Instance,
-        now: SystemTime,
-        _fx: &mut Vec<Effect>,
-    ) {
+    pub(super) fn container_gone(&mut self, inst: &Instance, now: SystemTime) {
         if inst.state == InstanceState::Template {
             return;
         }
@@ -1136,9 +1131,209 @@ pub fn service_state(
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::Command;
     use super::*;
+    use crate::store::{Change, Snapshot};
     use ContainerState as C;
     use ServiceState as S;
+
+    /// A state on the embedded configuration (image `hello`), and a store of what it committed.
+    struct Harness {
+        state: State,
+        store: Snapshot,
+        now: SystemTime,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let config = crate::config::parse(crate::config::EMBEDDED, "<embedded>")
+                .unwrap_or_else(|e| panic!("{e}"));
+            Harness {
+                state: State::new(&config, 1),
+                store: Snapshot::default(),
+                now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            }
+        }
+
+        /// Applies `cmd` and commits it, as the controller task does.
+        fn apply(&mut self, cmd: Command) -> Vec<Effect> {
+            let fx = self.state.apply(cmd, self.now);
+            for change in self.state.changes() {
+                match change {
+                    Change::PutInstance(r) => {
+                        self.store.instances.retain(|x| x.id != r.id);
+                        self.store.instances.push(r);
+                    }
+                    Change::DeleteInstance(id) => self.store.instances.retain(|x| x.id != id),
+                    Change::PutGroup(r) => {
+                        self.store.groups.retain(|x| x.id != r.id);
+                        self.store.groups.push(r);
+                    }
+                    Change::DeleteGroup(id) => self.store.groups.retain(|x| x.id != id),
+                }
+            }
+            self.state.committed();
+            fx
+        }
+
+        fn call(&mut self, call: Call) -> Result<Reply, ApiError> {
+            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            for e in self.apply(Command::Api(call, tx)) {
+                if let Effect::Reply(to, r) = e {
+                    let _ = to.send(r);
+                }
+            }
+            rx.try_recv().unwrap_or_else(|e| panic!("no reply: {e}"))
+        }
+
+        /// The runtime finished every delete it was asked for.
+        fn deletes_done(&mut self, fx: Vec<Effect>) {
+            for e in fx {
+                if let Effect::Delete(id) = e {
+                    self.apply(Command::Deleted { id, result: Ok(()) });
+                }
+            }
+        }
+    }
+
+    fn service(h: &Harness, name: &str) -> ServiceView {
+        h.state
+            .tutum_view()
+            .services
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no service {name}"))
+    }
+
+    #[test]
+    fn a_service_and_its_containers_survive_a_restart() {
+        let mut h = Harness::new();
+        let new = NewService {
+            name: Some("web".into()),
+            image: "hello".into(),
+            target: 2,
+            autorestart: RestartPolicy::OnFailure,
+            autodestroy: Autodestroy::OnSuccess,
+            autokill: AutokillSpec {
+                num_requests: Some(5),
+                time: Some(Duration::from_secs(30)),
+            },
+        };
+        assert!(h.call(Call::CreateService(new)).is_ok());
+        let before = service(&h, "web");
+        assert_eq!(before.state, S::Init);
+        assert_eq!(before.containers.len(), 2);
+        // No stopped-time timer for a container that never ran.
+        assert!(
+            h.state
+                .instances
+                .values()
+                .all(|i| i.stopped_at.is_none() && i.autokill.time.is_some())
+        );
+        let mut again = Harness::new();
+        again.now = h.now + Duration::from_secs(5);
+        again.state.recover(
+            Snapshot {
+                instances: h.store.instances.clone(),
+                groups: h.store.groups.clone(),
+            },
+            again.now,
+        );
+        let after = service(&again, "web");
+        assert_eq!(after.spec, before.spec);
+        assert_eq!(after.containers, before.containers);
+        assert_eq!(after.state, S::Init);
+        let names: Vec<String> = again
+            .state
+            .instances
+            .values()
+            .map(|i| i.name.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["web-1", "web-2"]);
+        assert_eq!(ServiceSpec::restore(after.spec.record()), after.spec);
+    }
+
+    #[test]
+    fn a_store_written_before_services_loads() {
+        let record = serde_json::json!({
+            "id": Uuid::nil(), "name": "g", "domains": [], "time_ms": null,
+            "delete_lock": false, "created_at": 1, "empty_since": null, "soft_limit": null,
+            "hard_limit": null, "services": [], "from_config": false
+        });
+        let r: crate::store::GroupRecord =
+            serde_json::from_value(record).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.service, None);
+    }
+
+    #[test]
+    fn a_terminated_service_is_buried_once_its_containers_are_gone() {
+        let mut h = Harness::new();
+        let new = NewService {
+            name: Some("job".into()),
+            image: "hello".into(),
+            target: 2,
+            ..NewService::default()
+        };
+        assert!(h.call(Call::CreateService(new)).is_ok());
+        let id = service(&h, "job").id;
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let fx = h.apply(Command::Api(Call::TerminateService(Ref::Id(id)), tx));
+        let mut deletes = Vec::new();
+        for e in fx {
+            match e {
+                Effect::Reply(to, r) => {
+                    let _ = to.send(r);
+                }
+                other => deletes.push(other),
+            }
+        }
+        assert!(matches!(rx.try_recv(), Ok(Ok(_))));
+        assert_eq!(service(&h, "job").state, S::Terminating);
+        assert!(h.state.tutum_view().terminated.services.is_empty());
+        h.deletes_done(deletes);
+        let view = h.state.tutum_view();
+        assert!(view.services.iter().all(|s| s.name != "job"), "gone");
+        assert_eq!(view.terminated.services.len(), 1);
+        assert_eq!(view.terminated.services[0].state, S::Terminated);
+        let buried: Vec<ContainerState> =
+            view.terminated.containers.iter().map(|c| c.state).collect();
+        assert_eq!(buried, [C::Terminated, C::Terminated]);
+        assert!(
+            h.store.groups.iter().all(|g| g.id != id),
+            "and gone from the store"
+        );
+        // A name is free again once its service is gone.
+        let new = NewService {
+            name: Some("job".into()),
+            image: "hello".into(),
+            ..NewService::default()
+        };
+        assert!(h.call(Call::CreateService(new)).is_ok());
+    }
+
+    #[test]
+    fn a_rolled_back_batch_buries_nothing() {
+        let mut h = Harness::new();
+        let new = NewService {
+            name: Some("job".into()),
+            image: "hello".into(),
+            target: 0,
+            ..NewService::default()
+        };
+        assert!(h.call(Call::CreateService(new)).is_ok());
+        let id = service(&h, "job").id;
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        h.state
+            .apply(Command::Api(Call::TerminateService(Ref::Id(id)), tx), h.now);
+        h.state.rollback();
+        // The next batch's commit publishes its own tombstones only.
+        h.state.committed();
+        let view = h.state.tutum_view();
+        assert!(view.terminated.services.is_empty());
+        assert_eq!(view.services.len(), 1, "the service is back");
+    }
 
     #[test]
     fn service_states_follow_tutums_table() {
