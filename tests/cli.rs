@@ -228,11 +228,44 @@ async fn tutum_commands() {
         .ok();
     assert_eq!(api.service("web").await["current_num_containers"], 2);
 
+    // On a terminal (a pty from `script`), states are coloured; NO_COLOR turns that off.
+    if let Some(script) = common::find_or_skip("script", "script") {
+        let line = format!("{BIN} service ps --url http://{}", server.admin);
+        for (no_color, coloured) in [("", true), ("1", false)] {
+            let out = tokio::process::Command::new(&script)
+                .args(["-qec", &line, "/dev/null"])
+                .env("NO_COLOR", no_color)
+                .output()
+                .await
+                .expect("run script");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                text.contains("\x1b[32mRunning\x1b[0m"),
+                coloured,
+                "NO_COLOR={no_color:?}: {text:?}"
+            );
+        }
+    }
+
+    // create: a service made, not started.
+    let out = run(
+        &server,
+        &["service", "create", "-n", "idle", "-t", "0", "hello"],
+    )
+    .await
+    .ok();
+    let idle = api.service("idle").await;
+    assert_eq!(out.trim(), idle["uuid"]);
+    assert_eq!(idle["state"], "Not running");
+
     // terminate.
-    run(&server, &["service", "terminate", "web", "job", "--wait"])
-        .await
-        .ok();
-    for name in ["web", "job"] {
+    run(
+        &server,
+        &["service", "terminate", "web", "job", "idle", "--wait"],
+    )
+    .await
+    .ok();
+    for name in ["web", "job", "idle"] {
         assert_eq!(api.service(name).await["state"], "Terminated");
     }
     let table = run(&server, &["service", "ps", "-s", "Terminated"])
@@ -427,6 +460,13 @@ async fn unikraft_commands() {
     assert_eq!(r.code, 3, "destroyed when it stopped: {r:?}");
 
     run(&server, &["instance", "create", "hello", "--name", "two"])
+        .await
+        .ok();
+    let started = run(&server, &["instance", "start", "two", "--wait"])
+        .await
+        .ok();
+    assert_eq!(row(&started, "two")[2], "running", "{started}");
+    run(&server, &["instance", "stop", "two", "--wait"])
         .await
         .ok();
     let t = run(
