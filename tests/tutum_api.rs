@@ -202,6 +202,20 @@ async fn a_patch_of_autodestroy_decides_the_next_stop() {
     assert_eq!(s["current_num_containers"], 1, "{s}");
 }
 
+/// A PATCH of `target_num_containers`, then a scale, as python-tutum's `scale()` follows `save()`.
+async fn scale(api: &Tutum<'_>, id: &str, n: u32) {
+    let path = format!("/api/v1/service/{id}/");
+    api.expect(
+        200,
+        "PATCH",
+        &path,
+        Some(&json!({"target_num_containers": n})),
+    )
+    .await;
+    api.expect(202, "POST", &format!("{path}scale/"), None)
+        .await;
+}
+
 /// Scale up and down after a PATCH of `target_num_containers`; the highest-numbered containers
 /// go first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,15 +261,7 @@ async fn scale_up_and_down() {
     let r = server.get("web.localhost", "/").await;
     assert_eq!(r.status.as_u16(), 200);
     let three = api.containers_of(&id).await;
-    api.expect(
-        200,
-        "PATCH",
-        &path,
-        Some(&json!({"target_num_containers": 1})),
-    )
-    .await;
-    api.expect(202, "POST", &format!("/api/v1/service/{id}/scale/"), None)
-        .await;
+    scale(&api, &id, 1).await;
     for c in &three[1..] {
         api.wait_state(&format!("/api/v1/container/{}/", uuid(c)), "Terminated")
             .await;
@@ -267,15 +273,7 @@ async fn scale_up_and_down() {
     api.expect(202, "POST", &format!("/api/v1/service/{id}/stop/"), None)
         .await;
     api.wait_state(&path, "Stopped").await;
-    api.expect(
-        200,
-        "PATCH",
-        &path,
-        Some(&json!({"target_num_containers": 2})),
-    )
-    .await;
-    api.expect(202, "POST", &format!("/api/v1/service/{id}/scale/"), None)
-        .await;
+    scale(&api, &id, 2).await;
     let c = api.containers_of(&id).await;
     assert_eq!(c[1]["state"], "Init", "{c:?}");
     assert_eq!(api.service(&id).await["state"], "Stopped");
@@ -327,13 +325,7 @@ async fn redeploy_replaces_every_container() {
     .await;
     // The action of the redeploy ends in success.
     let action = a.action.expect("X-Tutum-Action-URI");
-    let mut last = Value::Null;
-    server
-        .eventually(10, "redeploy action", async || {
-            last = api.get(&action).await.unwrap_or_default();
-            last["state"] == "Success"
-        })
-        .await;
+    let last = api.wait_state(&action, "Success").await;
     assert_eq!(last["action"], "Service Redeploy");
     assert_eq!(last["object"], format!("/api/v1/service/{id}/"));
     assert_eq!(last["method"], "POST");
@@ -826,13 +818,7 @@ async fn paths_containers_and_actions() {
     let action = a.action.expect("an action");
     api.wait_state(&format!("/api/v1/container/{cid}/"), "Stopped")
         .await;
-    let mut last = Value::Null;
-    server
-        .eventually(10, "stop action", async || {
-            last = api.get(&action).await.unwrap_or_default();
-            last["state"] == "Success"
-        })
-        .await;
+    let last = api.wait_state(&action, "Success").await;
     assert_eq!(last["action"], "Container Stop");
     assert_eq!(last["user_agent"], "python-tutum/0.21.2");
     assert_eq!(api.service(&id).await["state"], "Stopped");
