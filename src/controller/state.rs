@@ -232,6 +232,8 @@ pub struct Group {
     pub from_config: bool,
     /// The kill a delete lock last held back (see [`Instance`]'s).
     pub(super) skipped: Option<&'static str>,
+    /// A Tutum service's spec: the group's instances are its containers (`None`: a plain group).
+    pub service: Option<ServiceSpec>,
 }
 
 /// A map that remembers which entries were changed since the last commit, and what they were
@@ -344,6 +346,8 @@ pub struct State {
     workers: usize,
     balance: Balance,
     images: BTreeSet<String>,
+    /// Services and containers terminated lately, for `/api/v1` (in memory only).
+    tombstones: Tombstones,
 }
 
 /// `(resource, reason)` labels of kills.
@@ -365,6 +369,7 @@ impl State {
             workers,
             balance: config.proxy.balance,
             images: config.runtime.images.keys().cloned().collect(),
+            tombstones: Tombstones::default(),
         }
     }
 
@@ -477,6 +482,7 @@ impl State {
                             services: serde_json::Value::Array(Vec::new()),
                             from_config: true,
                             skipped: None,
+                            service: None,
                         },
                     );
                     id
@@ -880,6 +886,7 @@ impl State {
         if let Some(template) = inst.template {
             self.check_template(template, now, fx);
         }
+        self.container_gone(&inst, now);
     }
 
     fn timer(&mut self, key: TimerKey, now: SystemTime, fx: &mut Vec<Effect>) {
@@ -1012,7 +1019,7 @@ impl State {
             skip(&mut g.skipped, GROUP, "empty", fx);
         } else {
             tracing::info!(group = %g.name, "service group deleted: empty");
-            self.groups.remove(&id);
+            self.remove_group(id, now);
             fx.push(Effect::Killed {
                 resource: GROUP,
                 reason: "empty",
@@ -1248,7 +1255,10 @@ pub fn backoff(n: u32) -> Duration {
 }
 
 mod calls;
+pub(super) mod services;
 mod view;
+
+use services::{ServiceSpec, Tombstones};
 
 #[cfg(test)]
 mod tests;

@@ -113,7 +113,7 @@ impl State {
                     )));
                 }
                 let reply = self.group_view(&self.groups[&id]);
-                self.groups.remove(&id);
+                self.remove_group(id, now);
                 fx.push(Effect::Disarm(TimerKey::Empty(id)));
                 Ok(Reply::Group(GroupView {
                     deleted: true,
@@ -121,6 +121,14 @@ impl State {
                 }))
             }
             Call::PatchGroup(r, patches) => self.patch_group(&r, patches, now, fx),
+            Call::CreateService(new) => self.create_service(new, now, fx),
+            Call::PatchService(r, patch) => self.patch_service(&r, patch, now, fx),
+            Call::StartService(r) => self.start_service(&r, now, fx),
+            Call::StopService(r) => self.stop_service(&r, now, fx),
+            Call::ScaleService(r) => self.scale_service(&r, now, fx),
+            Call::RedeployService(r) => self.redeploy_service(&r, now, fx),
+            Call::TerminateService(r) => self.terminate_service(&r, now, fx),
+            Call::RedeployContainer(r) => self.redeploy_container(&r, now, fx),
             Call::Batch(calls) => Ok(Reply::Batch(
                 calls
                     .into_iter()
@@ -412,6 +420,7 @@ impl State {
                 services: new.services,
                 from_config: false,
                 skipped: None,
+                service: None,
             },
         );
         Ok(id)
