@@ -21,6 +21,7 @@ const GRACE: Duration = Duration::from_millis(300);
 
 fn image(command: &[&str]) -> ImageConfig {
     ImageConfig {
+        image: None,
         command: command.iter().map(|part| (*part).to_owned()).collect(),
         env: BTreeMap::new(),
         port: None,
@@ -69,6 +70,7 @@ impl Harness {
             kind: RuntimeKind::Process,
             stop_grace: GRACE,
             start_timeout,
+            default_port: None,
             images: images
                 .into_iter()
                 .map(|(name, image)| (name.to_owned(), image))
@@ -312,6 +314,7 @@ async fn exit_asked_of_the_instance_is_reported_and_its_grandchildren_are_killed
     let pid_file = dir.path().join("grandchild.pid");
     // A grandchild in the instance's group, then hello in place of the shell.
     let forking = ImageConfig {
+        image: None,
         command: [
             "sh",
             "-c",

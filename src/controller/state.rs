@@ -20,6 +20,7 @@ use super::api::{
 use super::{Command, Effect, GroupView, InstanceState, InstanceView, StopReason, TimerKey, View};
 use crate::config::{
     Autodestroy, Autokill, Balance, Config, GroupConfig, InstanceConfig, RestartPolicy,
+    is_image_reference,
 };
 use crate::proxy::meter::Meter;
 use crate::proxy::route::{GroupRoute, RouteTable, Target, Upstream};
@@ -302,6 +303,8 @@ pub struct State {
     workers: usize,
     balance: Balance,
     images: BTreeSet<String>,
+    /// The runtime also runs image references that are not keys of `images` (docker).
+    any_image: bool,
 }
 
 /// `(resource, reason)` labels of kills.
@@ -320,6 +323,10 @@ impl State {
             workers,
             balance: config.proxy.balance,
             images: config.runtime.images.keys().cloned().collect(),
+            any_image: matches!(
+                config.runtime.kind,
+                crate::config::RuntimeKind::Docker { .. }
+            ),
         }
     }
 
@@ -1164,7 +1171,12 @@ impl State {
                 ));
             }
         };
-        if !self.images.contains(&image) {
+        if self.any_image && !self.images.contains(&image) && !is_image_reference(&image) {
+            return Err(ApiError::bad_request(format!(
+                "image: {image:?} is neither a key of runtime.images nor an image reference"
+            )));
+        }
+        if !self.any_image && !self.images.contains(&image) {
             let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
             return Err(ApiError::bad_request(format!(
                 "image: unknown image {image:?} (known: {})",

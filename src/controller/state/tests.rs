@@ -17,6 +17,7 @@ fn config() -> Config {
     images.insert(
         "hello".to_owned(),
         ImageConfig {
+            image: None,
             command: vec!["x".into()],
             env: Default::default(),
             port: None,
@@ -45,6 +46,7 @@ fn config() -> Config {
             stop_grace: Duration::from_secs(1),
             start_timeout: Duration::from_secs(1),
             images,
+            default_port: None,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
@@ -947,4 +949,39 @@ fn declared_group_routes_by_domain() {
         matches!(h.s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.len() == 1)
     );
     assert_eq!(h.s.view().groups[0].instances.len(), 1);
+}
+
+#[test]
+fn with_docker_an_image_may_be_any_reference() {
+    let image = |image: &str| NewInstance {
+        image: Some(image.into()),
+        autostart: false,
+        ..Default::default()
+    };
+    // The process runtime runs only what its table names.
+    let mut h = H::new();
+    assert_eq!(
+        h.status(Call::CreateInstance(image("localhost/web:1")), at(0)),
+        Err(400)
+    );
+    let mut config = config();
+    config.runtime.kind = RuntimeKind::Docker { host: None };
+    let mut h = H {
+        s: State::new(&config, 1),
+        fx: Vec::new(),
+    };
+    let id = h.instance(image("localhost/web:1"), at(0));
+    assert_eq!(h.s.instances[&id].image, "localhost/web:1");
+    assert!(h.has(|e| matches!(e, Effect::Launch { spec, .. } if spec.image == "localhost/web:1")));
+    h.instance(image("hello"), at(0));
+    match h.call(Call::CreateInstance(image("Not An/Image")), at(0)) {
+        Err(e) => assert_eq!(
+            (e.status, e.message.as_str()),
+            (
+                400,
+                "image: \"Not An/Image\" is neither a key of runtime.images nor an image reference"
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
 }
