@@ -4,7 +4,12 @@ use super::*;
 use crate::config::{
     AdminConfig, Defaults, ImageConfig, ProxyConfig, RuntimeConfig, RuntimeKind, StoreConfig,
 };
-use crate::controller::api::AutokillSpec;
+use crate::controller::api::{
+    ApiError, AutokillSpec, Call, GroupPatch, InstancePatch, NewGroup, NewInstance, NewTemplate,
+    Ref, Reply, TemplatePatch,
+};
+use crate::controller::{GroupView, InstanceView};
+use crate::proxy::route::Target;
 
 const T0: SystemTime = SystemTime::UNIX_EPOCH;
 

@@ -1,0 +1,160 @@
+//! What the controller publishes: the proxy's route table and the view the API and `/metrics` read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use uuid::Uuid;
+
+use super::super::api::Reply;
+use super::super::{GroupView, InstanceState, InstanceView, View};
+use super::{Autokill, Group, Instance, State};
+use crate::proxy::route::{GroupRoute, RouteTable, Target};
+
+impl State {
+    // ---- what is published ---------------------------------------------------------------
+
+    /// The route table for the current state.
+    pub fn route_table(&self) -> RouteTable {
+        let mut b = RouteTable::builder();
+        let mut index = HashMap::new();
+        for inst in self.instances.values() {
+            if matches!(inst.state, InstanceState::Template | InstanceState::Deleted) {
+                continue;
+            }
+            let target = match &inst.upstream {
+                Some(up)
+                    if matches!(inst.state, InstanceState::Running | InstanceState::Draining) =>
+                {
+                    let i = b.upstream(Arc::clone(up));
+                    index.insert(inst.id, i);
+                    Target::Instance(Some(i))
+                }
+                _ => Target::Instance(None),
+            };
+            b.route(&format!("{}.{}", inst.name, self.base_domain), target);
+        }
+        for group in self.groups.values() {
+            let mut members: Vec<usize> = self
+                .instances
+                .values()
+                .filter(|i| i.group == Some(group.id) && i.state == InstanceState::Running)
+                .filter_map(|i| index.get(&i.id).copied())
+                .collect();
+            // A stable order, so round-robin walks the same cycle across publishes.
+            members.sort_unstable();
+            for domain in &group.domains {
+                b.route(
+                    domain,
+                    Target::Group(GroupRoute {
+                        members: members.clone().into(),
+                        balance: group.balance,
+                    }),
+                );
+            }
+        }
+        b.build()
+    }
+
+    /// What the API and `/metrics` read: every instance and template but those being deleted.
+    pub fn view(&self) -> View {
+        let mut instances: Vec<InstanceView> = self
+            .instances
+            .values()
+            .filter(|i| i.state != InstanceState::Deleted)
+            .map(|i| self.instance_view(i))
+            .collect();
+        instances.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut groups: Vec<GroupView> = self.groups.values().map(|g| self.group_view(g)).collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        View { instances, groups }
+    }
+
+    pub(super) fn instance_view(&self, i: &Instance) -> InstanceView {
+        InstanceView {
+            id: i.id,
+            name: Arc::clone(&i.name),
+            state: i.state,
+            template: i.template_name.clone(),
+            clones: if i.state == InstanceState::Template {
+                self.instances
+                    .values()
+                    .filter(|c| c.template == Some(i.id) && c.state != InstanceState::Deleted)
+                    .count()
+            } else {
+                0
+            },
+            group: i
+                .group
+                .and_then(|g| self.groups.get(&g))
+                .map(|g| g.name.clone()),
+            image: i.image.clone(),
+            meter: Arc::clone(&i.meter),
+            autokill: if i.state == InstanceState::Template {
+                Autokill {
+                    time: i.unused_time,
+                    ..i.autokill
+                }
+            } else {
+                i.autokill
+            },
+            restart_policy: i.restart_policy,
+            autodestroy: i.autodestroy,
+            exit_code: i.exit_code,
+            stop_reason: i.stop_reason,
+            stopped_at: i.stopped_at,
+            created_at: i.created_at,
+            delete_lock: i.delete_lock,
+            addr: i.upstream.as_ref().map(|u| u.addr),
+        }
+    }
+
+    pub(super) fn instance_reply(&self, id: Uuid) -> Reply {
+        match self.instances.get(&id) {
+            Some(i) => Reply::Instance(self.instance_view(i)),
+            None => unreachable_reply(id),
+        }
+    }
+
+    pub(super) fn group_view(&self, g: &Group) -> GroupView {
+        let mut instances: Vec<Arc<str>> = self
+            .instances
+            .values()
+            .filter(|i| i.group == Some(g.id) && i.state != InstanceState::Deleted)
+            .map(|i| Arc::clone(&i.name))
+            .collect();
+        instances.sort();
+        GroupView {
+            id: g.id,
+            name: g.name.clone(),
+            domains: g.domains.clone(),
+            autokill_time: g.autokill_time,
+            delete_lock: g.delete_lock,
+            instances,
+            soft_limit: g.soft_limit,
+            hard_limit: g.hard_limit,
+            services: g.services.clone(),
+            created_at: g.created_at,
+            deleted: false,
+        }
+    }
+}
+
+/// The reply for an id that vanished inside the same command: cannot happen, but answering
+/// "not found" is better than a panic in the controller.
+fn unreachable_reply(id: Uuid) -> Reply {
+    tracing::error!(%id, "reply for a resource that is gone");
+    Reply::Group(GroupView {
+        id,
+        name: String::new(),
+        domains: Vec::new(),
+        autokill_time: None,
+        delete_lock: false,
+        instances: Vec::new(),
+        soft_limit: None,
+        hard_limit: None,
+        services: serde_json::Value::Null,
+        created_at: SystemTime::UNIX_EPOCH,
+        deleted: true,
+    })
+}
