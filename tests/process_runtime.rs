@@ -95,6 +95,7 @@ impl Harness {
             id,
             name: name.to_owned(),
             image: image.to_owned(),
+            memory_mb: None,
         };
         self.runtime.create(&spec).await.expect("create");
         if let Ok(mut created) = self.created.lock() {
@@ -108,6 +109,7 @@ impl Harness {
             id,
             name: name.to_owned(),
             image: image.to_owned(),
+            memory_mb: None,
         };
         self.runtime.create(&spec).await.expect("create again");
     }
@@ -133,6 +135,7 @@ impl Harness {
     async fn next_exit(&mut self) -> (Uuid, i32) {
         match timeout(PATIENCE, self.events.recv()).await {
             Ok(Some(RuntimeEvent::Exited { id, exit_code })) => (id, exit_code),
+            Ok(Some(other)) => panic!("a process runtime has no engine to report on: {other:?}"),
             Ok(None) => panic!("event channel closed"),
             Err(_) => panic!("no exit event within 5 s"),
         }
@@ -255,6 +258,7 @@ async fn unknown_image_is_refused() {
         id: Uuid::new_v4(),
         name: "nope".to_owned(),
         image: "nginx".to_owned(),
+        memory_mb: None,
     };
     match h.runtime.create(&spec).await {
         Err(RuntimeError::UnknownImage(image)) => assert_eq!(image, "nginx"),

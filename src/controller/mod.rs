@@ -152,6 +152,11 @@ pub enum Command {
     Api(api::Call, api::ReplyTo),
     /// A lifecycle timer fired.
     Timer(TimerKey),
+    /// The runtime's engine became unreachable (`Some(why)`) or reachable again (`None`).
+    Engine {
+        /// Why it cannot be reached.
+        unreachable: Option<String>,
+    },
     /// A delete the controller asked for finished.
     Deleted {
         /// The instance.
@@ -204,6 +209,9 @@ pub enum Effect {
     Reply(api::ReplyTo, Result<api::Reply, api::ApiError>),
     /// Delete an instance through the runtime; reports [`Command::Deleted`].
     Delete(Uuid),
+    /// Commit a new template's stopped instance to the image its clones run (see
+    /// [`Runtime::commit`]); failures are logged, and surface when a clone is created.
+    Commit(Uuid),
     /// Wait until the upstream has nothing in flight; reports [`Command::Drained`]. The drain
     /// timeout is a timer of its own ([`TimerKey::Drain`]).
     WatchDrain {
@@ -419,11 +427,16 @@ pub async fn run(
         clock,
         store,
     };
-    match task.runtime.reclaim().await {
-        Ok(_) => {}
-        Err(err) => tracing::error!(%err, "removing instances left by an earlier run failed"),
-    }
+    // What an earlier run left: adopted where the runtime can (containers), removed otherwise.
+    let found = match task.runtime.adopt(&persist::stored_specs(&snapshot)).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::error!(%err, "taking over instances left by an earlier run failed");
+            HashMap::new()
+        }
+    };
     let mut effects = state.recover(snapshot, clock.now());
+    state.adopt(&found, &mut effects, clock.now());
     let declare = Command::Declare {
         groups: config.service_groups.clone(),
         instances: config.instances.clone(),
@@ -473,6 +486,7 @@ fn proxy_command(ev: ProxyEvent) -> Command {
 fn runtime_command(ev: RuntimeEvent) -> Command {
     match ev {
         RuntimeEvent::Exited { id, exit_code } => Command::Exited { id, exit_code },
+        RuntimeEvent::Engine { unreachable } => Command::Engine { unreachable },
     }
 }
 
@@ -603,6 +617,16 @@ impl Task {
                     tokio::spawn(async move {
                         let result = runtime.delete(id).await.map_err(|e| e.to_string());
                         let _ = tx.send(Command::Deleted { id, result });
+                    });
+                }
+                Effect::Commit(id) => {
+                    // Called here, in order, so that the commit is registered before any
+                    // clone's create (a later effect) looks for its image.
+                    let commit = self.runtime.commit(id);
+                    tokio::spawn(async move {
+                        if let Err(err) = commit.await {
+                            tracing::error!(template = %id, %err, "committing a template failed");
+                        }
                     });
                 }
                 Effect::WatchDrain { id, upstream } => {

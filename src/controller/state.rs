@@ -301,8 +301,12 @@ pub struct State {
     workers: usize,
     balance: Balance,
     images: BTreeSet<String>,
-    /// The runtime also runs image references that are not keys of `images` (docker).
+    /// The runtime runs OCI images (docker): an instance may name any image reference, and a
+    /// template is committed to an image of its own, which its clones run.
     any_image: bool,
+    /// Why the runtime's engine cannot be reached, while it cannot: creates and starts are
+    /// refused rather than left half-made.
+    engine_down: Option<String>,
 }
 
 /// `(resource, reason)` labels of kills.
@@ -325,6 +329,7 @@ impl State {
                 config.runtime.kind,
                 crate::config::RuntimeKind::Docker { .. }
             ),
+            engine_down: None,
         }
     }
 
@@ -372,6 +377,7 @@ impl State {
             Command::Exited { id, exit_code } => self.exited(id, exit_code, now, &mut fx),
             Command::Deleted { id, result } => self.deleted(id, result, now, &mut fx),
             Command::Timer(key) => self.timer(key, now, &mut fx),
+            Command::Engine { unreachable } => self.engine_down = unreachable,
             Command::Api(call, reply) => {
                 let result = self.call(call, now, &mut fx);
                 fx.push(Effect::Publish);
@@ -518,6 +524,7 @@ impl State {
                 id,
                 name: spec.name.clone(),
                 image: spec.image.clone(),
+                memory_mb: None,
             },
             start: start.then_some(attempt),
         });

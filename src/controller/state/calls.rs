@@ -26,6 +26,7 @@ impl State {
             Call::CreateInstance(new) => self.create_instance(new, now, fx),
             Call::StartInstance(r) => {
                 let id = self.find_instance(&r)?;
+                self.check_engine("nothing was started")?;
                 let inst = &self.instances[&id];
                 match inst.state {
                     InstanceState::Stopped => {
@@ -149,6 +150,7 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) -> Result<Reply, ApiError> {
+        self.check_engine("nothing was created")?;
         let template = match &new.template {
             Some(r) => Some(self.find_template(r)?),
             None => None,
@@ -287,6 +289,11 @@ impl State {
             )));
         }
         inst.state = InstanceState::Template;
+        if self.any_image {
+            // Its clones run what it became, not what it was made from.
+            inst.image = crate::runtime::template_image(id);
+            fx.push(Effect::Commit(id));
+        }
         inst.unused_time = new.autokill_time.filter(|t| !t.is_zero());
         inst.last_used = now;
         inst.restart_at = None;
@@ -299,6 +306,19 @@ impl State {
         }
         self.check_template(id, now, fx);
         Ok(self.instance_reply(id))
+    }
+
+    /// 503 while the runtime's engine cannot be reached.
+    fn check_engine(&self, outcome: &str) -> Result<(), ApiError> {
+        match &self.engine_down {
+            Some(why) => Err(ApiError {
+                status: 503,
+                message: format!(
+                    "the container engine cannot be reached ({why}); {outcome}, try again later"
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn create_group(
