@@ -273,6 +273,8 @@ pub struct InstanceView {
     pub group: Option<String>,
     /// Image key.
     pub image: String,
+    /// Memory limit in MiB.
+    pub memory_mb: Option<u64>,
     /// The live meter (requests served are read from it).
     pub meter: Arc<Meter>,
     /// Autokill policy.

@@ -107,7 +107,7 @@ impl State {
                 id: r.id,
                 name: r.name.clone(),
                 image: r.image.clone(),
-                memory_mb: None,
+                memory_mb: r.memory_mb,
             };
             let mut inst = Instance::restored(
                 r.id,
@@ -118,6 +118,7 @@ impl State {
                 at(r.created_at),
                 at(r.last_used),
             );
+            inst.memory_mb = r.memory_mb;
             inst.group = r.group;
             inst.template = r.template;
             inst.template_name = r.template_name;
@@ -184,7 +185,7 @@ pub fn stored_specs(snapshot: &Snapshot) -> Vec<InstanceSpec> {
             id: r.id,
             name: r.name.clone(),
             image: r.image.clone(),
-            memory_mb: None,
+            memory_mb: r.memory_mb,
         })
         .collect()
 }
@@ -245,6 +246,7 @@ fn record(i: &Instance) -> InstanceRecord {
         id: i.id,
         name: i.name.to_string(),
         image: i.image.clone(),
+        memory_mb: i.memory_mb,
         group: i.group,
         template: i.template,
         template_name: i.template_name.clone(),

@@ -48,8 +48,10 @@ pub struct Instance {
     pub id: Uuid,
     /// Unique name; routed as `<name>.<base_domain>`.
     pub name: Arc<str>,
-    /// Image key.
+    /// Image key (docker: or image reference).
     pub image: String,
+    /// Memory limit in MiB, where the runtime enforces one; `None` = none.
+    pub memory_mb: Option<u64>,
     /// The service group it belongs to.
     pub group: Option<Uuid>,
     /// The template it was cloned from, while that template exists.
@@ -116,6 +118,7 @@ impl Instance {
             id,
             name,
             image,
+            memory_mb: None,
             group: None,
             template: None,
             template_name: None,
@@ -524,7 +527,7 @@ impl State {
                 id,
                 name: spec.name.clone(),
                 image: spec.image.clone(),
-                memory_mb: None,
+                memory_mb: spec.memory_mb,
             },
             start: start.then_some(attempt),
         });
@@ -534,6 +537,7 @@ impl State {
                 id,
                 name: spec.name.as_str().into(),
                 image: spec.image,
+                memory_mb: spec.memory_mb,
                 group,
                 template: template.as_ref().map(|t| t.0),
                 template_name: template.map(|t| t.1),
@@ -1035,6 +1039,7 @@ pub fn reservation_block(limit: u64, reserved: u64) -> u64 {
 struct Spec {
     name: String,
     image: String,
+    memory_mb: Option<u64>,
     autokill: Autokill,
     restart_policy: RestartPolicy,
     autodestroy: Autodestroy,
@@ -1044,6 +1049,7 @@ fn declared(cfg: &InstanceConfig) -> Spec {
     Spec {
         name: cfg.name.clone(),
         image: cfg.image.clone(),
+        memory_mb: None,
         autokill: cfg.autokill,
         restart_policy: cfg.restart_policy,
         autodestroy: cfg.autodestroy,

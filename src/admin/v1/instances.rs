@@ -17,6 +17,10 @@ use crate::config::{Autodestroy, RestartPolicy};
 use crate::controller::InstanceState;
 use crate::controller::api::{ApiError, Call, InstancePatch, NewInstance, Ref};
 
+/// `memory_mb` bounds: the container engines refuse less than 6 MiB; 1 TiB catches a unit mix-up.
+const MIN_MEMORY_MB: u64 = 6;
+const MAX_MEMORY_MB: u64 = 1 << 20;
+
 /// The longest `wait_timeout_ms` honoured (also what `-1`, "as long as possible", means).
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -26,8 +30,11 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 struct RawNewInstance {
     /// Unique name; generated when left out.
     name: Option<Label>,
-    /// Image key (`runtime.images`); required unless `template` is given.
+    /// Image key (`runtime.images`; with docker also an image reference); required unless
+    /// `template` is given.
     image: Option<String>,
+    /// Memory limit in MiB; enforced by the docker runtime.
+    memory_mb: Option<u64>,
     /// Clone this template.
     template: Option<RawRef>,
     /// Join this existing service group.
@@ -84,6 +91,16 @@ fn check_create(raw: RawNewInstance, prefix: &str) -> Result<Create, ApiError> {
         .as_ref()
         .map(|g| g.to_ref(&field("service_group")))
         .transpose()?;
+    if let Some(mb) = raw.memory_mb
+        && !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb)
+    {
+        return Err(wire::bad(
+            &field("memory_mb"),
+            format!(
+                "{mb} is out of range: from {MIN_MEMORY_MB} (the engines' least) to {MAX_MEMORY_MB} MiB"
+            ),
+        ));
+    }
     if raw.replicas.is_some_and(|n| n > 0) {
         return Err(wire::bad(
             &field("replicas"),
@@ -152,6 +169,7 @@ fn check_create(raw: RawNewInstance, prefix: &str) -> Result<Create, ApiError> {
         new: NewInstance {
             name: raw.name.map(|l| l.0),
             image: raw.image,
+            memory_mb: raw.memory_mb,
             template,
             service_group,
             autokill: raw.autokill.as_ref().map(RawAutokill::spec),

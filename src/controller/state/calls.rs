@@ -210,6 +210,7 @@ impl State {
         let spec = Spec {
             name,
             image,
+            memory_mb: new.memory_mb.or(base.and_then(|t| t.memory_mb)),
             autokill,
             restart_policy,
             autodestroy,

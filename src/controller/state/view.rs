@@ -89,6 +89,7 @@ impl State {
                 .and_then(|g| self.groups.get(&g))
                 .map(|g| g.name.clone()),
             image: i.image.clone(),
+            memory_mb: i.memory_mb,
             meter: Arc::clone(&i.meter),
             autokill: if i.state == InstanceState::Template {
                 Autokill {
