@@ -275,6 +275,8 @@ pub struct InstanceView {
     pub image: String,
     /// Memory limit in MiB.
     pub memory_mb: Option<u64>,
+    /// Why its last start failed, until one succeeds.
+    pub start_error: Option<String>,
     /// The live meter (requests served are read from it).
     pub meter: Arc<Meter>,
     /// Autokill policy.

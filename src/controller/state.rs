@@ -52,6 +52,9 @@ pub struct Instance {
     pub image: String,
     /// Memory limit in MiB, where the runtime enforces one; `None` = none.
     pub memory_mb: Option<u64>,
+    /// Why the last start failed (the runtime's or engine's message), until a start succeeds.
+    /// Not stored: a restart of autokill forgets it.
+    pub start_error: Option<String>,
     /// The service group it belongs to.
     pub group: Option<Uuid>,
     /// The template it was cloned from, while that template exists.
@@ -119,6 +122,7 @@ impl Instance {
             name,
             image,
             memory_mb: None,
+            start_error: None,
             group: None,
             template: None,
             template_name: None,
@@ -538,6 +542,7 @@ impl State {
                 name: spec.name.as_str().into(),
                 image: spec.image,
                 memory_mb: spec.memory_mb,
+                start_error: None,
                 group,
                 template: template.as_ref().map(|t| t.0),
                 template_name: template.map(|t| t.1),
@@ -641,6 +646,7 @@ impl State {
         match result {
             Ok(addr) => {
                 inst.state = InstanceState::Running;
+                inst.start_error = None;
                 inst.running_since = Some(now);
                 inst.upstream = Some(Arc::new(Upstream::new(
                     id,
@@ -656,6 +662,7 @@ impl State {
             }
             Err(message) => {
                 tracing::warn!(instance = %inst.name, %message, "instance failed to start");
+                inst.start_error = Some(message);
                 inst.state = InstanceState::Stopped;
                 inst.stop_reason = Some(StopReason::StartFailed);
                 inst.stopped_at = Some(now);

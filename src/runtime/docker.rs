@@ -130,6 +130,25 @@ struct Container {
     template: bool,
 }
 
+impl Container {
+    /// An instance whose container could not be made yet.
+    fn unmade(spec: &InstanceSpec) -> Container {
+        Container {
+            engine_id: String::new(),
+            spec: spec.clone(),
+            port: 0,
+            run: None,
+            starting: false,
+            template: false,
+        }
+    }
+
+    /// Whether there is something in the engine: a container, or a template's image.
+    fn made(&self) -> bool {
+        self.template || !self.engine_id.is_empty()
+    }
+}
+
 /// How to run one image: what the table says, or the image's own settings.
 struct Plan {
     reference: String,
@@ -500,15 +519,38 @@ impl Inner {
 
     async fn create_instance(self: &Arc<Self>, spec: &InstanceSpec) -> Result<(), RuntimeError> {
         self.ensure_watching();
-        if self.lock().contains_key(&spec.id) {
+        if self.lock().get(&spec.id).is_some_and(Container::made) {
             return Ok(());
         }
-        let container = self.create_container(spec).await?;
-        self.lock().entry(spec.id).or_insert(container);
+        match self.create_container(spec).await {
+            Ok(container) => {
+                self.lock().insert(spec.id, container);
+                Ok(())
+            }
+            Err(err) => {
+                // Remembered unmade, so that a start tries again (the image may be there by then).
+                self.lock()
+                    .entry(spec.id)
+                    .or_insert_with(|| Container::unmade(spec));
+                Err(err)
+            }
+        }
+    }
+
+    /// Makes the container of an instance whose create failed, before its start.
+    async fn make_if_unmade(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let spec = match self.lock().get(&id) {
+            Some(c) if !c.made() => c.spec.clone(),
+            Some(_) => return Ok(()),
+            None => return Err(RuntimeError::UnknownInstance(id)),
+        };
+        let container = self.create_container(&spec).await?;
+        self.lock().insert(id, container);
         Ok(())
     }
 
     async fn start_instance(self: &Arc<Self>, id: Uuid) -> Result<SocketAddr, RuntimeError> {
+        self.make_if_unmade(id).await?;
         let (engine_id, port, mut exited, fresh) = {
             let mut containers = self.lock();
             let c = containers
@@ -846,11 +888,8 @@ impl Inner {
                 .unwrap_or(0);
             let mut container = Container {
                 engine_id: engine_id.clone(),
-                spec: spec.clone(),
                 port,
-                run: None,
-                starting: false,
-                template: false,
+                ..Container::unmade(spec)
             };
             if spec.image == template_image(spec.id) {
                 // A template whose commit a crash interrupted: finish it.
@@ -884,17 +923,11 @@ impl Inner {
         // Templates keep only their image.
         for spec in stored.values() {
             if spec.image == template_image(spec.id) && !self.lock().contains_key(&spec.id) {
-                self.lock().insert(
-                    spec.id,
-                    Container {
-                        engine_id: String::new(),
-                        spec: (*spec).clone(),
-                        port: 0,
-                        run: None,
-                        starting: false,
-                        template: true,
-                    },
-                );
+                let template = Container {
+                    template: true,
+                    ..Container::unmade(spec)
+                };
+                self.lock().insert(spec.id, template);
             }
         }
         removed += self.remove_orphan_images(&stored).await;

@@ -36,6 +36,9 @@ pub fn instance(i: &InstanceView, view: &View, base_domain: &str) -> Value {
     if let Some(mb) = i.memory_mb {
         o.insert("memory_mb".into(), json!(mb));
     }
+    if let Some(error) = &i.start_error {
+        o.insert("start_error".into(), json!(error));
+    }
     if let Some(t) = rfc3339(i.created_at) {
         o.insert("created_at".into(), json!(t));
     }

@@ -90,6 +90,7 @@ impl State {
                 .map(|g| g.name.clone()),
             image: i.image.clone(),
             memory_mb: i.memory_mb,
+            start_error: i.start_error.clone(),
             meter: Arc::clone(&i.meter),
             autokill: if i.state == InstanceState::Template {
                 Autokill {
