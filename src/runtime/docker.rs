@@ -37,15 +37,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
 use bollard::models::{
-    ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessage,
-    HostConfig, PortBinding,
+    ContainerConfig, ContainerCreateBody, ContainerInspectResponse, EventMessage, HostConfig,
+    PortBinding,
 };
 use bollard::query_parameters::{
     CommitContainerOptions, CreateContainerOptions, CreateImageOptions, EventsOptions,
-    KillContainerOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions,
-    RemoveImageOptions, StopContainerOptions,
+    KillContainerOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
+use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -78,6 +78,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long after asking the engine to kill or stop a container `start`/`stop` wait for its
 /// exit to be reported before they resolve anyway (the report still comes later).
 const EXIT_WAIT: Duration = Duration::from_secs(10);
+/// How long (about) an image inspect that the engine fails with 500 is asked again.
+const INSPECT_PATIENCE: Duration = Duration::from_millis(800);
 /// The least request timeout: long enough for a slow pull's first answer or a commit.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -341,7 +343,7 @@ impl Inner {
         reference: &str,
     ) -> Result<bollard::models::ImageInspect, RuntimeError> {
         self.wait_commit(reference).await?;
-        match self.docker.inspect_image(reference).await {
+        match self.inspect_image(reference).await {
             Ok(image) => return Ok(image),
             Err(err) if status(&err) != Some(404) => {
                 return Err(self.fail(format!("inspecting image {reference:?}"), &err));
@@ -358,7 +360,7 @@ impl Inner {
         }
         let _one_at_a_time = self.pull.lock().await;
         // Another create may have pulled it while this one waited.
-        if let Ok(image) = self.docker.inspect_image(reference).await {
+        if let Ok(image) = self.inspect_image(reference).await {
             return Ok(image);
         }
         tracing::info!(image = %reference, "pulling image");
@@ -381,6 +383,26 @@ impl Inner {
             .inspect_image(reference)
             .await
             .map_err(|e| self.fail(format!("inspecting pulled image {reference:?}"), &e))
+    }
+
+    /// Inspects an image, asking again after a moment when the engine answers 500: Podman
+    /// fails an inspect that meets another image's removal ("image not known") and succeeds
+    /// when asked again; a lasting failure is still reported, with the engine's message.
+    async fn inspect_image(
+        &self,
+        reference: &str,
+    ) -> Result<bollard::models::ImageInspect, EngineError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.docker.inspect_image(reference).await {
+                Err(err) if status(&err) == Some(500) && delay < INSPECT_PATIENCE => {
+                    tracing::debug!(image = %reference, "inspect failed, asking again: {}", message(&err));
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Waits for a template commit of `reference` in progress, if any, and fails with its error.
@@ -470,7 +492,10 @@ impl Inner {
         };
         let engine_id = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created.id,
-            Err(err) if status(&err) == Some(409) => self.claim_existing(spec, &name).await?,
+            // Docker answers a taken name with 409, Podman with 500 and this message.
+            Err(err) if status(&err) == Some(409) || message(&err).contains("already in use") => {
+                self.claim_existing(spec, &name).await?
+            }
             Err(err) => return Err(self.fail(format!("creating container {name}"), &err)),
         };
         tracing::debug!(instance = %spec.id, container = %short(&engine_id), %name, port, "container created");
@@ -758,23 +783,25 @@ impl Inner {
         let list = self
             .list_store(&[("label", format!("{LABEL_INSTANCE}={id}"))])
             .await?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+        Ok(list.into_iter().map(|c| c.id).collect())
     }
 
     /// This store's containers, running or not, that also match `extra` filters.
-    async fn list_store(
-        &self,
-        extra: &[(&str, String)],
-    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(self.store_filter(extra)),
-            ..Default::default()
-        };
-        self.docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| self.fail("listing this store's containers", &e))
+    async fn list_store(&self, extra: &[(&str, String)]) -> Result<Vec<Listed>, RuntimeError> {
+        let filters = serde_json::to_string(&self.store_filter(extra)).unwrap_or_default();
+        get_json(
+            &self.address,
+            &format!(
+                "/containers/json?all=1&filters={}",
+                percent_encode(&filters)
+            ),
+        )
+        .await
+        .map_err(|message| RuntimeError::Engine {
+            address: self.address.clone(),
+            what: "listing this store's containers".to_owned(),
+            message,
+        })
     }
 
     /// Removes a container, forced, with its anonymous volumes; one already gone is no error.
@@ -850,11 +877,9 @@ impl Inner {
         let list = self.list_store(&[]).await?;
         let mut found = HashMap::new();
         let mut removed = 0;
-        for summary in list {
-            let Some(engine_id) = summary.id else {
-                continue;
-            };
-            let owner = summary
+        for listed in list {
+            let engine_id = listed.id;
+            let owner = listed
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(LABEL_INSTANCE))
@@ -944,14 +969,12 @@ impl Inner {
     /// Template images of this store whose template is gone (a crash between the delete and the
     /// image's removal), unless a stored clone still runs them.
     async fn remove_orphan_images(&self, stored: &HashMap<Uuid, &InstanceSpec>) -> usize {
-        let options = ListImagesOptions {
-            filters: Some(self.store_filter(&[])),
-            ..Default::default()
-        };
-        let images = match self.docker.list_images(Some(options)).await {
+        let filters = serde_json::to_string(&self.store_filter(&[])).unwrap_or_default();
+        let path = format!("/images/json?filters={}", percent_encode(&filters));
+        let images: Vec<Listed> = match get_json(&self.address, &path).await {
             Ok(images) => images,
             Err(err) => {
-                tracing::warn!("listing this store's template images: {}", message(&err));
+                tracing::warn!("listing this store's template images: {err}");
                 return 0;
             }
         };
@@ -959,7 +982,8 @@ impl Inner {
         for image in images {
             let Some(template) = image
                 .labels
-                .get(LABEL_INSTANCE)
+                .as_ref()
+                .and_then(|l| l.get(LABEL_INSTANCE))
                 .and_then(|v| Uuid::parse_str(v).ok())
             else {
                 continue;
@@ -1075,17 +1099,8 @@ impl Inner {
         let list = self.list_store(&[]).await?;
         let running: std::collections::HashSet<String> = list
             .into_iter()
-            .filter(|c| {
-                matches!(
-                    c.state,
-                    Some(
-                        bollard::models::ContainerSummaryStateEnum::RUNNING
-                            | bollard::models::ContainerSummaryStateEnum::PAUSED
-                            | bollard::models::ContainerSummaryStateEnum::RESTARTING
-                    )
-                )
-            })
-            .filter_map(|c| c.id)
+            .filter(|c| matches!(c.state.as_str(), "running" | "paused" | "restarting"))
+            .map(|c| c.id)
             .collect();
         let suspects: Vec<(Uuid, String)> = self
             .lock()
@@ -1151,6 +1166,114 @@ impl Runtime for DockerRuntime {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move { inner.commit_instance(id, done).await })
     }
+}
+
+/// A container or image as the engine lists it: only what autokill reads, parsed leniently.
+/// (Podman lists a container being cleaned up after its exit as `stopped`, a state that the
+/// Docker API, and so bollard's list types, do not have: one such container would make a whole
+/// list unreadable.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct Listed {
+    /// The engine's id.
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// Its labels.
+    #[serde(rename = "Labels", default)]
+    pub labels: Option<HashMap<String, String>>,
+    /// Containers: `running`, `exited`, … as the engine says (images: empty).
+    #[serde(rename = "State", default)]
+    pub state: String,
+}
+
+/// Lists the containers (running or not) labelled `label` (`key=value`) at the engine `address`.
+pub async fn list_labelled(address: &str, label: &str) -> Result<Vec<Listed>, String> {
+    let filters = serde_json::json!({ "label": [label] }).to_string();
+    get_json(
+        address,
+        &format!(
+            "/containers/json?all=1&filters={}",
+            percent_encode(&filters)
+        ),
+    )
+    .await
+}
+
+/// `GET path` at the engine `address` (`unix://`, `tcp://` or `http://`), parsed as `T`; an
+/// answer other than 200 is an error with the engine's message. Unversioned paths are the
+/// engines' newest API, which reads these lists the same way.
+async fn get_json<T: serde::de::DeserializeOwned>(address: &str, path: &str) -> Result<T, String> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    async fn send<S>(stream: S, host: &str, path: &str) -> Result<(u16, Bytes), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let request = http::Request::get(path)
+            .header(http::header::HOST, host)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    let answer = async {
+        if let Some(socket) = address.strip_prefix("unix://") {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|e| format!("{socket}: {e}"))?;
+            send(stream, "docker", path).await
+        } else {
+            let host = address
+                .strip_prefix("tcp://")
+                .or_else(|| address.strip_prefix("http://"))
+                .unwrap_or(address)
+                .trim_end_matches('/');
+            let stream = TcpStream::connect(host)
+                .await
+                .map_err(|e| format!("{host}: {e}"))?;
+            send(stream, host, path).await
+        }
+    };
+    let (status, body) = tokio::time::timeout(MIN_REQUEST_TIMEOUT, answer)
+        .await
+        .map_err(|_| "the engine did not answer in time".to_owned())??;
+    if status != 200 {
+        let said = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(format!("{said} (HTTP {status})"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("unreadable answer: {e}"))
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a query value.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The engine's message for an error: its own text for an HTTP answer, else bollard's.
@@ -1259,6 +1382,25 @@ mod tests {
         assert_eq!(first_tcp_port(&ports(&["9000"])), Some(9000));
         assert_eq!(first_tcp_port(&ports(&["53/udp"])), None);
         assert_eq!(first_tcp_port(&[]), None);
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            percent_encode(r#"{"label":["autokill.store=/a b"]}"#),
+            "%7B%22label%22%3A%5B%22autokill.store%3D%2Fa%20b%22%5D%7D"
+        );
+        assert_eq!(percent_encode("az-09_.~"), "az-09_.~");
+    }
+
+    #[test]
+    fn lists_are_read_whatever_state_the_engine_names() {
+        let listed: Vec<Listed> = serde_json::from_str(
+            r#"[{"Id":"a","Labels":{"k":"v"},"State":"stopped","Names":["/x"]},{"Id":"b","Labels":null}]"#,
+        )
+        .expect("lenient");
+        assert_eq!(listed[0].state, "stopped");
+        assert_eq!(listed[1].labels, None);
     }
 
     #[test]

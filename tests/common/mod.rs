@@ -364,27 +364,52 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Whether a component a test needs is required (CI sets `AUTOKILL_TEST_REQUIRE=all`).
+/// Whether a component a test needs is required (CI sets `AUTOKILL_TEST_REQUIRE=all`; the
+/// value is a comma-separated list, trimmed and case-insensitive).
 pub fn required(component: &str) -> bool {
-    std::env::var("AUTOKILL_TEST_REQUIRE")
-        .is_ok_and(|v| v.split(',').any(|c| c == "all" || c == component))
+    std::env::var("AUTOKILL_TEST_REQUIRE").is_ok_and(|v| {
+        v.split(',')
+            .map(|c| c.trim().to_ascii_lowercase())
+            .any(|c| c == "all" || c == component)
+    })
+}
+
+/// Says loudly that a test is skipped and why (on the terminal if there is one, which cargo's
+/// output capture does not swallow), or fails it where `component` is required.
+pub fn skip(component: &str, why: &str) {
+    assert!(
+        !required(component),
+        "{component} is required (AUTOKILL_TEST_REQUIRE) but {why}"
+    );
+    let line = format!("SKIPPED: {why}\n");
+    let on_tty = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/tty")
+        .and_then(|mut tty| std::io::Write::write_all(&mut tty, line.as_bytes()));
+    if on_tty.is_err() {
+        eprint!("{line}");
+    }
 }
 
 /// Finds `program` on PATH, or says loudly why the test is skipped (and fails where required).
 pub fn find_or_skip(program: &str, component: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
+    let found = which(program);
+    if found.is_none() {
+        skip(
+            component,
+            &format!("{program} not found on PATH; install it to run this test"),
+        );
+    }
+    found
+}
+
+/// `program`'s path, if it is on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(program))
             .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            !required(component),
-            "{program} is required (AUTOKILL_TEST_REQUIRE) but not installed"
-        );
-        eprintln!("SKIPPED: {program} not found on PATH; install it to run this test");
-    }
-    found
+    })
 }
 
 /// A GET through `addr` with `Host: host` that reports failures instead of panicking.
