@@ -36,6 +36,8 @@ use uuid::Uuid;
 
 /// What the image runs: `hello` on the container port, answering `/__exit/<code>`.
 const PORT: u16 = 8080;
+/// What busybox's httpd serves in the second test image (as `.ci/run` builds it too).
+const HTTPD_PAGE: &str = "hello from busybox httpd\n";
 /// Podman starts a container in about a second here; a loaded CI machine needs more.
 const START_TIMEOUT: &str = "60s";
 /// The longest any wait for a container's state may take before the test fails.
@@ -54,6 +56,8 @@ struct Engine {
     image: String,
     /// Store labels whose containers are removed at the end.
     stores: std::sync::Mutex<Vec<String>>,
+    /// Images this test imported, removed at the end.
+    images: std::sync::Mutex<Vec<String>>,
 }
 
 /// A `podman system service` on a socket in a temporary directory.
@@ -154,6 +158,7 @@ impl Engine {
             service,
             image,
             stores: std::sync::Mutex::new(Vec::new()),
+            images: std::sync::Mutex::new(Vec::new()),
         };
         if let Err(why) = engine.import_image().await {
             panic!("importing the test image into {}: {why}", engine.host);
@@ -161,18 +166,41 @@ impl Engine {
         Some(engine)
     }
 
-    /// Imports this build's `autokill` (with the libraries it loads) as the test image. The
-    /// import only makes the file system; a container of it committed with the command and
-    /// the port gives the image its settings (Podman's import ignores all but one change).
+    /// Imports this build's `autokill` (with the libraries it loads) as the test image.
     async fn import_image(&self) -> Result<(), String> {
-        let rootfs = format!("{}-rootfs", self.image);
+        let cmd = [
+            "/autokill",
+            "hello",
+            "--listen",
+            &format!("0.0.0.0:{PORT}"),
+            "--allow-exit",
+        ];
+        self.import(rootfs_tar().clone(), &self.image, &cmd, PORT)
+            .await
+    }
+
+    /// Imports `tar` as the image `reference` that runs `cmd` and exposes `port`. The import
+    /// only makes the file system; a container of it committed with the command and the port
+    /// gives the image its settings (Podman's import ignores all but one change). The image is
+    /// removed when the test ends.
+    async fn import(
+        &self,
+        tar: Vec<u8>,
+        reference: &str,
+        cmd: &[&str],
+        port: u16,
+    ) -> Result<(), String> {
+        if let Ok(mut images) = self.images.lock() {
+            images.push(reference.to_owned());
+        }
+        let rootfs = format!("{reference}-rootfs");
         let options = CreateImageOptions {
             from_src: Some("-".to_owned()),
             // With its tag: Podman ignores `tag` on an import.
             repo: Some(rootfs.clone()),
             ..Default::default()
         };
-        let body = bollard::body_full(rootfs_tar().clone().into());
+        let body = bollard::body_full(tar.into());
         let mut progress = self.docker.create_image(Some(options), Some(body), None);
         while let Some(item) = progress.next().await {
             let info = item.map_err(|e| e.to_string())?;
@@ -182,18 +210,8 @@ impl Engine {
         }
         let settings = ContainerCreateBody {
             image: Some(rootfs.clone()),
-            cmd: Some(
-                [
-                    "/autokill",
-                    "hello",
-                    "--listen",
-                    &format!("0.0.0.0:{PORT}"),
-                    "--allow-exit",
-                ]
-                .map(String::from)
-                .to_vec(),
-            ),
-            exposed_ports: Some(vec![format!("{PORT}/tcp")]),
+            cmd: Some(cmd.iter().map(|a| (*a).to_owned()).collect()),
+            exposed_ports: Some(vec![format!("{port}/tcp")]),
             ..Default::default()
         };
         let made = self
@@ -201,10 +219,7 @@ impl Engine {
             .create_container(None::<CreateContainerOptions>, settings)
             .await
             .map_err(|e| e.to_string())?;
-        let (repo, tag) = self
-            .image
-            .rsplit_once(':')
-            .unwrap_or((&self.image, "latest"));
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
         let commit = CommitContainerOptions {
             container: Some(made.id.clone()),
             repo: Some(repo.to_owned()),
@@ -224,6 +239,37 @@ impl Engine {
             .remove_image(&rootfs, None::<RemoveImageOptions>, None)
             .await;
         committed
+    }
+
+    /// busybox's httpd serving [`HTTPD_PAGE`] on port 8000, ignoring SIGTERM as PID 1:
+    /// `AUTOKILL_TEST_HTTPD_IMAGE` (CI builds it), else imported here from a static busybox.
+    async fn httpd_image(&self) -> Option<String> {
+        if let Ok(image) = std::env::var("AUTOKILL_TEST_HTTPD_IMAGE") {
+            return Some(image);
+        }
+        let busybox = which("busybox")?;
+        // Only a static busybox runs in an image without libraries.
+        let ldd = Command::new("ldd").arg(&busybox).output().ok()?;
+        if ldd.status.success() {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("bin")).ok()?;
+        std::fs::create_dir_all(root.join("www")).ok()?;
+        std::fs::copy(&busybox, root.join("bin/busybox")).ok()?;
+        std::os::unix::fs::symlink("busybox", root.join("bin/httpd")).ok()?;
+        std::fs::write(root.join("www/index.html"), HTTPD_PAGE).ok()?;
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(root)
+            .args(["-cf", "-", "."])
+            .output()
+            .ok()?;
+        let image = format!("{}-httpd", self.image);
+        let cmd = ["/bin/httpd", "-f", "-p", "8000", "-h", "/www"];
+        self.import(tar.stdout, &image, &cmd, 8000).await.ok()?;
+        Some(image)
     }
 
     /// Removes every container of `store` (the canonical store path) when the test ends.
@@ -275,7 +321,8 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         // Runs on a thread of its own: a test's tokio runtime cannot block on its own futures.
-        let (docker, host, image) = (self.docker.clone(), self.host.clone(), self.image.clone());
+        let (docker, host) = (self.docker.clone(), self.host.clone());
+        let images = self.images.lock().map(|i| i.clone()).unwrap_or_default();
         let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
         let cleanup = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -291,18 +338,20 @@ impl Drop for Engine {
                     }
                 }
                 // Podman may fail a removal that meets another test's image work: try again.
-                for _ in 0..5 {
-                    let options = RemoveImageOptions {
-                        force: true,
-                        ..Default::default()
-                    };
-                    match docker.remove_image(&image, Some(options), None).await {
-                        Ok(_) => break,
-                        Err(bollard::errors::Error::DockerResponseServerError {
-                            status_code: 404,
-                            ..
-                        }) => break,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                for image in &images {
+                    for _ in 0..5 {
+                        let options = RemoveImageOptions {
+                            force: true,
+                            ..Default::default()
+                        };
+                        match docker.remove_image(image, Some(options), None).await {
+                            Ok(_) => break,
+                            Err(bollard::errors::Error::DockerResponseServerError {
+                                status_code: 404,
+                                ..
+                            }) => break,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        }
                     }
                 }
             });
@@ -1270,4 +1319,40 @@ async fn an_engine_answering_500_gives_clear_instance_states_and_api_errors() {
     .await;
     drop(server);
     engine.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_of_its_own_runs_its_command_and_is_killed_when_it_ignores_sigterm() {
+    let Some(engine) = Engine::open().await else {
+        return;
+    };
+    let Some(image) = engine.httpd_image().await else {
+        skip(
+            "busybox",
+            "no busybox httpd image: install busybox-static or set AUTOKILL_TEST_HTTPD_IMAGE",
+        );
+        return;
+    };
+    let (server, store) = serve(&engine, "").await;
+    // Not in the table: the image's own command, on the port it exposes.
+    running(&server, json!({"name": "httpd", "image": image})).await;
+    let r = server.get("httpd.localhost", "/").await;
+    assert_eq!(
+        (r.status, r.text()),
+        (StatusCode::OK, HTTPD_PAGE.to_owned())
+    );
+    // httpd as PID 1 ignores SIGTERM: after stop_grace (1 s) the engine kills it.
+    stopped(&server, "httpd").await;
+    let v = instance(&server, "httpd").await.expect("kept");
+    assert_eq!(
+        (&v["exit_code"], &v["stop_cause"]),
+        (&json!(137), &json!("user_stop"))
+    );
+    server
+        .api_ok("DELETE", "/v1/instances/httpd", Value::Null, "instances")
+        .await;
+    until("its container is removed", async || {
+        engine.containers(&store).await.is_empty()
+    })
+    .await;
 }
