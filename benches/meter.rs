@@ -6,6 +6,7 @@
 //! keep-alive connection after its first request (the connection's [`RouteMemo`]).
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,7 @@ fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
     match table.lookup(host) {
         Some(Target::Instance(Some(i))) => !matches!(
             table.upstreams[*i].meter.admit(),
-            Admission::Refused | Admission::Wait
+            Admission::Refused | Admission::Wait(_)
         ),
         _ => false,
     }
@@ -63,9 +64,9 @@ fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
 #[inline]
 fn memo_and_count(memo: &mut RouteMemo, table: &RouteTable, host: &[u8]) -> bool {
     match memo.resolve(table, host) {
-        Some(Target::Instance(Some(i))) => !matches!(
+        Ok(Some(Target::Instance(Some(i)))) => !matches!(
             table.upstreams[*i].meter.admit(),
-            Admission::Refused | Admission::Wait
+            Admission::Refused | Admission::Wait(_)
         ),
         _ => false,
     }
@@ -75,6 +76,26 @@ fn bench(c: &mut Criterion) {
     let table = Arc::new(table());
     let host: &[u8] = b"instance-517.localhost:8080";
     assert!(route_and_count(&table, host));
+
+    // The floor every figure below is read against: one relaxed `fetch_add` on a padded atomic.
+    let mut base = c.benchmark_group("baseline");
+    base.measurement_time(Duration::from_secs(3));
+    base.bench_function("fetch_add/1_thread", |b| {
+        let counter = Padded::default();
+        b.iter(|| black_box(counter.0.fetch_add(1, Ordering::Relaxed)))
+    });
+    base.bench_function("fetch_add/2_threads", |b| {
+        let counter = Arc::new(Padded::default());
+        b.iter_custom(|iters| {
+            two_threads(iters, || {
+                let counter = Arc::clone(&counter);
+                move || {
+                    black_box(counter.0.fetch_add(1, Ordering::Relaxed));
+                }
+            })
+        })
+    });
+    base.finish();
 
     let mut g = c.benchmark_group("meter");
     g.measurement_time(Duration::from_secs(3));
@@ -97,54 +118,56 @@ fn bench(c: &mut Criterion) {
     // time per request per thread, i.e. what one request costs while the other core counts too.
     g.bench_function("route_and_count/2_threads", |b| {
         b.iter_custom(|iters| {
-            let barrier = Arc::new(Barrier::new(2));
-            let other = {
-                let (table, barrier) = (Arc::clone(&table), Arc::clone(&barrier));
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    for _ in 0..iters {
-                        black_box(route_and_count(&table, black_box(host)));
-                    }
-                })
-            };
-            barrier.wait();
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(route_and_count(&table, black_box(host)));
-            }
-            let elapsed = start.elapsed();
-            let _ = other.join();
-            elapsed
+            two_threads(iters, || {
+                let table = Arc::clone(&table);
+                move || {
+                    black_box(route_and_count(&table, black_box(host)));
+                }
+            })
         })
     });
     // The same with each thread's connection memo.
-    // Two threads on the same instance: each thread does `iters` requests; the figure is the wall
-    // time per request per thread, i.e. what one request costs while the other core counts too.
     g.bench_function("memo_and_count/2_threads", |b| {
         b.iter_custom(|iters| {
-            let barrier = Arc::new(Barrier::new(2));
-            let other = {
-                let (table, barrier) = (Arc::clone(&table), Arc::clone(&barrier));
-                std::thread::spawn(move || {
-                    let mut memo = RouteMemo::default();
-                    barrier.wait();
-                    for _ in 0..iters {
-                        black_box(memo_and_count(&mut memo, &table, black_box(host)));
-                    }
-                })
-            };
-            let mut memo = RouteMemo::default();
-            barrier.wait();
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(memo_and_count(&mut memo, &table, black_box(host)));
-            }
-            let elapsed = start.elapsed();
-            let _ = other.join();
-            elapsed
+            two_threads(iters, || {
+                let (table, mut memo) = (Arc::clone(&table), RouteMemo::default());
+                move || {
+                    black_box(memo_and_count(&mut memo, &table, black_box(host)));
+                }
+            })
         })
     });
     g.finish();
+}
+
+/// A counter alone on its cache line, as the meter's is.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+/// Runs an operation `make` builds `iters` times on this thread while a second thread runs its own
+/// as often, and returns this thread's wall time: what one operation costs while the other core
+/// does the same.
+fn two_threads<F: FnMut() + Send + 'static>(iters: u64, make: impl Fn() -> F) -> Duration {
+    let barrier = Arc::new(Barrier::new(2));
+    let other = {
+        let (barrier, mut op) = (Arc::clone(&barrier), make());
+        std::thread::spawn(move || {
+            barrier.wait();
+            for _ in 0..iters {
+                op();
+            }
+        })
+    };
+    let mut op = make();
+    barrier.wait();
+    let start = Instant::now();
+    for _ in 0..iters {
+        op();
+    }
+    let elapsed = start.elapsed();
+    let _ = other.join();
+    elapsed
 }
 
 criterion_group!(benches, bench);

@@ -10,6 +10,7 @@
 //! * `/__hop` answers with hop-by-hop fields that a proxy must not pass on;
 //! * `/__sleep/<ms>` answers after that many milliseconds;
 //! * `/__close` closes the connection without answering;
+//! * `/__bytes/<n>` answers with `n` bytes (at most 64 MiB);
 //! * `/__echo` with `Connection: upgrade` and `Upgrade: echo` switches protocols (101) and echoes bytes.
 //!
 //! Cost per request beyond hyper's own: one `String` for the body (moved into `Bytes`, not
@@ -46,6 +47,9 @@ pub struct HelloOptions {
     /// Serve `/__exit/<code>`, which makes the process exit with that code.
     pub allow_exit: bool,
 }
+
+/// Most bytes `/__bytes/<n>` answers with.
+const MAX_BYTES: usize = 64 << 20;
 
 /// The path prefix that, with `--allow-exit`, makes the process exit.
 const EXIT_PREFIX: &str = "/__exit/";
@@ -240,6 +244,15 @@ async fn handle(
             return Ok(response);
         }
         "/__close" => return Err(Closed),
+        p if p.starts_with("/__bytes/") => {
+            // A body too large for the socket buffers, to see what a client that stops
+            // reading does to the proxy.
+            let n = p["/__bytes/".len()..]
+                .parse::<usize>()
+                .unwrap_or(0)
+                .min(MAX_BYTES);
+            return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n]))));
+        }
         p => {
             if let Some(ms) = p
                 .strip_prefix("/__sleep/")

@@ -73,11 +73,13 @@ fn main() -> ExitCode {
 
 fn serve(config: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
     const DEFAULT_PATH: &str = "config/autokill.yaml";
-    let config = match config {
-        Some(path) => autokill::config::load(&path)?,
-        None if std::path::Path::new(DEFAULT_PATH).is_file() => {
-            autokill::config::load(std::path::Path::new(DEFAULT_PATH))?
-        }
+    let path = match config {
+        Some(path) => Some(path),
+        None if std::path::Path::new(DEFAULT_PATH).is_file() => Some(PathBuf::from(DEFAULT_PATH)),
+        None => None,
+    };
+    let config = match &path {
+        Some(path) => autokill::config::load(path)?,
         None => autokill::config::parse(autokill::config::EMBEDDED, "<embedded>")?,
     };
     if check {
@@ -101,6 +103,6 @@ fn serve(config: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
         .thread_name("autokill-control")
         .enable_all()
         .build()?;
-    rt.block_on(autokill::server::serve(config, self_exe))?;
+    rt.block_on(autokill::server::serve(config, path, self_exe))?;
     Ok(())
 }

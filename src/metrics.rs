@@ -1,7 +1,8 @@
 //! Prometheus metrics shared by the proxy, the controller and the admin server.
 //!
 //! Per-instance request counts are not counters of their own: [`InstanceCollector`] reads the
-//! proxy's meters at scrape time, so a request is counted once, by the proxy's `fetch_add`.
+//! proxy's meters at scrape time, so a request is counted once, by the proxy's `fetch_add`
+//! ([`Meter::forwarded`](crate::proxy::meter::Meter::forwarded), which never goes down).
 
 use std::sync::Arc;
 
@@ -23,8 +24,11 @@ pub struct Metrics {
     pub request_duration: Histogram,
     /// Upstream failures by kind (`connect_refused`, `connect_timeout`, `connect`, `timeout`, `protocol`).
     pub upstream_errors: IntCounterVec,
-    /// Requests answered by the proxy itself, by reason (`no_route`, `unavailable`, `exhausted`, `bad_request`).
+    /// Requests answered by the proxy itself, by reason (`no_route`, `unavailable`, `exhausted`,
+    /// `bad_request`, `method_not_allowed`, `body_timeout`, `client_error`).
     pub refused: IntCounterVec,
+    /// Failed accepts by listener (`proxy`, `admin`), e.g. out of file descriptors.
+    pub accept_errors: IntCounterVec,
     /// Resources deleted by autokill or autodestroy, by resource and reason.
     pub kills: IntCounterVec,
     /// Kills that a delete lock held back, by resource and reason.
@@ -68,6 +72,13 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let accept_errors = IntCounterVec::new(
+            Opts::new(
+                "autokill_accept_errors_total",
+                "Connections a listener failed to accept (e.g. out of file descriptors), by listener.",
+            ),
+            &["listener"],
+        )?;
         let kills = IntCounterVec::new(
             Opts::new(
                 "autokill_kills_total",
@@ -108,6 +119,7 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(accept_errors.clone()))?;
         registry.register(Box::new(kills.clone()))?;
         registry.register(Box::new(kills_skipped.clone()))?;
         registry.register(Box::new(config_reload_ok.clone()))?;
@@ -120,6 +132,7 @@ impl Metrics {
             request_duration,
             upstream_errors,
             refused,
+            accept_errors,
             kills,
             kills_skipped,
             config_reload_ok,
@@ -187,15 +200,36 @@ impl Collector for InstanceCollector {
         for state in crate::controller::InstanceState::ALL {
             states.with_label_values(&[state.as_str()]).set(0);
         }
+        let now = std::time::SystemTime::now();
         for inst in &view.instances {
-            let id = inst.id.to_string();
-            requests
-                .with_label_values(&[id.as_str(), &inst.name])
-                .inc_by(inst.meter.count());
             states.with_label_values(&[inst.state.as_str()]).inc();
+            if carries_series(inst, now) {
+                let id = inst.id.to_string();
+                requests
+                    .with_label_values(&[id.as_str(), &inst.name])
+                    .inc_by(inst.meter.forwarded());
+            }
         }
         let mut out = requests.collect();
         out.extend(states.collect());
         out
+    }
+}
+
+/// How long a stopped instance keeps its per-instance series, so that its last count is scraped.
+pub const STOPPED_SERIES: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether an instance has an `autokill_instance_requests_total` series: one that can serve
+/// (starting, running, draining, stopping) or that stopped less than [`STOPPED_SERIES`] ago.
+/// Templates and long-stopped instances have none, so a node with 100,000 stopped instances
+/// does not export 100,000 idle series.
+fn carries_series(inst: &crate::controller::InstanceView, now: std::time::SystemTime) -> bool {
+    use crate::controller::InstanceState as S;
+    match inst.state {
+        S::Starting | S::Running | S::Draining | S::Stopping => true,
+        S::Stopped => inst
+            .stopped_at
+            .is_none_or(|t| now.duration_since(t).unwrap_or_default() < STOPPED_SERIES),
+        S::Template | S::Deleted => false,
     }
 }

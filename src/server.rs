@@ -12,7 +12,8 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, RuntimeKind};
 use crate::controller::{self, Inputs, Published};
 use crate::metrics::Metrics;
-use crate::proxy::{self, Proxy};
+use crate::net;
+use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
@@ -40,9 +41,16 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Runs everything until a shutdown signal. `self_exe` is what `{autokill}` in an image command
-/// stands for.
-pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> {
+/// Runs everything until a shutdown signal. `path` is the configuration file, reloaded on SIGHUP
+/// and on change (`None`: the embedded default, nothing to reload); `self_exe` is what
+/// `{autokill}` in an image command stands for.
+pub async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    self_exe: PathBuf,
+) -> Result<(), ServeError> {
+    // Every connection is a file: take what the hard limit allows before listening.
+    let open_files = net::raise_open_file_limit();
     let published = Published::new();
     let metrics = Metrics::new(Arc::clone(&published.view))?;
     metrics.config_reload_ok.set(1);
@@ -63,12 +71,11 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
     // The engine's reachability, for `/readyz` (a runtime without an engine is always reachable).
     let mut engine = None;
     let runtime: Arc<dyn Runtime> = match &config.runtime.kind {
-        RuntimeKind::Process => Arc::new(ProcessRuntime::owned_by(
-            &config.runtime,
-            self_exe,
-            runtime_tx,
-            owner,
-        )),
+        RuntimeKind::Process => Arc::new(
+            ProcessRuntime::owned_by(&config.runtime, self_exe, runtime_tx, owner)
+                // Beside the store: `<store>.logs/<instance id>.log`.
+                .with_logs(config.store.path.with_extension("logs")),
+        ),
         RuntimeKind::Docker { .. } => {
             let docker = DockerRuntime::connect(&config.runtime, owner, runtime_tx)
                 .await
@@ -91,6 +98,7 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         Arc::clone(&published.table),
         proxy_tx,
         &metrics,
+        open_files,
     )
     .map_err(|source| ServeError::Listen {
         what: "proxy listener",
@@ -100,13 +108,15 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
 
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (recovered_tx, recovered) = tokio::sync::oneshot::channel();
+    let (stop_controller, controller_stop) = tokio::sync::oneshot::channel();
     let inputs = Inputs {
         commands,
         commands_tx: commands_tx.clone(),
         proxy: proxy_rx,
         runtime: runtime_rx,
+        shutdown: controller_stop,
     };
-    let workers = proxy::worker_count(&config.proxy);
+    let workers = proxy.workers();
     let ctl = {
         let (config, runtime, published, metrics) = (
             config.clone(),
@@ -138,16 +148,33 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         token: config.admin.token.as_deref().map(Arc::from),
         base_domain: config.proxy.base_domain.as_str().into(),
         controller: controller::api::Handle::new(commands_tx.clone()),
+        runtime: Arc::clone(&runtime),
+        hosts: Arc::new(admin::Hosts::new(
+            admin_listener.local_addr().unwrap_or(config.admin.listen),
+            &config.admin.allowed_hosts,
+        )),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_listener = net::Listener::new(
+        admin_listener,
+        net::connection_cap(config.admin.max_connections, open_files, 16),
+        "admin",
+        metrics.accept_errors.with_label_values(&["admin"]),
+    );
+    let admin_config = config.admin.clone();
     let admin = tokio::spawn(async move {
         let app = admin::router(admin_state);
-        let _ = axum::serve(admin_listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.await;
-            })
-            .await;
+        admin::serve(admin_listener, app, &admin_config, async move {
+            let _ = admin_stopped.await;
+        })
+        .await;
     });
+    match path {
+        Some(path) => {
+            crate::reload::spawn(path, config.clone(), commands_tx.clone(), metrics.clone())
+        }
+        None => tracing::info!("running on the embedded configuration: nothing to reload"),
+    }
     // Ready once the stored state is recovered, leftovers of a crash removed and timers re-armed.
     tokio::select! {
         _ = recovered => ready.store(true, Ordering::Release),
@@ -167,10 +194,15 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
     proxy.shutdown().await;
     let _ = stop_admin.send(());
     let _ = admin.await;
-    // The store already says which instances run: the next start brings them back. Stopping
-    // them here (the process runtime's default) leaves nothing behind; with `leave_instances`
-    // (docker's default) the next start adopts the containers, or removes and restarts the
-    // processes (a process of an earlier run cannot be adopted).
+    // The controller stops first, after the batch in hand is committed: the store then says
+    // which instances run, and the exits that stopping them causes below are never judged by
+    // restart or autodestroy (an ON_SUCCESS instance stopped here is not destroyed), so the next
+    // start brings them back.
+    let _ = stop_controller.send(());
+    let _ = ctl.await;
+    // Stopping them here (the process runtime's default) leaves nothing behind; with
+    // `leave_instances` (docker's default) the next start adopts the containers, or removes and
+    // restarts the processes (a process of an earlier run cannot be adopted).
     if config.shutdown == crate::config::Shutdown::StopInstances {
         // Concurrently: one after another would add up their stop grace periods.
         let mut deletes = tokio::task::JoinSet::new();
@@ -185,7 +217,6 @@ pub async fn serve(config: Config, self_exe: PathBuf) -> Result<(), ServeError> 
         }
     }
     drop(commands_tx);
-    ctl.abort();
     Ok(())
 }
 

@@ -576,3 +576,72 @@ async fn a_delete_lock_holds_every_kill_back_until_cleared() {
         );
     }
 }
+
+/// A one-shot instance (`num_requests: 1`) whose process exits right after its answer is killed
+/// for its spent budget, whichever the controller hears first (the exit or the drain), and neither
+/// its restart policy nor its autodestroy brings a spent instance back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_instance_that_exits_is_killed_and_never_revived() {
+    let server = server().await;
+    let cases = [
+        ("os-never", "never", "OFF", 0),
+        ("os-fail", "on-failure", "OFF", 3),
+        ("os-always", "always", "OFF", 0),
+        ("os-always-fail", "always", "OFF", 3),
+        ("os-success", "never", "ON_SUCCESS", 3),
+    ];
+    for (name, restart, destroy, _) in cases {
+        create(
+            &server,
+            json!({"name": name, "image": "hello", "autostart": true, "wait_timeout_ms": 5000,
+                   "restart_policy": restart, "autodestroy": destroy,
+                   "autokill": {"num_requests": 1}}),
+        )
+        .await;
+    }
+    for (name, _, _, code) in cases {
+        wait_state(&server, name, "running").await;
+        let host = format!("{name}.localhost");
+        let resp = server.get(&host, &format!("/__exit/{code}")).await;
+        assert_eq!(resp.status, StatusCode::OK, "{name}");
+    }
+    for (name, ..) in cases {
+        wait_gone(&server, &format!("/v1/instances/{name}"), "instances", 10).await;
+        assert_eq!(
+            server.upstream_log(name).len(),
+            1,
+            "{name}: one request only"
+        );
+    }
+    assert_eq!(
+        kills(&server, "instance", "num_requests").await,
+        cases.len() as f64,
+        "{}",
+        server.metrics().await
+    );
+    assert_eq!(kills(&server, "instance", "autodestroy").await, 0.0);
+}
+
+/// `autokill_timers_pending` counts the lifecycle timers armed: one for a stopped instance's
+/// `time_ms`, none once it is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_pending_follows_the_armed_timers() {
+    let server = server().await;
+    let pending = async || sample(&server.metrics().await, "autokill_timers_pending");
+    let before = pending().await.expect("autokill_timers_pending");
+    create(
+        &server,
+        json!({"name": "waits", "image": "hello", "autokill": {"time_ms": 600000}}),
+    )
+    .await;
+    assert_eq!(pending().await, Some(before + 1.0));
+    let (status, _) = server
+        .api("DELETE", "/v1/instances/waits", Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    server
+        .eventually(5, "the timer disarmed", async || {
+            pending().await == Some(before)
+        })
+        .await;
+}

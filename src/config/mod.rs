@@ -14,7 +14,9 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
-pub(crate) use validate::{RESERVED_NAMES, host_name, is_image_reference, is_label};
+pub(crate) use validate::{
+    RESERVED_NAMES, check_name, check_num_requests, host_name, is_image_reference,
+};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -72,6 +74,15 @@ pub struct ProxyConfig {
     pub upstream_timeout: Duration,
     /// Idle upstream connections kept per instance and worker.
     pub pool_idle_per_instance: usize,
+    /// A client connection with no request in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// Most client connections one worker serves at once; 0 = derived from the open-file limit.
+    /// Beyond it, connections wait in the kernel's accept queue.
+    pub max_connections_per_worker: usize,
+    /// A request body that sends nothing for this long is answered 408.
+    pub request_body_timeout: Duration,
+    /// A forwarded response that the client takes nothing of for this long is cut off.
+    pub response_write_timeout: Duration,
     /// How a group picks one of its instances.
     pub balance: Balance,
 }
@@ -93,6 +104,16 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token the API requires; `None` = no authentication (loopback only).
     pub token: Option<String>,
+    /// Further `Host` names the admin listener answers to (lower-case; `name` or `name:port`),
+    /// besides its own address, `localhost`, `127.0.0.1` and `[::1]`.
+    pub allowed_hosts: Vec<String>,
+    /// Time a client has to send a request head, from accept or the first byte of a request.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress (or a response the client does not take) is
+    /// closed after this long.
+    pub idle_timeout: Duration,
+    /// Most connections served at once; 0 = derived from the open-file limit.
+    pub max_connections: usize,
 }
 
 /// `store:` — where durable state lives.

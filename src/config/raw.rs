@@ -70,6 +70,17 @@ pub(crate) struct RawProxy {
     pub upstream_timeout: Option<Spanned<RawDuration>>,
     /// Idle upstream connections kept per instance and worker. Default 64, at most 65536.
     pub pool_idle_per_instance: Option<Spanned<u64>>,
+    /// A client connection with no request in progress is closed after this long. Default
+    /// `60s`, must be > 0.
+    pub idle_timeout: Option<Spanned<RawDuration>>,
+    /// Most client connections one worker serves at once; 0 = derived from the open-file limit.
+    /// Default 0, at most 1000000.
+    pub max_connections_per_worker: Option<Spanned<u64>>,
+    /// A request body that sends nothing for this long is answered 408. Default `10s`, > 0.
+    pub request_body_timeout: Option<Spanned<RawDuration>>,
+    /// A forwarded response the client takes nothing of for this long is cut off. Default
+    /// `30s`, > 0.
+    pub response_write_timeout: Option<Spanned<RawDuration>>,
     /// How a group picks one of its instances. Default `round_robin`.
     pub balance: Option<RawBalance>,
 }
@@ -93,6 +104,16 @@ pub(crate) struct RawAdmin {
     /// Bearer token the API requires. Default: none (no authentication), which is only
     /// allowed when `listen` is a loopback address. If set, not empty.
     pub token: Option<Spanned<String>>,
+    /// Further `Host` names the admin listener answers to (besides its own address,
+    /// `localhost`, `127.0.0.1` and `[::1]`), as `name` or `name:port`. Default: none.
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
+    /// Time a client has to send a request head. Default `10s`, must be > 0.
+    pub header_read_timeout: Option<Spanned<RawDuration>>,
+    /// A connection with no request in progress is closed after this long. Default `60s`, > 0.
+    pub idle_timeout: Option<Spanned<RawDuration>>,
+    /// Most connections served at once; 0 = derived from the open-file limit. Default 0, at
+    /// most 1000000.
+    pub max_connections: Option<Spanned<u64>>,
 }
 
 /// `store:`
@@ -207,7 +228,7 @@ pub(crate) struct RawInstance {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAutokill {
     /// Delete the instance once it has been sent this many requests; 0 or absent = never.
-    pub num_requests: Option<u64>,
+    pub num_requests: Option<Spanned<u64>>,
     /// Delete the instance once it has been stopped this long; `0` or absent = never.
     pub time: Option<Spanned<RawDuration>>,
 }

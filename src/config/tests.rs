@@ -66,11 +66,19 @@ fn defaults() -> Config {
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(30),
             pool_idle_per_instance: 64,
+            idle_timeout: Duration::from_secs(60),
+            max_connections_per_worker: 0,
+            request_body_timeout: Duration::from_secs(10),
+            response_write_timeout: Duration::from_secs(30),
             balance: Balance::RoundRobin,
         },
         admin: AdminConfig {
             listen: addr("127.0.0.1:8081"),
             token: None,
+            allowed_hosts: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
         },
         store: StoreConfig {
             path: PathBuf::from("data/autokill.redb"),
@@ -158,10 +166,17 @@ proxy:
   upstream_connect_timeout: 500ms
   upstream_timeout: 1m
   pool_idle_per_instance: 8
+  idle_timeout: 2m
+  max_connections_per_worker: 100
+  request_body_timeout: 5s
+  response_write_timeout: 7s
   balance: least_inflight
 admin:
   listen: "[::1]:9001"
   token: s3cret
+  header_read_timeout: 3s
+  idle_timeout: 4m
+  max_connections: 50
 store:
   path: /var/lib/autokill/state.redb
 runtime:
@@ -208,11 +223,19 @@ shutdown: leave_instances
             upstream_connect_timeout: Duration::from_millis(500),
             upstream_timeout: Duration::from_secs(60),
             pool_idle_per_instance: 8,
+            idle_timeout: Duration::from_secs(120),
+            max_connections_per_worker: 100,
+            request_body_timeout: Duration::from_secs(5),
+            response_write_timeout: Duration::from_secs(7),
             balance: Balance::LeastInflight,
         },
         admin: AdminConfig {
             listen: addr("[::1]:9001"),
             token: Some("s3cret".into()),
+            allowed_hosts: Vec::new(),
+            header_read_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(240),
+            max_connections: 50,
         },
         store: StoreConfig {
             path: PathBuf::from("/var/lib/autokill/state.redb"),
@@ -429,7 +452,8 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         "admin:\n  listen: 127.0.0.1:1\n  tokn: x\n",
         3,
         3,
-        "admin.tokn: unknown key \"tokn\"; did you mean \"token\"? (expected one of: listen, token)",
+        "admin.tokn: unknown key \"tokn\"; did you mean \"token\"? (expected one of: listen, \
+         token, allowed_hosts, header_read_timeout, idle_timeout, max_connections)",
     );
     refused(
         &format!("{IMAGES}service_groups:\n  - name: g\n    autokill: {{num_requests: 3}}\n"),
@@ -899,6 +923,46 @@ fn api_path_segments_are_not_instance_names() {
         .expect_err("refused");
     assert_eq!((err.line, err.column), (6, 11), "{err}");
     assert!(err.message.contains("path segment"), "{err}");
+}
+
+#[test]
+fn budgets_beyond_the_meter_are_refused_naming_the_maximum() {
+    // 2^63 + 3: the meter's lock bit would leave a budget of 3.
+    refused_starting(
+        &format!(
+            "{IMAGES}instances:\n  - name: a\n    image: hello\n    autokill: {{num_requests: 9223372036854775811}}\n"
+        ),
+        8,
+        30,
+        "instances[0].autokill.num_requests: 9223372036854775811 is more than the meter can \
+         count (at most 9223372036854775807",
+    );
+    let config = ok(&format!(
+        "{IMAGES}instances:\n  - name: a\n    image: hello\n    autokill: {{num_requests: 9223372036854775807}}\n"
+    ));
+    assert_eq!(config.instances[0].autokill.num_requests, (1 << 63) - 1);
+}
+
+#[test]
+fn uuid_shaped_names_are_refused() {
+    // The API reads `{id}` as a UUID first, so such a name would address another resource.
+    for name in [
+        "8d6b0ae0-0d4c-4b9e-a4a7-2b8f5d1c9e10",
+        "8d6b0ae00d4c4b9ea4a72b8f5d1c9e10",
+    ] {
+        refused_starting(
+            &format!("{IMAGES}instances:\n  - name: {name}\n    image: hello\n"),
+            6,
+            11,
+            &format!("instances[0].name: {name:?} has the shape of a UUID"),
+        );
+        refused_starting(
+            &format!("{IMAGES}service_groups:\n  - name: {name}\n"),
+            6,
+            11,
+            &format!("service_groups[0].name: {name:?} has the shape of a UUID"),
+        );
+    }
 }
 
 #[test]

@@ -38,6 +38,12 @@ const POOL_IDLE: u64 = 64;
 const MAX_WORKERS: u64 = 1024;
 /// Upper bound of `proxy.pool_idle_per_instance`.
 const MAX_POOL_IDLE: u64 = 65_536;
+/// Upper bound of `proxy.max_connections_per_worker` and `admin.max_connections`.
+const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Default `proxy.idle_timeout` and `admin.idle_timeout`.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `proxy.header_read_timeout` and `admin.header_read_timeout`.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest host name (RFC 1035 §2.3.4, without the root dot).
 const MAX_HOST_LEN: usize = 253;
 
@@ -184,7 +190,7 @@ fn proxy(raw: RawProxy) -> Result<ProxyConfig, Problem> {
         header_read_timeout: timeout(
             raw.header_read_timeout.as_ref(),
             "proxy.header_read_timeout",
-            Duration::from_secs(10),
+            HEADER_READ_TIMEOUT,
         )?,
         upstream_connect_timeout: timeout(
             raw.upstream_connect_timeout.as_ref(),
@@ -197,6 +203,27 @@ fn proxy(raw: RawProxy) -> Result<ProxyConfig, Problem> {
             Duration::from_secs(30),
         )?,
         pool_idle_per_instance: pool_idle,
+        idle_timeout: timeout(
+            raw.idle_timeout.as_ref(),
+            "proxy.idle_timeout",
+            IDLE_TIMEOUT,
+        )?,
+        max_connections_per_worker: bounded(
+            raw.max_connections_per_worker.as_ref(),
+            "proxy.max_connections_per_worker",
+            0,
+            MAX_CONNECTIONS,
+        )?,
+        request_body_timeout: timeout(
+            raw.request_body_timeout.as_ref(),
+            "proxy.request_body_timeout",
+            Duration::from_secs(10),
+        )?,
+        response_write_timeout: timeout(
+            raw.response_write_timeout.as_ref(),
+            "proxy.response_write_timeout",
+            Duration::from_secs(30),
+        )?,
         balance: match raw.balance {
             None | Some(RawBalance::RoundRobin) => Balance::RoundRobin,
             Some(RawBalance::LeastInflight) => Balance::LeastInflight,
@@ -253,7 +280,47 @@ fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {
             ),
         ));
     }
-    Ok(AdminConfig { listen, token })
+    let mut allowed_hosts = Vec::new();
+    for (i, spanned) in raw.allowed_hosts.into_iter().flatten().enumerate() {
+        let written = spanned.value.trim().to_ascii_lowercase();
+        // `name` or `name:port`; an IPv6 literal in brackets (`[fd00::1]:8081`).
+        let name = match written.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(':') && port.parse::<u16>().is_ok() => name,
+            _ => written.as_str(),
+        };
+        let bracketed = name.starts_with('[') && name.ends_with(']');
+        if !bracketed && host_name(name.trim_end_matches('.')).is_err() {
+            return Err(Place::of(&spanned).fail(
+                &format!("admin.allowed_hosts[{i}]"),
+                format!(
+                    "{:?} is not a host name or host:port (e.g. autokill.internal:8081)",
+                    spanned.value
+                ),
+            ));
+        }
+        allowed_hosts.push(written);
+    }
+    Ok(AdminConfig {
+        listen,
+        token,
+        allowed_hosts,
+        header_read_timeout: timeout(
+            raw.header_read_timeout.as_ref(),
+            "admin.header_read_timeout",
+            HEADER_READ_TIMEOUT,
+        )?,
+        idle_timeout: timeout(
+            raw.idle_timeout.as_ref(),
+            "admin.idle_timeout",
+            IDLE_TIMEOUT,
+        )?,
+        max_connections: bounded(
+            raw.max_connections.as_ref(),
+            "admin.max_connections",
+            0,
+            MAX_CONNECTIONS,
+        )?,
+    })
 }
 
 fn store(raw: RawStore) -> Result<StoreConfig, Problem> {
@@ -587,7 +654,15 @@ fn instance(
     let autokill = match raw.autokill {
         None => Autokill::default(),
         Some(autokill) => Autokill {
-            num_requests: autokill.num_requests.unwrap_or(0),
+            num_requests: match autokill.num_requests {
+                None => 0,
+                Some(n) => {
+                    check_num_requests(n.value).map_err(|e| {
+                        Place::of(&n).fail(&format!("{path}.autokill.num_requests"), e)
+                    })?;
+                    n.value
+                }
+            },
             time: optional_duration(autokill.time.as_ref(), &format!("{path}.autokill.time"))?,
         },
     };
@@ -643,15 +718,7 @@ fn unique_name(
 ) -> Result<String, Problem> {
     let place = Place::of(spanned);
     let name = &spanned.value;
-    if !is_label(name) || name.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(place.fail(
-            path,
-            format!(
-                "invalid name {name:?}: use 1 to 63 lower-case letters, digits and '-', \
-                 not starting or ending with '-'"
-            ),
-        ));
-    }
+    check_name(name).map_err(|e| place.fail(path, e))?;
     if what == "instance" && RESERVED_NAMES.contains(&name.as_str()) {
         return Err(place.fail(
             path,
@@ -671,8 +738,48 @@ fn unique_name(
     Ok(name.clone())
 }
 
+/// Checks a resource name, for the configuration and the API alike: a lower-case DNS label
+/// (instances are addressed as `<name>.<base_domain>`) that does not parse as a UUID (the API
+/// reads `{id}` as a UUID first, so such a name would address another resource).
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if !is_label(name) || name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "invalid name {name:?}: use 1 to 63 lower-case letters, digits and '-', \
+             not starting or ending with '-'"
+        ));
+    }
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(format!(
+            "{name:?} has the shape of a UUID; the API would take it for one, so choose \
+             another name"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a request budget against what the proxy's meter can count.
+pub(crate) fn check_num_requests(n: u64) -> Result<(), String> {
+    use crate::proxy::meter::MAX_LIMIT;
+    if n > MAX_LIMIT {
+        return Err(format!(
+            "{n} is more than the meter can count (at most {MAX_LIMIT}; 0 disables)"
+        ));
+    }
+    Ok(())
+}
+
 /// Path segments of the admin API under `/v1/instances/` that an instance name would shadow.
-pub(crate) const RESERVED_NAMES: [&str; 3] = ["templates", "start", "stop"];
+pub(crate) const RESERVED_NAMES: [&str; 9] = [
+    "templates",
+    "start",
+    "stop",
+    "wait",
+    "log",
+    "metrics",
+    "history",
+    "suspend",
+    "checkpoints",
+];
 
 /// A DNS label: 1-63 of ASCII letters, digits and '-', not starting or ending with '-'.
 pub(crate) fn is_label(label: &str) -> bool {

@@ -10,7 +10,7 @@ pub mod api;
 mod persist;
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,7 +25,7 @@ use crate::config::{Autodestroy, Autokill, Config, RestartPolicy};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyEvent;
 use crate::proxy::meter::Meter;
-use crate::proxy::route::{RouteTable, Upstream};
+use crate::proxy::route::{Drain, RouteTable, Upstream};
 use crate::runtime::{InstanceSpec, Runtime, RuntimeEvent};
 use crate::store::{Snapshot, Store};
 use crate::timers::{TimerId, Timers};
@@ -102,6 +102,11 @@ impl StopReason {
 
 /// Everything that can change the controller's state.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "an API call is moved once through the controller's queue; boxing it would \
+              allocate per call to save bytes only while it waits"
+)]
 pub enum Command {
     /// The configuration file declares these groups and instances.
     Declare {
@@ -220,6 +225,9 @@ pub enum Effect {
         /// Its incarnation, whose in-flight count is watched.
         upstream: Arc<Upstream>,
     },
+    /// End the [`Effect::WatchDrain`] of this incarnation without reporting [`Command::Drained`]:
+    /// the instance is deleted, stopped, or serves again.
+    EndDrainWatch(Arc<Upstream>),
     /// Publish a new route table and view.
     Publish,
     /// Give a meter its new durable ceiling (carried out after the commit that made it durable).
@@ -230,6 +238,19 @@ pub enum Effect {
         reserved: u64,
         /// The count at which to ask for the next block.
         refill_at: u64,
+    },
+    /// Give a meter its instance's new limit and lock (carried out after the commit that made
+    /// them durable); if the budget is then found spent, the controller is told
+    /// ([`Command::LimitReached`]), as a request that raced the change may not have seen it.
+    SetLimit {
+        /// The instance.
+        id: Uuid,
+        /// Its meter.
+        meter: Arc<Meter>,
+        /// The new limit (0 = none).
+        limit: u64,
+        /// Whether a delete lock holds the kill back (the proxy serves past the limit).
+        held: bool,
     },
     /// Count a kill in the metrics.
     Killed {
@@ -279,8 +300,10 @@ pub struct InstanceView {
     pub start_error: Option<String>,
     /// The live meter (requests served are read from it).
     pub meter: Arc<Meter>,
-    /// Autokill policy.
+    /// Autokill policy (for a template: the policy its clones inherit).
     pub autokill: Autokill,
+    /// Templates: deleted once unused this long.
+    pub unused_time: Option<Duration>,
     /// Restart policy.
     pub restart_policy: RestartPolicy,
     /// Autodestroy policy.
@@ -333,6 +356,8 @@ pub struct Published {
     pub table: Arc<ArcSwap<RouteTable>>,
     /// The admin side's snapshot.
     pub view: Arc<ArcSwap<View>>,
+    /// Bumped after every publish, so that the API can wait for a state without polling.
+    pub changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Published {
@@ -341,6 +366,7 @@ impl Published {
         Published {
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             view: Arc::new(ArcSwap::from_pointee(View::default())),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 }
@@ -361,6 +387,9 @@ pub struct Inputs {
     pub proxy: mpsc::UnboundedReceiver<ProxyEvent>,
     /// The runtime's events.
     pub runtime: mpsc::UnboundedReceiver<RuntimeEvent>,
+    /// Fires when the server shuts down: the controller ends after the batch in hand, so that
+    /// what happens to instances afterwards (their exits at shutdown) is not decided on.
+    pub shutdown: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// The controller's clock: wall-clock time as tokio's clock advances it, so that deadlines are
@@ -446,37 +475,131 @@ pub async fn run(
         instances: config.instances.clone(),
     };
     effects.extend(state.apply(declare, clock.now()));
-    task.commit_and_carry_out(effects, &mut state).await;
+    // Not ready until the recovered state is durable again: a store that refuses writes now is
+    // retried rather than let the server start on a state it cannot keep.
+    let mut backoff = RETRY_FIRST;
+    while let Err(message) = task.commit(&mut state).await {
+        tracing::error!(%message, "committing the recovered state failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RETRY_MAX);
+    }
+    task.carry_out(effects, &state);
     let _ = recovered.send(());
+    // Commands of a batch whose commit failed, applied again first (API calls excepted: they
+    // were answered with the error).
+    let mut again: VecDeque<Command> = VecDeque::new();
+    let mut backoff = RETRY_FIRST;
     loop {
-        let first = tokio::select! {
-            Some(cmd) = inputs.commands.recv() => cmd,
-            Some(ev) = inputs.proxy.recv() => proxy_command(ev),
-            Some(ev) = inputs.runtime.recv() => runtime_command(ev),
-            else => break,
+        let first = match again.pop_front() {
+            Some(cmd) => cmd,
+            None => tokio::select! {
+                biased;
+                _ = &mut inputs.shutdown => break,
+                Some(cmd) = inputs.commands.recv() => cmd,
+                Some(ev) = inputs.proxy.recv() => proxy_command(ev),
+                Some(ev) = inputs.runtime.recv() => runtime_command(ev),
+                else => break,
+            },
         };
         let mut batch = vec![first];
         while batch.len() < BATCH {
-            let next = match inputs.commands.try_recv() {
-                Ok(cmd) => cmd,
-                Err(_) => match inputs.proxy.try_recv() {
-                    Ok(ev) => proxy_command(ev),
-                    Err(_) => match inputs.runtime.try_recv() {
-                        Ok(ev) => runtime_command(ev),
-                        Err(_) => break,
+            let next = match again.pop_front() {
+                Some(cmd) => cmd,
+                None => match inputs.commands.try_recv() {
+                    Ok(cmd) => cmd,
+                    Err(_) => match inputs.proxy.try_recv() {
+                        Ok(ev) => proxy_command(ev),
+                        Err(_) => match inputs.runtime.try_recv() {
+                            Ok(ev) => runtime_command(ev),
+                            Err(_) => break,
+                        },
                     },
                 },
             };
             batch.push(next);
         }
         let mut effects = Vec::new();
+        let mut retry = Vec::new();
         for cmd in batch {
             if let Command::Timer(key) = &cmd {
                 task.armed.remove(key);
             }
+            retry.extend(cmd.retry_copy());
             effects.extend(state.apply(cmd, clock.now()));
         }
-        task.commit_and_carry_out(effects, &mut state).await;
+        match task.commit(&mut state).await {
+            Ok(()) => {
+                backoff = RETRY_FIRST;
+                task.carry_out(effects, &state);
+            }
+            Err(message) => {
+                // Nothing of the batch happened: the state is back at the last commit, no
+                // effect is carried out, its API calls are answered with the error, and the
+                // events it held are applied again after a pause.
+                tracing::error!(%message, "committing state failed; the batch is undone and its events retried");
+                for effect in effects {
+                    if let Effect::Reply(to, _) = effect {
+                        let _ = to.send(Err(api::ApiError {
+                            status: 500,
+                            message: format!("the change could not be made durable: {message}"),
+                        }));
+                    }
+                }
+                again.extend(retry);
+                tokio::select! {
+                    biased;
+                    _ = &mut inputs.shutdown => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Pauses between attempts to commit after the store refused a write.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Command {
+    /// A copy of an event to apply again if its batch could not be committed; `None` for an
+    /// API call (answered with the error instead: its caller decides whether to retry).
+    fn retry_copy(&self) -> Option<Command> {
+        Some(match self {
+            Command::Declare { groups, instances } => Command::Declare {
+                groups: groups.clone(),
+                instances: instances.clone(),
+            },
+            Command::Started {
+                id,
+                attempt,
+                result,
+            } => Command::Started {
+                id: *id,
+                attempt: *attempt,
+                result: result.clone(),
+            },
+            Command::StopDone { id, result } => Command::StopDone {
+                id: *id,
+                result: result.clone(),
+            },
+            Command::LimitReached { id } => Command::LimitReached { id: *id },
+            Command::Reserve { id } => Command::Reserve { id: *id },
+            Command::Drained { id } => Command::Drained { id: *id },
+            Command::Exited { id, exit_code } => Command::Exited {
+                id: *id,
+                exit_code: *exit_code,
+            },
+            Command::Timer(key) => Command::Timer(*key),
+            Command::Engine { unreachable } => Command::Engine {
+                unreachable: unreachable.clone(),
+            },
+            Command::Deleted { id, result } => Command::Deleted {
+                id: *id,
+                result: result.clone(),
+            },
+            Command::Api(..) => return None,
+        })
     }
 }
 
@@ -508,31 +631,25 @@ struct Task {
 }
 
 impl Task {
-    /// Commits what the batch changed, then carries out its effects. If the commit fails, nothing
-    /// of the batch is acknowledged: its API calls are answered 500.
-    async fn commit_and_carry_out(&mut self, mut effects: Vec<Effect>, state: &mut State) {
-        let changes = state.take_changes();
-        if !changes.is_empty() {
-            let store = Arc::clone(&self.store);
-            let committed = tokio::task::spawn_blocking(move || store.commit(&changes)).await;
-            let failure = match committed {
-                Ok(Ok(())) => None,
-                Ok(Err(err)) => Some(err.to_string()),
-                Err(err) => Some(format!("store task failed: {err}")),
-            };
-            if let Some(message) = failure {
-                tracing::error!(%message, "committing state failed; answering this batch's calls with errors");
-                for effect in &mut effects {
-                    if let Effect::Reply(_, result) = effect {
-                        *result = Err(api::ApiError {
-                            status: 500,
-                            message: format!("the change could not be made durable: {message}"),
-                        });
-                    }
-                }
-            }
+    /// Commits what the batch changed (one write transaction, fsync). On failure the state is
+    /// rolled back to the last commit, so memory never runs ahead of the disk.
+    async fn commit(&mut self, state: &mut State) -> Result<(), String> {
+        let changes = state.changes();
+        if changes.is_empty() {
+            state.committed();
+            return Ok(());
         }
-        self.carry_out(effects, state);
+        let store = Arc::clone(&self.store);
+        let result = match tokio::task::spawn_blocking(move || store.commit(&changes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(err) => Err(format!("store task failed: {err}")),
+        };
+        match result {
+            Ok(()) => state.committed(),
+            Err(_) => state.rollback(),
+        }
+        result
     }
 
     /// Carries out effects in order. Runtime calls and drain watches run as tasks that report
@@ -550,6 +667,19 @@ impl Task {
                     reserved,
                     refill_at,
                 } => meter.set_reserved(reserved, refill_at),
+                Effect::SetLimit {
+                    id,
+                    meter,
+                    limit,
+                    held,
+                } => {
+                    // A request that took the count to the new limit while it was being set
+                    // may have read the old one and not reported it; this read cannot miss it
+                    // (see `Meter::set_limit`).
+                    if meter.set_limit_spent(limit, held) && !held {
+                        let _ = self.tx.send(Command::LimitReached { id });
+                    }
+                }
                 Effect::Reply(to, result) => replies.push((to, result)),
                 Effect::Killed { resource, reason } => self
                     .metrics
@@ -636,10 +766,12 @@ impl Task {
                 Effect::WatchDrain { id, upstream } => {
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
-                        upstream.drained().await;
-                        let _ = tx.send(Command::Drained { id });
+                        if upstream.drained().await == Drain::Idle {
+                            let _ = tx.send(Command::Drained { id });
+                        }
                     });
                 }
+                Effect::EndDrainWatch(upstream) => upstream.retire(),
             }
         }
         if publish {
@@ -656,5 +788,11 @@ impl Task {
     fn publish(&self, state: &State) {
         self.published.table.store(Arc::new(state.route_table()));
         self.published.view.store(Arc::new(state.view()));
+        self.published
+            .changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 }
+
+#[cfg(test)]
+mod tests;

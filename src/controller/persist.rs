@@ -51,22 +51,36 @@ fn kill_reason(s: &str) -> Option<&'static str> {
 }
 
 impl State {
-    /// The records of everything changed since the last call.
-    pub fn take_changes(&mut self) -> Vec<Change> {
+    /// The records of everything changed since the last commit.
+    pub fn changes(&self) -> Vec<Change> {
         let mut changes = Vec::new();
-        for id in self.instances.take_dirty() {
-            changes.push(match self.instances.get(&id) {
+        for id in self.instances.changed() {
+            changes.push(match self.instances.get(id) {
                 Some(i) => Change::PutInstance(record(i)),
-                None => Change::DeleteInstance(id),
+                None => Change::DeleteInstance(*id),
             });
         }
-        for id in self.groups.take_dirty() {
-            changes.push(match self.groups.get(&id) {
+        for id in self.groups.changed() {
+            changes.push(match self.groups.get(id) {
                 Some(g) => Change::PutGroup(group_record(g)),
-                None => Change::DeleteGroup(id),
+                None => Change::DeleteGroup(*id),
             });
         }
         changes
+    }
+
+    /// The changes are durable: the next batch starts from here.
+    pub fn committed(&mut self) {
+        self.instances.commit();
+        self.groups.commit();
+        self.names.commit();
+    }
+
+    /// The changes could not be made durable: the state goes back to the last commit.
+    pub fn rollback(&mut self) {
+        self.instances.rollback();
+        self.groups.rollback();
+        self.names.rollback();
     }
 
     /// Rebuilds the state from what was stored and returns the effects that bring the world back
@@ -90,6 +104,7 @@ impl State {
                     hard_limit: r.hard_limit,
                     services: r.services,
                     from_config: r.from_config,
+                    skipped: None,
                 },
             );
         }
@@ -160,6 +175,9 @@ impl State {
                         start: Some(attempt),
                     });
                 }
+            }
+            if inst.state != InstanceState::Deleted {
+                self.names.insert(Arc::clone(&inst.name), id);
             }
             self.instances.insert(id, inst);
         }

@@ -42,7 +42,7 @@ pub(super) enum Pending {
 }
 
 /// One instance (or template) as the controller knows it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Instance {
     /// Identity.
     pub id: Uuid,
@@ -104,6 +104,9 @@ pub struct Instance {
     destroy_due: bool,
     /// What the runtime is doing for it.
     pending: Pending,
+    /// The kill reason a delete lock last held back, so that it is counted once per time it
+    /// comes due, not once per re-check.
+    skipped: Option<&'static str>,
 }
 
 impl Instance {
@@ -147,7 +150,17 @@ impl Instance {
             from_config: false,
             destroy_due: false,
             pending: Pending::None,
+            skipped: None,
         }
+    }
+
+    /// Its request budget is spent: a limit, and that many requests forwarded. The record's
+    /// limit decides, not the meter's: the meter learns a new limit only once it is committed.
+    /// The count is the number forwarded only once the whole budget is reserved (below that,
+    /// requests waiting for a reservation are counted for a moment and given back).
+    pub fn spent(&self) -> bool {
+        let limit = self.autokill.num_requests;
+        limit != 0 && self.meter.reserved() >= limit && self.meter.count() >= limit
     }
 
     pub(super) fn set_recovered(
@@ -196,7 +209,7 @@ impl Instance {
 }
 
 /// One service group as the controller knows it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Group {
     /// Identity.
     pub id: Uuid,
@@ -222,54 +235,62 @@ pub struct Group {
     pub services: serde_json::Value,
     /// Declared by the configuration file.
     pub from_config: bool,
+    /// The kill a delete lock last held back (see [`Instance`]'s).
+    pub(super) skipped: Option<&'static str>,
 }
 
-/// A map that remembers which entries were changed since they were last persisted: every
-/// mutable access marks its key, so nothing can change without being written.
+/// A map that remembers which entries were changed since the last commit, and what they were
+/// before: every mutable access saves the entry's first pre-image of the batch, so nothing can
+/// change without being written, and a batch whose commit failed can be undone whole.
 #[derive(Debug)]
-pub struct Tracked<V> {
-    map: HashMap<Uuid, V>,
-    dirty: HashSet<Uuid>,
+pub struct Tracked<K, V> {
+    map: HashMap<K, V>,
+    /// Pre-images of the entries changed since the last commit (`None`: it did not exist).
+    undo: HashMap<K, Option<V>>,
 }
 
-impl<V> Default for Tracked<V> {
+impl<K, V> Default for Tracked<K, V> {
     fn default() -> Self {
         Tracked {
             map: HashMap::new(),
-            dirty: HashSet::new(),
+            undo: HashMap::new(),
         }
     }
 }
 
-impl<V> Tracked<V> {
+impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
+    /// Saves the pre-image of `key` the first time it changes in a batch.
+    fn touch(&mut self, key: &K) {
+        if !self.undo.contains_key(key) {
+            self.undo.insert(key.clone(), self.map.get(key).cloned());
+        }
+    }
     /// Read access.
-    pub fn get(&self, id: &Uuid) -> Option<&V> {
-        self.map.get(id)
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
     }
     /// Write access; marks the entry.
-    pub fn get_mut(&mut self, id: &Uuid) -> Option<&mut V> {
-        let v = self.map.get_mut(id);
-        if v.is_some() {
-            self.dirty.insert(*id);
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        if self.map.contains_key(key) {
+            self.touch(key);
         }
-        v
+        self.map.get_mut(key)
     }
     /// Inserts; marks the entry.
-    pub fn insert(&mut self, id: Uuid, v: V) {
-        self.dirty.insert(id);
-        self.map.insert(id, v);
+    pub fn insert(&mut self, key: K, v: V) {
+        self.touch(&key);
+        self.map.insert(key, v);
     }
     /// Removes; marks the entry (its record is deleted).
-    pub fn remove(&mut self, id: &Uuid) -> Option<V> {
-        let v = self.map.remove(id);
-        if v.is_some() {
-            self.dirty.insert(*id);
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        if self.map.contains_key(key) {
+            self.touch(key);
         }
-        v
+        self.map.remove(key)
     }
     /// Whether the key is present.
-    pub fn contains_key(&self, id: &Uuid) -> bool {
-        self.map.contains_key(id)
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.map.contains_key(key)
     }
     /// All values.
     pub fn values(&self) -> impl Iterator<Item = &V> {
@@ -283,16 +304,29 @@ impl<V> Tracked<V> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-    /// The keys changed since the last call, and forgets them.
-    pub(super) fn take_dirty(&mut self) -> HashSet<Uuid> {
-        std::mem::take(&mut self.dirty)
+    /// The keys changed since the last commit.
+    pub(super) fn changed(&self) -> impl Iterator<Item = &K> {
+        self.undo.keys()
+    }
+    /// The changes are durable: forget their pre-images.
+    pub(super) fn commit(&mut self) {
+        self.undo.clear();
+    }
+    /// The changes could not be made durable: put back what was there before them.
+    pub(super) fn rollback(&mut self) {
+        for (key, before) in self.undo.drain() {
+            match before {
+                Some(v) => self.map.insert(key, v),
+                None => self.map.remove(&key),
+            };
+        }
     }
 }
 
-impl<V> std::ops::Index<&Uuid> for Tracked<V> {
+impl<K: Eq + std::hash::Hash, V> std::ops::Index<&K> for Tracked<K, V> {
     type Output = V;
-    fn index(&self, id: &Uuid) -> &V {
-        &self.map[id]
+    fn index(&self, key: &K) -> &V {
+        &self.map[key]
     }
 }
 
@@ -300,9 +334,16 @@ impl<V> std::ops::Index<&Uuid> for Tracked<V> {
 #[derive(Debug)]
 pub struct State {
     /// Instances and templates by id.
-    pub instances: Tracked<Instance>,
+    pub instances: Tracked<Uuid, Instance>,
     /// Service groups by id.
-    pub groups: Tracked<Group>,
+    pub groups: Tracked<Uuid, Group>,
+    /// Instances and templates (not those being deleted) by name: names are unique among them.
+    pub(super) names: Tracked<Arc<str>, Uuid>,
+    /// Names the configuration file declares: never given to an instance made through the API,
+    /// even while the declared instance does not exist (it may be re-created at the next start).
+    declared_names: HashSet<Arc<str>>,
+    /// Likewise for service group names.
+    declared_groups: HashSet<String>,
     base_domain: String,
     drain_timeout: Duration,
     workers: usize,
@@ -327,6 +368,9 @@ impl State {
         State {
             instances: Tracked::default(),
             groups: Tracked::default(),
+            names: Tracked::default(),
+            declared_names: HashSet::new(),
+            declared_groups: HashSet::new(),
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
             workers,
@@ -406,19 +450,30 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) {
+        // The file says which names are its own from now on (a reload may change them).
+        self.declared_names = groups
+            .iter()
+            .flat_map(|g| &g.instances)
+            .chain(&instances)
+            .map(|i| Arc::from(i.name.as_str()))
+            .collect();
+        self.declared_groups = groups.iter().map(|g| g.name.clone()).collect();
         let mut declared_groups = HashSet::new();
         let mut declared_instances = Vec::new();
         for g in groups {
-            let existing = self
-                .groups
-                .values()
-                .find(|x| x.name == g.name)
-                .map(|x| x.id);
-            let id = match existing.and_then(|id| self.groups.get_mut(&id)) {
+            // By origin, not by name: a group made through the API is never taken over.
+            let existing = self.groups.values().find(|x| x.name == g.name);
+            if existing.is_some_and(|x| !x.from_config) {
+                tracing::error!(group = %g.name, "the configuration declares a service group whose name a group made through the API has; the declared group and its instances are not created");
+                continue;
+            }
+            let id = match existing
+                .map(|x| x.id)
+                .and_then(|id| self.groups.get_mut(&id))
+            {
                 Some(x) => {
                     x.domains = g.domains;
                     x.autokill_time = g.autokill_time;
-                    x.from_config = true;
                     x.id
                 }
                 None => {
@@ -438,6 +493,7 @@ impl State {
                             hard_limit: None,
                             services: serde_json::Value::Array(Vec::new()),
                             from_config: true,
+                            skipped: None,
                         },
                     );
                     id
@@ -450,24 +506,21 @@ impl State {
 
         let mut declared_ids = HashSet::new();
         for (cfg, group) in declared_instances {
-            let existing = self
-                .instances
-                .values()
-                .find(|i| *i.name == *cfg.name && i.state != InstanceState::Deleted)
-                .map(|i| i.id);
-            match existing {
-                Some(id) => {
+            match self.names.get(&Arc::from(cfg.name.as_str())).copied() {
+                Some(id) if self.instances.get(&id).is_some_and(|i| i.from_config) => {
                     if let Some(i) = self.instances.get_mut(&id) {
                         i.autokill = cfg.autokill;
                         i.restart_policy = cfg.restart_policy;
                         i.autodestroy = cfg.autodestroy;
                         i.group = group;
-                        i.from_config = true;
-                        i.meter.set_limit(cfg.autokill.num_requests, i.delete_lock);
                     }
                     declared_ids.insert(id);
-                    self.reserve(id, fx);
+                    self.limit_changed(id, fx);
                     self.check_instance(id, now, fx);
+                }
+                Some(_) => {
+                    // Made through the API before the file declared this name: left alone.
+                    tracing::error!(instance = %cfg.name, "the configuration declares an instance whose name an instance or template made through the API has; the declared instance is not created");
                 }
                 None => {
                     let id = self.add_instance(declared(&cfg), group, None, true, true, now, fx);
@@ -567,8 +620,10 @@ impl State {
                 from_config,
                 destroy_due: false,
                 pending: Pending::None,
+                skipped: None,
             },
         );
+        self.names.insert(Arc::clone(&self.instances[&id].name), id);
         self.reserve(id, fx);
         if let Some(g) = group.and_then(|g| self.groups.get_mut(&g)) {
             g.empty_since = None;
@@ -656,7 +711,7 @@ impl State {
                     workers,
                 )));
                 // A budget spent before this start drains at once (unless a lock holds it).
-                if inst.meter.exhausted() {
+                if inst.spent() {
                     self.limit_reached(id, now, fx);
                 }
             }
@@ -672,23 +727,22 @@ impl State {
         fx.push(Effect::Publish);
     }
 
+    /// The proxy admitted the request that spends the budget (or a check found it spent): the
+    /// instance drains, and is deleted once nothing is in flight.
     fn limit_reached(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
         let drain_timeout = self.drain_timeout;
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        if inst.state != InstanceState::Running {
+        // A limit raised (or a request refunded) since the proxy reported it: nothing is due.
+        if inst.state != InstanceState::Running || !inst.spent() {
             return;
         }
         if inst.delete_lock {
-            fx.push(Effect::KillSkipped {
-                resource: INSTANCE,
-                reason: "num_requests",
-            });
+            skip(&mut inst.skipped, INSTANCE, "num_requests", fx);
             return;
         }
         inst.state = InstanceState::Draining;
-        inst.stop_reason = Some(StopReason::NumRequests);
         if let Some(up) = &inst.upstream {
             fx.push(Effect::WatchDrain {
                 id,
@@ -699,15 +753,41 @@ impl State {
         fx.push(Effect::Publish);
     }
 
+    /// A draining instance has nothing left in flight, or its drain timeout passed: it is
+    /// deleted — unless, since it began to drain, a delete lock was set (the kill is held back)
+    /// or its budget is no longer spent (a raised limit, a refunded request): then it serves on.
     fn drained(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
-        let Some(inst) = self.instances.get_mut(&id) else {
+        let Some(inst) = self.instances.get(&id) else {
             return;
         };
         if inst.state != InstanceState::Draining {
             return;
         }
         fx.push(Effect::Disarm(TimerKey::Drain(id)));
-        self.delete_instance(id, Some("num_requests"), fx);
+        if !self.undrain_if_not_due(id, fx) {
+            self.delete_instance(id, Some("num_requests"), fx);
+        }
+    }
+
+    /// A draining instance whose kill is no longer due goes back to running (in its groups'
+    /// rotation again). Returns whether it did.
+    fn undrain_if_not_due(&mut self, id: Uuid, fx: &mut Vec<Effect>) -> bool {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return false;
+        };
+        if inst.state != InstanceState::Draining || (inst.spent() && !inst.delete_lock) {
+            return false;
+        }
+        if inst.delete_lock && inst.spent() {
+            skip(&mut inst.skipped, INSTANCE, "num_requests", fx);
+        }
+        inst.state = InstanceState::Running;
+        if let Some(up) = &inst.upstream {
+            fx.push(Effect::EndDrainWatch(Arc::clone(up)));
+        }
+        fx.push(Effect::Disarm(TimerKey::Drain(id)));
+        fx.push(Effect::Publish);
+        true
     }
 
     fn exited(&mut self, id: Uuid, exit_code: i32, now: SystemTime, fx: &mut Vec<Effect>) {
@@ -715,7 +795,10 @@ impl State {
             return;
         };
         inst.exit_code = Some(exit_code);
-        inst.upstream = None;
+        // This incarnation is gone: a drain watching it ends without a report.
+        if let Some(up) = inst.upstream.take() {
+            fx.push(Effect::EndDrainWatch(up));
+        }
         fx.push(Effect::Publish);
         if matches!(inst.pending, Pending::Delete(_))
             || matches!(
@@ -743,7 +826,15 @@ impl State {
         } else {
             StopReason::Exited
         });
-        match decide(inst.restart_policy, inst.autodestroy, exit_code, user_stop) {
+        fx.push(Effect::Disarm(TimerKey::Drain(id)));
+        // A spent budget ends in its kill, whichever the controller hears of first, the exit or
+        // the drain: neither a restart nor autodestroy decides for a spent instance.
+        let decision = if inst.spent() {
+            Decision::Stay
+        } else {
+            decide(inst.restart_policy, inst.autodestroy, exit_code, user_stop)
+        };
+        match decision {
             Decision::Restart => {
                 if inst
                     .running_since
@@ -787,6 +878,10 @@ impl State {
                 tracing::error!(instance = %inst.name, %message, "deleting instance failed");
                 inst.state = InstanceState::Stopped;
                 inst.pending = Pending::None;
+                let name = Arc::clone(&inst.name);
+                if !self.names.contains_key(&name) {
+                    self.names.insert(name, id);
+                }
             }
             return;
         }
@@ -823,8 +918,9 @@ impl State {
 
     // ---- the triggers --------------------------------------------------------------------
 
-    /// A stopped instance: destroy it if autodestroy said so, delete it once `autokill.time`
-    /// has passed since it stopped, or arm the timer for that; a delete lock holds both back.
+    /// A stopped instance: delete it if its request budget is spent or autodestroy said so,
+    /// delete it once `autokill.time` has passed since it stopped, or arm the timer for that; a
+    /// delete lock holds them all back.
     fn check_stopped(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
@@ -835,42 +931,43 @@ impl State {
         {
             return;
         }
-        if inst.destroy_due {
-            if inst.delete_lock {
-                fx.push(Effect::KillSkipped {
-                    resource: INSTANCE,
-                    reason: "autodestroy",
-                });
-                return;
-            }
-            self.delete_instance(id, Some("autodestroy"), fx);
-            return;
-        }
-        let (Some(time), Some(stopped_at)) = (inst.autokill.time, inst.stopped_at) else {
-            fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
-            return;
-        };
-        let due = stopped_at + time;
-        if now < due {
-            fx.push(Effect::Arm(TimerKey::StoppedTime(id), due));
-        } else if inst.delete_lock {
-            fx.push(Effect::KillSkipped {
-                resource: INSTANCE,
-                reason: "stopped_time",
-            });
+        let due = if inst.spent() {
+            Some("num_requests")
+        } else if inst.destroy_due {
+            Some("autodestroy")
         } else {
-            self.delete_instance(id, Some("stopped_time"), fx);
+            match (inst.autokill.time, inst.stopped_at) {
+                (Some(time), Some(stopped_at)) if now < stopped_at + time => {
+                    fx.push(Effect::Arm(TimerKey::StoppedTime(id), stopped_at + time));
+                    None
+                }
+                (Some(_), Some(_)) => Some("stopped_time"),
+                _ => {
+                    fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
+                    None
+                }
+            }
+        };
+        match due {
+            None => inst.skipped = None,
+            Some(reason) if inst.delete_lock => skip(&mut inst.skipped, INSTANCE, reason, fx),
+            Some(reason) => self.delete_instance(id, Some(reason), fx),
         }
     }
 
     /// A template: delete it once its unused time has passed since it was made or last cloned
     /// and no clone of it is left.
     fn check_template(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
-        let clones = self
+        // Counting clones is a scan: done only for a template that is due.
+        let due = self
             .instances
-            .values()
-            .filter(|i| i.template == Some(id) && i.state != InstanceState::Deleted)
-            .count();
+            .get(&id)
+            .and_then(|t| t.unused_time.map(|time| t.last_used + time));
+        let clones = if due.is_some_and(|due| now >= due) {
+            self.clones_of(id)
+        } else {
+            0
+        };
         let Some(t) = self.instances.get_mut(&id) else {
             return;
         };
@@ -883,18 +980,17 @@ impl State {
         };
         let due = t.last_used + time;
         if now < due {
+            t.skipped = None;
             fx.push(Effect::Arm(TimerKey::Unused(id), due));
         } else if clones > 0 {
             // Re-checked when its last clone is deleted.
         } else if t.delete_lock {
-            fx.push(Effect::KillSkipped {
-                resource: TEMPLATE,
-                reason: "unused",
-            });
+            skip(&mut t.skipped, TEMPLATE, "unused", fx);
         } else {
             let t = self.instances.remove(&id);
             if let Some(t) = t {
                 tracing::info!(template = %t.name, "template deleted: unused");
+                self.names.remove(&t.name);
             }
             self.forget_template(id);
             fx.push(Effect::Delete(id));
@@ -914,6 +1010,7 @@ impl State {
         };
         if members > 0 {
             g.empty_since = None;
+            g.skipped = None;
             fx.push(Effect::Disarm(TimerKey::Empty(id)));
             return;
         }
@@ -924,12 +1021,10 @@ impl State {
         };
         let due = since + time;
         if now < due {
+            g.skipped = None;
             fx.push(Effect::Arm(TimerKey::Empty(id), due));
         } else if g.delete_lock {
-            fx.push(Effect::KillSkipped {
-                resource: GROUP,
-                reason: "empty",
-            });
+            skip(&mut g.skipped, GROUP, "empty", fx);
         } else {
             tracing::info!(group = %g.name, "service group deleted: empty");
             self.groups.remove(&id);
@@ -939,6 +1034,14 @@ impl State {
             });
             fx.push(Effect::Publish);
         }
+    }
+
+    /// Clones of template `id` that still exist.
+    pub(super) fn clones_of(&self, id: Uuid) -> usize {
+        self.instances
+            .values()
+            .filter(|i| i.template == Some(id) && i.state != InstanceState::Deleted)
+            .count()
     }
 
     /// Instances (of any state but deleted) that belong to group `id`.
@@ -964,13 +1067,17 @@ impl State {
         }
     }
 
-    /// Everything due for an instance whose lock was just cleared fires now.
+    /// Everything due for an instance fires now (after a lock is cleared, a policy changed, a
+    /// restart), and a drain that is no longer due ends.
     fn check_instance(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
         let Some(inst) = self.instances.get(&id) else {
             return;
         };
         match inst.state {
-            InstanceState::Running if inst.meter.exhausted() => self.limit_reached(id, now, fx),
+            InstanceState::Running => self.limit_reached(id, now, fx),
+            InstanceState::Draining => {
+                self.undrain_if_not_due(id, fx);
+            }
             InstanceState::Stopped => self.check_stopped(id, now, fx),
             InstanceState::Template => self.check_template(id, now, fx),
             _ => {}
@@ -987,6 +1094,7 @@ impl State {
         inst.attempt += 1;
         inst.restart_at = None;
         inst.destroy_due = false;
+        inst.skipped = None;
         fx.push(Effect::Disarm(TimerKey::StoppedTime(id)));
         fx.push(Effect::Disarm(TimerKey::Restart(id)));
         fx.push(Effect::Start {
@@ -1002,9 +1110,17 @@ impl State {
         };
         inst.state = InstanceState::Deleted;
         inst.pending = Pending::Delete(reason);
+        if let Some(up) = &inst.upstream {
+            fx.push(Effect::EndDrainWatch(Arc::clone(up)));
+        }
+        if reason == Some("num_requests") {
+            inst.stop_reason = Some(StopReason::NumRequests);
+        }
+        let name = Arc::clone(&inst.name);
+        self.names.remove(&name);
         // Counted when decided, as it leaves the API's and the metrics' view.
         if let Some(reason) = reason {
-            tracing::info!(instance = %inst.name, reason, "killing instance");
+            tracing::info!(instance = %name, reason, "killing instance");
             fx.push(Effect::Killed {
                 resource: INSTANCE,
                 reason,
@@ -1021,17 +1137,36 @@ impl State {
         fx.push(Effect::Publish);
     }
 
-    /// Applies a lock change: the proxy keeps serving past the limit while locked.
+    /// Applies a lock change: the proxy keeps serving past the limit while locked (the meter
+    /// learns it after the commit), a drain in progress ends, and what came due fires when the
+    /// lock is cleared.
     fn set_instance_lock(&mut self, id: Uuid, locked: bool, now: SystemTime, fx: &mut Vec<Effect>) {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
         let was = inst.delete_lock;
         inst.delete_lock = locked;
-        inst.meter.set_limit(inst.autokill.num_requests, locked);
-        if was && !locked {
+        if was != locked {
+            inst.skipped = None;
+            self.limit_changed(id, fx);
             self.check_instance(id, now, fx);
         }
+    }
+
+    /// The instance's limit or lock changed: the meter learns them once the change is committed
+    /// (so a failed commit leaves the proxy as it was), and the durable reservation follows the
+    /// new limit — every path that sets a limit goes through here.
+    pub(super) fn limit_changed(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
+        let Some(inst) = self.instances.get(&id) else {
+            return;
+        };
+        fx.push(Effect::SetLimit {
+            id,
+            meter: Arc::clone(&inst.meter),
+            limit: inst.autokill.num_requests,
+            held: inst.delete_lock,
+        });
+        self.reserve(id, fx);
     }
 }
 
@@ -1040,6 +1175,20 @@ impl State {
 /// crash, and a budget of N takes about 16·ln(N) commits to spend.
 pub fn reservation_block(limit: u64, reserved: u64) -> u64 {
     (limit.saturating_sub(reserved) / 16).max(1)
+}
+
+/// Counts a kill that a delete lock held back, once each time it comes due (not once per
+/// re-check: a PATCH of a locked, overdue resource does not count it again).
+fn skip(
+    skipped: &mut Option<&'static str>,
+    resource: &'static str,
+    reason: &'static str,
+    fx: &mut Vec<Effect>,
+) {
+    if *skipped != Some(reason) {
+        *skipped = Some(reason);
+        fx.push(Effect::KillSkipped { resource, reason });
+    }
 }
 
 /// What an instance is made from.

@@ -14,6 +14,20 @@ pub enum ProxyError {
     /// Downstream: no `Host` and no authority.
     #[error("request has no host")]
     NoHost,
+    /// Downstream: two `Host` fields, an empty or malformed one (a port that is not a number),
+    /// or an HTTP/2 `:authority` that names another host than `host` (RFC 9112 §3.2, RFC 9113
+    /// §8.3.1).
+    #[error("request has a bad or ambiguous host")]
+    BadHost,
+    /// Downstream: `CONNECT`, which the proxy does not tunnel.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Downstream: the request body sent nothing for `request_body_timeout`.
+    #[error("request body timed out after {0:?}")]
+    BodyTimeout(Duration),
+    /// Downstream: reading the request body failed (the client closed or broke the stream).
+    #[error("request body failed: {0}")]
+    ClientBody(hyper::Error),
     /// Downstream: the host matches no instance or service group.
     #[error("no route for host")]
     NoRoute,
@@ -40,11 +54,36 @@ pub enum ProxyError {
     Protocol(hyper::Error),
 }
 
+/// Every error kind: its metric label, and whether it is the upstream's failure
+/// (`autokill_upstream_errors_total{kind}`) rather than a refusal
+/// (`autokill_proxy_refused_total{reason}`). Indexed by [`ProxyError::index`].
+pub const KINDS: [(&str, bool); 12] = [
+    ("bad_request", false),
+    ("no_route", false),
+    ("unavailable", false),
+    ("exhausted", false),
+    ("method_not_allowed", false),
+    ("body_timeout", false),
+    ("client_error", false),
+    ("connect_refused", true),
+    ("connect_timeout", true),
+    ("connect", true),
+    ("timeout", true),
+    ("protocol", true),
+];
+
+/// The methods a 405 names: all but `CONNECT`.
+const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE";
+
 impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoHost | ProxyError::BadHost | ProxyError::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Unavailable | ProxyError::Exhausted => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectRefused(_) | ProxyError::Connect(_) | ProxyError::Protocol(_) => {
@@ -55,29 +94,33 @@ impl ProxyError {
     }
 
     /// True for failures of the upstream (counted in `autokill_upstream_errors_total`), false for
-    /// requests the proxy refused by its own rules (counted in `autokill_proxy_refused_total`).
+    /// requests the proxy refused by its own rules or the client's fault (counted in
+    /// `autokill_proxy_refused_total`).
     pub fn is_upstream(&self) -> bool {
-        !matches!(
-            self,
-            ProxyError::NoHost
-                | ProxyError::NoRoute
-                | ProxyError::Unavailable
-                | ProxyError::Exhausted
-        )
+        KINDS[self.index()].1
     }
 
     /// The metric label.
     pub fn kind(&self) -> &'static str {
+        KINDS[self.index()].0
+    }
+
+    /// The position of this error's kind in [`KINDS`], so that a worker can keep one resolved
+    /// counter per kind and count without a label lookup.
+    pub fn index(&self) -> usize {
         match self {
-            ProxyError::NoHost => "bad_request",
-            ProxyError::NoRoute => "no_route",
-            ProxyError::Unavailable => "unavailable",
-            ProxyError::Exhausted => "exhausted",
-            ProxyError::ConnectRefused(_) => "connect_refused",
-            ProxyError::ConnectTimeout(_) => "connect_timeout",
-            ProxyError::Connect(_) => "connect",
-            ProxyError::Timeout(_) => "timeout",
-            ProxyError::Protocol(_) => "protocol",
+            ProxyError::NoHost | ProxyError::BadHost => 0,
+            ProxyError::NoRoute => 1,
+            ProxyError::Unavailable => 2,
+            ProxyError::Exhausted => 3,
+            ProxyError::MethodNotAllowed => 4,
+            ProxyError::BodyTimeout(_) => 5,
+            ProxyError::ClientBody(_) => 6,
+            ProxyError::ConnectRefused(_) => 7,
+            ProxyError::ConnectTimeout(_) => 8,
+            ProxyError::Connect(_) => 9,
+            ProxyError::Timeout(_) => 10,
+            ProxyError::Protocol(_) => 11,
         }
     }
 
@@ -96,6 +139,10 @@ impl ProxyError {
     pub fn response(&self) -> Response<ProxyBody> {
         let body: &'static [u8] = match self {
             ProxyError::NoHost => b"missing Host header\n",
+            ProxyError::BadHost => b"bad or ambiguous Host\n",
+            ProxyError::MethodNotAllowed => b"CONNECT is not supported\n",
+            ProxyError::BodyTimeout(_) => b"request body timed out\n",
+            ProxyError::ClientBody(_) => b"request body could not be read\n",
             ProxyError::NoRoute => b"no instance or service group for this host\n",
             ProxyError::Unavailable => b"no instance available\n",
             ProxyError::Exhausted => b"instance has served its request limit\n",
@@ -111,8 +158,18 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            ProxyError::Unavailable | ProxyError::Exhausted => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ProxyError::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            }
+            // The request body was not read to its end: this connection cannot carry another.
+            ProxyError::BodyTimeout(_) | ProxyError::ClientBody(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         resp
     }
@@ -143,5 +200,14 @@ mod tests {
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         assert!(!ProxyError::Exhausted.is_upstream());
         assert!(ProxyError::Timeout(Duration::ZERO).is_upstream());
+        assert!(!ProxyError::BodyTimeout(Duration::ZERO).is_upstream());
+        assert_eq!(
+            ProxyError::BodyTimeout(Duration::ZERO).status(),
+            StatusCode::REQUEST_TIMEOUT
+        );
+        let r = ProxyError::MethodNotAllowed.response();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(r.headers().contains_key(header::ALLOW));
+        assert_eq!(ProxyError::BadHost.status(), StatusCode::BAD_REQUEST);
     }
 }

@@ -1,9 +1,44 @@
 //! Per-instance meters: the request count the proxy admits against, and in-flight counts per worker.
 //!
-//! Cost per request: one relaxed `fetch_add` on the instance's [`Meter`] (a 128-byte-aligned line of
-//! its own, so two instances never share a line), plus one plain load/store pair on the worker's own
-//! in-flight slot (single writer, never contended) when the request starts and when its body ends. No
-//! lock, no allocation, no map lookup. The controller and `/metrics` read the same atomics.
+//! Cost per request: one `fetch_add` on the instance's [`Meter`] (a 128-byte-aligned line of its
+//! own, so two instances never share a line) and loads of its limit and reservation from the same
+//! line; a plain store to the worker's own in-flight slot when the request starts and one
+//! uncontended read-modify-write of it when the request ends. No lock, no allocation, no map
+//! lookup. The controller and `/metrics` read the same atomics.
+//!
+//! # Memory ordering: the argument
+//!
+//! The admission `fetch_add` and the in-flight slot's release are `SeqCst` read-modify-writes and
+//! the loads next to them `SeqCst` loads. On x86 this costs nothing over `Relaxed` (every locked
+//! instruction is a full barrier, every load an acquire load); on ARM it is `ldaddal`/`ldar`
+//! instead of `ldadd`/`ldr`. Three properties rest on it:
+//!
+//! 1. **A drain sees every admitted request in flight.** A request enters its in-flight slot, then
+//!    adds to `count`. Every change of `count` is a read-modify-write, so the request `L` that
+//!    takes the count to the limit reads a value in the release sequence of every earlier
+//!    admission `E`'s `fetch_add`: `E` entering its slot happens-before `L`'s `fetch_add`, which
+//!    happens-before `L`'s message to the controller. When the controller sums the slots after
+//!    that message it therefore sees `E` (in flight, or already left). Later requests find the
+//!    budget spent and are not forwarded.
+//! 2. **A limit lowered while requests count is never missed by both sides** (store buffering).
+//!    The controller stores the limit and then loads the count ([`Meter::set_limit`], then
+//!    [`Meter::exhausted`]); a worker adds to the count and then loads the limit. All four are
+//!    `SeqCst`, so in their single total order either the controller's store precedes the worker's
+//!    load (the worker sees the new limit, and the request that reaches it reports
+//!    [`Admission::Last`]) or the worker's `fetch_add` precedes the controller's load (the
+//!    controller sees the count at the limit and drains). Both may happen; neither is impossible.
+//! 3. **The last request of a drain wakes the watcher** ([`Upstream::drained`]): the same store
+//!    buffering shape between the watcher (stores `draining`, loads the slots) and a worker
+//!    (releases its slot with a `SeqCst` read-modify-write, loads `draining`), the same
+//!    conclusion: the watcher sees the slot empty or the worker sees `draining` and notifies.
+//!
+//! `count` is changed only by read-modify-writes, and only a request that will be forwarded keeps
+//! its increment, so at rest it is exactly the number admitted. A request over the ceiling undoes
+//! its increment and is then decided again on a compare-and-swap that never overshoots, so an
+//! increment that other requests have not undone yet cannot make it look over the ceiling
+//! (see [`Meter::admit`]).
+//!
+//! [`Upstream::drained`]: super::route::Upstream::drained
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,15 +50,12 @@ use tokio::sync::Notify;
 /// past its limit (SPEC: the lock holds the kill back), but the request that reaches the limit
 /// is still reported as [`Admission::Last`], so the controller can count the kill it skipped.
 ///
-/// `count` only ever holds requests that were admitted: a request that finds the budget spent undoes
-/// its increment, so `count` is exact whenever no admission is in progress. A request is admitted
-/// only with `n <= limit`, where `n` (its own increment) is at least the number admitted so far,
-/// so no interleaving of increments and undos admits more than `limit`.
-///
 /// A limited meter also has a durable `reserved` ceiling (SPEC: exact across a crash): the
 /// controller has written to disk that up to `reserved` requests may have been forwarded, and the
 /// proxy forwards only below it. The request that reaches `refill_at` asks the controller for the
 /// next block ahead of need; one that finds the ceiling reached waits for it ([`Admission::Wait`]).
+/// A held meter also waits for its reservation until the whole budget is reserved; past the
+/// limit it needs none (the instance is over its budget anyway).
 #[derive(Debug)]
 #[repr(align(128))]
 pub struct Meter {
@@ -33,6 +65,8 @@ pub struct Meter {
     refill_at: AtomicU64,
     /// Signalled when `reserved` is raised; on the next cache line, away from the counters.
     raised: Notify,
+    /// The highest count `/metrics` has published, so the counter never goes down.
+    published: AtomicU64,
 }
 
 impl Default for Meter {
@@ -52,12 +86,28 @@ pub enum Admission {
     Refused,
     /// Forward the request, and ask the controller to reserve the next block.
     Refill,
-    /// The durable reservation is used up: ask for more and wait until [`Meter::reserved`] rises.
-    Wait,
+    /// The durable reservation is used up: ask for more, and wait until [`Meter::reserved`] rises
+    /// above the ceiling carried here (the one this decision compared against).
+    Wait(u64),
 }
 
 /// The "held" bit of the limit word: admit past the limit.
 const HELD: u64 = 1 << 63;
+
+/// The largest limit a meter holds: the bit above it is the "held" flag, so a larger limit would
+/// be cut. The API and the configuration refuse more.
+pub const MAX_LIMIT: u64 = HELD - 1;
+
+/// The most requests a meter admits for the limit word `word` and the reservation `reserved`.
+#[inline]
+fn ceiling(word: u64, reserved: u64) -> u64 {
+    let limit = word & !HELD;
+    if limit == 0 || (word & HELD != 0 && reserved >= limit) {
+        u64::MAX
+    } else {
+        limit.min(reserved)
+    }
+}
 
 impl Meter {
     /// A meter that has admitted `count` requests, with `limit` (0 = no limit).
@@ -68,38 +118,76 @@ impl Meter {
             reserved: AtomicU64::new(u64::MAX),
             refill_at: AtomicU64::new(0),
             raised: Notify::new(),
+            published: AtomicU64::new(count),
         }
     }
 
-    /// Counts one request against the budget. One relaxed `fetch_add`, then relaxed loads of the
-    /// limit (and, for a limited meter, of the reservation) from the same cache line; a refused or
-    /// waiting request pays one more `fetch_sub`.
+    /// Counts one request against the budget. One `fetch_add`, then loads of the limit (and, for
+    /// a limited meter, of the reservation and the refill mark) from the same cache line. A request
+    /// over the ceiling takes the cold path: it undoes its increment and decides again with a
+    /// compare-and-swap on the settled count, so a refusal or a wait is never caused by another
+    /// request's increment that is about to be undone.
     #[inline]
     pub fn admit(&self) -> Admission {
-        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        let word = self.limit.load(Ordering::Relaxed);
-        let limit = word & !HELD;
-        if limit == 0 {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let word = self.limit.load(Ordering::SeqCst);
+        if word & !HELD == 0 {
             return Admission::Admitted;
         }
-        if n > limit {
-            if word & HELD != 0 {
-                return Admission::Admitted;
-            }
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            return Admission::Refused;
+        if n > ceiling(word, self.reserved.load(Ordering::Acquire)) {
+            return self.over_ceiling();
         }
-        if n > self.reserved.load(Ordering::Acquire) {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            return Admission::Wait;
-        }
-        if n == limit {
+        self.classify(n, word)
+    }
+
+    /// The admission of the `n`th request under the limit word `word`.
+    #[inline]
+    fn classify(&self, n: u64, word: u64) -> Admission {
+        if n == word & !HELD {
             Admission::Last
         } else if n == self.refill_at.load(Ordering::Relaxed) {
             Admission::Refill
         } else {
             Admission::Admitted
         }
+    }
+
+    /// The cold path of [`Meter::admit`]: undo, then admit only by a compare-and-swap below the
+    /// ceiling, which adds nothing that would have to be undone. A count at the ceiling is then
+    /// made of admitted requests and of increments of other requests that are over it too (an
+    /// increment is undone only by a request that saw the count at the ceiling already), so the
+    /// budget really is spent (or the reservation really used up).
+    #[cold]
+    #[inline(never)]
+    fn over_ceiling(&self) -> Admission {
+        let mut c = self.count.fetch_sub(1, Ordering::SeqCst) - 1;
+        loop {
+            let word = self.limit.load(Ordering::SeqCst);
+            let reserved = self.reserved.load(Ordering::Acquire);
+            let limit = word & !HELD;
+            if c >= ceiling(word, reserved) {
+                return if reserved < limit {
+                    Admission::Wait(reserved)
+                } else {
+                    Admission::Refused
+                };
+            }
+            match self
+                .count
+                .compare_exchange_weak(c, c + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) if limit == 0 => return Admission::Admitted,
+                Ok(_) => return self.classify(c + 1, word),
+                Err(now) => c = now,
+            }
+        }
+    }
+
+    /// Gives back the budget of an admitted request that provably never reached the instance
+    /// (no connection, or the connection failed before the request was written), so that the
+    /// count stays the number of requests forwarded.
+    pub fn unadmit(&self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The durable ceiling of forwarded requests (`u64::MAX` when none applies).
@@ -109,6 +197,7 @@ impl Meter {
 
     /// Raises the ceiling once it is durable, and when to ask for the next one; wakes waiters.
     pub fn set_reserved(&self, reserved: u64, refill_at: u64) {
+        self.forwarded();
         self.refill_at.store(refill_at, Ordering::Relaxed);
         self.reserved.store(reserved, Ordering::Release);
         self.raised.notify_waiters();
@@ -125,30 +214,55 @@ impl Meter {
         raised.await;
     }
 
-    /// Requests admitted so far.
+    /// Requests admitted so far (exact when no admission is in progress).
     #[inline]
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Requests forwarded, for a Prometheus counter: never less than any value returned before.
+    ///
+    /// The count without the increments of requests that are over the ceiling and about to undo
+    /// them; a request given back by [`Meter::unadmit`] after a scrape counted it stays counted.
+    /// Called at scrape time and before the limit or the reservation change (so that what was
+    /// forwarded under the old ceiling is kept), never on the request path.
+    pub fn forwarded(&self) -> u64 {
+        let count = self.count.load(Ordering::SeqCst);
+        let word = self.limit.load(Ordering::SeqCst);
+        let settled = count.min(ceiling(word, self.reserved()));
+        self.published
+            .fetch_max(settled, Ordering::Relaxed)
+            .max(settled)
     }
 
     /// The current limit; 0 = none.
     pub fn limit(&self) -> u64 {
-        self.limit.load(Ordering::Relaxed) & !HELD
+        self.limit.load(Ordering::SeqCst) & !HELD
     }
 
     /// Sets the limit and whether it is held (the controller does this on PATCH and for delete
-    /// locks). Only the controller writes the limit, so a plain store is enough.
+    /// locks). `SeqCst`, so that a following [`Meter::exhausted`] and the workers' admissions
+    /// cannot both miss a budget that the new limit has spent (see the module docs).
     pub fn set_limit(&self, limit: u64, held: bool) {
+        self.forwarded();
         self.limit.store(
             (limit & !HELD) | if held { HELD } else { 0 },
-            Ordering::Relaxed,
+            Ordering::SeqCst,
         );
     }
 
-    /// True when the count has reached a non-zero limit (held or not).
+    /// Sets the limit (as [`Meter::set_limit`]) and tells whether the budget is now spent: if it
+    /// says no, the request that spends it will report [`Admission::Last`].
+    pub fn set_limit_spent(&self, limit: u64, held: bool) -> bool {
+        self.set_limit(limit, held);
+        self.exhausted()
+    }
+
+    /// True when a non-zero limit is spent (held or not): the whole budget was reserved and the
+    /// count has reached it. Ordered after a [`Meter::set_limit`] of the same thread (`SeqCst`).
     pub fn exhausted(&self) -> bool {
         let limit = self.limit();
-        limit != 0 && self.count() >= limit
+        limit != 0 && self.reserved() >= limit && self.count() >= limit
     }
 }
 
@@ -159,9 +273,10 @@ pub struct InflightSlot(AtomicU64);
 
 /// In-flight requests of one instance, one slot per proxy worker.
 ///
-/// Each slot has a single writer (its worker thread), so it is updated with a plain load and store
-/// rather than a read-modify-write, and workers never contend. Readers (the balancer, the controller
-/// waiting for a drain) sum the slots.
+/// Each slot has a single writer (its worker thread), so workers never contend. Entering is a plain
+/// load and store; leaving is a `SeqCst` read-modify-write, the order the drain notification needs
+/// (see the module docs; on x86 one `lock xadd` on a line the worker owns). Readers (the balancer,
+/// the controller waiting for a drain) sum the slots.
 #[derive(Debug)]
 pub struct Inflight {
     slots: Box<[InflightSlot]>,
@@ -187,16 +302,12 @@ impl Inflight {
     /// Called by worker `worker` only: a request finished.
     #[inline]
     pub fn leave(&self, worker: usize) {
-        let slot = &self.slots[worker].0;
-        slot.store(
-            slot.load(Ordering::Relaxed).saturating_sub(1),
-            Ordering::Release,
-        );
+        self.slots[worker].0.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Requests in flight across all workers.
     pub fn total(&self) -> u64 {
-        self.slots.iter().map(|s| s.0.load(Ordering::Acquire)).sum()
+        self.slots.iter().map(|s| s.0.load(Ordering::SeqCst)).sum()
     }
 }
 
@@ -265,17 +376,60 @@ mod tests {
         assert_eq!(m.admit(), Admission::Admitted);
         assert_eq!(
             m.admit(),
-            Admission::Wait,
+            Admission::Wait(4),
             "the ceiling is durable: never passed"
         );
         assert_eq!(m.count(), 4);
         m.set_reserved(10, 7);
         for _ in 0..5 {
-            assert_ne!(m.admit(), Admission::Wait);
+            assert!(!matches!(m.admit(), Admission::Wait(_)));
         }
         assert_eq!(m.admit(), Admission::Last);
         assert_eq!(m.admit(), Admission::Refused);
         assert_eq!(m.count(), 10);
+    }
+
+    #[test]
+    fn a_refund_gives_the_budget_back() {
+        let m = Meter::new(0, 2);
+        assert_eq!(m.admit(), Admission::Admitted);
+        assert_eq!(m.admit(), Admission::Last);
+        assert!(m.exhausted());
+        m.unadmit();
+        assert!(!m.exhausted());
+        assert_eq!(m.count(), 1);
+        assert_eq!(m.admit(), Admission::Last, "the refunded request's place");
+        assert_eq!(m.admit(), Admission::Refused);
+    }
+
+    #[test]
+    fn a_held_meter_waits_for_its_reservation_up_to_the_limit() {
+        let m = Meter::new(0, 3);
+        m.set_limit(3, true);
+        m.set_reserved(1, 0);
+        assert_eq!(m.admit(), Admission::Admitted);
+        assert_eq!(m.admit(), Admission::Wait(1), "held, but not durable yet");
+        m.set_reserved(3, 0);
+        assert_eq!(m.admit(), Admission::Admitted);
+        assert_eq!(m.admit(), Admission::Last);
+        assert_eq!(m.admit(), Admission::Admitted, "held past the limit");
+        assert!(m.exhausted());
+    }
+
+    #[test]
+    fn forwarded_leaves_out_increments_over_the_ceiling_and_never_drops() {
+        let m = Meter::new(0, 4);
+        m.set_reserved(2, 0);
+        for _ in 0..2 {
+            assert_eq!(m.admit(), Admission::Admitted);
+        }
+        // A request over the ceiling between its increment and its undo.
+        m.count.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(m.forwarded(), 2);
+        m.count.fetch_sub(1, Ordering::SeqCst);
+        // Lowering the limit below what was forwarded keeps what was forwarded.
+        m.set_limit(1, false);
+        assert_eq!(m.forwarded(), 2);
     }
 
     #[tokio::test]
@@ -310,6 +464,67 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// With the durable reservation raised block by block while threads count, every attempt
+        /// that waits is admitted once the ceiling rises: exactly min(limit, attempts) are
+        /// admitted, one is the last, and none is refused while budget is left.
+        #[test]
+        fn admission_waits_for_reservations(limit in 2u64..300, block in 1u64..50, threads in 1usize..5, per_thread in 1u64..150) {
+            let m = Arc::new(Meter::new(0, limit));
+            m.set_reserved(block.min(limit), 0);
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let results: Vec<(u64, u64, u64)> = std::thread::scope(|s| {
+                let raiser = {
+                    let (m, done) = (Arc::clone(&m), Arc::clone(&done));
+                    s.spawn(move || {
+                        while !done.load(Ordering::Relaxed) {
+                            let r = m.reserved();
+                            if r < limit && m.count() >= r {
+                                m.set_reserved((r + block).min(limit), 0);
+                            }
+                            std::thread::yield_now();
+                        }
+                    })
+                };
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let m = Arc::clone(&m);
+                        s.spawn(move || {
+                            let (mut admitted, mut last, mut refused) = (0, 0, 0);
+                            for _ in 0..per_thread {
+                                loop {
+                                    match m.admit() {
+                                        Admission::Admitted | Admission::Refill => admitted += 1,
+                                        Admission::Last => { admitted += 1; last += 1 }
+                                        Admission::Refused => refused += 1,
+                                        Admission::Wait(seen) => {
+                                            while m.reserved() <= seen {
+                                                std::thread::yield_now();
+                                            }
+                                            continue;
+                                        }
+                                    }
+                                    break;
+                                }
+                            }
+                            (admitted, last, refused)
+                        })
+                    })
+                    .collect();
+                let r = handles.into_iter().map(|h| h.join().unwrap_or((u64::MAX, 0, 0))).collect();
+                done.store(true, Ordering::Relaxed);
+                let _ = raiser.join();
+                r
+            });
+            let admitted: u64 = results.iter().map(|r| r.0).sum();
+            let last: u64 = results.iter().map(|r| r.1).sum();
+            let refused: u64 = results.iter().map(|r| r.2).sum();
+            let attempts = threads as u64 * per_thread;
+            proptest::prop_assert_eq!(admitted, limit.min(attempts));
+            proptest::prop_assert_eq!(last, u64::from(attempts >= limit));
+            proptest::prop_assert_eq!(refused, attempts.saturating_sub(limit));
+            proptest::prop_assert_eq!(m.count(), limit.min(attempts));
+        }
+
         /// Under any number of threads and attempts, exactly min(limit, attempts) are admitted and
         /// exactly one admission is the last.
         #[test]
@@ -324,7 +539,7 @@ mod tests {
                             for _ in 0..per_thread {
                                 match m.admit() {
                                     Admission::Admitted | Admission::Refill => admitted += 1,
-                                    Admission::Wait => {}
+                                    Admission::Wait(_) => {}
                                     Admission::Last => { admitted += 1; last += 1 }
                                     Admission::Refused => {}
                                 }
@@ -342,5 +557,102 @@ mod tests {
             proptest::prop_assert_eq!(last, u64::from(attempts >= limit));
             proptest::prop_assert_eq!(m.count(), limit.min(attempts));
         }
+    }
+}
+
+/// Stress tests of the races the module docs argue about; each failed on the meter before them.
+#[cfg(test)]
+mod races {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Waiters' undone increments must not make another request look past the limit.
+    #[test]
+    fn no_refusal_while_budget_is_left() {
+        let m = Meter::new(10, 11);
+        m.set_reserved(10, 0);
+        let stop = AtomicBool::new(false);
+        let refused = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut refused = 0u64;
+                        for _ in 0..300_000 {
+                            if m.admit() == Admission::Refused {
+                                refused += 1;
+                            }
+                        }
+                        refused
+                    })
+                })
+                .collect();
+            let r: u64 = hs.into_iter().map(|h| h.join().unwrap_or(u64::MAX)).sum();
+            stop.store(true, Ordering::Relaxed);
+            r
+        });
+        assert_eq!(refused, 0, "refused with one request of budget left");
+    }
+
+    /// What the metrics collector reads never goes down.
+    #[test]
+    fn published_count_never_decreases() {
+        let m = Meter::new(10, 20);
+        m.set_reserved(10, 0);
+        let stop = AtomicBool::new(false);
+        let drops = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let (mut last, mut drops) = (0, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let c = m.forwarded();
+                    if c < last {
+                        drops += 1;
+                    }
+                    last = c;
+                }
+                drops
+            });
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..300_000 {
+                            let _ = m.admit();
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                let _ = h.join();
+            }
+            stop.store(true, Ordering::Relaxed);
+            reader.join().unwrap_or(u64::MAX)
+        });
+        assert_eq!(drops, 0, "the published count went down");
+    }
+
+    /// A limit lowered to exactly count+1 while a request counts: the request is the last one, or
+    /// the controller sees the budget spent (never neither).
+    #[test]
+    fn lowered_limit_races_admission() {
+        let mut lost = 0;
+        for _ in 0..20_000 {
+            let m = Meter::new(5, 100);
+            let go = AtomicBool::new(false);
+            let (last, spent) = std::thread::scope(|s| {
+                let w = s.spawn(|| {
+                    while !go.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                    m.admit() == Admission::Last
+                });
+                go.store(true, Ordering::Relaxed);
+                m.set_limit(6, false);
+                let spent = m.exhausted();
+                (w.join().unwrap_or(true), spent)
+            });
+            if !last && !spent {
+                lost += 1;
+            }
+        }
+        assert_eq!(lost, 0, "the spent budget was seen by neither side");
     }
 }

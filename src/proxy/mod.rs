@@ -25,6 +25,7 @@ pub use route::RouteTable;
 
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
+use crate::net;
 
 /// What the proxy tells the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +43,7 @@ pub enum ProxyEvent {
 }
 
 /// The number of workers `cfg` asks for: `workers`, or one per available core when it is 0.
-pub fn worker_count(cfg: &ProxyConfig) -> usize {
+fn worker_count(cfg: &ProxyConfig) -> usize {
     if cfg.workers > 0 {
         cfg.workers
     } else {
@@ -54,21 +55,31 @@ pub fn worker_count(cfg: &ProxyConfig) -> usize {
 #[derive(Debug)]
 pub struct Proxy {
     addr: SocketAddr,
+    workers: usize,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Proxy {
     /// Binds the listeners (an error here is returned before anything runs) and starts the workers.
-    /// `shutdown_grace` bounds how long open connections may finish after [`Proxy::shutdown`].
+    /// `shutdown_grace` bounds how long open connections may finish after [`Proxy::shutdown`];
+    /// `open_files` is the open-file limit a derived connection cap is taken from.
     pub fn start(
         cfg: &ProxyConfig,
         shutdown_grace: Duration,
         table: Arc<ArcSwap<RouteTable>>,
         events: mpsc::UnboundedSender<ProxyEvent>,
         metrics: &Metrics,
+        open_files: u64,
     ) -> std::io::Result<Proxy> {
         let workers = worker_count(cfg);
+        // A proxied connection may hold an upstream connection too; half the files stay for
+        // the admin listener, the store and the instances.
+        let cap = net::connection_cap(
+            cfg.max_connections_per_worker,
+            open_files,
+            4 * workers as u64,
+        );
         let first = bind(cfg.listen)?;
         // Port 0 resolves on the first bind; the other workers share that port.
         let addr = first.local_addr()?;
@@ -77,7 +88,7 @@ impl Proxy {
             listeners.push(bind(addr)?);
         }
         let (shutdown, rx) = watch::channel(false);
-        let settings = worker::Settings::new(cfg, shutdown_grace);
+        let settings = worker::Settings::new(cfg, shutdown_grace, cap);
         let mut threads = Vec::with_capacity(workers);
         for (index, listener) in listeners.into_iter().enumerate() {
             let (table, events, settings, metrics, rx) = (
@@ -98,9 +109,10 @@ impl Proxy {
                 })?;
             threads.push(thread);
         }
-        tracing::info!(%addr, workers, "proxy listening");
+        tracing::info!(%addr, workers, connections_per_worker = cap, "proxy listening");
         Ok(Proxy {
             addr,
+            workers,
             shutdown,
             threads,
         })
@@ -109,6 +121,11 @@ impl Proxy {
     /// The address the proxy listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many workers run (each has its own in-flight slot in every instance's meter).
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// Stops accepting, lets open connections finish (bounded by the shutdown grace), and waits for

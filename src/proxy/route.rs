@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
@@ -36,10 +36,21 @@ pub struct Upstream {
     pub meter: Arc<Meter>,
     /// Requests in flight, per worker.
     pub inflight: Inflight,
-    /// Set while the instance drains, so that the request that ends last says so.
+    /// Set while a watcher waits for the drain, so that the request that ends last says so.
     draining: AtomicBool,
-    /// Signalled when a draining upstream has nothing left in flight.
+    /// Bumped by [`Upstream::retire`]: a watcher that started before it gives up.
+    watch: AtomicU64,
+    /// Signalled when a draining upstream has nothing left in flight, and on retirement.
     idle: Notify,
+}
+
+/// How [`Upstream::drained`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Nothing is in flight any more.
+    Idle,
+    /// [`Upstream::retire`] ended the watch (the instance was deleted or serves again).
+    Retired,
 }
 
 impl Upstream {
@@ -58,30 +69,55 @@ impl Upstream {
             meter,
             inflight: Inflight::new(workers),
             draining: AtomicBool::new(false),
+            watch: AtomicU64::new(0),
             idle: Notify::new(),
         }
     }
 
-    /// Called by a worker after a request ended: wakes [`Upstream::drained`] if that was the last
-    /// request of a draining upstream. One relaxed load when not draining.
+    /// Called by worker `worker` when one of its requests to this upstream ends (forwarded or
+    /// not): releases its in-flight slot and, if that was the last request of a draining upstream,
+    /// wakes [`Upstream::drained`]. Cost: one uncontended read-modify-write and one load; the
+    /// slots are summed only while draining.
+    ///
+    /// Why the wake-up cannot be missed: the slot's release and the load of `draining` here, and
+    /// the store of `draining` and the loads of the slots in `drained`, are all `SeqCst`, so either
+    /// this load sees `draining` (and the last request to leave sees every slot empty: each leave
+    /// precedes the other workers' later loads in the same total order) or the watcher's sum sees
+    /// this slot released. `notify_one` keeps a permit when the watcher is not waiting yet.
     #[inline]
-    pub fn request_ended(&self) {
-        if self.draining.load(Ordering::Relaxed) && self.inflight.total() == 0 {
+    pub fn leave(&self, worker: usize) {
+        self.inflight.leave(worker);
+        if self.draining.load(Ordering::SeqCst) && self.inflight.total() == 0 {
             self.idle.notify_one();
         }
     }
 
-    /// Marks the upstream draining and resolves once nothing is in flight.
-    pub async fn drained(&self) {
+    /// Marks the upstream draining and resolves once nothing is in flight, woken by the request
+    /// that leaves last ([`Upstream::leave`]); or once [`Upstream::retire`] ends the watch.
+    pub async fn drained(&self) -> Drain {
+        let watch = self.watch.load(Ordering::SeqCst);
         self.draining.store(true, Ordering::SeqCst);
-        // `notify_one` keeps a permit when nobody waits, so an end between the check and the
-        // wait is not lost. The worker reads the flag with a relaxed load (no fence on the hot
-        // path), so it may miss a flag set a moment ago; the slow re-check covers that case.
-        while self.inflight.total() > 0 {
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(50), self.idle.notified())
-                    .await;
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            // Registered before the checks, so a wake-up between them and the wait is kept.
+            idle.as_mut().enable();
+            if self.watch.load(Ordering::SeqCst) != watch {
+                return Drain::Retired;
+            }
+            if self.inflight.total() == 0 {
+                return Drain::Idle;
+            }
+            idle.await;
         }
+    }
+
+    /// Ends every [`Upstream::drained`] watch of this upstream (which then resolves
+    /// [`Drain::Retired`]) and stops the requests' drain check; a later `drained` watches anew.
+    pub fn retire(&self) {
+        self.draining.store(false, Ordering::SeqCst);
+        self.watch.fetch_add(1, Ordering::SeqCst);
+        self.idle.notify_waiters();
     }
 }
 
@@ -134,14 +170,19 @@ impl RouteTable {
     /// a connection may keep while the table stays the same.
     #[inline]
     pub fn lookup_index(&self, host: &[u8]) -> Option<usize> {
-        let host = strip_port(host);
-        let host = host.strip_suffix(b".").unwrap_or(host);
-        if host.len() > MAX_HOST {
+        self.index_of(host_name(host).ok()?)
+    }
+
+    /// The index of a host name already stripped of its port ([`host_name`]).
+    #[inline]
+    fn index_of(&self, name: &[u8]) -> Option<usize> {
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        if name.len() > MAX_HOST {
             return None;
         }
         // Stored keys are lower-case, so comparing with the input's case folded is exact.
         self.hosts
-            .find(hash_folded(host), |(key, _)| eq_folded(key, host))
+            .find(hash_folded(name), |(key, _)| eq_folded(key, name))
             .map(|(_, i)| *i)
     }
 
@@ -168,48 +209,129 @@ impl RouteTable {
     }
 }
 
+/// A `Host` (or `:authority`) that is not a host name with an optional numeric port: empty, with
+/// a character a host name cannot have, or a port that is not a number up to 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadHost;
+
+/// Longest `Host` value a [`RouteMemo`] remembers: a longest name, its trailing dot and a port.
+const MEMO_HOST: usize = MAX_HOST + 1 + 6;
+
 /// One connection's memory of where its last request's host led: a keep-alive connection nearly
-/// always names the same host, so a byte compare and a generation check replace the hash lookup.
-/// Cost on a hit: one compare of the host bytes; no allocation (the buffer is reused).
-#[derive(Debug, Default)]
+/// always names the same host, so a byte compare and a generation check replace the validation
+/// and the hash lookup. Cost on a hit: one compare of the host bytes. The bytes live in the memo
+/// itself (no allocation; it is part of the connection's state).
+#[derive(Debug)]
 pub struct RouteMemo {
     generation: u64,
-    host: Vec<u8>,
+    host: [u8; MEMO_HOST],
+    len: usize,
     index: usize,
     valid: bool,
 }
 
-impl RouteMemo {
-    /// Where `host` leads in `table`, from memory when this connection asked the same of the same
-    /// table last time.
-    #[inline]
-    pub fn resolve<'t>(&mut self, table: &'t RouteTable, host: &[u8]) -> Option<&'t Target> {
-        if !(self.valid && self.generation == table.generation && self.host == host) {
-            let index = table.lookup_index(host)?;
-            self.host.clear();
-            self.host.extend_from_slice(host);
-            (self.generation, self.index, self.valid) = (table.generation, index, true);
+impl Default for RouteMemo {
+    fn default() -> RouteMemo {
+        RouteMemo {
+            generation: 0,
+            host: [0; MEMO_HOST],
+            len: 0,
+            index: 0,
+            valid: false,
         }
-        table.targets.get(self.index)
     }
 }
 
-/// Removes `:port` from `host`, leaving an IPv6 literal's brackets alone.
-fn strip_port(host: &[u8]) -> &[u8] {
-    if host.first() == Some(&b'[') {
-        return match host.iter().position(|&b| b == b']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
+impl RouteMemo {
+    /// Where `host` leads in `table` (`Ok(None)`: nowhere), from memory when this connection asked
+    /// the same of the same table last time; a malformed host is [`BadHost`].
+    #[inline]
+    pub fn resolve<'t>(
+        &mut self,
+        table: &'t RouteTable,
+        host: &[u8],
+    ) -> Result<Option<&'t Target>, BadHost> {
+        let hit = self.valid && self.generation == table.generation && self.host() == host;
+        if !hit {
+            let Some(index) = table.index_of(host_name(host)?) else {
+                return Ok(None);
+            };
+            self.valid = host.len() <= MEMO_HOST;
+            if self.valid {
+                self.host[..host.len()].copy_from_slice(host);
+                (self.len, self.generation, self.index) = (host.len(), table.generation, index);
+            }
+            return Ok(table.targets.get(index));
+        }
+        Ok(table.targets.get(self.index))
     }
-    // A port has at most five digits, so only the last six bytes can hold its colon (a name
-    // has none; an IPv6 literal is bracketed, above).
-    let tail = host.len().saturating_sub(6);
-    match host[tail..].iter().rposition(|&b| b == b':') {
-        Some(colon) => &host[..tail + colon],
-        None => host,
+
+    fn host(&self) -> &[u8] {
+        &self.host[..self.len]
     }
 }
+
+/// The host name of a `Host` value: its port (digits only, at most 65535) removed, after checking
+/// that it is a host name (RFC 3986 `reg-name` characters, or a bracketed IPv6 literal) and not
+/// empty. Costs one pass over the bytes; the route memo skips it for a host it has seen.
+pub fn host_name(host: &[u8]) -> Result<&[u8], BadHost> {
+    let (name, port) = if host.first() == Some(&b'[') {
+        let end = host.iter().position(|&b| b == b']').ok_or(BadHost)?;
+        let (literal, rest) = host.split_at(end + 1);
+        if !literal[1..end]
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(BadHost);
+        }
+        match rest {
+            [] => (literal, None),
+            [b':', port @ ..] => (literal, Some(port)),
+            _ => return Err(BadHost),
+        }
+    } else {
+        match host.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
+            None => (host, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65_535
+    });
+    let name_ok = !name.is_empty() && (name[0] == b'[' || name.iter().all(|&b| is_name_byte(b)));
+    if port_ok && name_ok {
+        Ok(name)
+    } else {
+        Err(BadHost)
+    }
+}
+
+/// A byte a `reg-name` may hold (RFC 3986 §3.2.2: unreserved, sub-delims, `%` of an escape):
+/// one table load per byte.
+#[inline]
+fn is_name_byte(b: u8) -> bool {
+    NAME_BYTES[usize::from(b)]
+}
+
+/// [`is_name_byte`] as a table.
+static NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~!$&'()*+,;=%";
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// `key` (lower-case) equals `input` with its ASCII case folded; eight bytes per step.
 #[inline]
@@ -412,28 +534,30 @@ mod tests {
         let mut memo = RouteMemo::default();
         assert!(matches!(
             memo.resolve(&t, b"a.localhost"),
-            Some(Target::Instance(Some(0)))
+            Ok(Some(Target::Instance(Some(0))))
         ));
         assert!(matches!(
             memo.resolve(&t, b"a.localhost"),
-            Some(Target::Instance(Some(0)))
+            Ok(Some(Target::Instance(Some(0))))
         ));
         assert!(matches!(
             memo.resolve(&t, b"stopped.localhost"),
-            Some(Target::Instance(None))
+            Ok(Some(Target::Instance(None)))
         ));
-        assert!(memo.resolve(&t, b"nobody.localhost").is_none());
+        assert!(matches!(memo.resolve(&t, b"nobody.localhost"), Ok(None)));
+        assert_eq!(memo.resolve(&t, b"a.localhost:abc").err(), Some(BadHost));
+        assert_eq!(memo.resolve(&t, b"").err(), Some(BadHost));
         // A new table: remembered answers of the old one are not used.
         let mut b = RouteTable::builder();
         b.route("a.localhost", Target::Instance(None));
         let t2 = b.build();
         assert!(matches!(
             memo.resolve(&t, b"a.localhost"),
-            Some(Target::Instance(Some(0)))
+            Ok(Some(Target::Instance(Some(0))))
         ));
         assert!(matches!(
             memo.resolve(&t2, b"a.localhost"),
-            Some(Target::Instance(None))
+            Ok(Some(Target::Instance(None)))
         ));
     }
 
@@ -455,12 +579,8 @@ mod tests {
         assert!(!eq_folded(b"abc", b"abcd"));
         assert!(eq_folded(b"exactly8", b"EXACTLY8"));
         assert!(!eq_folded(b"exactly8", b"exactlY9"));
-        assert_eq!(
-            strip_port(b"host:123456"),
-            b"host:123456",
-            "not a port: no match"
-        );
-        assert_eq!(strip_port(b"a.b.c:65535"), b"a.b.c");
+        assert_eq!(host_name(b"host:123456"), Err(BadHost), "not a port");
+        assert_eq!(host_name(b"a.b.c:65535"), Ok(&b"a.b.c"[..]));
     }
 
     #[test]
@@ -502,8 +622,37 @@ mod tests {
 
     #[test]
     fn ipv6_literal_keeps_brackets() {
-        assert_eq!(strip_port(b"[::1]:8080"), b"[::1]");
-        assert_eq!(strip_port(b"[::1]"), b"[::1]");
-        assert_eq!(strip_port(b"host:80"), b"host");
+        assert_eq!(host_name(b"[::1]:8080"), Ok(&b"[::1]"[..]));
+        assert_eq!(host_name(b"[::1]"), Ok(&b"[::1]"[..]));
+        assert_eq!(host_name(b"host:80"), Ok(&b"host"[..]));
+        assert_eq!(
+            host_name(b"host:"),
+            Ok(&b"host"[..]),
+            "RFC 3986: the port may be empty"
+        );
+    }
+
+    #[test]
+    fn malformed_hosts_are_refused() {
+        for bad in [
+            &b""[..],
+            b":80",
+            b"x:abc",
+            b"x:65536",
+            b"x:1:2",
+            b"a b",
+            b"a/b",
+            b"a@b",
+            b"[::1",
+            b"[::1]x",
+            b"[zz]",
+        ] {
+            assert_eq!(
+                host_name(bad),
+                Err(BadHost),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

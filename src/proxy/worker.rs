@@ -2,41 +2,52 @@
 //! listener, and its own upstream connection pool, so a request never wakes another thread.
 //!
 //! Everything a worker owns is `Rc`/`RefCell`: no lock and no atomic reference count is touched on
-//! the request path except the instance's [`Meter`](super::meter::Meter) (one shared `fetch_add`) and the
-//! worker's own in-flight slot (uncontended). Per request, beyond what hyper allocates itself: no
-//! allocation for routing, counting or the pool; the route table is read through an
-//! `arc_swap::Cache` (one atomic load when it has not changed).
+//! the request path except the instance's [`Meter`](super::meter::Meter) (one shared `fetch_add`)
+//! and the worker's own in-flight slot (uncontended). Per request, beyond what hyper allocates
+//! itself: no allocation for routing, counting, the pool or `X-Forwarded-For` (the client's
+//! address is a `'static` value the worker made once for that address, copied without a reference
+//! count); the route table is read through an `arc_swap::Cache` (one atomic load when it has not
+//! changed). A request the proxy answers itself bumps one counter resolved when the worker
+//! started. HTTP/2 and absolute-form requests pay one allocation for the `Host` they are given.
+//!
+//! Per connection: a place under the worker's connection cap, the connection's state (its route
+//! memo holds the host bytes inline), and a watchdog ([`net::supervise`]) that closes it when it
+//! is silent, idle, or its client stops taking a response.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::error::Error as _;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Cache};
+use bytes::Bytes;
 use http::header::{HOST, VIA};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self as client, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::IntCounter;
 use prometheus::local::LocalHistogram;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, timeout, timeout_at};
 
 use super::ProxyEvent;
-use super::body::ProxyBody;
-use super::error::ProxyError;
+use super::body::{ClientBody, ClientBodyError, ProxyBody};
+use super::error::{KINDS, ProxyError};
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
 use super::meter::{Admission, Meter};
 use super::route::{RouteMemo, RouteTable, Target, Upstream};
 use crate::config::{Balance, ProxyConfig};
 use crate::metrics::Metrics;
+use crate::net::{self, Accepted, Activity, Busy, Timeouts, Watched};
 
 /// The data-path settings a worker needs, taken from [`ProxyConfig`].
 #[derive(Debug, Clone)]
@@ -46,16 +57,37 @@ pub(crate) struct Settings {
     pub upstream_timeout: Duration,
     pub pool_idle: usize,
     pub shutdown_grace: Duration,
+    pub idle_timeout: Duration,
+    pub request_body_timeout: Duration,
+    pub response_write_timeout: Duration,
+    /// Connections this worker serves at once.
+    pub max_connections: usize,
 }
 
 impl Settings {
-    pub(crate) fn new(cfg: &ProxyConfig, shutdown_grace: Duration) -> Settings {
+    pub(crate) fn new(
+        cfg: &ProxyConfig,
+        shutdown_grace: Duration,
+        max_connections: usize,
+    ) -> Settings {
         Settings {
             header_read_timeout: cfg.header_read_timeout,
             connect_timeout: cfg.upstream_connect_timeout,
             upstream_timeout: cfg.upstream_timeout,
             pool_idle: cfg.pool_idle_per_instance,
             shutdown_grace,
+            idle_timeout: cfg.idle_timeout,
+            request_body_timeout: cfg.request_body_timeout,
+            response_write_timeout: cfg.response_write_timeout,
+            max_connections,
+        }
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            silent: self.header_read_timeout,
+            idle: self.idle_timeout,
+            stalled: self.response_write_timeout,
         }
     }
 }
@@ -64,7 +96,7 @@ impl Settings {
 #[derive(Debug)]
 pub(crate) struct LocalUpstream {
     upstream: Arc<Upstream>,
-    idle: RefCell<Vec<SendRequest<Incoming>>>,
+    idle: RefCell<Vec<SendRequest<ClientBody>>>,
 }
 
 /// The table a worker last synchronised with, and its [`LocalUpstream`]s in the table's order.
@@ -72,6 +104,10 @@ struct Synced {
     table: *const RouteTable,
     locals: Vec<Rc<LocalUpstream>>,
 }
+
+/// Most client addresses a worker keeps a ready-made `X-Forwarded-For` value for; they are never
+/// freed (a `'static` value is what makes the per-request copy free), so their number is bounded.
+const MAX_CLIENTS: usize = 1024;
 
 /// The state of one worker thread.
 pub(crate) struct Worker {
@@ -83,18 +119,28 @@ pub(crate) struct Worker {
     events: mpsc::UnboundedSender<ProxyEvent>,
     settings: Settings,
     histogram: LocalHistogram,
-    metrics: Metrics,
+    /// One counter per [`ProxyError`] kind, indexed by [`ProxyError::index`], resolved once.
+    errors: Box<[IntCounter]>,
+    accept_errors: IntCounter,
+    /// `X-Forwarded-For` values by client address (see [`MAX_CLIENTS`]).
+    clients: RefCell<HashMap<IpAddr, HeaderValue>>,
 }
 
-/// What happens when a forwarded request ends (its response body ended or was dropped, or it
-/// failed): the in-flight slot is released, the duration observed, and a connection whose response
-/// was read to the end goes back to the pool.
+/// What happens when a request that was admitted ends (its response body ended or was dropped,
+/// or it failed): a request that never reached the instance gives its budget back, the in-flight
+/// slot is released, the duration observed, and a connection whose response was read to the end
+/// goes back to the pool.
 pub(crate) struct Finish {
     local: Rc<LocalUpstream>,
     worker: Rc<Worker>,
-    sender: Option<SendRequest<Incoming>>,
+    conn: Rc<ConnInfo>,
+    sender: Option<SendRequest<ClientBody>>,
     start: Instant,
     completed: bool,
+    /// The request was handed to an upstream connection (from then on it may have been seen).
+    sent: bool,
+    /// A body frame was handed to the client and it has not asked for the next yet.
+    handed: bool,
 }
 
 impl std::fmt::Debug for Finish {
@@ -110,14 +156,38 @@ impl Finish {
     pub(crate) fn complete(&mut self) {
         self.completed = true;
     }
+
+    /// A body frame went to the client: until it asks for the next, the response waits for it.
+    pub(crate) fn handed_to_client(&mut self) {
+        if !self.handed {
+            self.handed = true;
+            self.conn.waiting.set(self.conn.waiting.get() + 1);
+        }
+    }
+
+    /// The client asked for the next frame.
+    pub(crate) fn client_took(&mut self) {
+        if self.handed {
+            self.handed = false;
+            self.conn.waiting.set(self.conn.waiting.get() - 1);
+        }
+    }
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        self.local.upstream.inflight.leave(self.worker.index);
-        self.worker
-            .histogram
-            .observe(self.start.elapsed().as_secs_f64());
+        self.client_took();
+        let upstream = &self.local.upstream;
+        if self.sent {
+            self.worker
+                .histogram
+                .observe(self.start.elapsed().as_secs_f64());
+        } else {
+            // Never handed to the instance: "the count is the number forwarded". Before the slot
+            // is released, so that a drain that sees the slot empty sees the refund too.
+            upstream.meter.unadmit();
+        }
+        upstream.leave(self.worker.index);
         if self.completed
             && let Some(sender) = self.sender.take()
         {
@@ -137,6 +207,16 @@ impl Worker {
         settings: Settings,
         metrics: Metrics,
     ) -> Worker {
+        let errors = KINDS
+            .iter()
+            .map(|&(kind, upstream)| {
+                if upstream {
+                    metrics.upstream_errors.with_label_values(&[kind])
+                } else {
+                    metrics.refused.with_label_values(&[kind])
+                }
+            })
+            .collect();
         Worker {
             index,
             table: RefCell::new(Cache::new(table)),
@@ -148,7 +228,9 @@ impl Worker {
             events,
             settings,
             histogram: metrics.request_duration.local(),
-            metrics,
+            errors,
+            accept_errors: metrics.accept_errors.with_label_values(&["proxy"]),
+            clients: RefCell::new(HashMap::new()),
         }
     }
 
@@ -158,22 +240,18 @@ impl Worker {
         req: &Request<Incoming>,
         conn: &ConnInfo,
     ) -> Result<Rc<LocalUpstream>, Unrouted> {
-        // Absolute-form and HTTP/2 carry the authority in the URI; it wins over `Host` (RFC 9112 §3.2.2).
-        let host = match req.uri().authority() {
-            Some(a) => a.as_str().as_bytes(),
-            None => req
-                .headers()
-                .get(HOST)
-                .map(HeaderValue::as_bytes)
-                .ok_or(Unrouted::Refuse(ProxyError::NoHost))?,
-        };
+        let host = request_host(req).map_err(Unrouted::Refuse)?;
         let mut cache = self.table.borrow_mut();
         let table = cache.load();
         let mut synced = self.synced.borrow_mut();
         if !std::ptr::eq(synced.table, Arc::as_ptr(table)) {
             resync(&mut synced, table);
         }
-        let target = conn.route.borrow_mut().resolve(table, host);
+        let target = conn
+            .route
+            .borrow_mut()
+            .resolve(table, host)
+            .map_err(|_| Unrouted::Refuse(ProxyError::BadHost))?;
         match target.ok_or(Unrouted::Refuse(ProxyError::NoRoute))? {
             Target::Instance(None) => Err(Unrouted::Refuse(ProxyError::Unavailable)),
             Target::Instance(Some(i)) => {
@@ -217,7 +295,8 @@ impl Worker {
     }
 
     /// Counts the request on the instance's meter. The in-flight slot is taken first so that a
-    /// drain that sees the budget spent also sees this request in flight.
+    /// drain that sees the budget spent also sees this request in flight (the meter's module
+    /// docs give the argument).
     #[inline]
     fn admit(&self, local: &LocalUpstream) -> Admit {
         let up = &local.upstream;
@@ -235,27 +314,41 @@ impl Worker {
                 Admit::Go
             }
             Admission::Refused => {
-                up.inflight.leave(self.index);
+                up.leave(self.index);
                 Admit::Refused
             }
-            Admission::Wait => {
-                up.inflight.leave(self.index);
+            Admission::Wait(seen) => {
+                up.leave(self.index);
                 let _ = self.events.send(ProxyEvent::Reserve { id: up.id });
-                Admit::Wait(up.meter.reserved())
+                Admit::Wait(seen)
             }
         }
     }
 
+    /// Answers a request the proxy could not forward, and counts why (one shared counter bump).
     fn refuse(&self, err: ProxyError) -> Response<ProxyBody> {
-        if err.is_upstream() {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[err.kind()])
-                .inc();
-        } else {
-            self.metrics.refused.with_label_values(&[err.kind()]).inc();
-        }
+        self.errors[err.index()].inc();
         err.response()
+    }
+
+    /// The `X-Forwarded-For` value of a client at `ip`: made once per address (see
+    /// [`MAX_CLIENTS`]), so that each request copies it without touching a reference count.
+    fn client_value(&self, ip: IpAddr) -> HeaderValue {
+        let ip = ip.to_canonical();
+        let mut clients = self.clients.borrow_mut();
+        if let Some(value) = clients.get(&ip) {
+            return value.clone();
+        }
+        let text = ip.to_string();
+        let unknown = || HeaderValue::from_static("unknown");
+        if clients.len() >= MAX_CLIENTS {
+            return HeaderValue::from_str(&text).unwrap_or_else(|_| unknown());
+        }
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        let value = HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
+            .unwrap_or_else(|_| unknown());
+        clients.insert(ip, value.clone());
+        value
     }
 
     /// Sends `req` on a pooled connection, or a new one; a request the pool's connection did not
@@ -263,29 +356,46 @@ impl Worker {
     /// the upstream saw.
     async fn send(
         &self,
-        local: &LocalUpstream,
-        mut req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, SendRequest<Incoming>), ProxyError> {
+        finish: &mut Finish,
+        mut req: Request<ClientBody>,
+    ) -> Result<(Response<Incoming>, SendRequest<ClientBody>), ProxyError> {
         loop {
-            let pooled = local.idle.borrow_mut().pop();
+            let pooled = finish.local.idle.borrow_mut().pop();
             let Some(mut sender) = pooled else { break };
             if sender.is_closed() || (!sender.is_ready() && sender.ready().await.is_err()) {
                 continue;
             }
-            match timeout(self.settings.upstream_timeout, sender.try_send_request(req)).await {
-                Err(_) => return Err(ProxyError::Timeout(self.settings.upstream_timeout)),
-                Ok(Ok(resp)) => return Ok((resp, sender)),
-                Ok(Err(mut err)) => match err.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(ProxyError::Protocol(err.into_error())),
-                },
+            match self.exchange(finish, &mut sender, req).await {
+                Ok(resp) => return Ok((resp, sender)),
+                Err((_, Some(unsent))) => req = unsent,
+                Err((err, None)) => return Err(err),
             }
         }
-        let mut sender = self.connect(local.upstream.addr, false).await?;
-        match timeout(self.settings.upstream_timeout, sender.send_request(req)).await {
-            Err(_) => Err(ProxyError::Timeout(self.settings.upstream_timeout)),
-            Ok(Err(err)) => Err(ProxyError::Protocol(err)),
-            Ok(Ok(resp)) => Ok((resp, sender)),
+        let mut sender = self.connect(finish.local.upstream.addr, false).await?;
+        match self.exchange(finish, &mut sender, req).await {
+            Ok(resp) => Ok((resp, sender)),
+            Err((err, _)) => Err(err),
+        }
+    }
+
+    /// Hands `req` to `sender` and waits for the response head. From the hand-over the request
+    /// counts as sent, unless hyper gives it back unwritten (then it is returned with the error).
+    async fn exchange(
+        &self,
+        finish: &mut Finish,
+        sender: &mut SendRequest<ClientBody>,
+        req: Request<ClientBody>,
+    ) -> Result<Response<Incoming>, (ProxyError, Option<Request<ClientBody>>)> {
+        finish.sent = true;
+        let limit = self.settings.upstream_timeout;
+        match timeout(limit, sender.try_send_request(req)).await {
+            Err(_) => Err((ProxyError::Timeout(limit), None)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(mut err)) => {
+                let unsent = err.take_message();
+                finish.sent = unsent.is_none();
+                Err((exchange_error(err.into_error()), unsent))
+            }
         }
     }
 
@@ -294,7 +404,7 @@ impl Worker {
         &self,
         addr: SocketAddr,
         upgrades: bool,
-    ) -> Result<SendRequest<Incoming>, ProxyError> {
+    ) -> Result<SendRequest<ClientBody>, ProxyError> {
         let stream = match timeout(self.settings.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(ProxyError::ConnectTimeout(self.settings.connect_timeout)),
             Ok(Err(err)) => return Err(ProxyError::connect(err)),
@@ -319,17 +429,19 @@ impl Worker {
 
     /// An `Upgrade` request: a connection of its own, and after the upstream's 101 the two
     /// upgraded connections are spliced. The request counts as in flight until the tunnel closes.
-    async fn upgrade(&self, mut req: Request<Incoming>, finish: Finish) -> Response<ProxyBody> {
+    async fn upgrade(
+        &self,
+        mut req: Request<ClientBody>,
+        mut finish: Finish,
+    ) -> Response<ProxyBody> {
         let downstream = hyper::upgrade::on(&mut req);
         let mut sender = match self.connect(finish.local.upstream.addr, true).await {
             Ok(sender) => sender,
             Err(err) => return self.refuse(err),
         };
-        let mut resp = match timeout(self.settings.upstream_timeout, sender.send_request(req)).await
-        {
-            Err(_) => return self.refuse(ProxyError::Timeout(self.settings.upstream_timeout)),
-            Ok(Err(err)) => return self.refuse(ProxyError::Protocol(err)),
-            Ok(Ok(resp)) => resp,
+        let mut resp = match self.exchange(&mut finish, &mut sender, req).await {
+            Ok(resp) => resp,
+            Err((err, _)) => return self.refuse(err),
         };
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             headers::strip_hop_by_hop(resp.headers_mut(), false);
@@ -351,6 +463,46 @@ impl Worker {
     }
 }
 
+/// Classifies a failed exchange: the client's request body (a stall: 408; a broken stream: 400)
+/// is the client's fault; anything else is the upstream's.
+fn exchange_error(err: hyper::Error) -> ProxyError {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(body) = cause.downcast_ref::<ClientBodyError>() {
+            return match body {
+                ClientBodyError::Timeout(limit) => ProxyError::BodyTimeout(*limit),
+                ClientBodyError::Read(_) => ProxyError::ClientBody(err),
+            };
+        }
+        source = cause.source();
+    }
+    ProxyError::Protocol(err)
+}
+
+/// The host a request names (RFC 9112 §3.2): the authority of an absolute-form or HTTP/2 target,
+/// else the one `Host` field. Two `Host` fields, or an HTTP/2 `host` naming another host than
+/// `:authority`, are refused rather than guessed at.
+fn request_host(req: &Request<Incoming>) -> Result<&[u8], ProxyError> {
+    let mut fields = req.headers().get_all(HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err(ProxyError::BadHost);
+    }
+    match (req.uri().authority(), field) {
+        (Some(authority), Some(field))
+            if req.version() == Version::HTTP_2
+                && !authority
+                    .as_str()
+                    .as_bytes()
+                    .eq_ignore_ascii_case(field.as_bytes()) =>
+        {
+            Err(ProxyError::BadHost)
+        }
+        (Some(authority), _) => Ok(authority.as_str().as_bytes()),
+        (None, Some(field)) => Ok(field.as_bytes()),
+        (None, None) => Err(ProxyError::NoHost),
+    }
+}
 /// Rebuilds the worker's [`LocalUpstream`]s for a new table, keeping those (and their idle
 /// connections) whose upstream is still the same incarnation. Runs once per published table.
 #[cold]
@@ -400,11 +552,12 @@ enum Unrouted {
 enum Admit {
     Go,
     Refused,
+    /// Wait for the reservation to rise above this ceiling (the one the meter compared with).
     Wait(u64),
 }
 
-/// How long a request waits for the controller to make the next block of requests durable
-/// before it is answered 503; a wait happens only when requests outrun the store's commits.
+/// How long a request may wait, in all, for the controller to make the next block of requests
+/// durable before it is answered 503; a wait happens only when requests outrun the store's commits.
 const RESERVE_WAIT: Duration = Duration::from_secs(5);
 
 /// Per-connection facts the request path needs.
@@ -412,21 +565,27 @@ struct ConnInfo {
     client: HeaderValue,
     /// Where this connection's last host led.
     route: RefCell<RouteMemo>,
+    /// Responses of this connection waiting for the client to take a body frame.
+    waiting: Cell<u32>,
 }
 
 /// Handles one request: route, count, rewrite, forward, stream back.
 async fn handle(
     worker: Rc<Worker>,
     conn: Rc<ConnInfo>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
+    if req.method() == Method::CONNECT {
+        return Ok(worker.refuse(ProxyError::MethodNotAllowed));
+    }
     let local = loop {
         match worker.route(&req, &conn) {
             Ok(local) => break local,
             Err(Unrouted::Refuse(err)) => return Ok(worker.refuse(err)),
+            // One deadline for the whole wait, however often the ceiling rises in between.
             Err(Unrouted::Wait(meter, seen)) => {
-                if timeout(RESERVE_WAIT, meter.wait_raised(seen))
+                if timeout_at(start + RESERVE_WAIT, meter.wait_raised(seen))
                     .await
                     .is_err()
                 {
@@ -438,37 +597,47 @@ async fn handle(
     let mut finish = Finish {
         local,
         worker: Rc::clone(&worker),
+        conn,
         sender: None,
         start,
         completed: false,
+        sent: false,
+        handed: false,
     };
 
-    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-    let via = match req.version() {
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
+    let via = match parts.version {
         Version::HTTP_2 => &VIA_2,
         Version::HTTP_10 => &VIA_10,
         _ => &VIA_11,
     };
-    if let Some(authority) = req.uri().authority().cloned() {
-        // HTTP/2 and absolute-form: the upstream speaks HTTP/1.1 and wants origin-form plus `Host`.
-        if !req.headers().contains_key(HOST)
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            req.headers_mut().insert(HOST, host);
+    if let Some(authority) = parts.uri.authority() {
+        // HTTP/2 and absolute-form: the upstream speaks HTTP/1.1 and wants origin-form plus the
+        // target's authority as `Host`, replacing any `Host` the client sent (RFC 9112 §3.2.2).
+        // The authority was checked by the route lookup, so it is a valid field value.
+        match HeaderValue::from_str(authority.as_str()) {
+            Ok(host) => {
+                parts.headers.insert(HOST, host);
+            }
+            Err(_) => return Ok(worker.refuse(ProxyError::BadHost)),
         }
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     }
-    *req.version_mut() = Version::HTTP_11;
-    let h = req.headers_mut();
-    headers::strip_hop_by_hop(h, upgrade);
-    headers::append_forwarded_for(h, &conn.client);
-    h.append(VIA, via.clone());
+    parts.version = Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::append_forwarded_for(&mut parts.headers, &finish.conn.client);
+    parts.headers.append(VIA, via.clone());
+    let req = Request::from_parts(
+        parts,
+        ClientBody::new(body, worker.settings.request_body_timeout),
+    );
 
     if upgrade {
         return Ok(worker.upgrade(req, finish).await);
     }
-    match worker.send(&finish.local, req).await {
+    match worker.send(&mut finish, req).await {
         Ok((mut resp, sender)) => {
             finish.sender = Some(sender);
             headers::strip_hop_by_hop(resp.headers_mut(), false);
@@ -502,8 +671,13 @@ pub(crate) fn run(
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let listener = TcpListener::from_std(listener)?;
         let worker = Rc::new(worker);
+        let mut listener = net::Listener::new(
+            TcpListener::from_std(listener)?,
+            worker.settings.max_connections,
+            "proxy",
+            worker.accept_errors.clone(),
+        );
         let mut builder = auto::Builder::new(LocalExec);
         builder
             .http1()
@@ -523,14 +697,7 @@ pub(crate) fn run(
 
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => serve(&builder, &graceful, &worker, stream, peer),
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off rather than spin.
-                        tracing::warn!(%err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
+                accepted = listener.accept() => serve(&builder, &graceful, &worker, accepted),
                 _ = shutdown.changed() => break,
             }
         }
@@ -549,29 +716,48 @@ pub(crate) fn run(
     })
 }
 
+/// Serves one accepted connection under its watchdog, holding its place under the cap.
 fn serve(
     builder: &auto::Builder<LocalExec>,
     graceful: &GracefulShutdown,
     worker: &Rc<Worker>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
 ) {
+    let Accepted {
+        stream,
+        peer,
+        permit,
+    } = accepted;
     let _ = stream.set_nodelay(true);
     let info = Rc::new(ConnInfo {
-        client: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        client: worker.client_value(peer.ip()),
         route: RefCell::new(RouteMemo::default()),
+        waiting: Cell::new(0),
     });
+    // The service holds one reference, the watchdog's look another; every request in progress
+    // (and every response body still streaming) holds one more.
+    let watched = Rc::downgrade(&info);
+    let busy = move || match watched.upgrade() {
+        Some(info) if info.waiting.get() > 0 => Busy::Stalled,
+        Some(info) if Rc::strong_count(&info) > 2 => Busy::Working,
+        _ => Busy::Idle,
+    };
+    let timeouts = worker.settings.timeouts();
     let worker = Rc::clone(worker);
     let service =
         hyper::service::service_fn(move |req| handle(Rc::clone(&worker), Rc::clone(&info), req));
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
     let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(io, service)
         .into_owned();
     let conn = graceful.watch(conn);
     tokio::task::spawn_local(async move {
-        if let Err(err) = conn.await {
-            tracing::debug!(%err, "client connection ended with an error");
+        let _permit = permit;
+        match net::supervise(conn, &activity, timeouts, busy).await {
+            Some(Err(err)) => tracing::debug!(%err, "client connection ended with an error"),
+            None => tracing::debug!(%peer, "closed a silent, idle or stalled client connection"),
+            Some(Ok(())) => {}
         }
     });
 }

@@ -4,6 +4,7 @@
 //! trait returns boxed futures and is used as `Arc<dyn Runtime>`; nothing here is on the hot path.
 
 pub mod docker;
+pub mod logs;
 pub mod process;
 
 use std::collections::HashMap;
@@ -110,6 +111,14 @@ pub enum RuntimeError {
         "image {0:?} exposes no port; set `port:` in its runtime.images entry or runtime.default_port"
     )]
     NoPort(String),
+    /// This backend does not do that (e.g. keep logs).
+    #[error("not supported by the {runtime} runtime: {what}")]
+    Unsupported {
+        /// The backend.
+        runtime: &'static str,
+        /// What it does not do.
+        what: &'static str,
+    },
     /// An operating-system or engine call failed.
     #[error("{what}: {source}")]
     Io {
@@ -172,4 +181,33 @@ pub trait Runtime: Send + Sync + 'static {
         let _ = id;
         Box::pin(async { Ok(()) })
     }
+    /// The instance's output (stdout and stderr together): up to `limit` bytes from `offset`,
+    /// counted from the first byte it wrote (negative: back from the end), within the bounded
+    /// part the backend keeps. By default a backend keeps none.
+    fn logs(
+        &self,
+        id: Uuid,
+        offset: i64,
+        limit: Option<u64>,
+    ) -> BoxFuture<'_, Result<LogChunk, RuntimeError>> {
+        let _ = (id, offset, limit);
+        let runtime = self.kind();
+        Box::pin(async move {
+            Err(RuntimeError::Unsupported {
+                runtime,
+                what: "instance logs",
+            })
+        })
+    }
+}
+
+/// A piece of an instance's output log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// The offsets (from the first byte ever written) the backend still keeps: `[start, end)`.
+    pub available: (u64, u64),
+    /// The offsets of `data`.
+    pub range: (u64, u64),
 }

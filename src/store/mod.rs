@@ -164,6 +164,9 @@ pub struct Snapshot {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Tests: how many of the next commits fail as a full disk would.
+    #[cfg(test)]
+    fail_commits: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Store {
@@ -201,6 +204,8 @@ impl Store {
         let store = Store {
             db,
             path: path.to_owned(),
+            #[cfg(test)]
+            fail_commits: std::sync::atomic::AtomicU32::new(0),
         };
         store.init().map_err(|e| io(e.to_string()))?;
         let snapshot = store.read_all()?;
@@ -263,6 +268,21 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
+        #[cfg(test)]
+        if self
+            .fail_commits
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                message: "No space left on device (injected by a test)".into(),
+            });
+        }
         self.write(changes).map_err(|e| StoreError::Io {
             path: self.path.clone(),
             message: e.to_string(),
@@ -293,6 +313,13 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Tests: the next `n` commits fail.
+    #[cfg(test)]
+    pub(crate) fn fail_next_commits(&self, n: u32) {
+        self.fail_commits
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Test support: sets the schema version in the file, as a newer build would.

@@ -57,19 +57,40 @@ impl Server {
 
     /// Like [`Server::start`], with extra keys for the `proxy:` block (indented by the caller).
     pub async fn start_with(body: impl FnOnce(&Path) -> String, proxy_extra: &str) -> Server {
-        Server::start_config(body, proxy_extra, "").await
+        Server::start_config(body, proxy_extra, "", None).await
     }
 
     /// Like [`Server::start`], with extra keys for the `admin:` block (indented by the caller),
     /// e.g. `"  token: s3cret\n"`.
     pub async fn start_with_admin(body: impl FnOnce(&Path) -> String, admin_extra: &str) -> Server {
-        Server::start_config(body, "", admin_extra).await
+        Server::start_config(body, "", admin_extra, None).await
+    }
+
+    /// Like [`Server::start_with`], with extra keys for the `proxy:` and the `admin:` blocks.
+    pub async fn start_config_for_test(
+        body: impl FnOnce(&Path) -> String,
+        proxy_extra: &str,
+        admin_extra: &str,
+    ) -> Server {
+        Server::start_config(body, proxy_extra, admin_extra, None).await
+    }
+
+    /// Like [`Server::start_with`], with extra keys for both blocks, in a process whose open-file
+    /// limit (soft and hard) is `open_files`.
+    pub async fn start_with_file_limit(
+        body: impl FnOnce(&Path) -> String,
+        proxy_extra: &str,
+        admin_extra: &str,
+        open_files: u64,
+    ) -> Server {
+        Server::start_config(body, proxy_extra, admin_extra, Some(open_files)).await
     }
 
     async fn start_config(
         body: impl FnOnce(&Path) -> String,
         proxy_extra: &str,
         admin_extra: &str,
+        open_files: Option<u64>,
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -81,13 +102,33 @@ impl Server {
         );
         let path = dir.path().join("autokill.yaml");
         std::fs::write(&path, &config).expect("write config");
-        let child = Command::new(BIN)
+        // AUTOKILL_TEST_BIN runs the suite against another build (e.g. to see a new test fail
+        // on the code before a fix).
+        let bin = std::env::var("AUTOKILL_TEST_BIN").unwrap_or_else(|_| BIN.to_owned());
+        let mut command = Command::new(bin);
+        command
             .args(["serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "autokill=warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start autokill");
+            .stdin(Stdio::null());
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only `setrlimit`, which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = command.spawn().expect("start autokill");
         let server = Server {
             proxy,
             admin,
@@ -214,6 +255,14 @@ impl Server {
         }
     }
 
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hangup(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -300,6 +349,9 @@ pub async fn request(addr: SocketAddr, method: &str, host: &str, path: &str) -> 
     }
 }
 
+/// Longest a test request may take, answer and body, before it fails the test.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn try_request(
     addr: SocketAddr,
     method: &str,
@@ -312,10 +364,15 @@ async fn try_request(
         .header("host", host)
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let resp = client().request(req).await.map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((parts.status, parts.headers, body))
+    let exchange = async {
+        let resp = client().request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts.status, parts.headers, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
 }
 
 /// One request to `addr` (`Host: localhost`) with `body` and extra header fields.
@@ -339,16 +396,22 @@ pub async fn request_with(
     let req = req
         .body(Full::new(Bytes::copy_from_slice(body)))
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let resp = client()
-        .request(req)
+    let exchange = async {
+        let resp = client()
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+            .to_bytes();
+        (parts, body)
+    };
+    let (parts, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-        .to_bytes();
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"));
     Resp {
         status: parts.status,
         headers: parts.headers,
@@ -364,34 +427,33 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Whether a component a test needs is required (CI sets `AUTOKILL_TEST_REQUIRE=all`; the
-/// value is a comma-separated list, trimmed and case-insensitive).
+/// Whether a component a test needs is required: `AUTOKILL_TEST_REQUIRE` lists components
+/// (comma-separated, trimmed, any case), or says `all` (as CI does).
 pub fn required(component: &str) -> bool {
     std::env::var("AUTOKILL_TEST_REQUIRE").is_ok_and(|v| {
         v.split(',')
-            .map(|c| c.trim().to_ascii_lowercase())
-            .any(|c| c == "all" || c == component)
+            .map(str::trim)
+            .any(|c| c.eq_ignore_ascii_case("all") || c.eq_ignore_ascii_case(component))
     })
 }
 
-/// Says loudly that a test is skipped and why (on the terminal if there is one, which cargo's
-/// output capture does not swallow), or fails it where `component` is required.
+/// Skips a test loudly: fails it when `component` is required, else prints `SKIPPED: <why>` where
+/// a person sees it. The test harness captures a passing test's stderr, so the line goes to the
+/// terminal (`/dev/tty`) when there is one, and to stderr as well.
 pub fn skip(component: &str, why: &str) {
     assert!(
         !required(component),
-        "{component} is required (AUTOKILL_TEST_REQUIRE) but {why}"
+        "{why} (AUTOKILL_TEST_REQUIRE asks for {component})"
     );
     let line = format!("SKIPPED: {why}\n");
-    let on_tty = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/tty")
-        .and_then(|mut tty| std::io::Write::write_all(&mut tty, line.as_bytes()));
-    if on_tty.is_err() {
-        eprint!("{line}");
+    if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+        use std::io::Write;
+        let _ = tty.write_all(line.as_bytes());
     }
+    eprint!("{line}");
 }
 
-/// Finds `program` on PATH, or says loudly why the test is skipped (and fails where required).
+/// Finds `program` on PATH, or skips the test loudly ([`skip`]).
 pub fn find_or_skip(program: &str, component: &str) -> Option<PathBuf> {
     let found = which(program);
     if found.is_none() {
@@ -417,4 +479,73 @@ pub async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Result<StatusC
     try_request(addr, "GET", host, path)
         .await
         .map(|(status, _, _)| status)
+}
+
+/// One raw HTTP/1.1 exchange: `head` is the request line and header fields (without the blank
+/// line, `Connection: close` added), `body` follows with its `Content-Length`. For requests the
+/// typed client would not send as written (odd `Host`, no `Content-Type`, invalid UTF-8 in the
+/// path). Returns the status and the body.
+pub async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, Bytes) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut req = format!(
+        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    conn.write_all(&req).await.expect("write request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer))
+        .await
+        .expect("answer within 30 s")
+        .expect("read answer");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |p| p + 4);
+    let head_text = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+    let mut rest = answer[split..].to_vec();
+    if head_text.contains("transfer-encoding: chunked") {
+        rest = dechunk(&rest);
+    }
+    (status, Bytes::from(rest))
+}
+
+/// The payload of a chunked body.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&data[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        let end = (start + size).min(data.len());
+        out.extend_from_slice(&data[start..end]);
+        data = &data[(end + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Asserts that no row of a table test failed, listing those that did.
+#[track_caller]
+pub fn assert_rows(failures: &[String], total: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {total} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

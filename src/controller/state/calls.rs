@@ -1,17 +1,20 @@
 //! The admin API's calls as the controller applies them: create, start, stop, delete and patch
 //! of instances, templates and service groups, and the lookups by UUID or name they share.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use uuid::Uuid;
 
 use super::super::api::{
-    ApiError, Call, GroupPatch, InstancePatch, NewGroup, NewInstance, NewTemplate, Ref, Reply,
-    TemplatePatch,
+    ApiError, Call, GroupPatch, InstancePatch, MAX_GROUP_DOMAINS, NewGroup, NewInstance,
+    NewTemplate, Ref, Reply, TemplatePatch,
 };
 use super::super::{Effect, GroupView, InstanceState, InstanceView, TimerKey};
 use super::{Autokill, Group, Instance, Pending, Spec, State};
 use crate::config::{Autodestroy, RestartPolicy, is_image_reference};
+use crate::controller::api::GroupChoice;
 
 impl State {
     // ---- the API -------------------------------------------------------------------------
@@ -27,57 +30,27 @@ impl State {
             Call::StartInstance(r) => {
                 let id = self.find_instance(&r)?;
                 self.check_engine("nothing was started")?;
-                let inst = &self.instances[&id];
-                match inst.state {
-                    InstanceState::Stopped => {
-                        self.start_instance(id, fx);
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Starting | InstanceState::Running => Ok(self.instance_reply(id)),
-                    other => Err(ApiError::conflict(format!(
-                        "instance {r} is {}; only a stopped instance can be started",
-                        other.as_str()
-                    ))),
-                }
+                let previous = self.instances[&id].state;
+                self.call_start(&r, id, fx)
+                    .map(|reply| moved(reply, previous))
             }
             Call::StopInstance(r) => {
                 let id = self.find_instance(&r)?;
-                let Some(inst) = self.instances.get_mut(&id) else {
-                    return Err(ApiError::not_found(format!("no instance {r}")));
-                };
-                match inst.state {
-                    InstanceState::Running | InstanceState::Draining | InstanceState::Starting => {
-                        inst.state = InstanceState::Stopping;
-                        inst.pending = Pending::Stop;
-                        fx.push(Effect::Disarm(TimerKey::Drain(id)));
-                        fx.push(Effect::Stop(id));
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Stopped => {
-                        // Stopping a stopped instance also cancels a scheduled restart.
-                        if inst.restart_at.is_some() {
-                            inst.restart_at = None;
-                            fx.push(Effect::Disarm(TimerKey::Restart(id)));
-                            self.check_stopped(id, now, fx);
-                        }
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Stopping => Ok(self.instance_reply(id)),
-                    other => Err(ApiError::conflict(format!(
-                        "instance {r} is {}",
-                        other.as_str()
-                    ))),
-                }
+                let previous = self.instances[&id].state;
+                self.call_stop(&r, id, now, fx)
+                    .map(|reply| moved(reply, previous))
             }
             Call::DeleteInstance(r) => {
                 let id = self.find_instance(&r)?;
+                let previous = self.instances[&id].state;
                 if self.instances[&id].delete_lock {
                     return Err(ApiError::conflict(format!("instance {r} is delete-locked")));
                 }
                 self.delete_instance(id, None, fx);
-                Ok(self.instance_reply(id))
+                Ok(moved(self.instance_reply(id), previous))
             }
             Call::PatchInstance(r, patches) => self.patch_instance(&r, patches, now, fx),
+
             Call::CreateTemplate(new) => self.create_template(new, now, fx),
             Call::DeleteTemplate(r) => {
                 let id = self.find_template(&r)?;
@@ -85,7 +58,9 @@ impl State {
                     return Err(ApiError::conflict(format!("template {r} is delete-locked")));
                 }
                 let reply = self.instance_reply(id);
-                self.instances.remove(&id);
+                if let Some(t) = self.instances.remove(&id) {
+                    self.names.remove(&t.name);
+                }
                 self.forget_template(id);
                 fx.push(Effect::Disarm(TimerKey::Unused(id)));
                 fx.push(Effect::Delete(id));
@@ -141,6 +116,62 @@ impl State {
                 }))
             }
             Call::PatchGroup(r, patches) => self.patch_group(&r, patches, now, fx),
+            Call::Batch(calls) => Ok(Reply::Batch(
+                calls
+                    .into_iter()
+                    .map(|call| self.call(call, now, fx))
+                    .collect(),
+            )),
+        }
+    }
+
+    /// A user's start: a stopped instance starts; one starting or running is left as it is.
+    fn call_start(&mut self, r: &Ref, id: Uuid, fx: &mut Vec<Effect>) -> Result<Reply, ApiError> {
+        match self.instances[&id].state {
+            InstanceState::Stopped => {
+                self.start_instance(id, fx);
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Starting | InstanceState::Running => Ok(self.instance_reply(id)),
+            other => Err(ApiError::conflict(format!(
+                "instance {r} is {}; only a stopped instance can be started",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// A user's stop (never restarted); stopping a stopped instance cancels a scheduled restart.
+    fn call_stop(
+        &mut self,
+        r: &Ref,
+        id: Uuid,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, ApiError> {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return Err(ApiError::not_found(format!("no instance {r}")));
+        };
+        match inst.state {
+            InstanceState::Running | InstanceState::Draining | InstanceState::Starting => {
+                inst.state = InstanceState::Stopping;
+                inst.pending = Pending::Stop;
+                fx.push(Effect::Disarm(TimerKey::Drain(id)));
+                fx.push(Effect::Stop(id));
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Stopped => {
+                if inst.restart_at.is_some() {
+                    inst.restart_at = None;
+                    fx.push(Effect::Disarm(TimerKey::Restart(id)));
+                    self.check_stopped(id, now, fx);
+                }
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Stopping => Ok(self.instance_reply(id)),
+            other => Err(ApiError::conflict(format!(
+                "instance {r} is {}",
+                other.as_str()
+            ))),
         }
     }
 
@@ -156,8 +187,8 @@ impl State {
             None => None,
         };
         let group = match &new.service_group {
-            Some(r) => Some(self.find_group(r)?),
-            None => None,
+            Some(GroupChoice::Existing(r)) => Some(self.find_group(r)?),
+            _ => None,
         };
         let base = template.map(|t| &self.instances[&t]);
         let image = match (new.image, base) {
@@ -173,6 +204,12 @@ impl State {
             return Err(ApiError::bad_request(format!(
                 "image: {image:?} is neither a key of runtime.images nor an image reference"
             )));
+        }
+        if !self.any_image && new.memory_mb.is_some() {
+            return Err(ApiError::bad_request(
+                "memory_mb: not supported by the process runtime, which sets no memory limit \
+                 (the docker runtime does)",
+            ));
         }
         if !self.any_image && !self.images.contains(&image) {
             let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
@@ -206,11 +243,24 @@ impl State {
             }
             None => self.generated_name(base.map_or(image.as_str(), |t| &t.name)),
         };
+        let memory_mb = new.memory_mb.or(base.and_then(|t| t.memory_mb));
         let template = template.map(|t| (t, self.instances[&t].name.to_string()));
+        // An ephemeral group is made last, once nothing else can refuse the create: it goes
+        // as soon as it is empty (an empty time of zero).
+        let group = match new.service_group {
+            Some(GroupChoice::New(g)) => {
+                let id = self.add_group(g, now)?;
+                if let Some(g) = self.groups.get_mut(&id) {
+                    g.autokill_time = Some(std::time::Duration::ZERO);
+                }
+                Some(id)
+            }
+            _ => group,
+        };
         let spec = Spec {
             name,
             image,
-            memory_mb: new.memory_mb.or(base.and_then(|t| t.memory_mb)),
+            memory_mb,
             autokill,
             restart_policy,
             autodestroy,
@@ -264,8 +314,7 @@ impl State {
         inst.autokill = autokill;
         inst.restart_policy = restart;
         inst.autodestroy = destroy;
-        inst.meter
-            .set_limit(autokill.num_requests, inst.delete_lock);
+        self.limit_changed(id, fx);
         self.set_instance_lock(id, lock, now, fx);
         // The new policy may already be due (a lower limit, a shorter time).
         self.check_instance(id, now, fx);
@@ -295,6 +344,8 @@ impl State {
             inst.image = crate::runtime::template_image(id);
             fx.push(Effect::Commit(id));
         }
+        // A template is the API's: the file's reconcile no longer manages it.
+        inst.from_config = false;
         inst.unused_time = new.autokill_time.filter(|t| !t.is_zero());
         inst.last_used = now;
         inst.restart_at = None;
@@ -328,19 +379,36 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) -> Result<Reply, ApiError> {
-        if self.groups.values().any(|g| g.name == new.name) {
-            return Err(ApiError::conflict(format!(
-                "name: a service group named {:?} already exists",
-                new.name
-            )));
-        }
+        let id = self.add_group(new, now)?;
+        self.check_group(id, now, fx);
+        Ok(Reply::Group(self.group_view(&self.groups[&id])))
+    }
+
+    /// Checks and inserts a group (without arming its timer); its id.
+    fn add_group(&mut self, new: NewGroup, now: SystemTime) -> Result<Uuid, ApiError> {
+        let name = match new.name {
+            Some(name) => {
+                if self.groups.values().any(|g| g.name == name) {
+                    return Err(ApiError::conflict(format!(
+                        "name: a service group named {name:?} already exists"
+                    )));
+                }
+                if self.declared_groups.contains(&name) {
+                    return Err(ApiError::conflict(format!(
+                        "name: {name:?} is declared by the configuration file"
+                    )));
+                }
+                name
+            }
+            None => self.generated_group_name(),
+        };
         self.check_domains_free(&new.domains, None)?;
         let id = Uuid::new_v4();
         self.groups.insert(
             id,
             Group {
                 id,
-                name: new.name,
+                name,
                 domains: new.domains,
                 autokill_time: new.autokill_time.filter(|t| !t.is_zero()),
                 balance: self.balance,
@@ -351,10 +419,23 @@ impl State {
                 hard_limit: new.hard_limit,
                 services: new.services,
                 from_config: false,
+                skipped: None,
             },
         );
-        self.check_group(id, now, fx);
-        Ok(Reply::Group(self.group_view(&self.groups[&id])))
+        Ok(id)
+    }
+
+    /// `sg-` and 8 random hex digits, neither taken nor declared (as Unikraft names a group
+    /// left unnamed).
+    fn generated_group_name(&self) -> String {
+        loop {
+            let name = format!("sg-{}", &Uuid::new_v4().simple().to_string()[..8]);
+            if !self.groups.values().any(|g| g.name == name)
+                && !self.declared_groups.contains(&name)
+            {
+                return name;
+            }
+        }
     }
 
     pub(super) fn patch_group(
@@ -373,21 +454,48 @@ impl State {
             g.soft_limit,
             g.hard_limit,
         );
+        let mut services: Vec<serde_json::Value> = match &g.services {
+            serde_json::Value::Array(list) => list.clone(),
+            _ => Vec::new(),
+        };
         for p in patches {
             match p {
                 GroupPatch::Autokill(t) => time = t.filter(|t| !t.is_zero()),
                 GroupPatch::DeleteLock(l) => lock = l,
                 GroupPatch::AddDomains(add) => {
+                    let mut have: HashSet<String> = domains.iter().cloned().collect();
                     for d in add {
-                        if !domains.contains(&d) {
+                        if have.insert(d.clone()) {
                             domains.push(d);
                         }
                     }
                 }
-                GroupPatch::RemoveDomains(del) => domains.retain(|d| !del.contains(d)),
+                GroupPatch::RemoveDomains(del) => {
+                    let del: HashSet<String> = del.into_iter().collect();
+                    domains.retain(|d| !del.contains(d));
+                }
                 GroupPatch::SoftLimit(v) => soft = v,
                 GroupPatch::HardLimit(v) => hard = v,
+                GroupPatch::SetServices(v) => services = as_list(v),
+                GroupPatch::AddServices(v) => {
+                    for s in as_list(v) {
+                        if !services.contains(&s) {
+                            services.push(s);
+                        }
+                    }
+                }
+                GroupPatch::RemoveServices(v) => {
+                    let del = as_list(v);
+                    services.retain(|s| !del.contains(s));
+                }
             }
+        }
+        if domains.len() > MAX_GROUP_DOMAINS {
+            return Err(ApiError::bad_request(format!(
+                "domains: the group would have {} domains; a service group has at most \
+                 {MAX_GROUP_DOMAINS}",
+                domains.len()
+            )));
         }
         self.check_domains_free(&domains, Some(id))?;
         let Some(g) = self.groups.get_mut(&id) else {
@@ -399,7 +507,15 @@ impl State {
             g.domains,
             g.soft_limit,
             g.hard_limit,
-        ) = (time, lock, domains, soft, hard);
+            g.services,
+        ) = (
+            time,
+            lock,
+            domains,
+            soft,
+            hard,
+            serde_json::Value::Array(services),
+        );
         let before = self.group_view(&self.groups[&id]);
         self.check_group(id, now, fx);
         Ok(Reply::Group(match self.groups.get(&id) {
@@ -419,24 +535,30 @@ impl State {
             (i.state == InstanceState::Template) == want_template
                 && i.state != InstanceState::Deleted
         };
-        match r {
-            Ref::Id(id) => self.instances.get(id).filter(|i| fits(i)).map(|i| i.id),
-            Ref::Name(name) => self
-                .instances
-                .values()
-                .find(|i| fits(i) && &*i.name == name)
-                .map(|i| i.id),
-        }
+        let id = match r {
+            Ref::Id(id) => *id,
+            Ref::Name(name) => *self.names.get(&Arc::from(name.as_str()))?,
+        };
+        self.instances.get(&id).filter(|i| fits(i)).map(|i| i.id)
     }
 
     pub(super) fn find_instance(&self, r: &Ref) -> Result<Uuid, ApiError> {
-        self.find(r, false)
-            .ok_or_else(|| ApiError::not_found(format!("no instance {r}")))
+        self.find(r, false).ok_or_else(|| match self.find(r, true) {
+            // Both live in the same records; say which route the other kind is on.
+            Some(_) => ApiError::not_found(format!(
+                "{r} is a template, not an instance (see /v1/instances/templates)"
+            )),
+            None => ApiError::not_found(format!("no instance {r}")),
+        })
     }
 
     pub(super) fn find_template(&self, r: &Ref) -> Result<Uuid, ApiError> {
-        self.find(r, true)
-            .ok_or_else(|| ApiError::not_found(format!("no template {r}")))
+        self.find(r, true).ok_or_else(|| match self.find(r, false) {
+            Some(_) => ApiError::not_found(format!(
+                "{r} is an instance, not a template (see /v1/instances)"
+            )),
+            None => ApiError::not_found(format!("no template {r}")),
+        })
     }
 
     pub(super) fn find_group(&self, r: &Ref) -> Result<Uuid, ApiError> {
@@ -448,13 +570,15 @@ impl State {
     }
 
     pub(super) fn check_name_free(&self, name: &str) -> Result<(), ApiError> {
-        if self
-            .instances
-            .values()
-            .any(|i| &*i.name == name && i.state != InstanceState::Deleted)
-        {
+        let name: Arc<str> = Arc::from(name);
+        if self.names.contains_key(&name) {
             return Err(ApiError::conflict(format!(
                 "name: an instance or template named {name:?} already exists"
+            )));
+        }
+        if self.declared_names.contains(&name) {
+            return Err(ApiError::conflict(format!(
+                "name: {name:?} is declared by the configuration file"
             )));
         }
         let host = format!("{name}.{}", self.base_domain);
@@ -466,37 +590,64 @@ impl State {
         Ok(())
     }
 
+    /// Refuses domains another group has or that are an instance's host name. Linear in the
+    /// domains given, the other groups' domains and the instances: each is looked at once.
     pub(super) fn check_domains_free(
         &self,
         domains: &[String],
         except: Option<Uuid>,
     ) -> Result<(), ApiError> {
-        for d in domains {
-            if let Some(g) = self
-                .groups
-                .values()
-                .find(|g| Some(g.id) != except && g.domains.contains(d))
-            {
-                return Err(ApiError::conflict(format!(
-                    "domains: {d:?} already belongs to service group {:?}",
-                    g.name
-                )));
-            }
-            if let Some(i) = self.instances.values().find(|i| {
-                i.state != InstanceState::Deleted
-                    && format!("{}.{}", i.name, self.base_domain) == *d
-            }) {
-                return Err(ApiError::conflict(format!(
-                    "domains: {d:?} is the host name of instance {:?}",
-                    &*i.name
-                )));
+        if domains.is_empty() {
+            return Ok(());
+        }
+        let wanted: HashSet<&str> = domains.iter().map(String::as_str).collect();
+        // Why each taken domain is taken; the first reason found for a domain stands.
+        let mut taken: HashMap<&str, ApiError> = HashMap::new();
+        for g in self.groups.values().filter(|g| Some(g.id) != except) {
+            for d in g.domains.iter().filter(|d| wanted.contains(d.as_str())) {
+                taken.entry(d).or_insert_with(|| {
+                    ApiError::conflict(format!(
+                        "domains: {d:?} already belongs to service group {:?}",
+                        g.name
+                    ))
+                });
             }
         }
-        Ok(())
+        // An instance's host name is `<name>.<base_domain>`: index the wanted domains by that
+        // label, so each instance is one lookup and no host string is built for it.
+        let suffix = format!(".{}", self.base_domain);
+        let by_label: HashMap<&str, &str> = domains
+            .iter()
+            .filter_map(|d| d.strip_suffix(suffix.as_str()).map(|l| (l, d.as_str())))
+            .collect();
+        if !by_label.is_empty() {
+            for i in self.instances.values() {
+                if i.state == InstanceState::Deleted {
+                    continue;
+                }
+                if let Some(d) = by_label.get(&*i.name) {
+                    taken.entry(d).or_insert_with(|| {
+                        ApiError::conflict(format!(
+                            "domains: {d:?} is the host name of instance {:?}",
+                            &*i.name
+                        ))
+                    });
+                }
+            }
+        }
+        // Report the first taken domain in the order given.
+        match domains.iter().find_map(|d| taken.remove(d.as_str())) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
-    /// `<base>-<n>` with the smallest free `n`.
+    /// `<base>-<suffix>` with a random suffix of five letters and digits, as Kubernetes'
+    /// `generateName` makes them: never a name the configuration declares (those are refused
+    /// by [`State::check_name_free`]), and found in O(1) rather than by counting up.
     pub(super) fn generated_name(&self, base: &str) -> String {
+        // No vowels (no words by chance), no look-alikes (0/o, 1/l).
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
         let base: String = base
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
@@ -508,10 +659,33 @@ impl State {
         } else {
             base
         };
-        (1..)
-            .map(|n| format!("{base}-{n}"))
-            .find(|n| self.check_name_free(n).is_ok())
-            .unwrap_or(base)
+        loop {
+            let random = Uuid::new_v4().into_bytes();
+            let suffix: String = random[..5]
+                .iter()
+                .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+                .collect();
+            let name = format!("{base}-{suffix}");
+            if self.check_name_free(&name).is_ok() {
+                return name;
+            }
+        }
+    }
+}
+
+/// A JSON array's items (anything else: none).
+fn as_list(v: serde_json::Value) -> Vec<serde_json::Value> {
+    match v {
+        serde_json::Value::Array(list) => list,
+        _ => Vec::new(),
+    }
+}
+
+/// An instance reply with the state it had before the call.
+fn moved(reply: Reply, previous: InstanceState) -> Reply {
+    match reply {
+        Reply::Instance(v) => Reply::Moved(v, previous),
+        other => other,
     }
 }
 

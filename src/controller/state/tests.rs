@@ -5,8 +5,8 @@ use crate::config::{
     AdminConfig, Defaults, ImageConfig, ProxyConfig, RuntimeConfig, RuntimeKind, StoreConfig,
 };
 use crate::controller::api::{
-    ApiError, AutokillSpec, Call, GroupPatch, InstancePatch, NewGroup, NewInstance, NewTemplate,
-    Ref, Reply, TemplatePatch,
+    ApiError, AutokillSpec, Call, GroupChoice, GroupPatch, InstancePatch, NewGroup, NewInstance,
+    NewTemplate, Ref, Reply, TemplatePatch,
 };
 use crate::controller::{GroupView, InstanceView};
 use crate::proxy::route::Target;
@@ -37,11 +37,19 @@ fn config() -> Config {
             upstream_connect_timeout: Duration::from_secs(1),
             upstream_timeout: Duration::from_secs(1),
             pool_idle_per_instance: 4,
+            idle_timeout: Duration::from_secs(1),
+            max_connections_per_worker: 1,
+            request_body_timeout: Duration::from_secs(1),
+            response_write_timeout: Duration::from_secs(1),
             balance: Balance::RoundRobin,
         },
         admin: AdminConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             token: None,
+            allowed_hosts: Vec::new(),
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_connections: 1,
         },
         store: StoreConfig {
             path: "unused".into(),
@@ -66,6 +74,9 @@ fn config() -> Config {
 struct H {
     s: State,
     fx: Vec<Effect>,
+    /// What the store holds: every committed record.
+    disk: std::collections::HashMap<Uuid, crate::store::InstanceRecord>,
+    groups_disk: std::collections::HashMap<Uuid, crate::store::GroupRecord>,
 }
 
 impl H {
@@ -73,17 +84,127 @@ impl H {
         H {
             s: State::new(&config(), 1),
             fx: Vec::new(),
+            disk: Default::default(),
+            groups_disk: Default::default(),
         }
+    }
+
+    /// A crash and a new start: the state is rebuilt from what was committed, and the meters
+    /// start again at their stored reservations, as `controller::run` does.
+    fn crash_and_recover(&mut self, now: SystemTime) {
+        let snapshot = crate::store::Snapshot {
+            instances: self.disk.values().cloned().collect(),
+            groups: self.groups_disk.values().cloned().collect(),
+        };
+        self.s = State::new(&config(), 1);
+        self.fx = self.s.recover(snapshot, now);
+        self.committed(now);
+    }
+
+    /// The durable ceiling of requests forwarded to `id`.
+    fn stored_reserved(&self, id: Uuid) -> u64 {
+        self.disk.get(&id).map_or(0, |r| r.reserved)
     }
 
     fn apply(&mut self, cmd: Command, now: SystemTime) -> &[Effect] {
         self.fx = self.s.apply(cmd, now);
+        self.committed(now);
         &self.fx
+    }
+
+    /// What the controller task does once a batch is committed, for the meters: they learn new
+    /// limits and reservations (and a limit found spent is reported back, as the task does).
+    fn committed(&mut self, now: SystemTime) {
+        for change in self.s.changes() {
+            match change {
+                crate::store::Change::PutInstance(r) => {
+                    self.disk.insert(r.id, r);
+                }
+                crate::store::Change::DeleteInstance(id) => {
+                    self.disk.remove(&id);
+                }
+                crate::store::Change::PutGroup(r) => {
+                    self.groups_disk.insert(r.id, r);
+                }
+                crate::store::Change::DeleteGroup(id) => {
+                    self.groups_disk.remove(&id);
+                }
+            }
+        }
+        self.s.committed();
+        let mut reached = Vec::new();
+        for e in &self.fx {
+            match e {
+                Effect::Reserved {
+                    meter,
+                    reserved,
+                    refill_at,
+                } => meter.set_reserved(*reserved, *refill_at),
+                Effect::SetLimit {
+                    id,
+                    meter,
+                    limit,
+                    held,
+                } => {
+                    let spent = meter.set_limit_spent(*limit, *held);
+                    if spent && !held {
+                        reached.push(*id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for id in reached {
+            let more = self.s.apply(Command::LimitReached { id }, now);
+            self.fx.extend(more);
+        }
+    }
+
+    /// Requests through the proxy, as a worker admits them: each reports what the proxy reports
+    /// (the last request of the budget, a reservation to raise). Returns how many were forwarded.
+    fn serve(&mut self, id: Uuid, requests: u64, now: SystemTime) -> u64 {
+        use crate::proxy::meter::Admission;
+        let meter = Arc::clone(&self.s.instances[&id].meter);
+        let mut forwarded = 0;
+        for _ in 0..requests {
+            let event = match meter.admit() {
+                Admission::Admitted => None,
+                Admission::Refused => continue,
+                Admission::Last => Some(Command::LimitReached { id }),
+                Admission::Refill => Some(Command::Reserve { id }),
+                Admission::Wait(_) => {
+                    // The proxy asks and waits; here the controller answers at once.
+                    self.apply(Command::Reserve { id }, now);
+                    match meter.admit() {
+                        Admission::Admitted | Admission::Refill => None,
+                        Admission::Last => Some(Command::LimitReached { id }),
+                        Admission::Refused | Admission::Wait(_) => continue,
+                    }
+                }
+            };
+            forwarded += 1;
+            // Never forwarded beyond what is durable (SPEC: exact across a crash), up to the
+            // limit (a delete lock serves past it).
+            let (reserved, limit) = (
+                self.stored_reserved(id),
+                self.s.instances[&id].autokill.num_requests,
+            );
+            assert!(
+                limit == 0 || meter.count().min(limit) <= reserved,
+                "forwarded {} with {reserved} reserved",
+                meter.count()
+            );
+            if let Some(cmd) = event {
+                self.apply(cmd, now);
+            }
+        }
+        forwarded
     }
 
     fn call(&mut self, call: Call, now: SystemTime) -> Result<Reply, ApiError> {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         self.fx = self.s.apply(Command::Api(call, tx), now);
+        self.committed(now);
         // The reply is an effect: carried out after the publish before it.
         let mut reply = None;
         for e in self.fx.drain(..).collect::<Vec<_>>() {
@@ -231,7 +352,7 @@ fn limit_drains_then_deletes() {
         h.s.route_table().lookup(b"a.localhost"),
         Some(Target::Instance(Some(0)))
     ));
-    h.apply(Command::LimitReached { id }, at(2));
+    assert_eq!(h.serve(id, 2, at(2)), 2);
     assert!(h.has(|e| matches!(e, Effect::WatchDrain { .. })));
     assert_eq!(
         h.armed(TimerKey::Drain(id)),
@@ -274,7 +395,7 @@ fn drain_timeout_deletes_anyway() {
         at(0),
     );
     h.running(id, at(0));
-    h.apply(Command::LimitReached { id }, at(1));
+    assert_eq!(h.serve(id, 1, at(1)), 1);
     h.apply(Command::Timer(TimerKey::Drain(id)), at(10_001));
     assert!(deleted_with(&h, id));
 }
@@ -667,7 +788,7 @@ fn group_empty_kill_cancelled_by_a_joining_instance_and_rearmed_when_it_leaves()
     let mut h = H::new();
     let g = match h.call(
         Call::CreateGroup(NewGroup {
-            name: "g".into(),
+            name: Some("g".into()),
             domains: vec!["g.localhost".into()],
             autokill_time: Some(Duration::from_millis(300)),
             ..Default::default()
@@ -684,7 +805,7 @@ fn group_empty_kill_cancelled_by_a_joining_instance_and_rearmed_when_it_leaves()
     );
     let id = h.instance(
         NewInstance {
-            service_group: Some(Ref::Name("g".into())),
+            service_group: Some(GroupChoice::Existing(Ref::Name("g".into()))),
             ..new("a")
         },
         at(100),
@@ -712,7 +833,7 @@ fn group_lock_holds_the_empty_kill() {
     let mut h = H::new();
     let Ok(Reply::Group(v)) = h.call(
         Call::CreateGroup(NewGroup {
-            name: "g".into(),
+            name: Some("g".into()),
             autokill_time: Some(Duration::from_millis(300)),
             ..Default::default()
         }),
@@ -786,7 +907,7 @@ fn bad_calls_change_nothing() {
         ),
         (
             Call::CreateInstance(NewInstance {
-                service_group: Some(Ref::Name("none".into())),
+                service_group: Some(GroupChoice::Existing(Ref::Name("none".into()))),
                 ..new("b")
             }),
             404,
@@ -835,7 +956,7 @@ fn bad_calls_change_nothing() {
     assert_eq!(
         h.status(
             Call::CreateGroup(NewGroup {
-                name: "g".into(),
+                name: Some("g".into()),
                 domains: vec!["a.localhost".into()],
                 ..Default::default()
             }),
@@ -845,7 +966,7 @@ fn bad_calls_change_nothing() {
     );
     h.call(
         Call::CreateGroup(NewGroup {
-            name: "g".into(),
+            name: Some("g".into()),
             domains: vec!["x.example".into()],
             ..Default::default()
         }),
@@ -855,7 +976,7 @@ fn bad_calls_change_nothing() {
     assert_eq!(
         h.status(
             Call::CreateGroup(NewGroup {
-                name: "h".into(),
+                name: Some("h".into()),
                 domains: vec!["x.example".into()],
                 ..Default::default()
             }),
@@ -866,7 +987,7 @@ fn bad_calls_change_nothing() {
     assert_eq!(
         h.status(
             Call::CreateGroup(NewGroup {
-                name: "g".into(),
+                name: Some("g".into()),
                 ..Default::default()
             }),
             at(2)
@@ -956,13 +1077,393 @@ fn declared_group_routes_by_domain() {
     assert_eq!(h.s.view().groups[0].instances.len(), 1);
 }
 
+fn limited(name: &str, n: u64) -> NewInstance {
+    NewInstance {
+        autokill: Some(AutokillSpec {
+            num_requests: Some(n),
+            time: None,
+        }),
+        ..new(name)
+    }
+}
+
+fn kill_count(h: &H, reason: &str) -> usize {
+    h.fx.iter()
+        .filter(|e| matches!(e, Effect::Killed { resource: "instance", reason: r } if *r == reason))
+        .count()
+}
+
+/// Issue 9.1: a one-shot instance that exits after its last answer is killed for its budget,
+/// whether the exit comes before the drain ends or before the proxy's report is even applied,
+/// and whatever its restart policy and autodestroy say.
+#[test]
+fn a_spent_instance_that_exits_is_killed_for_its_budget() {
+    use Autodestroy as D;
+    use RestartPolicy as R;
+    for (restart, destroy) in [
+        (R::Never, D::Off),
+        (R::OnFailure, D::Off),
+        (R::Always, D::Off),
+        (R::Never, D::OnSuccess),
+        (R::OnFailure, D::Always),
+    ] {
+        for code in [0, 3] {
+            for exit_first in [false, true] {
+                let what = format!("{restart:?} {destroy:?} exit {code} exit_first {exit_first}");
+                let mut h = H::new();
+                let id = h.instance(
+                    NewInstance {
+                        restart_policy: Some(restart),
+                        autodestroy: Some(destroy),
+                        ..limited("a", 1)
+                    },
+                    at(0),
+                );
+                h.running(id, at(1));
+                let meter = Arc::clone(&h.s.instances[&id].meter);
+                if exit_first {
+                    // The exit is applied before the proxy's "budget spent".
+                    assert_eq!(meter.admit(), crate::proxy::meter::Admission::Last);
+                } else {
+                    assert_eq!(h.serve(id, 1, at(2)), 1);
+                    assert_eq!(h.state(id), Some(InstanceState::Draining), "{what}");
+                }
+                h.apply(
+                    Command::Exited {
+                        id,
+                        exit_code: code,
+                    },
+                    at(3),
+                );
+                let mut killed = kill_count(&h, "num_requests");
+                assert!(deleted_with(&h, id), "{what}: {:?}", h.fx);
+                assert!(
+                    !h.has(|e| matches!(e, Effect::Start { .. })),
+                    "{what}: never restarted"
+                );
+                assert_eq!(kill_count(&h, "autodestroy"), 0, "{what}");
+                h.apply(Command::LimitReached { id }, at(3));
+                killed += kill_count(&h, "num_requests");
+                // The drain's end and its timer, arriving late, change nothing.
+                h.apply(Command::Drained { id }, at(4));
+                killed += kill_count(&h, "num_requests");
+                h.apply(Command::Timer(TimerKey::Drain(id)), at(20_000));
+                killed += kill_count(&h, "num_requests");
+                assert_eq!(killed, 1, "{what}: killed once");
+                h.apply(Command::Deleted { id, result: Ok(()) }, at(5));
+                assert!(h.s.instances.is_empty(), "{what}");
+            }
+        }
+    }
+}
+
+/// Issue 9.1, with a lock: the kill of a spent instance that exited is held back (counted once)
+/// and fires when the lock is cleared; the instance is not restarted meanwhile.
+#[test]
+fn a_locked_spent_instance_that_exits_stays_until_the_lock_is_cleared() {
+    let mut h = H::new();
+    let id = h.instance(
+        NewInstance {
+            restart_policy: Some(RestartPolicy::Always),
+            ..limited("a", 1)
+        },
+        at(0),
+    );
+    h.running(id, at(1));
+    h.lock(id, true, at(1));
+    assert_eq!(h.serve(id, 1, at(2)), 1);
+    h.apply(Command::Exited { id, exit_code: 0 }, at(3));
+    assert_eq!(h.state(id), Some(InstanceState::Stopped));
+    assert!(!h.has(|e| matches!(e, Effect::Start { .. })));
+    h.lock(id, false, at(4));
+    assert!(deleted_with(&h, id));
+    assert_eq!(kill_count(&h, "num_requests"), 1);
+}
+
+/// Issue 9.2: a budget set by PATCH on an unlimited instance is reserved durably like any
+/// other, so a crash cannot let more than the budget through.
+#[test]
+fn a_budget_set_by_patch_is_durably_reserved() {
+    let mut h = H::new();
+    let id = h.instance(new("a"), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 7, at(2)), 7, "unlimited");
+    h.call(
+        Call::PatchInstance(
+            Ref::Id(id),
+            vec![InstancePatch::Autokill(AutokillSpec {
+                num_requests: Some(12),
+                time: None,
+            })],
+        ),
+        at(3),
+    )
+    .expect("patch");
+    let meter = Arc::clone(&h.s.instances[&id].meter);
+    assert!(
+        meter.reserved() <= 12 && meter.reserved() == h.stored_reserved(id),
+        "the meter's ceiling ({}) is the durable one ({})",
+        meter.reserved(),
+        h.stored_reserved(id)
+    );
+    assert_eq!(h.serve(id, 4, at(4)), 4);
+    h.crash_and_recover(at(5));
+    let attempt = h.s.instances[&id].attempt;
+    h.apply(
+        Command::Started {
+            id,
+            attempt,
+            result: Ok(([127, 0, 0, 1], 9).into()),
+        },
+        at(6),
+    );
+    let after = h.serve(id, 10, at(7));
+    assert!(
+        7 + 4 + after <= 12,
+        "at most the budget in all: 11 before the crash, {after} after"
+    );
+    // And not far fewer: at most one block (a sixteenth of what was left) is lost.
+    assert!(11 + after >= 12 - 1, "{after} after the crash");
+}
+
+/// The reservation under a long budget: every request forwarded was durable first, exactly the
+/// budget is forwarded, and a crash loses at most one block.
+#[test]
+fn reservations_keep_every_forwarded_request_durable() {
+    let mut h = H::new();
+    let id = h.instance(limited("a", 1000), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 600, at(2)), 600);
+    let commits_before = h.stored_reserved(id);
+    assert!((600..=1000).contains(&commits_before));
+    h.crash_and_recover(at(3));
+    let attempt = h.s.instances[&id].attempt;
+    h.apply(
+        Command::Started {
+            id,
+            attempt,
+            result: Ok(([127, 0, 0, 1], 9).into()),
+        },
+        at(4),
+    );
+    let after = h.serve(id, 1000, at(5));
+    assert!(600 + after <= 1000, "{after}");
+    let block = reservation_block(1000, 600);
+    assert!(
+        600 + after + block >= 1000,
+        "{after}: lost more than a block"
+    );
+}
+
+/// Issue 9.7: a delete lock set during a drain holds the kill (counted once) and the instance
+/// serves on; a PATCH raising the limit during a drain ends the drain too.
+#[test]
+fn a_lock_or_a_raised_limit_during_a_drain_ends_it() {
+    let mut h = H::new();
+    let id = h.instance(limited("a", 2), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 2, at(2)), 2);
+    assert_eq!(h.state(id), Some(InstanceState::Draining));
+    h.lock(id, true, at(3));
+    assert_eq!(
+        h.state(id),
+        Some(InstanceState::Running),
+        "locked: serves on"
+    );
+    assert!(h.has(|e| matches!(
+        e,
+        Effect::KillSkipped {
+            resource: "instance",
+            reason: "num_requests"
+        }
+    )));
+    h.apply(Command::Drained { id }, at(4));
+    assert!(!deleted_with(&h, id), "the drain's end is stale");
+    assert_eq!(h.serve(id, 3, at(5)), 3, "past its limit while locked");
+
+    let mut h = H::new();
+    let id = h.instance(limited("a", 2), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 2, at(2)), 2);
+    assert_eq!(h.state(id), Some(InstanceState::Draining));
+    h.call(
+        Call::PatchInstance(
+            Ref::Id(id),
+            vec![InstancePatch::Autokill(AutokillSpec {
+                num_requests: Some(5),
+                time: None,
+            })],
+        ),
+        at(3),
+    )
+    .expect("patch");
+    assert_eq!(h.state(id), Some(InstanceState::Running));
+    h.apply(Command::Timer(TimerKey::Drain(id)), at(20_000));
+    assert!(!deleted_with(&h, id), "the drain timer is stale");
+    assert_eq!(h.serve(id, 10, at(6)), 3, "three more, then spent");
+    assert_eq!(h.state(id), Some(InstanceState::Draining));
+    h.apply(Command::Drained { id }, at(7));
+    assert!(deleted_with(&h, id));
+}
+
+/// Issue 9.7 (the refund side): a drain whose budget is no longer spent when it ends (a request
+/// the proxy could not forward gave its count back) returns the instance to service.
+#[test]
+fn a_drain_whose_budget_was_given_back_serves_on() {
+    let mut h = H::new();
+    let id = h.instance(limited("a", 2), at(0));
+    h.running(id, at(1));
+    assert_eq!(h.serve(id, 2, at(2)), 2);
+    let meter = Arc::clone(&h.s.instances[&id].meter);
+    // What a refund does to the count: the last request never reached the instance.
+    meter.unadmit();
+    h.apply(Command::Drained { id }, at(3));
+    assert_eq!(h.state(id), Some(InstanceState::Running));
+    assert_eq!(h.serve(id, 5, at(4)), 1);
+}
+
+/// Issue 9.21: a locked, overdue kill is counted as skipped once, not on every re-check.
+#[test]
+fn a_skipped_kill_is_counted_once_per_time_it_comes_due() {
+    let skipped = |h: &H| {
+        h.fx.iter()
+            .filter(|e| matches!(e, Effect::KillSkipped { .. }))
+            .count()
+    };
+    let mut h = H::new();
+    let id = h.instance(with_time("a", 300), at(0));
+    h.running(id, at(0));
+    h.lock(id, true, at(1));
+    h.call(Call::StopInstance(Ref::Id(id)), at(2))
+        .expect("stop");
+    h.apply(Command::Exited { id, exit_code: 0 }, at(3));
+    h.apply(Command::Timer(TimerKey::StoppedTime(id)), at(400));
+    let mut total = skipped(&h);
+    for t in 0..5 {
+        h.lock(id, true, at(500 + t));
+        total += skipped(&h);
+        h.call(
+            Call::PatchInstance(
+                Ref::Id(id),
+                vec![InstancePatch::RestartPolicy(RestartPolicy::Never)],
+            ),
+            at(600 + t),
+        )
+        .expect("patch");
+        total += skipped(&h);
+    }
+    assert_eq!(total, 1);
+}
+
+/// Issue 9.16: a generated name never takes a name the configuration declares, even while the
+/// declared instance does not exist; a declared name is refused to the API; and the reconcile
+/// at the next start re-creates the declared instance and leaves the API's alone.
+#[test]
+fn generated_names_never_take_declared_ones() {
+    let declared = |name: &str| InstanceConfig {
+        name: name.into(),
+        image: "hello".into(),
+        autokill: Autokill::default(),
+        restart_policy: RestartPolicy::Never,
+        autodestroy: Autodestroy::Off,
+    };
+    let mut h = H::new();
+    h.apply(
+        Command::Declare {
+            groups: vec![],
+            instances: vec![declared("hello-1")],
+        },
+        at(0),
+    );
+    let declared_id =
+        h.s.names
+            .get(&Arc::from("hello-1"))
+            .copied()
+            .expect("declared");
+    h.call(Call::DeleteInstance(Ref::Name("hello-1".into())), at(1))
+        .expect("delete");
+    h.apply(
+        Command::Deleted {
+            id: declared_id,
+            result: Ok(()),
+        },
+        at(2),
+    );
+    let mut made = Vec::new();
+    for _ in 0..50 {
+        let id = h.instance(
+            NewInstance {
+                name: None,
+                ..new("x")
+            },
+            at(3),
+        );
+        let name = h.s.instances[&id].name.to_string();
+        assert!(name.starts_with("hello-") && name != "hello-1", "{name}");
+        made.push(id);
+    }
+    assert_eq!(
+        h.status(Call::CreateInstance(new("hello-1")), at(4)),
+        Err(409)
+    );
+    h.apply(
+        Command::Declare {
+            groups: vec![],
+            instances: vec![declared("hello-1")],
+        },
+        at(5),
+    );
+    let again =
+        h.s.names
+            .get(&Arc::from("hello-1"))
+            .copied()
+            .expect("re-created");
+    assert!(h.s.instances[&again].from_config);
+    for id in made {
+        assert_eq!(
+            h.state(id),
+            Some(InstanceState::Starting),
+            "API-made: untouched"
+        );
+    }
+}
+
+/// Issue 9.4: a batch whose commit failed is undone whole: records, names and all.
+#[test]
+fn a_rolled_back_batch_leaves_the_state_as_it_was() {
+    let mut h = H::new();
+    let id = h.instance(limited("a", 10), at(0));
+    h.running(id, at(1));
+    let before = format!("{:?}", h.s.view());
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    h.s.apply(
+        Command::Api(
+            Call::PatchInstance(Ref::Id(id), vec![InstancePatch::DeleteLock(true)]),
+            tx,
+        ),
+        at(2),
+    );
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    h.s.apply(Command::Api(Call::CreateInstance(new("b")), tx), at(2));
+    h.s.apply(Command::Exited { id, exit_code: 1 }, at(2));
+    assert!(!h.s.changes().is_empty());
+    h.s.rollback();
+    assert!(h.s.changes().is_empty());
+    assert_eq!(format!("{:?}", h.s.view()), before);
+    assert!(
+        h.s.names.get(&Arc::from("b")).is_none(),
+        "b's name is free again"
+    );
+    assert!(h.s.find(&Ref::Name("a".into()), false).is_some());
+}
+
 /// A harness whose runtime is docker.
 fn docker() -> H {
     let mut config = config();
     config.runtime.kind = RuntimeKind::Docker { host: None };
     H {
         s: State::new(&config, 1),
-        fx: Vec::new(),
+        ..H::new()
     }
 }
 
@@ -1028,7 +1529,14 @@ fn with_docker_an_image_may_be_any_reference() {
 
 #[test]
 fn memory_limits_reach_the_runtime_and_clones_inherit_them() {
+    // The process runtime sets no memory limit and says so.
     let mut h = H::new();
+    let limited = NewInstance {
+        memory_mb: Some(64),
+        ..new("a")
+    };
+    assert_eq!(h.status(Call::CreateInstance(limited), at(0)), Err(400));
+    let mut h = docker();
     h.instance(
         NewInstance {
             memory_mb: Some(64),
@@ -1097,23 +1605,15 @@ fn while_the_engine_is_unreachable_creates_and_starts_are_refused() {
     assert_eq!(h.status(Call::StartInstance(Ref::Id(id)), at(6)), Ok(()));
 }
 
-/// A new state recovered from what `h` would have stored, with `found` adopted; the effects.
+/// A new start from what `h` committed, with `found` adopted; the effects.
 fn restarted(
     h: &mut H,
     found: &[(Uuid, crate::runtime::Found)],
     now: SystemTime,
 ) -> (H, Vec<Effect>) {
-    let instances =
-        h.s.take_changes()
-            .into_iter()
-            .filter_map(|c| match c {
-                crate::store::Change::PutInstance(r) => Some(r),
-                _ => None,
-            })
-            .collect();
     let snapshot = crate::store::Snapshot {
-        instances,
-        groups: Vec::new(),
+        instances: h.disk.values().cloned().collect(),
+        groups: h.groups_disk.values().cloned().collect(),
     };
     let mut next = H::new();
     let mut fx = next.s.recover(snapshot, now);
@@ -1180,8 +1680,9 @@ fn adopted_containers_run_on_and_those_that_exited_meanwhile_are_judged() {
     // (every request up to the stored reservation may have been forwarded before the crash)
     assert_eq!(
         next.s.instances[&runs].meter.count(),
-        reservation_block(100, 0)
+        h.stored_reserved(runs)
     );
+    assert!(h.stored_reserved(runs) > 0);
     // Exited meanwhile: judged by its real exit code, as if autokill had been up.
     assert_eq!(next.s.instances[&fails].exit_code, Some(3));
     assert!(

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::super::api::Reply;
 use super::super::{GroupView, InstanceState, InstanceView, View};
-use super::{Autokill, Group, Instance, State};
+use super::{Group, Instance, State};
 use crate::proxy::route::{GroupRoute, RouteTable, Target};
 
 impl State {
@@ -57,30 +57,47 @@ impl State {
     }
 
     /// What the API and `/metrics` read: every instance and template but those being deleted.
+    /// Linear in the number of instances: clones and group members are counted in one pass,
+    /// not once per template or group.
     pub fn view(&self) -> View {
+        let mut clones: HashMap<Uuid, usize> = HashMap::new();
+        let mut members: HashMap<Uuid, Vec<Arc<str>>> = HashMap::new();
+        for i in self.instances.values() {
+            if i.state == InstanceState::Deleted {
+                continue;
+            }
+            if let Some(t) = i.template {
+                *clones.entry(t).or_default() += 1;
+            }
+            if let Some(g) = i.group {
+                members.entry(g).or_default().push(Arc::clone(&i.name));
+            }
+        }
         let mut instances: Vec<InstanceView> = self
             .instances
             .values()
             .filter(|i| i.state != InstanceState::Deleted)
-            .map(|i| self.instance_view(i))
+            .map(|i| self.instance_view(i, clones.get(&i.id).copied().unwrap_or(0)))
             .collect();
         instances.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut groups: Vec<GroupView> = self.groups.values().map(|g| self.group_view(g)).collect();
+        let mut groups: Vec<GroupView> = self
+            .groups
+            .values()
+            .map(|g| self.group_view_with(g, members.remove(&g.id).unwrap_or_default()))
+            .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         View { instances, groups }
     }
 
-    pub(super) fn instance_view(&self, i: &Instance) -> InstanceView {
+    /// One instance's view; `clones` counts a template's clones (see [`State::clones_of`]).
+    pub(super) fn instance_view(&self, i: &Instance, clones: usize) -> InstanceView {
         InstanceView {
             id: i.id,
             name: Arc::clone(&i.name),
             state: i.state,
             template: i.template_name.clone(),
             clones: if i.state == InstanceState::Template {
-                self.instances
-                    .values()
-                    .filter(|c| c.template == Some(i.id) && c.state != InstanceState::Deleted)
-                    .count()
+                clones
             } else {
                 0
             },
@@ -92,14 +109,8 @@ impl State {
             memory_mb: i.memory_mb,
             start_error: i.start_error.clone(),
             meter: Arc::clone(&i.meter),
-            autokill: if i.state == InstanceState::Template {
-                Autokill {
-                    time: i.unused_time,
-                    ..i.autokill
-                }
-            } else {
-                i.autokill
-            },
+            autokill: i.autokill,
+            unused_time: i.unused_time.filter(|_| i.state == InstanceState::Template),
             restart_policy: i.restart_policy,
             autodestroy: i.autodestroy,
             exit_code: i.exit_code,
@@ -113,18 +124,23 @@ impl State {
 
     pub(super) fn instance_reply(&self, id: Uuid) -> Reply {
         match self.instances.get(&id) {
-            Some(i) => Reply::Instance(self.instance_view(i)),
+            Some(i) => Reply::Instance(self.instance_view(i, self.clones_of(i.id))),
             None => unreachable_reply(id),
         }
     }
 
+    /// One group's view (a scan of the instances for its members).
     pub(super) fn group_view(&self, g: &Group) -> GroupView {
-        let mut instances: Vec<Arc<str>> = self
+        let members = self
             .instances
             .values()
             .filter(|i| i.group == Some(g.id) && i.state != InstanceState::Deleted)
             .map(|i| Arc::clone(&i.name))
             .collect();
+        self.group_view_with(g, members)
+    }
+
+    fn group_view_with(&self, g: &Group, mut instances: Vec<Arc<str>>) -> GroupView {
         instances.sort();
         GroupView {
             id: g.id,

@@ -1,0 +1,244 @@
+//! The controller task with a real store: what a failed commit does (issue 9.4) and what a
+//! shutdown does. The runtime records the calls it gets, so that "nothing was carried out" can
+//! be checked; everything else is the real thing.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::api::{Call, Handle, InstancePatch, NewInstance, Ref, Reply};
+use super::{Inputs, Published, run};
+use crate::metrics::Metrics;
+use crate::runtime::{BoxFuture, InstanceSpec, Runtime, RuntimeError, RuntimeEvent};
+use crate::store::Store;
+
+/// A runtime that records what it is asked to do and starts everything at once.
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+    fn record(&self, call: String) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(call);
+        }
+    }
+}
+
+impl Runtime for Recorder {
+    fn kind(&self) -> &'static str {
+        "recorder"
+    }
+    fn create<'a>(&'a self, spec: &'a InstanceSpec) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.record(format!("create {}", spec.name));
+        Box::pin(async { Ok(()) })
+    }
+    fn start(&self, id: Uuid) -> BoxFuture<'_, Result<SocketAddr, RuntimeError>> {
+        self.record(format!("start {id}"));
+        Box::pin(async { Ok(([127, 0, 0, 1], 9).into()) })
+    }
+    fn stop(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        self.record(format!("stop {id}"));
+        Box::pin(async { Ok(()) })
+    }
+    fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        self.record(format!("delete {id}"));
+        Box::pin(async { Ok(()) })
+    }
+    fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>> {
+        Box::pin(async { Ok(0) })
+    }
+}
+
+struct Running {
+    api: Handle,
+    runtime: Arc<Recorder>,
+    store: Arc<Store>,
+    events: mpsc::UnboundedSender<RuntimeEvent>,
+    published: Published,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = crate::config::parse(
+        "runtime:\n  images:\n    hello:\n      command: [\"x\"]\n",
+        "test",
+    )
+    .expect("config");
+    let (store, snapshot) = Store::open(&dir.path().join("s.redb")).expect("store");
+    let store = Arc::new(store);
+    let published = Published::new();
+    let metrics = Metrics::new(Arc::clone(&published.view)).expect("metrics");
+    let runtime = Arc::new(Recorder::default());
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (_proxy_tx, proxy) = mpsc::unbounded_channel();
+    let (events, runtime_rx) = mpsc::unbounded_channel();
+    let (shutdown_tx, shutdown) = oneshot::channel();
+    let (recovered_tx, recovered) = oneshot::channel();
+    let inputs = Inputs {
+        commands,
+        commands_tx: commands_tx.clone(),
+        proxy,
+        runtime: runtime_rx,
+        shutdown,
+    };
+    let task = {
+        let (runtime, store, published): (Arc<dyn Runtime>, _, _) =
+            (runtime.clone(), Arc::clone(&store), published.clone());
+        tokio::spawn(async move {
+            run(
+                &config,
+                1,
+                runtime,
+                store,
+                snapshot,
+                published,
+                metrics,
+                inputs,
+                recovered_tx,
+            )
+            .await;
+            drop(_proxy_tx);
+        })
+    };
+    recovered.await.expect("recovered");
+    Running {
+        api: Handle::new(commands_tx),
+        runtime,
+        store,
+        events,
+        published,
+        shutdown: Some(shutdown_tx),
+        task,
+        _dir: dir,
+    }
+}
+
+fn new(name: &str) -> NewInstance {
+    NewInstance {
+        name: Some(name.into()),
+        image: Some("hello".into()),
+        autostart: true,
+        ..Default::default()
+    }
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn state_of(r: &Running, name: &str) -> Option<&'static str> {
+    r.published
+        .view
+        .load()
+        .instances
+        .iter()
+        .find(|i| &*i.name == name)
+        .map(|i| i.state.as_str())
+}
+
+/// A batch whose commit fails changes nothing: the call is answered 500, the runtime is asked
+/// for nothing, the published state is as before; and a runtime event in a failed batch is not
+/// lost: it is applied once the store takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_changes_nothing_and_its_events_are_retried() {
+    let r = start().await;
+    let created = r.api.call(Call::CreateInstance(new("a"))).await;
+    let id = match created {
+        Ok(Reply::Instance(v)) => v.id,
+        other => panic!("{other:?}"),
+    };
+    eventually("a runs", || state_of(&r, "a") == Some("running")).await;
+
+    r.store.fail_next_commits(1);
+    let refused = r.api.call(Call::CreateInstance(new("b"))).await;
+    assert_eq!(refused.map(|_| ()).map_err(|e| e.status), Err(500));
+    assert!(state_of(&r, "b").is_none(), "b is not published");
+    assert!(
+        !r.runtime.calls().iter().any(|c| c == "create b"),
+        "the runtime was asked for nothing: {:?}",
+        r.runtime.calls()
+    );
+    // The name is free: the undone create left nothing behind.
+    assert!(r.api.call(Call::CreateInstance(new("b"))).await.is_ok());
+    eventually("b runs", || state_of(&r, "b") == Some("running")).await;
+
+    // A lock that failed to commit is not in force.
+    r.store.fail_next_commits(1);
+    let lock = Call::PatchInstance(Ref::Id(id), vec![InstancePatch::DeleteLock(true)]);
+    assert!(r.api.call(lock).await.is_err());
+    assert!(
+        r.api.call(Call::DeleteInstance(Ref::Id(id))).await.is_ok(),
+        "not locked"
+    );
+
+    // An exit in a failed batch is retried: b stops for good once the store recovers.
+    let b = r
+        .published
+        .view
+        .load()
+        .instances
+        .iter()
+        .find(|i| &*i.name == "b")
+        .map(|i| i.id);
+    let b = b.expect("b");
+    r.store.fail_next_commits(3);
+    let _ = r.events.send(RuntimeEvent::Exited {
+        id: b,
+        exit_code: 0,
+    });
+    eventually("the exit is applied after the retries", || {
+        state_of(&r, "b") == Some("stopped")
+    })
+    .await;
+    stop(r).await;
+}
+
+async fn stop(mut r: Running) {
+    if let Some(tx) = r.shutdown.take() {
+        let _ = tx.send(());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), r.task).await;
+}
+
+/// After the shutdown signal the controller ends and judges nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_exits_are_not_judged() {
+    let mut r = start().await;
+    let v = r
+        .api
+        .call(Call::CreateInstance(NewInstance {
+            autodestroy: Some(crate::config::Autodestroy::Always),
+            ..new("a")
+        }))
+        .await;
+    assert!(v.is_ok());
+    eventually("a runs", || state_of(&r, "a") == Some("running")).await;
+    let id = r.published.view.load().instances[0].id;
+    if let Some(tx) = r.shutdown.take() {
+        let _ = tx.send(());
+    }
+    let task = std::mem::replace(&mut r.task, tokio::spawn(async {}));
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the controller ends")
+        .expect("no panic");
+    let _ = r.events.send(RuntimeEvent::Exited { id, exit_code: 0 });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!r.runtime.calls().iter().any(|c| c.starts_with("delete")));
+    assert_eq!(state_of(&r, "a"), Some("running"));
+}
