@@ -1095,3 +1095,11 @@ fn image_references() {
         assert!(!is_image_reference(bad), "{bad}");
     }
 }
+
+#[test]
+fn the_docker_example_is_valid() {
+    let config = ok(include_str!("../../config/docker.yaml"));
+    assert_eq!(config.runtime.kind, RuntimeKind::Docker { host: None });
+    assert_eq!(config.shutdown, Shutdown::LeaveInstances);
+    assert_eq!(config.service_groups[0].instances[0].image, "web");
+}
