@@ -1242,8 +1242,8 @@ async fn a_missing_engine_at_start_is_an_error_naming_the_address() {
     );
 }
 
-/// A fake engine on a unix socket: it answers the version, empty lists and an event stream that
-/// stays open, and 500 with `injected failure` to everything else.
+/// A fake engine on a unix socket: it answers the ping, the version, empty lists and an event
+/// stream that stays open, and 500 with `injected failure` to everything else.
 async fn failing_engine(socket: &Path) -> tokio::task::JoinHandle<()> {
     use http_body_util::{Either, Full, StreamBody};
     use hyper::body::{Bytes, Frame, Incoming};
@@ -1253,7 +1253,14 @@ async fn failing_engine(socket: &Path) -> tokio::task::JoinHandle<()> {
         while let Ok((stream, _)) = listener.accept().await {
             let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
                 let path = req.uri().path().to_owned();
-                let (status, body) = if path.ends_with("/version") {
+                let (status, body) = if path.ends_with("/_ping") {
+                    let mut resp = Response::new(Either::Left(Full::new(Bytes::from("OK"))));
+                    resp.headers_mut().insert(
+                        "api-version",
+                        hyper::header::HeaderValue::from_static("1.41"),
+                    );
+                    return Ok(resp);
+                } else if path.ends_with("/version") {
                     (200, r#"{"ApiVersion":"1.41","Version":"fake"}"#)
                 } else if path.ends_with("/containers/json") || path.ends_with("/images/json") {
                     (200, "[]")

@@ -182,14 +182,42 @@ impl DockerRuntime {
             what: "connecting".to_owned(),
             message,
         };
-        let docker = Docker::connect_with_host(&address).map_err(|e| fail(message(&e)))?;
+        // The version is negotiated as the Docker CLI does, from `/_ping`'s `Api-Version`
+        // header: Podman answers `/version` (bollard's way) in about a second, `/_ping` at once.
+        let (status, headers, body) = get(&address, "/_ping").await.map_err(fail)?;
+        if status != 200 {
+            return Err(fail(format!(
+                "{} (HTTP {status})",
+                String::from_utf8_lossy(&body).trim()
+            )));
+        }
         // Stops wait for the grace period inside one request.
         let timeout = MIN_REQUEST_TIMEOUT.max(config.stop_grace + Duration::from_secs(60));
-        let docker = docker
-            .with_timeout(timeout)
-            .negotiate_version()
-            .await
-            .map_err(|e| fail(message(&e)))?;
+        let offered = headers
+            .get("api-version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_version);
+        let docker = match offered {
+            Some(server) => {
+                let version = if server < *bollard::API_DEFAULT_VERSION {
+                    server
+                } else {
+                    *bollard::API_DEFAULT_VERSION
+                };
+                let secs = timeout.as_secs();
+                let docker = match address.strip_prefix("unix://") {
+                    Some(_) => Docker::connect_with_unix(&address, secs, &version),
+                    None => Docker::connect_with_http(&address, secs, &version),
+                };
+                docker.map_err(|e| fail(message(&e)))?
+            }
+            None => Docker::connect_with_host(&address)
+                .map_err(|e| fail(message(&e)))?
+                .with_timeout(timeout)
+                .negotiate_version()
+                .await
+                .map_err(|e| fail(message(&e)))?,
+        };
         let (health, _) = watch::channel(None);
         tracing::info!(%address, version = %docker.client_version(), "container engine connected");
         Ok(DockerRuntime {
@@ -1202,11 +1230,29 @@ pub async fn list_labelled(address: &str, label: &str) -> Result<Vec<Listed>, St
 /// answer other than 200 is an error with the engine's message. Unversioned paths are the
 /// engines' newest API, which reads these lists the same way.
 async fn get_json<T: serde::de::DeserializeOwned>(address: &str, path: &str) -> Result<T, String> {
+    let (status, _, body) = get(address, path).await?;
+    if status != 200 {
+        let said = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(format!("{said} (HTTP {status})"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("unreadable answer: {e}"))
+}
+
+/// `GET path` at the engine `address`: status, header fields and body, within the request
+/// timeout.
+async fn get(address: &str, path: &str) -> Result<(u16, http::HeaderMap, bytes::Bytes), String> {
     use http_body_util::{BodyExt, Empty};
     use hyper::body::Bytes;
     use hyper_util::rt::TokioIo;
 
-    async fn send<S>(stream: S, host: &str, path: &str) -> Result<(u16, Bytes), String>
+    async fn send<S>(
+        stream: S,
+        host: &str,
+        path: &str,
+    ) -> Result<(u16, http::HeaderMap, Bytes), String>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -1222,14 +1268,9 @@ async fn get_json<T: serde::de::DeserializeOwned>(address: &str, path: &str) -> 
             .send_request(request)
             .await
             .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, body))
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts.status.as_u16(), parts.headers, body))
     }
 
     let answer = async {
@@ -1250,17 +1291,18 @@ async fn get_json<T: serde::de::DeserializeOwned>(address: &str, path: &str) -> 
             send(stream, host, path).await
         }
     };
-    let (status, body) = tokio::time::timeout(MIN_REQUEST_TIMEOUT, answer)
+    tokio::time::timeout(MIN_REQUEST_TIMEOUT, answer)
         .await
-        .map_err(|_| "the engine did not answer in time".to_owned())??;
-    if status != 200 {
-        let said = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(format!("{said} (HTTP {status})"));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("unreadable answer: {e}"))
+        .map_err(|_| "the engine did not answer in time".to_owned())?
+}
+
+/// `1.41` as a client version.
+fn parse_version(text: &str) -> Option<bollard::ClientVersion> {
+    let (major, minor) = text.trim().split_once('.')?;
+    Some(bollard::ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986), for a query value.
@@ -1382,6 +1424,14 @@ mod tests {
         assert_eq!(first_tcp_port(&ports(&["9000"])), Some(9000));
         assert_eq!(first_tcp_port(&ports(&["53/udp"])), None);
         assert_eq!(first_tcp_port(&[]), None);
+    }
+
+    #[test]
+    fn api_versions_are_read_from_ping() {
+        let v = parse_version("1.41").expect("a version");
+        assert_eq!((v.major_version, v.minor_version), (1, 41));
+        assert!(parse_version("1").is_none());
+        assert!(parse_version("x.y").is_none());
     }
 
     #[test]
