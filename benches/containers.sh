@@ -42,7 +42,8 @@ if [[ ${DOCKER_HOST:-} == unix://* ]]; then
     socket=${DOCKER_HOST#unix://}
 else
     socket=$work/podman.sock
-    podman system service --time=0 "unix://$socket" &
+    # Its complaints about clients that went away (autokill killed with -9) go to a log.
+    podman system service --time=0 "unix://$socket" >"$work/podman.log" 2>&1 &
     service_pid=$!
     for _ in $(seq 100); do [[ -S $socket ]] && break; sleep 0.1; done
 fi
@@ -125,6 +126,7 @@ adopt=()
 for i in $(seq "$rounds"); do
     kill -9 "$server_pid"
     wait "$server_pid" 2>/dev/null || true
+    server_pid=
     t0=$(now)
     start_server
     adopt+=("$(ms "$t0" "$(now)")")
