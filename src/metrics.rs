@@ -220,16 +220,19 @@ impl Collector for InstanceCollector {
 pub const STOPPED_SERIES: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Whether an instance has an `autokill_instance_requests_total` series: one that can serve
-/// (starting, running, draining, stopping) or that stopped less than [`STOPPED_SERIES`] ago.
-/// Templates and long-stopped instances have none, so a node with 100,000 stopped instances
-/// does not export 100,000 idle series.
+/// (starting, running, draining, stopping), or that served and stopped less than
+/// [`STOPPED_SERIES`] ago. Templates, never-served and long-stopped instances have none, so a
+/// node with 100,000 stopped instances does not export 100,000 idle series.
 fn carries_series(inst: &crate::controller::InstanceView, now: std::time::SystemTime) -> bool {
     use crate::controller::InstanceState as S;
     match inst.state {
         S::Starting | S::Running | S::Draining | S::Stopping => true,
-        S::Stopped => inst
-            .stopped_at
-            .is_none_or(|t| now.duration_since(t).unwrap_or_default() < STOPPED_SERIES),
+        S::Stopped => {
+            inst.meter.forwarded() > 0
+                && inst
+                    .stopped_at
+                    .is_none_or(|t| now.duration_since(t).unwrap_or_default() < STOPPED_SERIES)
+        }
         S::Template | S::Deleted => false,
     }
 }

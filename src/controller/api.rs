@@ -169,6 +169,9 @@ pub enum Call {
     StartInstance(Ref),
     /// Stop a running instance (a user stop: never restarted).
     StopInstance(Ref),
+    /// Stop a running instance once its requests in flight have finished (at most this long):
+    /// it takes no new request meanwhile.
+    StopInstanceDraining(Ref, std::time::Duration),
     /// Delete an instance (409 when delete-locked).
     DeleteInstance(Ref),
     /// Apply PATCH items to an instance, all or nothing.

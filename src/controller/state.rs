@@ -37,6 +37,8 @@ pub(super) enum Pending {
     None,
     /// A stop a user asked for.
     Stop,
+    /// A stop a user asked for, once the requests in flight have finished.
+    StopAfterDrain,
     /// A delete, with the kill reason if autokill or autodestroy asked for it.
     Delete(Option<&'static str>),
 }
@@ -757,9 +759,16 @@ impl State {
     /// deleted — unless, since it began to drain, a delete lock was set (the kill is held back)
     /// or its budget is no longer spent (a raised limit, a refunded request): then it serves on.
     fn drained(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
-        let Some(inst) = self.instances.get(&id) else {
+        let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
+        if inst.state == InstanceState::Stopping && inst.pending == Pending::StopAfterDrain {
+            // A user's stop that waited for the requests in flight: now the stop itself.
+            inst.pending = Pending::Stop;
+            fx.push(Effect::Disarm(TimerKey::Drain(id)));
+            fx.push(Effect::Stop(id));
+            return;
+        }
         if inst.state != InstanceState::Draining {
             return;
         }
@@ -817,7 +826,7 @@ impl State {
             self.check_stopped(id, now, fx);
             return;
         }
-        let user_stop = inst.pending == Pending::Stop;
+        let user_stop = matches!(inst.pending, Pending::Stop | Pending::StopAfterDrain);
         inst.pending = Pending::None;
         inst.state = InstanceState::Stopped;
         inst.stopped_at = Some(now);

@@ -352,7 +352,8 @@ pub async fn request(addr: SocketAddr, method: &str, host: &str, path: &str) -> 
 /// Longest a test request may take, answer and body, before it fails the test.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn try_request(
+/// Like [`request`], with a failure as an error rather than a panic.
+pub async fn try_request(
     addr: SocketAddr,
     method: &str,
     host: &str,

@@ -521,7 +521,8 @@ pub struct RawStop {
     /// Stop at once. A stop is always SIGTERM, then SIGKILL after `runtime.stop_grace`; there
     /// is nothing gentler to skip, so `force` changes nothing.
     force: Option<bool>,
-    /// Drain before stopping: only 0 (no drain) is supported.
+    /// Drain before stopping: take no new request and let those in flight finish, at most
+    /// this long (0: stop at once).
     drain_timeout_ms: Option<i64>,
 }
 
@@ -532,14 +533,25 @@ impl Action for RawStop {
     fn wait(&self, prefix: &str) -> Result<Option<(Want, Duration)>, ApiError> {
         let _ = self.force;
         match self.drain_timeout_ms {
-            None | Some(0) => Ok(None),
-            Some(_) => Err(wire::bad(
+            Some(ms) if !(0..=MAX_DRAIN_MS).contains(&ms) => Err(wire::bad(
                 &format!("{prefix}drain_timeout_ms"),
-                "not supported yet: a user's stop does not drain (give 0 or leave it out)",
+                format!("{ms} is out of range (0 to {MAX_DRAIN_MS})"),
             )),
+            _ => Ok(None),
+        }
+    }
+    fn call(&self, target: Ref, make: fn(Ref) -> Call) -> Call {
+        match self.drain_timeout_ms {
+            Some(ms) if ms > 0 => {
+                Call::StopInstanceDraining(target, Duration::from_millis(ms.unsigned_abs()))
+            }
+            _ => make(target),
         }
     }
 }
+
+/// The longest drain a stop may ask for: an hour.
+const MAX_DRAIN_MS: i64 = 3_600_000;
 
 /// A `DELETE /v1/instances` item (or the path form's body).
 #[derive(Debug, Default, Deserialize)]

@@ -246,6 +246,10 @@ pub(super) trait Action: DeserializeOwned + Default {
     fn target(&self) -> (Option<uuid::Uuid>, Option<&str>);
     /// Checks the item's own fields (named with `prefix`); the wait it asks for.
     fn wait(&self, prefix: &str) -> Result<Option<(wait::Want, std::time::Duration)>, ApiError>;
+    /// The controller call for `target` (`make` unless the item's fields ask for another).
+    fn call(&self, target: Ref, make: fn(Ref) -> Call) -> Call {
+        make(target)
+    }
 }
 
 /// `{"uuid"|"name"}` alone: a delete of a template or group.
@@ -300,7 +304,12 @@ async fn act<A: Action>(
             Err(err) => return wire::api_error(err),
         }
     }
-    let calls = refs.iter().cloned().map(make).collect();
+    let calls = refs
+        .iter()
+        .cloned()
+        .zip(&raws)
+        .map(|(target, raw)| raw.call(target, make))
+        .collect();
     let results = call_all(state, calls).await;
     let mut items = Vec::with_capacity(results.len());
     for ((result, r), wait) in results.into_iter().zip(&refs).zip(waits) {

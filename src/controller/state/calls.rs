@@ -37,7 +37,13 @@ impl State {
             Call::StopInstance(r) => {
                 let id = self.find_instance(&r)?;
                 let previous = self.instances[&id].state;
-                self.call_stop(&r, id, now, fx)
+                self.call_stop(&r, id, None, now, fx)
+                    .map(|reply| moved(reply, previous))
+            }
+            Call::StopInstanceDraining(r, drain) => {
+                let id = self.find_instance(&r)?;
+                let previous = self.instances[&id].state;
+                self.call_stop(&r, id, Some(drain), now, fx)
                     .map(|reply| moved(reply, previous))
             }
             Call::DeleteInstance(r) => {
@@ -141,10 +147,13 @@ impl State {
     }
 
     /// A user's stop (never restarted); stopping a stopped instance cancels a scheduled restart.
+    /// With `drain`, a serving instance first takes no new request and lets those in flight
+    /// finish (at most `drain` long), then stops.
     fn call_stop(
         &mut self,
         r: &Ref,
         id: Uuid,
+        drain: Option<std::time::Duration>,
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) -> Result<Reply, ApiError> {
@@ -152,6 +161,22 @@ impl State {
             return Err(ApiError::not_found(format!("no instance {r}")));
         };
         match inst.state {
+            InstanceState::Running | InstanceState::Draining
+                if drain.is_some_and(|d| !d.is_zero()) && inst.upstream.is_some() =>
+            {
+                inst.state = InstanceState::Stopping;
+                inst.pending = Pending::StopAfterDrain;
+                if let Some(up) = &inst.upstream {
+                    fx.push(Effect::WatchDrain {
+                        id,
+                        upstream: Arc::clone(up),
+                    });
+                }
+                let until = now + drain.unwrap_or_default();
+                fx.push(Effect::Arm(TimerKey::Drain(id), until));
+                fx.push(Effect::Publish);
+                Ok(self.instance_reply(id))
+            }
             InstanceState::Running | InstanceState::Draining | InstanceState::Starting => {
                 inst.state = InstanceState::Stopping;
                 inst.pending = Pending::Stop;
