@@ -43,11 +43,15 @@ enum Command {
         #[arg(long)]
         allow_exit: bool,
     },
+    #[command(flatten)]
+    Client(Box<autokill::cli::Command>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        // The command-line client has exit codes of its own (see `autokill::cli::exit`).
+        Command::Client(command) => return autokill::cli::run(*command),
         Command::Serve { config, check } => serve(config, check),
         Command::Hello {
             listen,

@@ -148,6 +148,7 @@ pub async fn serve(
         token: config.admin.token.as_deref().map(Arc::from),
         base_domain: config.proxy.base_domain.as_str().into(),
         controller: controller::api::Handle::new(commands_tx.clone()),
+        api_users: config.admin.api_users.clone().into(),
         runtime: Arc::clone(&runtime),
         hosts: Arc::new(admin::Hosts::new(
             admin_listener.local_addr().unwrap_or(config.admin.listen),

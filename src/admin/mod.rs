@@ -23,6 +23,9 @@
 //! * Unikraft endpoints without a counterpart (metrics, histories, suspend, checkpoints,
 //!   autoscale, volumes, images, certificates) answer 400 naming the feature.
 //!
+//! The Tutum-compatible API (`/api/v1`): services, containers and actions, listed in
+//! [`tutum`].
+//!
 //! `/v1` requires `Authorization: Bearer <token>` when `admin.token` is set. Every `/v1` answer,
 //! errors included, is Unikraft's envelope `{"status","message"?,"data"?,"errors"?}`.
 //!
@@ -34,6 +37,7 @@
 //! out.
 
 mod guard;
+mod tutum;
 mod v1;
 
 pub use guard::Hosts;
@@ -76,6 +80,8 @@ pub struct AdminState {
     pub base_domain: Arc<str>,
     /// Sends calls to the controller.
     pub controller: crate::controller::api::Handle,
+    /// Users of the Tutum-compatible `/api/v1` (`admin.api_users`).
+    pub api_users: Arc<[crate::config::ApiUser]>,
     /// The `Host` names the listener answers to.
     pub hosts: Arc<Hosts>,
     /// The runtime, for instance logs.
@@ -202,6 +208,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
+        .nest("/api/v1", tutum::router(&state))
         .fallback(|| async { v1::error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         // Outermost last: the guard runs first, and every refusal below it (axum's own 413,
         // 400 for a path that is not UTF-8) leaves as the envelope.

@@ -14,6 +14,8 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+/// Durations as the file writes them (`"30s"`), for the command line's flags too.
+pub(crate) use duration::parse as parse_duration;
 pub(crate) use validate::{
     RESERVED_NAMES, check_name, check_num_requests, host_name, is_image_reference,
 };
@@ -114,6 +116,18 @@ pub struct AdminConfig {
     pub idle_timeout: Duration,
     /// Most connections served at once; 0 = derived from the open-file limit.
     pub max_connections: usize,
+    /// Users of the Tutum-compatible `/api/v1`; with neither these nor `token`, it is open
+    /// (loopback only, as `/v1`).
+    pub api_users: Vec<ApiUser>,
+}
+
+/// One `admin.api_users` entry: what `Authorization: ApiKey user:apikey` (or Basic) must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiUser {
+    /// User name: printable ASCII without spaces or `:`.
+    pub user: String,
+    /// API key: printable ASCII without spaces.
+    pub apikey: String,
 }
 
 /// `store:` — where durable state lives.

@@ -114,6 +114,18 @@ pub(crate) struct RawAdmin {
     /// Most connections served at once; 0 = derived from the open-file limit. Default 0, at
     /// most 1000000.
     pub max_connections: Option<Spanned<u64>>,
+    /// Users of the Tutum-compatible `/api/v1` (`ApiKey user:key` or Basic). Default: none.
+    pub api_users: Option<Vec<RawApiUser>>,
+}
+
+/// One entry of `admin.api_users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiUser {
+    /// The user name.
+    pub user: Spanned<String>,
+    /// The user's API key.
+    pub apikey: Spanned<String>,
 }
 
 /// `store:`

@@ -79,6 +79,7 @@ fn defaults() -> Config {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 0,
+            api_users: Vec::new(),
         },
         store: StoreConfig {
             path: PathBuf::from("data/autokill.redb"),
@@ -236,6 +237,7 @@ shutdown: leave_instances
             header_read_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(240),
             max_connections: 50,
+            api_users: Vec::new(),
         },
         store: StoreConfig {
             path: PathBuf::from("/var/lib/autokill/state.redb"),
@@ -453,7 +455,7 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         3,
         3,
         "admin.tokn: unknown key \"tokn\"; did you mean \"token\"? (expected one of: listen, \
-         token, allowed_hosts, header_read_timeout, idle_timeout, max_connections)",
+         token, allowed_hosts, header_read_timeout, idle_timeout, max_connections, api_users)",
     );
     refused(
         &format!("{IMAGES}service_groups:\n  - name: g\n    autokill: {{num_requests: 3}}\n"),
@@ -963,6 +965,51 @@ fn uuid_shaped_names_are_refused() {
             &format!("service_groups[0].name: {name:?} has the shape of a UUID"),
         );
     }
+}
+
+#[test]
+fn api_users_are_checked() {
+    let config = ok(
+        "admin:\n  api_users:\n    - {user: alice, apikey: k3y}\n    - {user: bob, apikey: other}\n",
+    );
+    assert_eq!(
+        config.admin.api_users,
+        vec![
+            crate::config::ApiUser {
+                user: "alice".into(),
+                apikey: "k3y".into()
+            },
+            crate::config::ApiUser {
+                user: "bob".into(),
+                apikey: "other".into()
+            },
+        ]
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: 'a:b', apikey: k}\n",
+        3,
+        14,
+        "admin.api_users[0].user: a user name must be printable ASCII without spaces or ':' (it \
+         is sent as user:key)",
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: a, apikey: ''}\n",
+        3,
+        25,
+        "admin.api_users[0].apikey: empty API key",
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: a, apikey: x}\n    - {user: a, apikey: y}\n",
+        4,
+        14,
+        "admin.api_users[1].user: user \"a\" is listed twice",
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: a}\n",
+        3,
+        8,
+        "admin.api_users[0]: missing required key \"apikey\"",
+    );
 }
 
 #[test]

@@ -14,13 +14,14 @@ use serde_saphyr::Spanned;
 
 use super::duration::RawDuration;
 use super::raw::{
-    RawAdmin, RawAutodestroy, RawBalance, RawConfig, RawDefaults, RawGroup, RawImage, RawInstance,
-    RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawShutdown, RawStore, key_path,
-    sanitize,
+    RawAdmin, RawApiUser, RawAutodestroy, RawBalance, RawConfig, RawDefaults, RawGroup, RawImage,
+    RawInstance, RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawShutdown, RawStore,
+    key_path, sanitize,
 };
 use super::{
-    AdminConfig, Autodestroy, Autokill, Balance, Config, Defaults, GroupConfig, ImageConfig,
-    InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig, RuntimeKind, StoreConfig,
+    AdminConfig, ApiUser, Autodestroy, Autokill, Balance, Config, Defaults, GroupConfig,
+    ImageConfig, InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig, RuntimeKind,
+    StoreConfig,
 };
 
 /// Default `proxy.listen`.
@@ -300,6 +301,7 @@ fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {
         }
         allowed_hosts.push(written);
     }
+    let api_users = api_users(raw.api_users.unwrap_or_default())?;
     Ok(AdminConfig {
         listen,
         token,
@@ -320,7 +322,45 @@ fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {
             0,
             MAX_CONNECTIONS,
         )?,
+        api_users,
     })
+}
+
+/// `admin.api_users`: names and keys travel in `Authorization` (`ApiKey user:key`, or Basic's
+/// `user:key`), so both are printable ASCII without spaces, and a name has no `:`.
+fn api_users(raw: Vec<RawApiUser>) -> Result<Vec<ApiUser>, Problem> {
+    let mut users: Vec<ApiUser> = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let user_path = format!("admin.api_users[{i}].user");
+        let place = Place::of(&entry.user);
+        let user = entry.user.value;
+        if user.is_empty() {
+            return Err(place.fail(&user_path, "empty user name"));
+        }
+        if !user.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(place.fail(
+                &user_path,
+                "a user name must be printable ASCII without spaces or ':' (it is sent as user:key)",
+            ));
+        }
+        if users.iter().any(|u| u.user == user) {
+            return Err(place.fail(&user_path, format!("user {user:?} is listed twice")));
+        }
+        let key_path = format!("admin.api_users[{i}].apikey");
+        let place = Place::of(&entry.apikey);
+        let apikey = entry.apikey.value;
+        if apikey.is_empty() {
+            return Err(place.fail(&key_path, "empty API key"));
+        }
+        if !apikey.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(place.fail(
+                &key_path,
+                "an API key must be printable ASCII without spaces (it is sent in an HTTP header)",
+            ));
+        }
+        users.push(ApiUser { user, apikey });
+    }
+    Ok(users)
 }
 
 fn store(raw: RawStore) -> Result<StoreConfig, Problem> {

@@ -188,6 +188,25 @@ pub enum Call {
     DeleteGroup(Ref),
     /// Apply PATCH items to a service group, all or nothing.
     PatchGroup(Ref, Vec<GroupPatch>),
+    /// Create a Tutum service: its group and its containers, created but not started (`Init`).
+    /// Answered with the service's group; `/api/v1` reads the service from the view.
+    CreateService(NewService),
+    /// Change a service, all or nothing: policies reach every container at once (and so apply
+    /// at its next stop), the target at the next scale, the image at the next redeploy.
+    PatchService(Ref, ServicePatch),
+    /// Start every stopped (or never started) container of a service.
+    StartService(Ref),
+    /// Stop every container of a service (a user stop: never restarted).
+    StopService(Ref),
+    /// Add or remove containers until there are `target_num_containers`.
+    ScaleService(Ref),
+    /// Replace every container with a new one of the current spec, `target_num_containers` of them.
+    RedeployService(Ref),
+    /// Delete every container, then the service (409 when it or a container is delete-locked).
+    TerminateService(Ref),
+    /// Replace one container with a new one of the same name, made from its service's spec (or,
+    /// outside a service, from its own).
+    RedeployContainer(Ref),
     /// Several calls applied in order in one command, answered with [`Reply::Batch`]: the
     /// whole batch is applied even if the client that sent it goes away.
     Batch(Vec<Call>),
@@ -291,4 +310,36 @@ impl Handle {
             message: "the controller is shutting down".into(),
         })?
     }
+}
+
+/// `POST /api/v1/service/`: a Tutum service, already checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewService {
+    /// Unique name; made from the image when absent.
+    pub name: Option<String>,
+    /// Image key.
+    pub image: String,
+    /// How many containers to keep (`target_num_containers`).
+    pub target: u32,
+    /// Tutum's `autorestart`: each container's restart policy.
+    pub autorestart: RestartPolicy,
+    /// Each container's autodestroy.
+    pub autodestroy: Autodestroy,
+    /// Each container's autokill policy.
+    pub autokill: AutokillSpec,
+}
+
+/// `PATCH /api/v1/service/{uuid}/`: the fields given change, the others stay.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServicePatch {
+    /// New image, used from the next redeploy (or scale) on.
+    pub image: Option<String>,
+    /// New `target_num_containers`, reached at the next scale or redeploy.
+    pub target: Option<u32>,
+    /// New `autorestart`, given to every container.
+    pub autorestart: Option<RestartPolicy>,
+    /// New autodestroy, given to every container.
+    pub autodestroy: Option<Autodestroy>,
+    /// New autokill policy (replaces the whole policy), given to every container.
+    pub autokill: Option<AutokillSpec>,
 }

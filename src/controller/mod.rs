@@ -19,6 +19,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+pub use state::services::{
+    ContainerExtra, ContainerState, ContainerView, Graveyard, MAX_CONTAINERS, MAX_SERVICE_NAME,
+    ServiceSpec, ServiceState, ServiceView, TERMINATED_RETENTION, Transition, TutumView,
+};
 pub use state::{Group, Instance, State};
 
 use crate::config::{Autodestroy, Autokill, Config, RestartPolicy};
@@ -275,6 +279,8 @@ pub struct View {
     pub instances: Vec<InstanceView>,
     /// Service groups, sorted by name.
     pub groups: Vec<GroupView>,
+    /// What `/api/v1` reads besides: Tutum services, containers being or lately terminated.
+    pub tutum: TutumView,
 }
 
 /// One instance in a [`View`].

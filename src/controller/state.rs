@@ -239,6 +239,8 @@ pub struct Group {
     pub from_config: bool,
     /// The kill a delete lock last held back (see [`Instance`]'s).
     pub(super) skipped: Option<&'static str>,
+    /// A Tutum service's spec: the group's instances are its containers (`None`: a plain group).
+    pub service: Option<ServiceSpec>,
 }
 
 /// A map that remembers which entries were changed since the last commit, and what they were
@@ -357,6 +359,8 @@ pub struct State {
     /// Why the runtime's engine cannot be reached, while it cannot: creates and starts are
     /// refused rather than left half-made.
     engine_down: Option<String>,
+    /// Services and containers terminated lately, for `/api/v1` (in memory only).
+    tombstones: Tombstones,
 }
 
 /// `(resource, reason)` labels of kills.
@@ -383,6 +387,7 @@ impl State {
                 crate::config::RuntimeKind::Docker { .. }
             ),
             engine_down: None,
+            tombstones: Tombstones::default(),
         }
     }
 
@@ -496,6 +501,7 @@ impl State {
                             services: serde_json::Value::Array(Vec::new()),
                             from_config: true,
                             skipped: None,
+                            service: None,
                         },
                     );
                     id
@@ -904,6 +910,7 @@ impl State {
         if let Some(template) = inst.template {
             self.check_template(template, now, fx);
         }
+        self.container_gone(&inst, now);
     }
 
     fn timer(&mut self, key: TimerKey, now: SystemTime, fx: &mut Vec<Effect>) {
@@ -1036,7 +1043,7 @@ impl State {
             skip(&mut g.skipped, GROUP, "empty", fx);
         } else {
             tracing::info!(group = %g.name, "service group deleted: empty");
-            self.groups.remove(&id);
+            self.remove_group(id, now);
             fx.push(Effect::Killed {
                 resource: GROUP,
                 reason: "empty",
@@ -1274,7 +1281,10 @@ pub fn backoff(n: u32) -> Duration {
 }
 
 mod calls;
+pub(super) mod services;
 mod view;
+
+use services::{ServiceSpec, Tombstones};
 
 #[cfg(test)]
 mod tests;

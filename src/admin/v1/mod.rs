@@ -11,7 +11,7 @@ pub mod services;
 mod show;
 pub mod templates;
 mod wait;
-mod wire;
+pub(crate) mod wire;
 
 use axum::response::Response;
 use serde::de::DeserializeOwned;

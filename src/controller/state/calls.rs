@@ -114,7 +114,7 @@ impl State {
                     )));
                 }
                 let reply = self.group_view(&self.groups[&id]);
-                self.groups.remove(&id);
+                self.remove_group(id, now);
                 fx.push(Effect::Disarm(TimerKey::Empty(id)));
                 Ok(Reply::Group(GroupView {
                     deleted: true,
@@ -122,6 +122,14 @@ impl State {
                 }))
             }
             Call::PatchGroup(r, patches) => self.patch_group(&r, patches, now, fx),
+            Call::CreateService(new) => self.create_service(new, now, fx),
+            Call::PatchService(r, patch) => self.patch_service(&r, patch, now, fx),
+            Call::StartService(r) => self.start_service(&r, now, fx),
+            Call::StopService(r) => self.stop_service(&r, now, fx),
+            Call::ScaleService(r) => self.scale_service(&r, now, fx),
+            Call::RedeployService(r) => self.redeploy_service(&r, now, fx),
+            Call::TerminateService(r) => self.terminate_service(&r, now, fx),
+            Call::RedeployContainer(r) => self.redeploy_container(&r, now, fx),
             Call::Batch(calls) => Ok(Reply::Batch(
                 calls
                     .into_iter()
@@ -225,24 +233,13 @@ impl State {
                 ));
             }
         };
-        if self.any_image && !self.images.contains(&image) && !is_image_reference(&image) {
-            return Err(ApiError::bad_request(format!(
-                "image: {image:?} is neither a key of runtime.images nor an image reference"
-            )));
-        }
         if !self.any_image && new.memory_mb.is_some() {
             return Err(ApiError::bad_request(
                 "memory_mb: not supported by the process runtime, which sets no memory limit \
                  (the docker runtime does)",
             ));
         }
-        if !self.any_image && !self.images.contains(&image) {
-            let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
-            return Err(ApiError::bad_request(format!(
-                "image: unknown image {image:?} (known: {})",
-                known.join(", ")
-            )));
-        }
+        self.check_image(&image)?;
         let mut autokill = base.map(|t| t.autokill).unwrap_or_default();
         if let Some(spec) = new.autokill {
             if let Some(n) = spec.num_requests {
@@ -385,6 +382,27 @@ impl State {
         Ok(self.instance_reply(id))
     }
 
+    /// An image the runtime can run: a key of `runtime.images`, or with docker any image
+    /// reference.
+    pub(super) fn check_image(&self, image: &str) -> Result<(), ApiError> {
+        if self.images.contains(image) {
+            return Ok(());
+        }
+        if self.any_image {
+            if is_image_reference(image) {
+                return Ok(());
+            }
+            return Err(ApiError::bad_request(format!(
+                "image: {image:?} is neither a key of runtime.images nor an image reference"
+            )));
+        }
+        let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
+        Err(ApiError::bad_request(format!(
+            "image: unknown image {image:?} (known: {})",
+            known.join(", ")
+        )))
+    }
+
     /// 503 while the runtime's engine cannot be reached.
     fn check_engine(&self, outcome: &str) -> Result<(), ApiError> {
         match &self.engine_down {
@@ -445,6 +463,7 @@ impl State {
                 services: new.services,
                 from_config: false,
                 skipped: None,
+                service: None,
             },
         );
         Ok(id)

@@ -50,6 +50,7 @@ fn config() -> Config {
             header_read_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             max_connections: 1,
+            api_users: Vec::new(),
         },
         store: StoreConfig {
             path: "unused".into(),

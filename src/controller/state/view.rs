@@ -86,7 +86,11 @@ impl State {
             .map(|g| self.group_view_with(g, members.remove(&g.id).unwrap_or_default()))
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
-        View { instances, groups }
+        View {
+            instances,
+            groups,
+            tutum: self.tutum_view(),
+        }
     }
 
     /// One instance's view; `clones` counts a template's clones (see [`State::clones_of`]).
