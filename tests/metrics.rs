@@ -119,6 +119,7 @@ async fn only_live_or_recently_stopped_instances_have_series() {
         id: uuid::Uuid::new_v4(),
         name: name.into(),
         image: "hello".into(),
+        memory_mb: None,
         group: None,
         template: None,
         template_name: None,

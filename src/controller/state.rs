@@ -50,8 +50,13 @@ pub struct Instance {
     pub id: Uuid,
     /// Unique name; routed as `<name>.<base_domain>`.
     pub name: Arc<str>,
-    /// Image key.
+    /// Image key (docker: or image reference).
     pub image: String,
+    /// Memory limit in MiB, where the runtime enforces one; `None` = none.
+    pub memory_mb: Option<u64>,
+    /// Why the last start failed (the runtime's or engine's message), until a start succeeds.
+    /// Not stored: a restart of autokill forgets it.
+    pub start_error: Option<String>,
     /// The service group it belongs to.
     pub group: Option<Uuid>,
     /// The template it was cloned from, while that template exists.
@@ -121,6 +126,8 @@ impl Instance {
             id,
             name,
             image,
+            memory_mb: None,
+            start_error: None,
             group: None,
             template: None,
             template_name: None,
@@ -346,6 +353,12 @@ pub struct State {
     workers: usize,
     balance: Balance,
     images: BTreeSet<String>,
+    /// The runtime runs OCI images (docker): an instance may name any image reference, and a
+    /// template is committed to an image of its own, which its clones run.
+    any_image: bool,
+    /// Why the runtime's engine cannot be reached, while it cannot: creates and starts are
+    /// refused rather than left half-made.
+    engine_down: Option<String>,
     /// Services and containers terminated lately, for `/api/v1` (in memory only).
     tombstones: Tombstones,
 }
@@ -369,6 +382,11 @@ impl State {
             workers,
             balance: config.proxy.balance,
             images: config.runtime.images.keys().cloned().collect(),
+            any_image: matches!(
+                config.runtime.kind,
+                crate::config::RuntimeKind::Docker { .. }
+            ),
+            engine_down: None,
             tombstones: Tombstones::default(),
         }
     }
@@ -417,6 +435,7 @@ impl State {
             Command::Exited { id, exit_code } => self.exited(id, exit_code, now, &mut fx),
             Command::Deleted { id, result } => self.deleted(id, result, now, &mut fx),
             Command::Timer(key) => self.timer(key, now, &mut fx),
+            Command::Engine { unreachable } => self.engine_down = unreachable,
             Command::Api(call, reply) => {
                 let result = self.call(call, now, &mut fx);
                 fx.push(Effect::Publish);
@@ -573,6 +592,7 @@ impl State {
                 id,
                 name: spec.name.clone(),
                 image: spec.image.clone(),
+                memory_mb: spec.memory_mb,
             },
             start: start.then_some(attempt),
         });
@@ -582,6 +602,8 @@ impl State {
                 id,
                 name: spec.name.as_str().into(),
                 image: spec.image,
+                memory_mb: spec.memory_mb,
+                start_error: None,
                 group,
                 template: template.as_ref().map(|t| t.0),
                 template_name: template.map(|t| t.1),
@@ -687,6 +709,7 @@ impl State {
         match result {
             Ok(addr) => {
                 inst.state = InstanceState::Running;
+                inst.start_error = None;
                 inst.running_since = Some(now);
                 inst.upstream = Some(Arc::new(Upstream::new(
                     id,
@@ -702,6 +725,7 @@ impl State {
             }
             Err(message) => {
                 tracing::warn!(instance = %inst.name, %message, "instance failed to start");
+                inst.start_error = Some(message);
                 inst.state = InstanceState::Stopped;
                 inst.stop_reason = Some(StopReason::StartFailed);
                 inst.stopped_at = Some(now);
@@ -1187,6 +1211,7 @@ fn skip(
 struct Spec {
     name: String,
     image: String,
+    memory_mb: Option<u64>,
     autokill: Autokill,
     restart_policy: RestartPolicy,
     autodestroy: Autodestroy,
@@ -1196,6 +1221,7 @@ fn declared(cfg: &InstanceConfig) -> Spec {
     Spec {
         name: cfg.name.clone(),
         image: cfg.image.clone(),
+        memory_mb: None,
         autokill: cfg.autokill,
         restart_policy: cfg.restart_policy,
         autodestroy: cfg.autodestroy,

@@ -110,6 +110,8 @@ impl State {
                 .and_then(|g| self.groups.get(&g))
                 .map(|g| g.name.clone()),
             image: i.image.clone(),
+            memory_mb: i.memory_mb,
+            start_error: i.start_error.clone(),
             meter: Arc::clone(&i.meter),
             autokill: i.autokill,
             unused_time: i.unused_time.filter(|_| i.state == InstanceState::Template),
