@@ -489,7 +489,7 @@ pub async fn run(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RETRY_MAX);
     }
-    task.carry_out(effects, &state);
+    task.carry_out(effects, &mut state);
     let _ = recovered.send(());
     // Commands of a batch whose commit failed, applied again first (API calls excepted: they
     // were answered with the error).
@@ -536,7 +536,7 @@ pub async fn run(
         match task.commit(&mut state).await {
             Ok(()) => {
                 backoff = RETRY_FIRST;
-                task.carry_out(effects, &state);
+                task.carry_out(effects, &mut state);
             }
             Err(message) => {
                 // Nothing of the batch happened: the state is back at the last commit, no
@@ -660,7 +660,7 @@ impl Task {
 
     /// Carries out effects in order. Runtime calls and drain watches run as tasks that report
     /// back with a command; replies wait until the state they describe is published.
-    fn carry_out(&mut self, effects: Vec<Effect>, state: &State) {
+    fn carry_out(&mut self, effects: Vec<Effect>, state: &mut State) {
         // The state is that after the whole batch, so one publish serves every change in it,
         // and the replies wait for it (read-after-write) rather than each publishing anew.
         let mut publish = false;
@@ -791,8 +791,12 @@ impl Task {
             .set(self.timers.pending() as i64);
     }
 
-    fn publish(&self, state: &State) {
-        self.published.table.store(Arc::new(state.route_table()));
+    /// Publishes the view, and the route table when routing changed since it was last built
+    /// (most batches — a lock, a reservation, a timer on a stopped instance — leave it alone).
+    fn publish(&self, state: &mut State) {
+        if std::mem::take(&mut state.routes_dirty) {
+            self.published.table.store(Arc::new(state.route_table()));
+        }
         self.published.view.store(Arc::new(state.view()));
         self.published
             .changed

@@ -312,6 +312,12 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
     pub(super) fn changed(&self) -> impl Iterator<Item = &K> {
         self.undo.keys()
     }
+    /// Every entry changed since the last commit: its key, what it was then, what it is now.
+    pub(super) fn changes(&self) -> impl Iterator<Item = (&K, Option<&V>, Option<&V>)> {
+        self.undo
+            .iter()
+            .map(|(k, before)| (k, before.as_ref(), self.map.get(k)))
+    }
     /// The changes are durable: forget their pre-images.
     pub(super) fn commit(&mut self) {
         self.undo.clear();
@@ -348,6 +354,12 @@ pub struct State {
     declared_names: HashSet<Arc<str>>,
     /// Likewise for service group names.
     declared_groups: HashSet<String>,
+    /// Each group's members (instances of any state but deleted) as of the last commit;
+    /// [`State::member_ids`] adds what the batch in hand changed.
+    pub(super) members: HashMap<Uuid, HashSet<Uuid>>,
+    /// A change since the last published route table touched routing (an instance's state,
+    /// incarnation, name or group; a group's domains or balance).
+    pub(super) routes_dirty: bool,
     base_domain: String,
     drain_timeout: Duration,
     workers: usize,
@@ -377,6 +389,8 @@ impl State {
             names: Tracked::default(),
             declared_names: HashSet::new(),
             declared_groups: HashSet::new(),
+            members: HashMap::new(),
+            routes_dirty: true,
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
             workers,
@@ -1060,12 +1074,76 @@ impl State {
             .count()
     }
 
+    /// Before a commit forgets the batch's pre-images: moves the changed instances between the
+    /// groups' member sets, and notes whether routing changed (so that publishing can skip the
+    /// route table when it did not — most batches, e.g. a lock or a reservation, leave it alone).
+    pub(super) fn index_changes(&mut self) {
+        let live_group = |i: Option<&Instance>| {
+            i.filter(|i| i.state != InstanceState::Deleted)
+                .and_then(|i| i.group)
+        };
+        let mut moves = Vec::new();
+        for (id, before, after) in self.instances.changes() {
+            let (from, to) = (live_group(before), live_group(after));
+            if from != to {
+                moves.push((*id, from, to));
+            }
+            let routed = |i: Option<&Instance>| {
+                i.map(|i| {
+                    (
+                        i.state,
+                        Arc::clone(&i.name),
+                        i.group,
+                        i.upstream.as_ref().map(Arc::as_ptr),
+                    )
+                })
+            };
+            if routed(before) != routed(after) {
+                self.routes_dirty = true;
+            }
+        }
+        for (id, from, to) in moves {
+            if let Some(g) = from
+                && let Some(set) = self.members.get_mut(&g)
+            {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.members.remove(&g);
+                }
+            }
+            if let Some(g) = to {
+                self.members.entry(g).or_default().insert(id);
+            }
+        }
+        for (_, before, after) in self.groups.changes() {
+            let routed = |g: Option<&Group>| g.map(|g| (g.domains.clone(), g.balance));
+            if routed(before) != routed(after) {
+                self.routes_dirty = true;
+            }
+        }
+    }
+
     /// Instances (of any state but deleted) that belong to group `id`.
-    fn members(&self, id: Uuid) -> usize {
-        self.instances
-            .values()
-            .filter(|i| i.group == Some(id) && !matches!(i.state, InstanceState::Deleted))
-            .count()
+    pub(super) fn members(&self, id: Uuid) -> usize {
+        self.member_ids(id).len()
+    }
+
+    /// The instances (of any state but deleted) that belong to group `id`, right now: the
+    /// committed index, corrected by what the batch in hand changed. O(members + changes),
+    /// never a scan of every instance.
+    pub(super) fn member_ids(&self, id: Uuid) -> Vec<Uuid> {
+        let live = |i: Option<&Instance>| {
+            i.is_some_and(|i| i.group == Some(id) && i.state != InstanceState::Deleted)
+        };
+        let mut ids: HashSet<Uuid> = self.members.get(&id).cloned().unwrap_or_default();
+        for (key, before, after) in self.instances.changes() {
+            if live(before) && !live(after) {
+                ids.remove(key);
+            } else if live(after) {
+                ids.insert(*key);
+            }
+        }
+        ids.into_iter().collect()
     }
 
     /// Clears the reference of every clone to a template that is gone.
