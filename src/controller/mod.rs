@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 pub use state::services::{
-    ContainerExtra, ContainerState, ContainerView, Graveyard, MAX_CONTAINERS, MAX_SERVICE_NAME,
-    ServiceSpec, ServiceState, ServiceView, TERMINATED_RETENTION, Transition, TutumView,
+    ContainerState, ContainerView, Graveyard, MAX_CONTAINERS, MAX_SERVICE_NAME, ServiceSpec,
+    ServiceState, ServiceView, TERMINATED_RETENTION, Transition, TutumView,
 };
 pub use state::{Group, Instance, State};
 
@@ -215,7 +215,8 @@ pub enum Effect {
     /// Disarm the timer `key`, if armed.
     Disarm(TimerKey),
     /// Answer an API call (after the effects before it, publishing included).
-    Reply(api::ReplyTo, Result<api::Reply, api::ApiError>),
+    /// (Boxed: an instance's view is large, and effects are moved around in vectors.)
+    Reply(api::ReplyTo, Box<Result<api::Reply, api::ApiError>>),
     /// Delete an instance through the runtime; reports [`Command::Deleted`].
     Delete(Uuid),
     /// Commit a new template's stopped instance to the image its clones run (see
@@ -383,6 +384,10 @@ pub struct InstanceView {
     pub delete_lock: bool,
     /// Where it listens, while running.
     pub addr: Option<SocketAddr>,
+    /// The Tutum service it is a container of.
+    pub service: Option<Uuid>,
+    /// When its current run began (while running).
+    pub started_at: Option<SystemTime>,
 }
 
 /// One service group in a [`View`].
@@ -743,7 +748,7 @@ impl Task {
                         let _ = self.tx.send(Command::LimitReached { id });
                     }
                 }
-                Effect::Reply(to, result) => replies.push((to, result)),
+                Effect::Reply(to, result) => replies.push((to, *result)),
                 Effect::Killed { resource, reason } => self
                     .metrics
                     .kills

@@ -359,6 +359,8 @@ pub struct State {
     pub(super) members: HashMap<Uuid, HashSet<Uuid>>,
     /// Each template's clones (of any state but deleted) as of the last commit.
     pub(super) clones: HashMap<Uuid, HashSet<Uuid>>,
+    /// Instances (not templates) being deleted, as of the last commit.
+    pub(super) deleting: HashSet<Uuid>,
     /// The view of every instance and template as of the last commit, kept up to date record by
     /// record (published as it is: see [`crate::controller::Instances`]).
     pub(super) view_cache: crate::controller::Instances,
@@ -396,6 +398,7 @@ impl State {
             declared_groups: HashSet::new(),
             members: HashMap::new(),
             clones: HashMap::new(),
+            deleting: HashSet::new(),
             view_cache: Default::default(),
             routes_dirty: true,
             base_domain: config.proxy.base_domain.clone(),
@@ -460,7 +463,7 @@ impl State {
             Command::Api(call, reply) => {
                 let result = self.call(call, now, &mut fx);
                 fx.push(Effect::Publish);
-                fx.push(Effect::Reply(reply, result));
+                fx.push(Effect::Reply(reply, Box::new(result)));
             }
         }
         fx
@@ -1101,8 +1104,13 @@ impl State {
         let mut clone_moves = Vec::new();
         // Views to build again: every changed instance, and the templates whose clones changed.
         let mut stale = HashSet::new();
+        let mut deleting = Vec::new();
         for (id, before, after) in self.instances.changes() {
             stale.insert(*id);
+            deleting.push((
+                *id,
+                after.is_some_and(|i| i.state == InstanceState::Deleted),
+            ));
             let (from, to) = (
                 live(before).and_then(|i| i.group),
                 live(after).and_then(|i| i.group),
@@ -1131,6 +1139,13 @@ impl State {
             };
             if routed(before) != routed(after) {
                 self.routes_dirty = true;
+            }
+        }
+        for (id, now) in deleting {
+            if now {
+                self.deleting.insert(id);
+            } else {
+                self.deleting.remove(&id);
             }
         }
         move_between(&mut self.members, moves);

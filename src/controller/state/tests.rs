@@ -211,7 +211,7 @@ impl H {
         for e in self.fx.drain(..).collect::<Vec<_>>() {
             match e {
                 Effect::Reply(to, r) => {
-                    let _ = to.send(r);
+                    let _ = to.send(*r);
                 }
                 other => self.fx.push(other),
             }

@@ -103,6 +103,10 @@ impl State {
             created_at: i.created_at,
             delete_lock: i.delete_lock,
             addr: i.upstream.as_ref().map(|u| u.addr),
+            service: i.group.filter(|g| self.spec(*g).is_some()),
+            started_at: i
+                .running_since
+                .filter(|_| matches!(i.state, InstanceState::Running | InstanceState::Draining)),
         }
     }
 
