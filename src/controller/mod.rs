@@ -278,32 +278,81 @@ pub enum Effect {
 pub struct View {
     /// Instances and templates, by name and by id.
     pub instances: Instances,
-    /// Service groups, sorted by name.
-    pub groups: Vec<GroupView>,
+    /// Service groups, by name and by id.
+    pub groups: Groups,
     /// What `/api/v1` reads besides: Tutum services, containers being or lately terminated.
     pub tutum: TutumView,
 }
 
-/// The instances of a [`View`], in persistent maps: the controller keeps one up to date record
-/// by record as batches are committed, and a publish shares all of it (a clone is O(1)), so
-/// publishing costs what changed, not what exists.
-#[derive(Debug, Clone, Default)]
-pub struct Instances {
-    by_name: imbl::OrdMap<Arc<str>, Arc<InstanceView>>,
-    by_id: imbl::HashMap<Uuid, Arc<InstanceView>>,
+/// Records of a [`View`] (instances, groups) in persistent maps: the controller keeps them up to
+/// date record by record as batches are committed, and a publish shares all of it (a clone is
+/// O(1)), so publishing costs what changed, not what exists.
+#[derive(Debug)]
+pub struct Records<V> {
+    by_name: imbl::OrdMap<Arc<str>, Arc<V>>,
+    by_id: imbl::HashMap<Uuid, Arc<V>>,
 }
 
-impl Instances {
-    /// Every instance and template, sorted by name.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &InstanceView> + '_ {
+/// The instances and templates of a [`View`].
+pub type Instances = Records<InstanceView>;
+/// The service groups of a [`View`].
+pub type Groups = Records<GroupView>;
+
+/// What a [`Records`] is keyed by.
+pub trait Record {
+    /// Identity.
+    fn id(&self) -> Uuid;
+    /// Unique name.
+    fn name(&self) -> Arc<str>;
+}
+
+impl Record for InstanceView {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
+    }
+}
+
+impl Record for GroupView {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn name(&self) -> Arc<str> {
+        Arc::from(self.name.as_str())
+    }
+}
+
+impl<V> Clone for Records<V> {
+    fn clone(&self) -> Self {
+        Records {
+            by_name: self.by_name.clone(),
+            by_id: self.by_id.clone(),
+        }
+    }
+}
+
+impl<V> Default for Records<V> {
+    fn default() -> Self {
+        Records {
+            by_name: imbl::OrdMap::new(),
+            by_id: imbl::HashMap::new(),
+        }
+    }
+}
+
+impl<V: Record> Records<V> {
+    /// Every record, sorted by name.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &V> + '_ {
         self.by_name.values().map(|v| &**v)
     }
     /// The one with this id.
-    pub fn get(&self, id: &Uuid) -> Option<&InstanceView> {
+    pub fn get(&self, id: &Uuid) -> Option<&V> {
         self.by_id.get(id).map(|v| &**v)
     }
     /// The one with this name.
-    pub fn named(&self, name: &str) -> Option<&InstanceView> {
+    pub fn named(&self, name: &str) -> Option<&V> {
         self.by_name.get(name).map(|v| &**v)
     }
     /// How many there are.
@@ -314,28 +363,28 @@ impl Instances {
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
-    /// Puts (or replaces) one instance's view.
-    pub(crate) fn put(&mut self, view: InstanceView) {
-        self.remove(&view.id);
-        let view = Arc::new(view);
-        self.by_name
-            .insert(Arc::clone(&view.name), Arc::clone(&view));
-        self.by_id.insert(view.id, view);
+    /// Puts (or replaces) one record.
+    pub(crate) fn put(&mut self, record: V) {
+        self.remove(&record.id());
+        let record = Arc::new(record);
+        self.by_name.insert(record.name(), Arc::clone(&record));
+        self.by_id.insert(record.id(), record);
     }
-    /// Removes one instance's view.
+    /// Removes one record.
     pub(crate) fn remove(&mut self, id: &Uuid) {
-        if let Some(old) = self.by_id.remove(id)
-            && self.by_name.get(&old.name).is_some_and(|v| v.id == *id)
-        {
-            // Only its own entry: a new instance may already have taken the name (a redeploy).
-            self.by_name.remove(&old.name);
+        if let Some(old) = self.by_id.remove(id) {
+            let name = old.name();
+            // Only its own entry: a new record may already have taken the name (a redeploy).
+            if self.by_name.get(&name).is_some_and(|v| v.id() == *id) {
+                self.by_name.remove(&name);
+            }
         }
     }
 }
 
-impl<'a> IntoIterator for &'a Instances {
-    type Item = &'a InstanceView;
-    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a InstanceView> + 'a>;
+impl<'a, V: Record> IntoIterator for &'a Records<V> {
+    type Item = &'a V;
+    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a V> + 'a>;
     fn into_iter(self) -> Self::IntoIter {
         Box::new(self.iter())
     }

@@ -364,6 +364,8 @@ pub struct State {
     /// The view of every instance and template as of the last commit, kept up to date record by
     /// record (published as it is: see [`crate::controller::Instances`]).
     pub(super) view_cache: crate::controller::Instances,
+    /// Likewise for the service groups.
+    pub(super) group_cache: crate::controller::Groups,
     /// A change since the last published route table touched routing (an instance's state,
     /// incarnation, name or group; a group's domains or balance).
     pub(super) routes_dirty: bool,
@@ -400,6 +402,7 @@ impl State {
             clones: HashMap::new(),
             deleting: HashSet::new(),
             view_cache: Default::default(),
+            group_cache: Default::default(),
             routes_dirty: true,
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
@@ -1148,6 +1151,10 @@ impl State {
                 self.deleting.remove(&id);
             }
         }
+        let mut stale_groups: HashSet<Uuid> = self.groups.changed().copied().collect();
+        for (_, from, to) in &moves {
+            stale_groups.extend(from.iter().chain(to));
+        }
         move_between(&mut self.members, moves);
         move_between(&mut self.clones, clone_moves);
         for id in stale {
@@ -1158,6 +1165,15 @@ impl State {
                     self.view_cache.put(view);
                 }
                 _ => self.view_cache.remove(&id),
+            }
+        }
+        for id in stale_groups {
+            match self.groups.get(&id) {
+                Some(g) => {
+                    let view = self.group_view(g);
+                    self.group_cache.put(view);
+                }
+                None => self.group_cache.remove(&id),
             }
         }
         for (_, before, after) in self.groups.changes() {

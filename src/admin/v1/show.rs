@@ -50,7 +50,7 @@ pub fn instance(i: &InstanceView, view: &View, base_domain: &str) -> Value {
     }
     if let Some(group) = &i.group {
         let mut g = Map::new();
-        if let Some(found) = view.groups.iter().find(|g| g.name == *group) {
+        if let Some(found) = view.groups.named(group) {
             g.insert("uuid".into(), json!(found.id));
             g.insert("domains".into(), domains(&found.domains));
         }
@@ -61,8 +61,8 @@ pub fn instance(i: &InstanceView, view: &View, base_domain: &str) -> Value {
         let mut t = Map::new();
         if let Some(found) = view
             .instances
-            .iter()
-            .find(|t| t.state == InstanceState::Template && *t.name == **template)
+            .named(template)
+            .filter(|t| t.state == InstanceState::Template)
         {
             t.insert("uuid".into(), json!(found.id));
         }

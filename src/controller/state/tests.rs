@@ -1075,7 +1075,11 @@ fn declared_group_routes_by_domain() {
     assert!(
         matches!(h.s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.len() == 1)
     );
-    assert_eq!(h.s.view().groups[0].instances.len(), 1);
+    let view = h.s.view();
+    assert_eq!(
+        view.groups.iter().next().map(|g| g.instances.len()),
+        Some(1)
+    );
 }
 
 fn limited(name: &str, n: u64) -> NewInstance {
@@ -1954,6 +1958,11 @@ proptest::proptest! {
                 let fresh = format!("{:?}", h.s.instance_view(i, clones));
                 let kept = format!("{:?}", view.instances.get(&i.id));
                 proptest::prop_assert_eq!(format!("Some({fresh})"), kept);
+            }
+            proptest::prop_assert_eq!(view.groups.len(), h.s.groups.len());
+            for g in h.s.groups.values() {
+                let fresh = format!("Some({:?})", h.s.group_view(g));
+                proptest::prop_assert_eq!(fresh, format!("{:?}", view.groups.get(&g.id)));
             }
             // The route table.
             for i in h.s.instances.values() {

@@ -61,14 +61,12 @@ impl State {
     }
 
     /// What the API and `/metrics` read: every instance and template but those being deleted.
-    /// The instances are the view kept up to date at each commit (shared, not rebuilt); the
-    /// groups are built from their member index.
+    /// Instances and groups are the views kept up to date at each commit (shared, not
+    /// rebuilt); the Tutum part is built from the services' member indexes.
     pub fn view(&self) -> View {
-        let mut groups: Vec<GroupView> = self.groups.values().map(|g| self.group_view(g)).collect();
-        groups.sort_by(|a, b| a.name.cmp(&b.name));
         View {
             instances: self.view_cache.clone(),
-            groups,
+            groups: self.group_cache.clone(),
             tutum: self.tutum_view(),
         }
     }
