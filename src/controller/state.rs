@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use super::{Command, Effect, InstanceState, StopReason, TimerKey};
+use super::{Command, Due, DueKind, Effect, InstanceState, StopReason, TimerKey};
 use crate::config::{
     Autodestroy, Autokill, Balance, Config, GroupConfig, InstanceConfig, RestartPolicy,
 };
@@ -98,6 +98,9 @@ pub struct Instance {
     restarts: u32,
     /// When a scheduled restart is due.
     restart_at: Option<SystemTime>,
+    /// When the current drain gives up waiting for requests in flight (while draining, or
+    /// stopping after a drain); only shown, not stored (a restart re-arms drains anew).
+    drain_until: Option<SystemTime>,
     /// Durable ceiling of requests forwarded (see [`Meter`]); 0 for an unlimited instance.
     reserved: u64,
     /// Declared by the configuration file.
@@ -148,6 +151,7 @@ impl Instance {
             running_since: None,
             restarts: 0,
             restart_at: None,
+            drain_until: None,
             reserved: 0,
             from_config: false,
             destroy_due: false,
@@ -195,6 +199,35 @@ impl Instance {
 
     pub(super) fn restarts(&self) -> u32 {
         self.restarts
+    }
+
+    pub(super) fn set_drain_until(&mut self, until: SystemTime) {
+        self.drain_until = Some(until);
+    }
+
+    /// What it waits for next and when: the drain's end, a restart, or its kill for having
+    /// been stopped `autokill.time` (templates: for being unused). `None` when nothing is armed.
+    pub(super) fn due(&self) -> Option<Due> {
+        let at = match self.state {
+            InstanceState::Draining => self.drain_until.map(|at| (DueKind::Drain, at)),
+            InstanceState::Stopping if self.pending == Pending::StopAfterDrain => {
+                self.drain_until.map(|at| (DueKind::Drain, at))
+            }
+            InstanceState::Template => self
+                .unused_time
+                .map(|time| (DueKind::Unused, self.last_used + time)),
+            InstanceState::Stopped if self.pending == Pending::None => match self.restart_at {
+                Some(at) => Some((DueKind::Restart, at)),
+                None if self.spent() => None,
+                None => self
+                    .autokill
+                    .time
+                    .zip(self.stopped_at)
+                    .map(|(time, stopped_at)| (DueKind::StoppedTime, stopped_at + time)),
+            },
+            _ => None,
+        };
+        at.map(|(kind, at)| Due { kind, at })
     }
 
     pub(super) fn restart_at(&self) -> Option<SystemTime> {
@@ -624,6 +657,7 @@ impl State {
                 running_since: None,
                 restarts: 0,
                 restart_at: None,
+                drain_until: None,
                 reserved: 0,
                 from_config,
                 destroy_due: false,
@@ -757,6 +791,7 @@ impl State {
                 upstream: Arc::clone(up),
             });
         }
+        inst.drain_until = Some(now + drain_timeout);
         fx.push(Effect::Arm(TimerKey::Drain(id), now + drain_timeout));
         fx.push(Effect::Publish);
     }

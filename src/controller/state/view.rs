@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 use super::super::api::Reply;
-use super::super::{GroupView, InstanceState, InstanceView, View};
+use super::super::{Due, DueKind, GroupView, InstanceState, InstanceView, View};
 use super::{Group, Instance, State};
 use crate::proxy::route::{GroupRoute, RouteTable, Target};
 
@@ -86,10 +86,28 @@ impl State {
             .map(|g| self.group_view_with(g, members.remove(&g.id).unwrap_or_default()))
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut due = HashMap::new();
+        for i in self.instances.values() {
+            if let Some(d) = i.due() {
+                due.insert(i.id, d);
+            }
+        }
+        for g in self.groups.values() {
+            if let Some((since, time)) = g.empty_since.zip(g.autokill_time) {
+                due.insert(
+                    g.id,
+                    Due {
+                        kind: DueKind::Empty,
+                        at: since + time,
+                    },
+                );
+            }
+        }
         View {
             instances,
             groups,
             tutum: self.tutum_view(),
+            due,
         }
     }
 
