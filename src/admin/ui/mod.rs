@@ -101,8 +101,8 @@ fn page(ui: &Ui, headers: &HeaderMap, here: &str, render: impl FnOnce() -> Marku
 }
 
 /// An HTML answer with the headers every page carries: no framing (a toggle cannot be
-/// clicked through another site's frame), scripts and styles only from here, no caching of
-/// what may be behind a login.
+/// clicked through another site's frame), scripts and styles only from here, no referrer to
+/// other sites, no caching of what may be behind a login.
 fn html(status: StatusCode, body: Markup) -> Response {
     let mut resp = (status, body.into_string()).into_response();
     let h = resp.headers_mut();
@@ -122,9 +122,11 @@ fn html(status: StatusCode, body: Markup) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Not `no-referrer`: under it a browser sends `Origin: null` with a form post, which the
+    // admin guard (rightly) cannot tell from another site's.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
