@@ -638,3 +638,104 @@ async fn the_page_asks_for_the_token_and_keeps_it_in_an_httponly_cookie() {
     );
     b.close().await;
 }
+
+/// The median of `xs` (sorted in place).
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Figures for the README, not a check: the weight of the instances page with 1,000 instances
+/// and the time to its first render in Chromium. Run against the release build:
+/// `AUTOKILL_TEST_BIN=target/release/autokill cargo test --release --test ui_browser -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement that prints figures; run by hand"]
+async fn figures_instances_page_with_1000_instances() {
+    let Some((chromium, driver)) = tools() else {
+        return;
+    };
+    let server = Server::start(|dir| hello_runtime(dir, "")).await;
+    let items: Vec<Value> = (0..1000)
+        .map(|n| {
+            json!({"name": format!("load-{n:04}"), "image": "hello",
+                   "autokill": {"num_requests": 100, "time_ms": 3_600_000}})
+        })
+        .collect();
+    api(
+        &server,
+        "POST",
+        "/v1/instances",
+        Some(Value::Array(items)),
+        200,
+    )
+    .await;
+    let size = |path: &'static str| {
+        let admin = server.admin;
+        async move {
+            let r = common::request(admin, "GET", "localhost", path).await;
+            assert_eq!(r.status, 200, "{path}");
+            r.body.len()
+        }
+    };
+    let (html, js, css) = (
+        size("/ui/instances").await,
+        size("/ui/assets/ui.js").await,
+        size("/ui/assets/ui.css").await,
+    );
+    let base = format!("http://localhost:{}", server.admin.port());
+    let b = browser(&chromium, &driver).await;
+    let (mut fcp, mut dcl, mut response) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..8 {
+        b.goto(&format!("{base}/ui/instances")).await;
+        b.until("the first paint", async |b| {
+            b.js(
+                "return performance.getEntriesByName('first-contentful-paint').length;",
+                vec![],
+            )
+            .await
+            .as_u64()
+                == Some(1)
+        })
+        .await;
+        let t = b
+            .js(
+                "const n = performance.getEntriesByType('navigation')[0];
+                 const p = performance.getEntriesByName('first-contentful-paint')[0];
+                 return [p.startTime, n.domContentLoadedEventEnd, n.responseEnd];",
+                vec![],
+            )
+            .await;
+        let at = |i: usize| t[i].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "load {round}: first contentful paint {:.0} ms, DOMContentLoaded {:.0} ms, response end {:.0} ms",
+            at(0),
+            at(1),
+            at(2)
+        );
+        // The first load fetches the script and the style sheet; later ones have them cached.
+        if round > 0 {
+            fcp.push(at(0));
+            dcl.push(at(1));
+            response.push(at(2));
+        }
+    }
+    let rows = b
+        .js(
+            "return document.querySelectorAll('#instances tr').length;",
+            vec![],
+        )
+        .await;
+    assert_eq!(rows, json!(1000));
+    println!(
+        "instances page, 1,000 instances: HTML {html} B, script {js} B, style {css} B, total {} B",
+        html + js + css
+    );
+    println!(
+        "medians of {} warm loads: first contentful paint {:.0} ms, DOMContentLoaded {:.0} ms, response end {:.0} ms",
+        fcp.len(),
+        median(&mut fcp),
+        median(&mut dcl),
+        median(&mut response)
+    );
+    b.close().await;
+}
