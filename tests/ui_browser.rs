@@ -422,6 +422,9 @@ async fn the_page_launches_stops_toggles_and_watches_budgets() {
         );
     }
     b.screenshot("service-detail").await;
+    b.viewport(390, 844).await;
+    b.screenshot("service-detail-phone").await;
+    b.viewport(1280, 800).await;
 
     // The services page lists both, with their policies.
     b.goto(&format!("{base}/ui/")).await;

@@ -127,14 +127,19 @@
     }
   }
 
-  function showAutodestroy(b, value) {
+  // The control as the page has it now: a live update may have replaced the one clicked.
+  const current = (b) => (b.id && byId(b.id)) || b;
+
+  function showAutodestroy(clicked, value) {
+    const b = current(clicked);
     b.setAttribute('aria-pressed', String(value !== 'OFF'));
     b.dataset.value = value;
     const v = b.querySelector('.val');
     if (v) v.textContent = value;
   }
 
-  function showLock(b, locked) {
+  function showLock(clicked, locked) {
+    const b = current(clicked);
     b.setAttribute('aria-checked', String(locked));
     const l = b.querySelector('.label');
     if (l) l.textContent = locked ? 'locked' : 'unlocked';
@@ -147,7 +152,7 @@
       if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
       busy(b, async () => {
         await call(b.dataset.method || 'POST', b.dataset.call);
-        toast(b.textContent.trim() + ': done', true);
+        toast(b.textContent.trim() + ': sent', true);
       });
     } else if (b.dataset.autodestroy) {
       // Tutum's button: ALWAYS when off, OFF when on (any value but OFF counts as on).
