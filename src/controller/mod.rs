@@ -275,15 +275,72 @@ pub enum Effect {
 /// A read-only snapshot of the controller's state, published after every change.
 #[derive(Debug, Default)]
 pub struct View {
-    /// Instances, sorted by name.
-    pub instances: Vec<InstanceView>,
+    /// Instances and templates, by name and by id.
+    pub instances: Instances,
     /// Service groups, sorted by name.
     pub groups: Vec<GroupView>,
     /// What `/api/v1` reads besides: Tutum services, containers being or lately terminated.
     pub tutum: TutumView,
     /// The lifecycle deadline of each instance, template and group that has one armed (kept
     /// apart from their views, which API answers carry through the controller's queue).
-    pub due: HashMap<Uuid, Due>,
+    pub due: imbl::HashMap<Uuid, Due>,
+}
+
+/// The instances of a [`View`], in persistent maps: the controller keeps one up to date record
+/// by record as batches are committed, and a publish shares all of it (a clone is O(1)), so
+/// publishing costs what changed, not what exists.
+#[derive(Debug, Clone, Default)]
+pub struct Instances {
+    by_name: imbl::OrdMap<Arc<str>, Arc<InstanceView>>,
+    by_id: imbl::HashMap<Uuid, Arc<InstanceView>>,
+}
+
+impl Instances {
+    /// Every instance and template, sorted by name.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &InstanceView> + '_ {
+        self.by_name.values().map(|v| &**v)
+    }
+    /// The one with this id.
+    pub fn get(&self, id: &Uuid) -> Option<&InstanceView> {
+        self.by_id.get(id).map(|v| &**v)
+    }
+    /// The one with this name.
+    pub fn named(&self, name: &str) -> Option<&InstanceView> {
+        self.by_name.get(name).map(|v| &**v)
+    }
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+    /// Puts (or replaces) one instance's view.
+    pub(crate) fn put(&mut self, view: InstanceView) {
+        self.remove(&view.id);
+        let view = Arc::new(view);
+        self.by_name
+            .insert(Arc::clone(&view.name), Arc::clone(&view));
+        self.by_id.insert(view.id, view);
+    }
+    /// Removes one instance's view.
+    pub(crate) fn remove(&mut self, id: &Uuid) {
+        if let Some(old) = self.by_id.remove(id)
+            && self.by_name.get(&old.name).is_some_and(|v| v.id == *id)
+        {
+            // Only its own entry: a new instance may already have taken the name (a redeploy).
+            self.by_name.remove(&old.name);
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Instances {
+    type Item = &'a InstanceView;
+    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a InstanceView> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
 }
 
 /// One instance in a [`View`].
@@ -529,7 +586,7 @@ pub async fn run(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RETRY_MAX);
     }
-    task.carry_out(effects, &state);
+    task.carry_out(effects, &mut state);
     let _ = recovered.send(());
     // Commands of a batch whose commit failed, applied again first (API calls excepted: they
     // were answered with the error).
@@ -576,7 +633,7 @@ pub async fn run(
         match task.commit(&mut state).await {
             Ok(()) => {
                 backoff = RETRY_FIRST;
-                task.carry_out(effects, &state);
+                task.carry_out(effects, &mut state);
             }
             Err(message) => {
                 // Nothing of the batch happened: the state is back at the last commit, no
@@ -700,7 +757,7 @@ impl Task {
 
     /// Carries out effects in order. Runtime calls and drain watches run as tasks that report
     /// back with a command; replies wait until the state they describe is published.
-    fn carry_out(&mut self, effects: Vec<Effect>, state: &State) {
+    fn carry_out(&mut self, effects: Vec<Effect>, state: &mut State) {
         // The state is that after the whole batch, so one publish serves every change in it,
         // and the replies wait for it (read-after-write) rather than each publishing anew.
         let mut publish = false;
@@ -827,8 +884,12 @@ impl Task {
             .set(self.timers.pending() as i64);
     }
 
-    fn publish(&self, state: &State) {
-        self.published.table.store(Arc::new(state.route_table()));
+    /// Publishes the view, and the route table when routing changed since it was last built
+    /// (most batches — a lock, a reservation, a timer on a stopped instance — leave it alone).
+    fn publish(&self, state: &mut State) {
+        if std::mem::take(&mut state.routes_dirty) {
+            self.published.table.store(Arc::new(state.route_table()));
+        }
         self.published.view.store(Arc::new(state.view()));
         self.published
             .changed

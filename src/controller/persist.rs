@@ -72,6 +72,7 @@ impl State {
 
     /// The changes are durable: the next batch starts from here.
     pub fn committed(&mut self) {
+        self.index_changes();
         self.instances.commit();
         self.groups.commit();
         self.names.commit();

@@ -345,6 +345,12 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
     pub(super) fn changed(&self) -> impl Iterator<Item = &K> {
         self.undo.keys()
     }
+    /// Every entry changed since the last commit: its key, what it was then, what it is now.
+    pub(super) fn changes(&self) -> impl Iterator<Item = (&K, Option<&V>, Option<&V>)> {
+        self.undo
+            .iter()
+            .map(|(k, before)| (k, before.as_ref(), self.map.get(k)))
+    }
     /// The changes are durable: forget their pre-images.
     pub(super) fn commit(&mut self) {
         self.undo.clear();
@@ -381,6 +387,20 @@ pub struct State {
     declared_names: HashSet<Arc<str>>,
     /// Likewise for service group names.
     declared_groups: HashSet<String>,
+    /// Each group's members (instances of any state but deleted) as of the last commit;
+    /// [`State::member_ids`] adds what the batch in hand changed.
+    pub(super) members: HashMap<Uuid, HashSet<Uuid>>,
+    /// Each template's clones (of any state but deleted) as of the last commit.
+    pub(super) clones: HashMap<Uuid, HashSet<Uuid>>,
+    /// The view of every instance and template as of the last commit, kept up to date record by
+    /// record (published as it is: see [`crate::controller::Instances`]).
+    pub(super) view_cache: crate::controller::Instances,
+    /// The armed deadline of every instance and template that has one, as of the last commit,
+    /// kept up to date with `view_cache` (published shared, like it).
+    pub(super) due_cache: imbl::HashMap<Uuid, Due>,
+    /// A change since the last published route table touched routing (an instance's state,
+    /// incarnation, name or group; a group's domains or balance).
+    pub(super) routes_dirty: bool,
     base_domain: String,
     drain_timeout: Duration,
     workers: usize,
@@ -410,6 +430,11 @@ impl State {
             names: Tracked::default(),
             declared_names: HashSet::new(),
             declared_groups: HashSet::new(),
+            members: HashMap::new(),
+            clones: HashMap::new(),
+            view_cache: Default::default(),
+            due_cache: Default::default(),
+            routes_dirty: true,
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
             workers,
@@ -1087,20 +1112,114 @@ impl State {
         }
     }
 
-    /// Clones of template `id` that still exist.
+    /// Clones of template `id` that still exist, right now (the committed index corrected by
+    /// the batch in hand, as [`State::member_ids`]).
     pub(super) fn clones_of(&self, id: Uuid) -> usize {
-        self.instances
-            .values()
-            .filter(|i| i.template == Some(id) && i.state != InstanceState::Deleted)
-            .count()
+        let live = |i: Option<&Instance>| {
+            i.is_some_and(|i| i.template == Some(id) && i.state != InstanceState::Deleted)
+        };
+        let mut ids: HashSet<Uuid> = self.clones.get(&id).cloned().unwrap_or_default();
+        for (key, before, after) in self.instances.changes() {
+            if live(before) && !live(after) {
+                ids.remove(key);
+            } else if live(after) {
+                ids.insert(*key);
+            }
+        }
+        ids.len()
+    }
+
+    /// Before a commit forgets the batch's pre-images: moves the changed instances between the
+    /// groups' member sets, and notes whether routing changed (so that publishing can skip the
+    /// route table when it did not — most batches, e.g. a lock or a reservation, leave it alone).
+    pub(super) fn index_changes(&mut self) {
+        fn live(i: Option<&Instance>) -> Option<&Instance> {
+            i.filter(|i| i.state != InstanceState::Deleted)
+        }
+        let mut moves = Vec::new();
+        let mut clone_moves = Vec::new();
+        // Views to build again: every changed instance, and the templates whose clones changed.
+        let mut stale = HashSet::new();
+        for (id, before, after) in self.instances.changes() {
+            stale.insert(*id);
+            let (from, to) = (
+                live(before).and_then(|i| i.group),
+                live(after).and_then(|i| i.group),
+            );
+            if from != to {
+                moves.push((*id, from, to));
+            }
+            let (from, to) = (
+                live(before).and_then(|i| i.template),
+                live(after).and_then(|i| i.template),
+            );
+            if from != to {
+                clone_moves.push((*id, from, to));
+                stale.extend(from);
+                stale.extend(to);
+            }
+            let routed = |i: Option<&Instance>| {
+                i.map(|i| {
+                    (
+                        i.state,
+                        Arc::clone(&i.name),
+                        i.group,
+                        i.upstream.as_ref().map(Arc::as_ptr),
+                    )
+                })
+            };
+            if routed(before) != routed(after) {
+                self.routes_dirty = true;
+            }
+        }
+        move_between(&mut self.members, moves);
+        move_between(&mut self.clones, clone_moves);
+        for id in stale {
+            match self.instances.get(&id) {
+                Some(i) if i.state != InstanceState::Deleted => {
+                    let clones = self.clones.get(&id).map_or(0, HashSet::len);
+                    let view = self.instance_view(i, clones);
+                    self.view_cache.put(view);
+                    match i.due() {
+                        Some(due) => self.due_cache.insert(id, due),
+                        None => self.due_cache.remove(&id),
+                    };
+                }
+                _ => {
+                    self.view_cache.remove(&id);
+                    self.due_cache.remove(&id);
+                }
+            }
+        }
+        for (_, before, after) in self.groups.changes() {
+            let routed = |g: Option<&Group>| g.map(|g| (g.domains.clone(), g.balance));
+            if routed(before) != routed(after) {
+                self.routes_dirty = true;
+            }
+        }
     }
 
     /// Instances (of any state but deleted) that belong to group `id`.
-    fn members(&self, id: Uuid) -> usize {
-        self.instances
-            .values()
-            .filter(|i| i.group == Some(id) && !matches!(i.state, InstanceState::Deleted))
-            .count()
+    pub(super) fn members(&self, id: Uuid) -> usize {
+        self.member_ids(id).len()
+    }
+
+    /// The instances (of any state but deleted) that belong to group `id`, right now: the
+    /// committed index, corrected by what the batch in hand changed. O(members + changes),
+    /// never a scan of every instance.
+    pub(super) fn member_ids(&self, id: Uuid) -> Vec<Uuid> {
+        let live = |i: Option<&Instance>| {
+            i.is_some_and(|i| i.group == Some(id) && i.state != InstanceState::Deleted)
+        };
+        let mut ids: HashSet<Uuid> = self.members.get(&id).cloned().unwrap_or_default();
+        for (key, before, after) in self.instances.changes() {
+            if live(before) && !live(after) {
+                ids.remove(key);
+            } else if live(after) {
+                ids.insert(*key);
+            }
+        }
+        ids.into_iter().collect()
     }
 
     /// Clears the reference of every clone to a template that is gone.
@@ -1226,6 +1345,27 @@ impl State {
 /// crash, and a budget of N takes about 16·ln(N) commits to spend.
 pub fn reservation_block(limit: u64, reserved: u64) -> u64 {
     (limit.saturating_sub(reserved) / 16).max(1)
+}
+
+/// Moves `(member, from, to)` between the sets of an index (a group's members, a template's
+/// clones), dropping sets that become empty.
+fn move_between(
+    index: &mut HashMap<Uuid, HashSet<Uuid>>,
+    moves: Vec<(Uuid, Option<Uuid>, Option<Uuid>)>,
+) {
+    for (id, from, to) in moves {
+        if let Some(k) = from
+            && let Some(set) = index.get_mut(&k)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                index.remove(&k);
+            }
+        }
+        if let Some(k) = to {
+            index.entry(k).or_default().insert(id);
+        }
+    }
 }
 
 /// Counts a kill that a delete lock held back, once each time it comes due (not once per

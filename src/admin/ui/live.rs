@@ -18,7 +18,6 @@
 
 use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
@@ -165,8 +164,10 @@ impl Stream {
                     () = tokio::time::sleep_until(ready) => {}
                 }
             }
+            // The publish count first: the view loaded after it is at least that new.
+            let publishes = *self.changed.borrow_and_update();
             let view = self.ui.admin.published.view.load_full();
-            let fingerprint = fingerprint(&view);
+            let fingerprint = fingerprint(publishes, &view);
             if self.fingerprint != Some(fingerprint) {
                 self.fingerprint = Some(fingerprint);
                 self.last = Some(Instant::now());
@@ -268,11 +269,12 @@ fn diff(before: &Sent, regions: &[Region]) -> Vec<Value> {
     out
 }
 
-/// What, if unchanged, means the page would render the same: the published view (a new one
-/// after every change), the meters' counts, and the minute (for what ages out).
-fn fingerprint(view: &Arc<View>) -> u64 {
+/// What, if unchanged, means the page would render the same: how many times the controller
+/// has published (not the view's address, which a new view may reuse), the meters' counts, and
+/// the minute (for what ages out).
+fn fingerprint(publishes: u64, view: &View) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (Arc::as_ptr(view) as usize).hash(&mut h);
+    publishes.hash(&mut h);
     let served: u64 = view
         .instances
         .iter()

@@ -519,9 +519,9 @@ impl State {
             return Vec::new();
         };
         let mut found: Vec<(u64, &str, Uuid)> = self
-            .instances
-            .values()
-            .filter(|i| i.group == Some(id) && i.state != InstanceState::Deleted)
+            .member_ids(id)
+            .iter()
+            .filter_map(|m| self.instances.get(m))
             .map(|i| (index_of(&g.name, &i.name), &*i.name, i.id))
             .collect();
         found.sort_unstable();

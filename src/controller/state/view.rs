@@ -36,10 +36,14 @@ impl State {
         }
         for group in self.groups.values() {
             let mut members: Vec<usize> = self
-                .instances
-                .values()
-                .filter(|i| i.group == Some(group.id) && i.state == InstanceState::Running)
-                .filter_map(|i| index.get(&i.id).copied())
+                .member_ids(group.id)
+                .iter()
+                .filter(|id| {
+                    self.instances
+                        .get(id)
+                        .is_some_and(|i| i.state == InstanceState::Running)
+                })
+                .filter_map(|id| index.get(id).copied())
                 .collect();
             // A stable order, so round-robin walks the same cycle across publishes.
             members.sort_unstable();
@@ -57,41 +61,14 @@ impl State {
     }
 
     /// What the API and `/metrics` read: every instance and template but those being deleted.
-    /// Linear in the number of instances: clones and group members are counted in one pass,
-    /// not once per template or group.
+    /// The instances are the view kept up to date at each commit (shared, not rebuilt); the
+    /// groups are built from their member index.
     pub fn view(&self) -> View {
-        let mut clones: HashMap<Uuid, usize> = HashMap::new();
-        let mut members: HashMap<Uuid, Vec<Arc<str>>> = HashMap::new();
-        for i in self.instances.values() {
-            if i.state == InstanceState::Deleted {
-                continue;
-            }
-            if let Some(t) = i.template {
-                *clones.entry(t).or_default() += 1;
-            }
-            if let Some(g) = i.group {
-                members.entry(g).or_default().push(Arc::clone(&i.name));
-            }
-        }
-        let mut instances: Vec<InstanceView> = self
-            .instances
-            .values()
-            .filter(|i| i.state != InstanceState::Deleted)
-            .map(|i| self.instance_view(i, clones.get(&i.id).copied().unwrap_or(0)))
-            .collect();
-        instances.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut groups: Vec<GroupView> = self
-            .groups
-            .values()
-            .map(|g| self.group_view_with(g, members.remove(&g.id).unwrap_or_default()))
-            .collect();
+        let mut groups: Vec<GroupView> = self.groups.values().map(|g| self.group_view(g)).collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut due = HashMap::new();
-        for i in self.instances.values() {
-            if let Some(d) = i.due() {
-                due.insert(i.id, d);
-            }
-        }
+        // Instances' deadlines as of the last commit (shared); groups' added, as their views
+        // are built, one by one.
+        let mut due = self.due_cache.clone();
         for g in self.groups.values() {
             if let Some((since, time)) = g.empty_since.zip(g.autokill_time) {
                 due.insert(
@@ -104,7 +81,7 @@ impl State {
             }
         }
         View {
-            instances,
+            instances: self.view_cache.clone(),
             groups,
             tutum: self.tutum_view(),
             due,
@@ -151,12 +128,12 @@ impl State {
         }
     }
 
-    /// One group's view (a scan of the instances for its members).
+    /// One group's view.
     pub(super) fn group_view(&self, g: &Group) -> GroupView {
         let members = self
-            .instances
-            .values()
-            .filter(|i| i.group == Some(g.id) && i.state != InstanceState::Deleted)
+            .member_ids(g.id)
+            .iter()
+            .filter_map(|id| self.instances.get(id))
             .map(|i| Arc::clone(&i.name))
             .collect();
         self.group_view_with(g, members)
