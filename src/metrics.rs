@@ -4,7 +4,9 @@
 //! proxy's meters at scrape time, so a request is counted once, by the proxy's `fetch_add`
 //! ([`Meter::forwarded`](crate::proxy::meter::Meter::forwarded), which never goes down).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
@@ -39,6 +41,8 @@ pub struct Metrics {
     pub config_reload_time: Gauge,
     /// Lifecycle timers pending in the timing wheel.
     pub timers_pending: IntGauge,
+    /// The kills of the last hour, for the web page (a counter cannot say when).
+    recent_kills: Arc<RecentKills>,
 }
 
 /// The label sets of `autokill_kills_total`: resource kinds.
@@ -138,7 +142,20 @@ impl Metrics {
             config_reload_ok,
             config_reload_time,
             timers_pending,
+            recent_kills: Arc::default(),
         })
+    }
+
+    /// Counts a kill: `autokill_kills_total`, and the last hour's tally the web page shows.
+    pub fn killed(&self, resource: &'static str, reason: &'static str) {
+        self.kills.with_label_values(&[resource, reason]).inc();
+        self.recent_kills
+            .record(resource, reason, SystemTime::now());
+    }
+
+    /// Kills of the last hour (to the minute) by resource and reason, sorted.
+    pub fn kills_last_hour(&self) -> Vec<KillCount> {
+        self.recent_kills.last_hour(SystemTime::now())
     }
 
     /// The Prometheus text exposition of every metric.
@@ -234,5 +251,117 @@ fn carries_series(inst: &crate::controller::InstanceView, now: std::time::System
                     .is_none_or(|t| now.duration_since(t).unwrap_or_default() < STOPPED_SERIES)
         }
         S::Template | S::Deleted => false,
+    }
+}
+
+/// How many `resource`s were killed for `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillCount {
+    /// `instance`, `template` or `service_group`.
+    pub resource: &'static str,
+    /// Why (`num_requests`, `stopped_time`, `autodestroy`, `unused`, `empty`, ...).
+    pub reason: &'static str,
+    /// How many.
+    pub count: u64,
+}
+
+/// The span [`Metrics::kills_last_hour`] covers.
+const RECENT: Duration = Duration::from_secs(3600);
+
+/// Kills in one-minute buckets, the last hour's only: memory stays bounded however many kills
+/// there are (at most 61 buckets of a few label pairs). Written by the controller task, read by
+/// the web page; the proxy never takes its lock.
+#[derive(Debug, Default)]
+struct RecentKills {
+    /// (minute since the epoch, counts by (resource, reason)), oldest first.
+    buckets: Mutex<VecDeque<(u64, Vec<KillCount>)>>,
+}
+
+fn minute(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60)
+}
+
+impl RecentKills {
+    fn record(&self, resource: &'static str, reason: &'static str, now: SystemTime) {
+        let now = minute(now);
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.back().is_none_or(|(m, _)| *m != now) {
+            buckets.push_back((now, Vec::new()));
+        }
+        let oldest = now.saturating_sub(RECENT.as_secs() / 60);
+        while buckets.front().is_some_and(|(m, _)| *m < oldest) {
+            buckets.pop_front();
+        }
+        if let Some((_, counts)) = buckets.back_mut() {
+            match counts
+                .iter_mut()
+                .find(|c| c.resource == resource && c.reason == reason)
+            {
+                Some(c) => c.count += 1,
+                None => counts.push(KillCount {
+                    resource,
+                    reason,
+                    count: 1,
+                }),
+            }
+        }
+    }
+
+    /// The buckets of the last 60 minutes and the current one, summed.
+    fn last_hour(&self, now: SystemTime) -> Vec<KillCount> {
+        let oldest = minute(now).saturating_sub(RECENT.as_secs() / 60 - 1);
+        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<KillCount> = Vec::new();
+        for (_, counts) in buckets.iter().filter(|(m, _)| *m >= oldest) {
+            for c in counts {
+                match out
+                    .iter_mut()
+                    .find(|o| o.resource == c.resource && o.reason == c.reason)
+                {
+                    Some(o) => o.count += c.count,
+                    None => out.push(c.clone()),
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.resource, a.reason).cmp(&(b.resource, b.reason)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_kills_forget_what_is_older_than_an_hour() {
+        let log = RecentKills::default();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000 * 60);
+        log.record("instance", "num_requests", t0);
+        log.record("instance", "num_requests", t0 + Duration::from_secs(30));
+        log.record("template", "unused", t0 + Duration::from_secs(600));
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert_eq!(
+            log.last_hour(at(601)),
+            vec![
+                KillCount {
+                    resource: "instance",
+                    reason: "num_requests",
+                    count: 2
+                },
+                KillCount {
+                    resource: "template",
+                    reason: "unused",
+                    count: 1
+                },
+            ]
+        );
+        // An hour (to the minute) after the first two, only the template's is left.
+        assert_eq!(log.last_hour(at(3600)).len(), 1);
+        assert!(log.last_hour(at(3600 + 600)).is_empty());
+        // Recording prunes: the deque never holds more than the hour's buckets.
+        for m in 0..200 {
+            log.record("instance", "empty", at(m * 60));
+        }
+        assert!(log.buckets.lock().map(|b| b.len()).unwrap_or(0) <= 61);
     }
 }

@@ -141,6 +141,7 @@ pub async fn serve(
     };
 
     let ready = Arc::new(AtomicBool::new(false));
+    let (closing, admin_closing) = tokio::sync::watch::channel(false);
     let admin_state = AdminState {
         published: published.clone(),
         metrics: metrics.clone(),
@@ -150,6 +151,9 @@ pub async fn serve(
         controller: controller::api::Handle::new(commands_tx.clone()),
         api_users: config.admin.api_users.clone().into(),
         runtime: Arc::clone(&runtime),
+        images: config.runtime.images.keys().cloned().collect(),
+        any_image: matches!(config.runtime.kind, RuntimeKind::Docker { .. }),
+        closing: admin_closing,
         hosts: Arc::new(admin::Hosts::new(
             admin_listener.local_addr().unwrap_or(config.admin.listen),
             &config.admin.allowed_hosts,
@@ -193,6 +197,9 @@ pub async fn serve(
     }
     ready.store(false, Ordering::Release);
     proxy.shutdown().await;
+    // The web page's event streams end first, so that the admin server's graceful stop is not
+    // held up by answers that never end.
+    closing.send_replace(true);
     let _ = stop_admin.send(());
     let _ = admin.await;
     // The controller stops first, after the batch in hand is committed: the store then says

@@ -6,7 +6,10 @@
 //! * `Origin`, when a browser sends it, must name one of those too (403): another site's page
 //!   cannot act even with a JSON body.
 //! * A request with a body must say `Content-Type: application/json` (415): the types a page may
-//!   send without a CORS preflight (`text/plain`, forms) never reach a handler.
+//!   send without a CORS preflight (`text/plain`, forms) never reach a handler. The one
+//!   exception is the web page's own login and logout forms ([`super::ui::FORMS`]), and only
+//!   when the browser says they come from this listener's own origin (`Origin` present and
+//!   allowed, or `Sec-Fetch-Site: same-origin`): a form on another site is still refused.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -149,12 +152,37 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The middleware: 403 for a foreign `Host` or `Origin`, 415 for a body that is not JSON.
+/// Whether the request is one of the web page's own form posts ([`super::ui::FORMS`]), sent by
+/// a page of this listener. Browsers send `Origin` with every form POST (and `check` has already
+/// refused a foreign one); a request that carries neither it nor `Sec-Fetch-Site: same-origin`
+/// cannot be told from a cross-site one, so it is refused.
+fn own_form(req: &Request) -> bool {
+    let headers = req.headers();
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let same_origin = headers.contains_key(header::ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"same-origin"));
+    form && same_origin
+        && req.method() == axum::http::Method::POST
+        && super::ui::FORMS.contains(&req.uri().path())
+}
+
+/// The middleware: 403 for a foreign `Host` or `Origin`, 415 for a body that is not JSON (but
+/// for the web page's own forms).
 pub async fn same_site_json(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     if let Err(message) = state.hosts.check(&req) {
         return v1::error(StatusCode::FORBIDDEN, message);
     }
-    if has_body(req.headers()) && !is_json(req.headers()) {
+    if has_body(req.headers()) && !is_json(req.headers()) && !own_form(&req) {
         return v1::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a request body must be sent with Content-Type: application/json".into(),

@@ -29,8 +29,12 @@
 //! `/v1` requires `Authorization: Bearer <token>` when `admin.token` is set. Every `/v1` answer,
 //! errors included, is Unikraft's envelope `{"status","message"?,"data"?,"errors"?}`.
 //!
+//! The web page (`/ui/`), listed in [`ui`]: server-rendered HTML, live over Server-Sent
+//! Events, acting through the two APIs above.
+//!
 //! Every route refuses requests a web page could have sent (see [`guard`]): a foreign `Host` or
-//! `Origin` (403), a body that is not `application/json` (415).
+//! `Origin` (403), a body that is not `application/json` (415) — but for the web page's own
+//! login and logout forms, which must come from its own origin.
 //!
 //! [`serve`] runs the router on its own accept loop with the proxy's protections ([`crate::net`]):
 //! a connection cap, a header read timeout from accept, an idle timeout, back-off when files run
@@ -38,6 +42,7 @@
 
 mod guard;
 mod tutum;
+mod ui;
 mod v1;
 
 pub use guard::Hosts;
@@ -86,6 +91,13 @@ pub struct AdminState {
     pub hosts: Arc<Hosts>,
     /// The runtime, for instance logs.
     pub runtime: Arc<dyn crate::runtime::Runtime>,
+    /// The image keys of `runtime.images`, offered by the web page's Launch wizard.
+    pub images: Arc<[String]>,
+    /// Whether the runtime also takes any image reference (docker), not only those keys.
+    pub any_image: bool,
+    /// Turns true when the server begins to shut down: long-lived answers (the web page's
+    /// event streams) end then, so that open connections can finish.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 async fn unsupported(feature: &'static str) -> Response {
@@ -209,7 +221,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .nest("/api/v1", tutum::router(&state))
+        .merge(ui::router(&state))
         .fallback(|| async { v1::error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        // The web page's session cookie stands for its `Authorization` (after the guard, so
+        // only a request from the listener's own pages carries it that far).
+        .layer(middleware::from_fn(ui::credentials_from_cookie))
         // Outermost last: the guard runs first, and every refusal below it (axum's own 413,
         // 400 for a path that is not UTF-8) leaves as the envelope.
         .layer(middleware::from_fn(enveloped))
@@ -221,10 +237,12 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Turns an error answer that is not JSON (axum's rejections: 413 body too large, 400 path not
-/// UTF-8, ...) into the envelope, keeping its status and text. The plain-text probes stay as
-/// they are.
+/// UTF-8, ...) into the envelope, keeping its status and text. The plain-text probes and the
+/// web page's HTML stay as they are.
 async fn enveloped(req: Request, next: Next) -> Response {
-    let probe = matches!(req.uri().path(), "/livez" | "/readyz" | "/metrics");
+    let path = req.uri().path();
+    let probe =
+        matches!(path, "/livez" | "/readyz" | "/metrics" | "/ui") || path.starts_with("/ui/");
     let resp = next.run(req).await;
     let status = resp.status();
     let json = resp

@@ -282,6 +282,9 @@ pub struct View {
     pub groups: Groups,
     /// What `/api/v1` reads besides: Tutum services, containers being or lately terminated.
     pub tutum: TutumView,
+    /// The lifecycle deadline of each instance, template and group that has one armed (kept
+    /// apart from their views, which API answers carry through the controller's queue).
+    pub due: imbl::HashMap<Uuid, Due>,
 }
 
 /// Records of a [`View`] (instances, groups) in persistent maps: the controller keeps them up to
@@ -437,6 +440,43 @@ pub struct InstanceView {
     pub service: Option<Uuid>,
     /// When its current run began (while running).
     pub started_at: Option<SystemTime>,
+}
+
+/// A lifecycle deadline, as the view shows it (the web page counts down to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// What happens then.
+    pub kind: DueKind,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// What a [`Due`] deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueKind {
+    /// A stopped instance is deleted (`autokill.time`).
+    StoppedTime,
+    /// A template nobody cloned is deleted.
+    Unused,
+    /// A service group left empty is deleted.
+    Empty,
+    /// A draining instance stops waiting for its requests in flight.
+    Drain,
+    /// A crashed instance is started again (restart back-off).
+    Restart,
+}
+
+impl DueKind {
+    /// What happens at the deadline, in words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DueKind::StoppedTime => "stopped time",
+            DueKind::Unused => "unused",
+            DueKind::Empty => "empty",
+            DueKind::Drain => "drain",
+            DueKind::Restart => "restart",
+        }
+    }
 }
 
 /// One service group in a [`View`].
@@ -798,11 +838,7 @@ impl Task {
                     }
                 }
                 Effect::Reply(to, result) => replies.push((to, *result)),
-                Effect::Killed { resource, reason } => self
-                    .metrics
-                    .kills
-                    .with_label_values(&[resource, reason])
-                    .inc(),
+                Effect::Killed { resource, reason } => self.metrics.killed(resource, reason),
                 Effect::KillSkipped { resource, reason } => self
                     .metrics
                     .kills_skipped

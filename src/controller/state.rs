@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use super::{Command, Effect, InstanceState, StopReason, TimerKey};
+use super::{Command, Due, DueKind, Effect, InstanceState, StopReason, TimerKey};
 use crate::config::{
     Autodestroy, Autokill, Balance, Config, GroupConfig, InstanceConfig, RestartPolicy,
 };
@@ -98,6 +98,9 @@ pub struct Instance {
     restarts: u32,
     /// When a scheduled restart is due.
     restart_at: Option<SystemTime>,
+    /// When the current drain gives up waiting for requests in flight (while draining, or
+    /// stopping after a drain); only shown, not stored (a restart re-arms drains anew).
+    drain_until: Option<SystemTime>,
     /// Durable ceiling of requests forwarded (see [`Meter`]); 0 for an unlimited instance.
     reserved: u64,
     /// Declared by the configuration file.
@@ -148,6 +151,7 @@ impl Instance {
             running_since: None,
             restarts: 0,
             restart_at: None,
+            drain_until: None,
             reserved: 0,
             from_config: false,
             destroy_due: false,
@@ -195,6 +199,35 @@ impl Instance {
 
     pub(super) fn restarts(&self) -> u32 {
         self.restarts
+    }
+
+    pub(super) fn set_drain_until(&mut self, until: SystemTime) {
+        self.drain_until = Some(until);
+    }
+
+    /// What it waits for next and when: the drain's end, a restart, or its kill for having
+    /// been stopped `autokill.time` (templates: for being unused). `None` when nothing is armed.
+    pub(super) fn due(&self) -> Option<Due> {
+        let at = match self.state {
+            InstanceState::Draining => self.drain_until.map(|at| (DueKind::Drain, at)),
+            InstanceState::Stopping if self.pending == Pending::StopAfterDrain => {
+                self.drain_until.map(|at| (DueKind::Drain, at))
+            }
+            InstanceState::Template => self
+                .unused_time
+                .map(|time| (DueKind::Unused, self.last_used + time)),
+            InstanceState::Stopped if self.pending == Pending::None => match self.restart_at {
+                Some(at) => Some((DueKind::Restart, at)),
+                None if self.spent() => None,
+                None => self
+                    .autokill
+                    .time
+                    .zip(self.stopped_at)
+                    .map(|(time, stopped_at)| (DueKind::StoppedTime, stopped_at + time)),
+            },
+            _ => None,
+        };
+        at.map(|(kind, at)| Due { kind, at })
     }
 
     pub(super) fn restart_at(&self) -> Option<SystemTime> {
@@ -366,6 +399,9 @@ pub struct State {
     pub(super) view_cache: crate::controller::Instances,
     /// Likewise for the service groups.
     pub(super) group_cache: crate::controller::Groups,
+    /// The armed deadline of every instance, template and group that has one, as of the last
+    /// commit, kept up to date with `view_cache` and `group_cache` (published shared, like them).
+    pub(super) due_cache: imbl::HashMap<Uuid, Due>,
     /// A change since the last published route table touched routing (an instance's state,
     /// incarnation, name or group; a group's domains or balance).
     pub(super) routes_dirty: bool,
@@ -403,6 +439,7 @@ impl State {
             deleting: HashSet::new(),
             view_cache: Default::default(),
             group_cache: Default::default(),
+            due_cache: Default::default(),
             routes_dirty: true,
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
@@ -651,6 +688,7 @@ impl State {
                 running_since: None,
                 restarts: 0,
                 restart_at: None,
+                drain_until: None,
                 reserved: 0,
                 from_config,
                 destroy_due: false,
@@ -784,6 +822,7 @@ impl State {
                 upstream: Arc::clone(up),
             });
         }
+        inst.drain_until = Some(now + drain_timeout);
         fx.push(Effect::Arm(TimerKey::Drain(id), now + drain_timeout));
         fx.push(Effect::Publish);
     }
@@ -1163,8 +1202,15 @@ impl State {
                     let clones = self.clones.get(&id).map_or(0, HashSet::len);
                     let view = self.instance_view(i, clones);
                     self.view_cache.put(view);
+                    match i.due() {
+                        Some(due) => self.due_cache.insert(id, due),
+                        None => self.due_cache.remove(&id),
+                    };
                 }
-                _ => self.view_cache.remove(&id),
+                _ => {
+                    self.view_cache.remove(&id);
+                    self.due_cache.remove(&id);
+                }
             }
         }
         for id in stale_groups {
@@ -1172,8 +1218,21 @@ impl State {
                 Some(g) => {
                     let view = self.group_view(g);
                     self.group_cache.put(view);
+                    match g.empty_since.zip(g.autokill_time) {
+                        Some((since, time)) => self.due_cache.insert(
+                            id,
+                            Due {
+                                kind: DueKind::Empty,
+                                at: since + time,
+                            },
+                        ),
+                        None => self.due_cache.remove(&id),
+                    };
                 }
-                None => self.group_cache.remove(&id),
+                None => {
+                    self.group_cache.remove(&id);
+                    self.due_cache.remove(&id);
+                }
             }
         }
         for (_, before, after) in self.groups.changes() {

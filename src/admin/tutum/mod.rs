@@ -30,7 +30,7 @@ mod actions;
 mod containers;
 mod services;
 mod show;
-mod wire;
+pub(super) mod wire;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -110,21 +110,22 @@ pub fn router<S: Clone + Send + Sync + 'static>(admin: &AdminState) -> Router<S>
 #[derive(Debug, Clone)]
 struct Principal(Option<String>);
 
-/// Checks the credentials when users or a token are configured; 401 otherwise.
-async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> Response {
-    let users = &api.admin.api_users;
-    let token = api.admin.token.as_deref();
+/// Who an `Authorization` value names for `/api/v1` (and the web page, which takes the same
+/// credentials): `Some(Some(user))` for an `admin.api_users` entry, `Some(None)` for the bearer
+/// token or an open API (neither users nor a token configured), `None` when refused.
+pub(in crate::admin) fn principal(
+    admin: &AdminState,
+    authorization: Option<&str>,
+) -> Option<Option<String>> {
+    let users = &admin.api_users;
+    let token = admin.token.as_deref();
     if users.is_empty() && token.is_none() {
-        req.extensions_mut().insert(Principal(None));
-        return next.run(req).await;
+        return Some(None);
     }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let given = authorization
         .and_then(|v| v.trim().split_once(' '))
         .map(|(scheme, rest)| (scheme.to_ascii_lowercase(), rest.trim().to_owned()));
-    let principal = match given {
+    match given {
         // RFC 9110 §11.1: the scheme name is case-insensitive.
         Some((scheme, rest)) if scheme == "bearer" => token
             .filter(|t| constant_time_eq(rest.as_bytes(), t.as_bytes()))
@@ -134,8 +135,16 @@ async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> R
             decode_base64(&rest).and_then(|pair| user_of(users, &String::from_utf8_lossy(&pair)))
         }
         _ => None,
-    };
-    match principal {
+    }
+}
+
+/// Checks the credentials when users or a token are configured; 401 otherwise.
+async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> Response {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match principal(&api.admin, authorization) {
         Some(who) => {
             req.extensions_mut().insert(Principal(who));
             next.run(req).await
@@ -225,7 +234,10 @@ fn recent(terminated_at: Option<SystemTime>, now: SystemTime) -> bool {
 }
 
 /// Every service shown: the live ones, then those terminated lately (newest last).
-fn all_services(view: &View, now: SystemTime) -> impl Iterator<Item = &ServiceView> {
+pub(in crate::admin) fn all_services(
+    view: &View,
+    now: SystemTime,
+) -> impl Iterator<Item = &ServiceView> {
     let live = &view.tutum.services;
     view.tutum.services.iter().chain(
         view.tutum
@@ -237,7 +249,11 @@ fn all_services(view: &View, now: SystemTime) -> impl Iterator<Item = &ServiceVi
 }
 
 /// The service `r` names: a live one first, else one terminated lately.
-fn find_service<'v>(view: &'v View, r: &Ref, now: SystemTime) -> Option<&'v ServiceView> {
+pub(in crate::admin) fn find_service<'v>(
+    view: &'v View,
+    r: &Ref,
+    now: SystemTime,
+) -> Option<&'v ServiceView> {
     let mut found = all_services(view, now).filter(|s| matches(r, s.id, &s.name));
     let first = found.next();
     // By name, the newest terminated one of several (names are reused after a terminate).
@@ -249,7 +265,7 @@ fn find_service<'v>(view: &'v View, r: &Ref, now: SystemTime) -> Option<&'v Serv
 
 /// Every container shown: instances (templates are not containers), those being terminated,
 /// then those terminated lately.
-fn all_containers(view: &View, now: SystemTime) -> Vec<ContainerView> {
+pub(in crate::admin) fn all_containers(view: &View, now: SystemTime) -> Vec<ContainerView> {
     let mut out: Vec<ContainerView> = view
         .instances
         .iter()
@@ -270,7 +286,11 @@ fn all_containers(view: &View, now: SystemTime) -> Vec<ContainerView> {
 }
 
 /// The container `r` names (the newest of several by name: a live one before a terminated one).
-fn find_container(view: &View, r: &Ref, now: SystemTime) -> Option<ContainerView> {
+pub(in crate::admin) fn find_container(
+    view: &View,
+    r: &Ref,
+    now: SystemTime,
+) -> Option<ContainerView> {
     if let Some(i) = view.instances.iter().find(|i| {
         i.state != crate::controller::InstanceState::Template && matches(r, i.id, &i.name)
     }) {

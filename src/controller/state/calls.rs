@@ -181,6 +181,7 @@ impl State {
                     });
                 }
                 let until = now + drain.unwrap_or_default();
+                inst.set_drain_until(until);
                 fx.push(Effect::Arm(TimerKey::Drain(id), until));
                 fx.push(Effect::Publish);
                 Ok(self.instance_reply(id))

@@ -442,6 +442,44 @@ fn delete_lock_holds_num_requests_and_fires_on_clear() {
 }
 
 #[test]
+fn the_view_shows_each_armed_deadline() {
+    use crate::controller::{Due, DueKind};
+    let mut h = H::new();
+    let due = |h: &H, id: Uuid| h.s.view().due.get(&id).copied();
+    let id = h.instance(with_time("a", 300), at(0));
+    h.running(id, at(0));
+    assert_eq!(due(&h, id), None, "a running instance waits for nothing");
+    h.call(Call::StopInstance(Ref::Id(id)), at(10))
+        .expect("stop");
+    h.apply(Command::Exited { id, exit_code: 0 }, at(20));
+    let stopped = Due {
+        kind: DueKind::StoppedTime,
+        at: at(320),
+    };
+    assert_eq!(
+        due(&h, id),
+        Some(stopped),
+        "killed stopped time after its stop"
+    );
+    h.call(Call::StartInstance(Ref::Id(id)), at(30))
+        .expect("start");
+    h.running(id, at(40));
+    assert_eq!(due(&h, id), None, "a start cancels it");
+    // A spent budget drains, at most for the drain timeout.
+    let b = h.instance(limited("b", 1), at(50));
+    h.running(b, at(50));
+    assert_eq!(h.serve(b, 1, at(60)), 1);
+    assert_eq!(h.state(b), Some(InstanceState::Draining));
+    let drain = Due {
+        kind: DueKind::Drain,
+        at: at(10_060),
+    };
+    assert_eq!(due(&h, b), Some(drain));
+    h.apply(Command::Drained { id: b }, at(70));
+    assert_eq!(due(&h, b), None, "gone with its instance");
+}
+
+#[test]
 fn stopped_time_kill_and_start_cancels() {
     let mut h = H::new();
     let id = h.instance(with_time("a", 300), at(0));
@@ -1964,6 +2002,21 @@ proptest::proptest! {
                 let fresh = format!("Some({:?})", h.s.group_view(g));
                 proptest::prop_assert_eq!(fresh, format!("{:?}", view.groups.get(&g.id)));
             }
+            // The deadlines, of instances and of groups.
+            let mut due: std::collections::HashMap<Uuid, crate::controller::Due> = h.s.instances
+                .values()
+                .filter(|i| i.state != InstanceState::Deleted)
+                .filter_map(|i| i.due().map(|d| (i.id, d)))
+                .collect();
+            for g in h.s.groups.values() {
+                if let Some((since, time)) = g.empty_since.zip(g.autokill_time) {
+                    let empty = crate::controller::DueKind::Empty;
+                    due.insert(g.id, crate::controller::Due { kind: empty, at: since + time });
+                }
+            }
+            let kept: std::collections::HashMap<Uuid, crate::controller::Due> =
+                view.due.iter().map(|(k, v)| (*k, *v)).collect();
+            proptest::prop_assert_eq!(kept, due);
             // The route table.
             for i in h.s.instances.values() {
                 hosts.insert(format!("{}.localhost", i.name));

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 use super::super::api::Reply;
-use super::super::{GroupView, InstanceState, InstanceView, View};
+use super::super::{Due, DueKind, GroupView, InstanceState, InstanceView, View};
 use super::{Group, Instance, State};
 use crate::proxy::route::{GroupRoute, RouteTable, Target};
 
@@ -68,6 +68,7 @@ impl State {
             instances: self.view_cache.clone(),
             groups: self.group_cache.clone(),
             tutum: self.tutum_view(),
+            due: self.due_cache.clone(),
         }
     }
 
