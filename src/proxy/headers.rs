@@ -1,9 +1,10 @@
 //! Header rewriting of a correct HTTP intermediary (RFC 9110 §7.6): hop-by-hop fields removed in
-//! both directions, `Via` and `X-Forwarded-For` added.
+//! both directions; the `Via` values (the upstream client writes `Via` and `X-Forwarded-For` into
+//! the request head itself).
 //!
 //! Cost per request: a handful of `HeaderMap` removals of absent standard names (hashing a standard
 //! header is a table index), and pre-built `HeaderValue`s for `Via`; an allocation only when the
-//! message names extra fields in `Connection` or already carries `X-Forwarded-For`.
+//! message names extra fields in `Connection`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -16,7 +17,8 @@ pub static VIA_10: HeaderValue = HeaderValue::from_static("1.0 autokill");
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-For`, which the upstream client writes as one list.
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Removes the hop-by-hop fields: those RFC 9110 §7.6.1 lists and every field named in `Connection`.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (a 101 handshake in progress).
@@ -84,29 +86,6 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Appends the client's address to `X-Forwarded-For`, joining any fields already present into
-/// one list so that applications reading only the first field still see the whole chain.
-pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    if !headers.contains_key(&X_FORWARDED_FOR) {
-        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
-        return;
-    }
-    let mut joined = Vec::with_capacity(64);
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        joined.extend_from_slice(v.as_bytes());
-        joined.extend_from_slice(b", ");
-    }
-    joined.extend_from_slice(client.as_bytes());
-    match HeaderValue::from_bytes(&joined) {
-        Ok(v) => {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        Err(_) => {
-            headers.insert(X_FORWARDED_FOR.clone(), client.clone());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,21 +138,5 @@ mod tests {
             Some(&b"upgrade"[..])
         );
         assert!(!h.contains_key("x-secret"));
-    }
-
-    #[test]
-    fn forwarded_for_is_one_list() {
-        let client = HeaderValue::from_static("127.0.0.9");
-        let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, &client);
-        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(h["x-forwarded-for"], "127.0.0.9");
-        let mut h = map(&[
-            ("x-forwarded-for", "10.0.0.1"),
-            ("x-forwarded-for", "10.0.0.2"),
-        ]);
-        append_forwarded_for(&mut h, &client);
-        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
     }
 }

@@ -5,7 +5,9 @@
 //! tells the controller one thing: that an instance's request budget is spent ([`ProxyEvent`]).
 
 pub mod body;
+mod client;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod meter;
 pub mod route;

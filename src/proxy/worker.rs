@@ -17,9 +17,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::error::Error as _;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,21 +26,25 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, Cache};
 use bytes::Bytes;
 use http::header::{HOST, VIA};
+use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self as client, SendRequest};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntCounter;
 use prometheus::local::LocalHistogram;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::ProxyEvent;
-use super::body::{ClientBody, ClientBodyError, ProxyBody};
+use super::body::{ClientBody, ProxyBody};
+use super::client::{RequestBody, UpstreamConn};
 use super::error::{KINDS, ProxyError};
+use super::framing::{Decoder, Expect, Head};
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
 use super::meter::{Admission, Meter};
 use super::route::{RouteMemo, RouteTable, Target, Upstream};
@@ -96,7 +99,8 @@ impl Settings {
 #[derive(Debug)]
 pub(crate) struct LocalUpstream {
     upstream: Arc<Upstream>,
-    idle: RefCell<Vec<SendRequest<ClientBody>>>,
+    /// Most recently pooled last, taken first (its socket and buffers are the warmest).
+    idle: RefCell<Vec<UpstreamConn>>,
 }
 
 /// The table a worker last synchronised with, and its [`LocalUpstream`]s in the table's order.
@@ -134,10 +138,10 @@ pub(crate) struct Finish {
     local: Rc<LocalUpstream>,
     worker: Rc<Worker>,
     conn: Rc<ConnInfo>,
-    sender: Option<SendRequest<ClientBody>>,
+    /// The upstream connection, once its response was read to the end and it may be reused.
+    pooled: Option<UpstreamConn>,
     start: Instant,
-    completed: bool,
-    /// The request was handed to an upstream connection (from then on it may have been seen).
+    /// The request was written to an upstream connection (from then on it may have been seen).
     sent: bool,
     /// A body frame was handed to the client and it has not asked for the next yet.
     handed: bool,
@@ -152,9 +156,10 @@ impl std::fmt::Debug for Finish {
 }
 
 impl Finish {
-    /// Marks the response body as read to its end, so the connection may be reused.
-    pub(crate) fn complete(&mut self) {
-        self.completed = true;
+    /// The response was read to its end on `conn`, which may carry another request: it goes
+    /// back to the pool when this request finishes.
+    pub(crate) fn pool(&mut self, conn: UpstreamConn) {
+        self.pooled = Some(conn);
     }
 
     /// A body frame went to the client: until it asks for the next, the response waits for it.
@@ -188,12 +193,10 @@ impl Drop for Finish {
             upstream.meter.unadmit();
         }
         upstream.leave(self.worker.index);
-        if self.completed
-            && let Some(sender) = self.sender.take()
-        {
+        if let Some(conn) = self.pooled.take() {
             let mut idle = self.local.idle.borrow_mut();
-            if idle.len() < self.worker.settings.pool_idle && !sender.is_closed() {
-                idle.push(sender);
+            if idle.len() < self.worker.settings.pool_idle {
+                idle.push(conn);
             }
         }
     }
@@ -351,132 +354,107 @@ impl Worker {
         value
     }
 
-    /// Sends `req` on a pooled connection, or a new one; a request the pool's connection did not
-    /// take (closed before it was written) moves on unharmed, so this is never a retry of a request
-    /// the upstream saw.
-    async fn send(
+    /// Writes the request head on a pooled connection, or a new one. A connection that fails
+    /// before the head left moves the request on unharmed, so this is never a retry of a request
+    /// the upstream saw. Upgrades always get a connection of their own.
+    async fn send_head(
         &self,
         finish: &mut Finish,
-        mut req: Request<ClientBody>,
-    ) -> Result<(Response<Incoming>, SendRequest<ClientBody>), ProxyError> {
+        parts: &Parts,
+        via: &HeaderValue,
+        body: RequestBody,
+        upgrade: bool,
+    ) -> Result<UpstreamConn, ProxyError> {
         loop {
-            let pooled = finish.local.idle.borrow_mut().pop();
-            let Some(mut sender) = pooled else { break };
-            if sender.is_closed() || (!sender.is_ready() && sender.ready().await.is_err()) {
-                continue;
+            let pooled = if upgrade {
+                None
+            } else {
+                finish.local.idle.borrow_mut().pop()
+            };
+            let fresh = pooled.is_none();
+            let mut conn = match pooled {
+                Some(conn) if !conn.is_usable() => continue,
+                Some(conn) => conn,
+                None => {
+                    UpstreamConn::connect(finish.local.upstream.addr, self.settings.connect_timeout)
+                        .await?
+                }
+            };
+            conn.encode_head(parts, &finish.conn.client, via, body);
+            match conn.send_head().await {
+                Ok(()) => {
+                    finish.sent = true;
+                    return Ok(conn);
+                }
+                Err(failed) if failed.sent || fresh => {
+                    finish.sent = failed.sent;
+                    return Err(failed.error);
+                }
+                Err(_) => {}
             }
-            match self.exchange(finish, &mut sender, req).await {
-                Ok(resp) => return Ok((resp, sender)),
-                Err((_, Some(unsent))) => req = unsent,
-                Err((err, None)) => return Err(err),
-            }
-        }
-        let mut sender = self.connect(finish.local.upstream.addr, false).await?;
-        match self.exchange(finish, &mut sender, req).await {
-            Ok(resp) => Ok((resp, sender)),
-            Err((err, _)) => Err(err),
         }
     }
 
-    /// Hands `req` to `sender` and waits for the response head. From the hand-over the request
-    /// counts as sent, unless hyper gives it back unwritten (then it is returned with the error).
-    async fn exchange(
+    /// Forwards the request and waits for the response head (by the request's deadline).
+    async fn forward(
         &self,
         finish: &mut Finish,
-        sender: &mut SendRequest<ClientBody>,
-        req: Request<ClientBody>,
-    ) -> Result<Response<Incoming>, (ProxyError, Option<Request<ClientBody>>)> {
-        finish.sent = true;
+        parts: &Parts,
+        body: ClientBody,
+        via: &HeaderValue,
+        upgrade: bool,
+    ) -> Result<(Head, UpstreamConn), ProxyError> {
+        let framing = RequestBody::of(parts, &body);
+        let mut conn = self.send_head(finish, parts, via, framing, upgrade).await?;
+        let expect = Expect {
+            head: parts.method == Method::HEAD,
+            upgrade,
+        };
+        let body = (framing != RequestBody::None).then_some((body, framing));
         let limit = self.settings.upstream_timeout;
-        match timeout(limit, sender.try_send_request(req)).await {
-            Err(_) => Err((ProxyError::Timeout(limit), None)),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(mut err)) => {
-                let unsent = err.take_message();
-                finish.sent = unsent.is_none();
-                Err((exchange_error(err.into_error()), unsent))
-            }
-        }
-    }
-
-    /// Opens a new upstream connection; its driver runs as a task on this worker.
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-        upgrades: bool,
-    ) -> Result<SendRequest<ClientBody>, ProxyError> {
-        let stream = match timeout(self.settings.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ProxyError::ConnectTimeout(self.settings.connect_timeout)),
-            Ok(Err(err)) => return Err(ProxyError::connect(err)),
-            Ok(Ok(stream)) => stream,
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = client::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ProxyError::Protocol)?;
-        if upgrades {
-            tokio::task::spawn_local(async move {
-                let _ = conn.with_upgrades().await;
-            });
-        } else {
-            tokio::task::spawn_local(async move {
-                let _ = conn.await;
-            });
-        }
-        Ok(sender)
-    }
-
-    /// An `Upgrade` request: a connection of its own, and after the upstream's 101 the two
-    /// upgraded connections are spliced. The request counts as in flight until the tunnel closes.
-    async fn upgrade(
-        &self,
-        mut req: Request<ClientBody>,
-        mut finish: Finish,
-    ) -> Response<ProxyBody> {
-        let downstream = hyper::upgrade::on(&mut req);
-        let mut sender = match self.connect(finish.local.upstream.addr, true).await {
-            Ok(sender) => sender,
-            Err(err) => return self.refuse(err),
-        };
-        let mut resp = match self.exchange(&mut finish, &mut sender, req).await {
-            Ok(resp) => resp,
-            Err((err, _)) => return self.refuse(err),
-        };
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            headers::strip_hop_by_hop(resp.headers_mut(), false);
-            resp.headers_mut().append(VIA, VIA_11.clone());
-            return resp.map(|body| ProxyBody::upstream(body, finish));
-        }
-        let upstream = hyper::upgrade::on(&mut resp);
-        tokio::task::spawn_local(async move {
-            let _finish = finish;
-            if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up))
-                        .await;
-            }
-        });
-        headers::strip_hop_by_hop(resp.headers_mut(), true);
-        resp.headers_mut().append(VIA, VIA_11.clone());
-        resp.map(|_| ProxyBody::empty())
+        let head = conn
+            .response(body, expect, finish.start + limit, limit)
+            .await?;
+        Ok((head, conn))
     }
 }
 
-/// Classifies a failed exchange: the client's request body (a stall: 408; a broken stream: 400)
-/// is the client's fault; anything else is the upstream's.
-fn exchange_error(err: hyper::Error) -> ProxyError {
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if let Some(body) = cause.downcast_ref::<ClientBodyError>() {
-            return match body {
-                ClientBodyError::Timeout(limit) => ProxyError::BodyTimeout(*limit),
-                ClientBodyError::Read(_) => ProxyError::ClientBody(err),
-            };
+/// The response the client gets for an upstream's `head` on `conn`: hop-by-hop fields removed,
+/// `Via` added, the body streamed from the connection. A 101 to an upgrade splices the two
+/// connections (the request counts as in flight until the tunnel closes).
+fn respond(
+    mut head: Head,
+    conn: UpstreamConn,
+    finish: Finish,
+    downstream: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_hop_by_hop(&mut head.headers, switching);
+    head.headers.append(VIA, VIA_11.clone());
+    let body = match downstream {
+        Some(downstream) if switching => {
+            tokio::task::spawn_local(tunnel(downstream, conn, finish));
+            ProxyBody::empty()
         }
-        source = cause.source();
+        _ => ProxyBody::upstream(conn, Decoder::new(head.framing), head.keep_alive, finish),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers;
+    resp
+}
+
+/// Splices the client's upgraded connection with the upstream's after a 101; bytes the upstream
+/// sent right after its head go to the client first.
+async fn tunnel(downstream: OnUpgrade, conn: UpstreamConn, finish: Finish) {
+    let _finish = finish;
+    let (mut upstream, early) = conn.into_upgraded();
+    let Ok(down) = downstream.await else { return };
+    let mut down = TokioIo::new(down);
+    if !early.is_empty() && down.write_all(&early).await.is_err() {
+        return;
     }
-    ProxyError::Protocol(err)
+    let _ = tokio::io::copy_bidirectional(&mut down, &mut upstream).await;
 }
 
 /// The host a request names (RFC 9112 §3.2): the authority of an absolute-form or HTTP/2 target,
@@ -598,9 +576,8 @@ async fn handle(
         local,
         worker: Rc::clone(&worker),
         conn,
-        sender: None,
+        pooled: None,
         start,
-        completed: false,
         sent: false,
         handed: false,
     };
@@ -625,25 +602,18 @@ async fn handle(
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     }
-    parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    headers::append_forwarded_for(&mut parts.headers, &finish.conn.client);
-    parts.headers.append(VIA, via.clone());
-    let req = Request::from_parts(
-        parts,
-        ClientBody::new(body, worker.settings.request_body_timeout),
-    );
-
-    if upgrade {
-        return Ok(worker.upgrade(req, finish).await);
-    }
-    match worker.send(&mut finish, req).await {
-        Ok((mut resp, sender)) => {
-            finish.sender = Some(sender);
-            headers::strip_hop_by_hop(resp.headers_mut(), false);
-            resp.headers_mut().append(VIA, VIA_11.clone());
-            Ok(resp.map(|body| ProxyBody::upstream(body, finish)))
-        }
+    let downstream = if upgrade {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    let body = ClientBody::new(body, worker.settings.request_body_timeout);
+    match worker
+        .forward(&mut finish, &parts, body, via, upgrade)
+        .await
+    {
+        Ok((head, conn)) => Ok(respond(head, conn, finish, downstream)),
         Err(err) => Ok(worker.refuse(err)),
     }
 }
