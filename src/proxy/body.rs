@@ -25,9 +25,6 @@ pub struct ProxyBody {
     kind: Kind,
 }
 
-// Boxing the large variant would cost an allocation on every forwarded response; the body is
-// moved a few times at most, so its size costs a copy, not a lookup or an allocation.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Kind {
     /// Streams the upstream's body from its connection.
@@ -41,7 +38,7 @@ enum Kind {
 /// another request.
 #[derive(Debug)]
 struct Streaming {
-    conn: Option<UpstreamConn>,
+    conn: Option<Box<UpstreamConn>>,
     decoder: Decoder,
     keep_alive: bool,
     finish: Option<Finish>,
@@ -51,7 +48,7 @@ impl Streaming {
     /// The body was read to its end: the connection goes to the pool if it may, and the request
     /// finishes.
     fn complete(&mut self) {
-        if let (Some(c), Some(mut f)) = (self.conn.take(), self.finish.take())
+        if let (Some(c), Some(f)) = (self.conn.take(), self.finish.take())
             && c.reusable_after(self.keep_alive, &self.decoder)
         {
             f.pool(c);
@@ -132,7 +129,7 @@ impl ProxyBody {
     /// (none, or all of it in the buffer) finishes at once, so the connection goes back to the
     /// pool before the response is even written.
     pub(crate) fn upstream(
-        conn: UpstreamConn,
+        conn: Box<UpstreamConn>,
         decoder: Decoder,
         keep_alive: bool,
         finish: Finish,

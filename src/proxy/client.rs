@@ -85,21 +85,25 @@ pub(crate) struct Failed {
 }
 
 impl UpstreamConn {
-    /// Connects to `addr` within `limit`.
-    pub(crate) async fn connect(addr: SocketAddr, limit: Duration) -> Result<Self, ProxyError> {
+    /// Connects to `addr` within `limit`. Boxed once per connection, so that handing it between
+    /// the pool, the request and the response body moves a pointer, not the buffers' headers.
+    pub(crate) async fn connect(
+        addr: SocketAddr,
+        limit: Duration,
+    ) -> Result<Box<Self>, ProxyError> {
         let stream = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
             Err(_) => return Err(ProxyError::ConnectTimeout(limit)),
             Ok(Err(err)) => return Err(ProxyError::connect(err)),
             Ok(Ok(stream)) => stream,
         };
         let _ = stream.set_nodelay(true);
-        Ok(UpstreamConn {
+        Ok(Box::new(UpstreamConn {
             stream,
             read: BytesMut::with_capacity(READ_CAPACITY),
             write: Vec::with_capacity(1024),
             deadline: Deadline::new(),
             request_complete: true,
-        })
+        }))
     }
 
     /// Whether a pooled connection can take a request: nothing arrived while it was idle (an

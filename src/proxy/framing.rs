@@ -91,7 +91,10 @@ pub struct Head {
     pub status: StatusCode,
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
-    /// All fields as received (hop-by-hop fields are the caller's to strip).
+    /// The fields as received, without the usual hop-by-hop ones (`Connection` with only
+    /// `close`/`keep-alive`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`,
+    /// `Trailer`, `Upgrade`); all of them when `Connection` names other fields or the status is
+    /// 101: those are the caller's to strip.
     pub headers: HeaderMap,
     /// How the body is delimited.
     pub framing: Framing,
@@ -153,7 +156,12 @@ pub fn parse_head(buf: &mut BytesMut, expect: Expect) -> Result<Parsed, FramingE
     if expect.head || code == 204 || code == 304 || status.is_informational() {
         framing = Framing::Empty;
     }
-    let keep_alive = version == Version::HTTP_11 && !has_token(resp.headers, "connection", "close");
+    let (close, names_fields) = connection_options(resp.headers);
+    let keep_alive = version == Version::HTTP_11 && !close;
+    // The usual hop-by-hop fields are left out here, so the map is built without them instead
+    // of emptied of them; a `Connection` that names other fields, or a 101 (which keeps
+    // `Upgrade`), is left whole to `headers::strip_hop_by_hop`.
+    let leave_out = !names_fields && code != 101;
     if len > MAX_HEAD {
         return Err(FramingError::HeadTooLarge);
     }
@@ -161,16 +169,20 @@ pub fn parse_head(buf: &mut BytesMut, expect: Expect) -> Result<Parsed, FramingE
     // `MAX_HEAD`), so that once the head is frozen the values become slices of it, not copies.
     let base = buf.as_ptr() as usize;
     let mut spans = [[0u32; 4]; MAX_FIELDS];
-    let fields = resp.headers.len();
-    for (span, field) in spans.iter_mut().zip(resp.headers.iter()) {
+    let mut fields = 0;
+    for field in resp.headers.iter() {
+        if leave_out && is_hop_by_hop(field.name.as_bytes()) {
+            continue;
+        }
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
-        *span = [
+        spans[fields] = [
             name as u32,
             (name + field.name.len()) as u32,
             value as u32,
             (value + field.value.len()) as u32,
         ];
+        fields += 1;
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(fields);
@@ -253,14 +265,38 @@ fn trim(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }
 
-/// True when a field `name` holds `token` in its comma-separated list (case-insensitive).
-fn has_token(fields: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
-    fields.iter().any(|f| {
-        f.name.eq_ignore_ascii_case(name)
-            && f.value
-                .split(|&b| b == b',')
-                .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
-    })
+/// What `Connection` says: `close`, and whether it names fields other than the options
+/// `close` and `keep-alive` (those fields are hop-by-hop too).
+fn connection_options(fields: &[httparse::Header<'_>]) -> (bool, bool) {
+    let (mut close, mut names) = (false, false);
+    for f in fields {
+        if f.name.eq_ignore_ascii_case("connection") {
+            for token in f.value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    names = true;
+                }
+            }
+        }
+    }
+    (close, names)
+}
+
+/// A field RFC 9110 §7.6.1 makes hop-by-hop (plus the legacy `Keep-Alive`, `Proxy-Connection`).
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"transfer-encoding",
+        b"trailer",
+        b"upgrade",
+    ];
+    NAMES
+        .iter()
+        .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
 }
 
 /// Cuts a response body out of the read buffer, frame by frame.
@@ -592,6 +628,23 @@ mod tests {
         assert_eq!(head.framing, Framing::Empty);
         assert!(head.keep_alive);
         assert_eq!(head.headers["content-length"], "5");
+        let Ok(Parsed::Final(head)) = parse(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\nTrailer: x\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTE: trailers\r\n\r\n",
+        ) else {
+            panic!("a head")
+        };
+        let names: Vec<&str> = head.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-a"], "hop-by-hop fields are left out");
+        let Ok(Parsed::Final(head)) =
+            parse("HTTP/1.1 200 OK\r\nConnection: x-b\r\nX-B: 1\r\nKeep-Alive: 1\r\n\r\n")
+        else {
+            panic!("a head")
+        };
+        assert_eq!(
+            head.headers.len(),
+            3,
+            "a Connection naming a field is left whole to the stripping"
+        );
         assert_eq!(&buf[..], b"hello", "the head is taken out, the rest stays");
         for (text, keep) in [
             ("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false),
@@ -759,17 +812,30 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Any bytes as a head: no panic; a final head always has one unambiguous framing.
+        /// Any bytes as a head: no panic; a final head always has one unambiguous framing (read
+        /// against the fields as `httparse` alone sees them).
         #[test]
-        fn arbitrary_heads_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512), head in proptest::bool::ANY) {
+        fn arbitrary_heads_never_panic(
+            prefix in proptest::sample::select(vec!["", "HTTP/1.1 200 OK\r\n", "HTTP/1.0 200 OK\r\n", "HTTP/1.1 304 x\r\n"]),
+            fields in "((content-length|Transfer-Encoding|connection|x)[:, ]{1,2}(chunked|close|[0-9]{1,3}|, )[ \t]?\r\n){0,6}\r\n",
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            head in proptest::bool::ANY,
+        ) {
+            let mut bytes = format!("{prefix}{fields}").into_bytes();
+            bytes.extend_from_slice(&tail);
             let mut buf = BytesMut::from(&bytes[..]);
             let expect = Expect { head, upgrade: false };
             if let Ok(Parsed::Final(h)) = parse_head(&mut buf, expect) {
-                let te = h.headers.contains_key("transfer-encoding");
-                let cl = h.headers.get_all("content-length").iter().count();
-                if h.framing != Framing::Empty {
-                    proptest::prop_assert!(!(te && cl > 0), "both framings accepted");
-                    proptest::prop_assert!(cl <= 1, "two lengths accepted");
+                let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
+                let mut resp = httparse::Response::new(&mut raw);
+                proptest::prop_assert!(resp.parse(&bytes).is_ok_and(|s| s.is_complete()));
+                let count = |name: &str| resp.headers.iter().filter(|f| f.name.eq_ignore_ascii_case(name)).count();
+                let (te, cl) = (count("transfer-encoding"), count("content-length"));
+                match h.framing {
+                    Framing::Chunked => proptest::prop_assert!(te == 1 && cl == 0),
+                    Framing::Length(_) => proptest::prop_assert!(te == 0 && cl == 1),
+                    Framing::Close => proptest::prop_assert!(te == 0 && cl == 0),
+                    Framing::Empty => {}
                 }
             }
         }

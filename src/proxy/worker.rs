@@ -99,8 +99,10 @@ impl Settings {
 #[derive(Debug)]
 pub(crate) struct LocalUpstream {
     upstream: Arc<Upstream>,
-    /// Most recently pooled last, taken first (its socket and buffers are the warmest).
-    idle: RefCell<Vec<UpstreamConn>>,
+    /// Most recently pooled last, taken first (its socket and buffers are the warmest). Boxed:
+    /// a connection moves between the pool, a request and a response body as one pointer.
+    #[allow(clippy::vec_box)]
+    idle: RefCell<Vec<Box<UpstreamConn>>>,
 }
 
 /// The table a worker last synchronised with, and its [`LocalUpstream`]s in the table's order.
@@ -138,8 +140,6 @@ pub(crate) struct Finish {
     local: Rc<LocalUpstream>,
     worker: Rc<Worker>,
     conn: Rc<ConnInfo>,
-    /// The upstream connection, once its response was read to the end and it may be reused.
-    pooled: Option<UpstreamConn>,
     start: Instant,
     /// The request was written to an upstream connection (from then on it may have been seen).
     sent: bool,
@@ -156,10 +156,13 @@ impl std::fmt::Debug for Finish {
 }
 
 impl Finish {
-    /// The response was read to its end on `conn`, which may carry another request: it goes
-    /// back to the pool when this request finishes.
-    pub(crate) fn pool(&mut self, conn: UpstreamConn) {
-        self.pooled = Some(conn);
+    /// The response was read to its end on `conn`, which may carry another request: back to
+    /// the pool (if it has room), and the request finishes.
+    pub(crate) fn pool(self, conn: Box<UpstreamConn>) {
+        let mut idle = self.local.idle.borrow_mut();
+        if idle.len() < self.worker.settings.pool_idle {
+            idle.push(conn);
+        }
     }
 
     /// A body frame went to the client: until it asks for the next, the response waits for it.
@@ -193,12 +196,6 @@ impl Drop for Finish {
             upstream.meter.unadmit();
         }
         upstream.leave(self.worker.index);
-        if let Some(conn) = self.pooled.take() {
-            let mut idle = self.local.idle.borrow_mut();
-            if idle.len() < self.worker.settings.pool_idle {
-                idle.push(conn);
-            }
-        }
     }
 }
 
@@ -364,7 +361,7 @@ impl Worker {
         via: &HeaderValue,
         body: RequestBody,
         upgrade: bool,
-    ) -> Result<UpstreamConn, ProxyError> {
+    ) -> Result<Box<UpstreamConn>, ProxyError> {
         loop {
             let pooled = if upgrade {
                 None
@@ -403,7 +400,7 @@ impl Worker {
         body: ClientBody,
         via: &HeaderValue,
         upgrade: bool,
-    ) -> Result<(Head, UpstreamConn), ProxyError> {
+    ) -> Result<(Head, Box<UpstreamConn>), ProxyError> {
         let framing = RequestBody::of(parts, &body);
         let mut conn = self.send_head(finish, parts, via, framing, upgrade).await?;
         let expect = Expect {
@@ -424,7 +421,7 @@ impl Worker {
 /// connections (the request counts as in flight until the tunnel closes).
 fn respond(
     mut head: Head,
-    conn: UpstreamConn,
+    conn: Box<UpstreamConn>,
     finish: Finish,
     downstream: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
@@ -446,7 +443,7 @@ fn respond(
 
 /// Splices the client's upgraded connection with the upstream's after a 101; bytes the upstream
 /// sent right after its head go to the client first.
-async fn tunnel(downstream: OnUpgrade, conn: UpstreamConn, finish: Finish) {
+async fn tunnel(downstream: OnUpgrade, conn: Box<UpstreamConn>, finish: Finish) {
     let _finish = finish;
     let (mut upstream, early) = conn.into_upgraded();
     let Ok(down) = downstream.await else { return };
@@ -576,7 +573,6 @@ async fn handle(
         local,
         worker: Rc::clone(&worker),
         conn,
-        pooled: None,
         start,
         sent: false,
         handed: false,
