@@ -1,18 +1,26 @@
 //! One proxy worker: a thread with its own `current_thread` runtime, its own `SO_REUSEPORT`
 //! listener, and its own upstream connection pool, so a request never wakes another thread.
 //!
+//! Clients are served by hyper (HTTP/1.1 and h2c); upstreams by the proxy's own HTTP/1.1 client
+//! ([`super::client`]), driven by the same task, so a forwarded request costs no task, channel or
+//! timer of its own.
+//!
 //! Everything a worker owns is `Rc`/`RefCell`: no lock and no atomic reference count is touched on
 //! the request path except the instance's [`Meter`](super::meter::Meter) (one shared `fetch_add`)
-//! and the worker's own in-flight slot (uncontended). Per request, beyond what hyper allocates
-//! itself: no allocation for routing, counting, the pool or `X-Forwarded-For` (the client's
-//! address is a `'static` value the worker made once for that address, copied without a reference
-//! count); the route table is read through an `arc_swap::Cache` (one atomic load when it has not
-//! changed). A request the proxy answers itself bumps one counter resolved when the worker
-//! started. HTTP/2 and absolute-form requests pay one allocation for the `Host` they are given.
+//! and the worker's own in-flight slot (uncontended). Per request, beyond what hyper's server
+//! allocates itself: the response's `HeaderMap` (one allocation; its values are slices of the read
+//! buffer), a `HeaderName` for a response field that is not a standard one, and nothing for
+//! routing, counting, the pool, the request head (written into the upstream connection's reused
+//! buffer) or `X-Forwarded-For` (the client's address is a `'static` value the worker made once
+//! for that address); the route table is read through an `arc_swap::Cache` (one atomic load when
+//! it has not changed). A request the proxy answers itself bumps one counter resolved when the
+//! worker started. HTTP/2 and absolute-form requests pay one allocation for the `Host` they are
+//! given.
 //!
 //! Per connection: a place under the worker's connection cap, the connection's state (its route
 //! memo holds the host bytes inline), and a watchdog ([`net::supervise`]) that closes it when it
-//! is silent, idle, or its client stops taking a response.
+//! is silent, idle, or its client stops taking a response. Per upstream connection: one box with
+//! its socket, buffers and response timer.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -614,8 +622,7 @@ async fn handle(
     }
 }
 
-/// Spawns futures on the worker's own thread: hyper's HTTP/2 streams and the upstream
-/// connections' drivers never leave it.
+/// Spawns futures on the worker's own thread: hyper's HTTP/2 streams never leave it.
 #[derive(Clone, Copy, Debug)]
 struct LocalExec;
 
