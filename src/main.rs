@@ -46,11 +46,15 @@ enum Command {
         #[arg(long, default_value_t = 1024)]
         backlog: u32,
     },
+    #[command(flatten)]
+    Client(Box<autokill::cli::Command>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        // The command-line client has exit codes of its own (see `autokill::cli::exit`).
+        Command::Client(command) => return autokill::cli::run(*command),
         Command::Serve { config, check } => serve(config, check),
         Command::Hello {
             listen,

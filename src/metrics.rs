@@ -200,15 +200,39 @@ impl Collector for InstanceCollector {
         for state in crate::controller::InstanceState::ALL {
             states.with_label_values(&[state.as_str()]).set(0);
         }
+        let now = std::time::SystemTime::now();
         for inst in &view.instances {
-            let id = inst.id.to_string();
-            requests
-                .with_label_values(&[id.as_str(), &inst.name])
-                .inc_by(inst.meter.forwarded());
             states.with_label_values(&[inst.state.as_str()]).inc();
+            if carries_series(inst, now) {
+                let id = inst.id.to_string();
+                requests
+                    .with_label_values(&[id.as_str(), &inst.name])
+                    .inc_by(inst.meter.forwarded());
+            }
         }
         let mut out = requests.collect();
         out.extend(states.collect());
         out
+    }
+}
+
+/// How long a stopped instance keeps its per-instance series, so that its last count is scraped.
+pub const STOPPED_SERIES: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether an instance has an `autokill_instance_requests_total` series: one that can serve
+/// (starting, running, draining, stopping), or that served and stopped less than
+/// [`STOPPED_SERIES`] ago. Templates, never-served and long-stopped instances have none, so a
+/// node with 100,000 stopped instances does not export 100,000 idle series.
+fn carries_series(inst: &crate::controller::InstanceView, now: std::time::SystemTime) -> bool {
+    use crate::controller::InstanceState as S;
+    match inst.state {
+        S::Starting | S::Running | S::Draining | S::Stopping => true,
+        S::Stopped => {
+            inst.meter.forwarded() > 0
+                && inst
+                    .stopped_at
+                    .is_none_or(|t| now.duration_since(t).unwrap_or_default() < STOPPED_SERIES)
+        }
+        S::Template | S::Deleted => false,
     }
 }

@@ -68,12 +68,11 @@ pub async fn serve(
         .into_owned();
     let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
     let runtime: Arc<dyn Runtime> = match &config.runtime.kind {
-        RuntimeKind::Process => Arc::new(ProcessRuntime::owned_by(
-            &config.runtime,
-            self_exe,
-            runtime_tx,
-            owner,
-        )),
+        RuntimeKind::Process => Arc::new(
+            ProcessRuntime::owned_by(&config.runtime, self_exe, runtime_tx, owner)
+                // Beside the store: `<store>.logs/<instance id>.log`.
+                .with_logs(config.store.path.with_extension("logs")),
+        ),
         RuntimeKind::Docker { .. } => {
             return Err(ServeError::Runtime(
                 "the docker runtime is not available yet; use `runtime.kind: process`".into(),
@@ -144,6 +143,12 @@ pub async fn serve(
         token: config.admin.token.as_deref().map(Arc::from),
         base_domain: config.proxy.base_domain.as_str().into(),
         controller: controller::api::Handle::new(commands_tx.clone()),
+        api_users: config.admin.api_users.clone().into(),
+        runtime: Arc::clone(&runtime),
+        hosts: Arc::new(admin::Hosts::new(
+            admin_listener.local_addr().unwrap_or(config.admin.listen),
+            &config.admin.allowed_hosts,
+        )),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_listener = net::Listener::new(

@@ -169,7 +169,7 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_changes() {
         ("PATCH", "/v1/instances/templates/solo", r#"{"prop": "delete_lock", "op": "set", "value": true}"#.into(), 404, "is an instance, not a template"),
         ("DELETE", "/v1/instances/templates/base", "".into(), 409, "delete-locked"),
         // service groups
-        ("POST", "/v1/services", r#"{"domains": []}"#.into(), 400, "missing field `name`"),
+        ("POST", "/v1/services", r#"{"name": 5, "domains": []}"#.into(), 400, "name: invalid type: integer `5`"),
         ("POST", "/v1/services", r#"{"name": "Bad"}"#.into(), 400, "name: invalid name"),
         ("POST", "/v1/services", r#"{"name": "g", "domains": [{"name": "a..b"}]}"#.into(), 400, "domains[0].name: invalid host name"),
         ("POST", "/v1/services", r#"{"name": "g", "domains": [{"name": "Shop"}, {"name": "shop"}]}"#.into(), 400, "domains[1].name: \"shop.localhost\" is given twice"),
@@ -195,12 +195,25 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_changes() {
     for (method, path, body, status, needle) in &rows {
         let (got, v) = server.api_raw(method, path, body).await;
         let message = v["message"].as_str().unwrap_or_default();
+        // An array body is a batch: refused items are answered in a 200, each saying why.
+        let batch = body.trim_start().starts_with('[') && got == StatusCode::OK;
+        let refusal = if batch {
+            v["data"]
+                .as_object()
+                .and_then(|d| d.values().next())
+                .and_then(|items| items.as_array())
+                .and_then(|items| items.iter().find(|i| i["status"] == "error"))
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            v["errors"][0].clone()
+        };
         let shaped = v["status"] == "error"
-            && v["errors"][0]["status"] == json!(got.as_u16())
-            && v["errors"][0]["message"]
+            && (batch || refusal["status"] == json!(status))
+            && refusal["message"]
                 .as_str()
                 .is_some_and(|m| m.contains(needle));
-        if got.as_u16() != *status || !message.contains(needle) || !shaped {
+        if (got.as_u16() != *status && !batch) || !message.contains(needle) || !shaped {
             failures.push(format!(
                 "{method} {path} {body}\n  want {status} ~ {needle:?}\n  got  {got} {v}"
             ));
@@ -293,7 +306,8 @@ async fn answers_use_the_unikraft_envelope_and_shapes() {
     assert_eq!(group["name"], "shop");
     assert_eq!(
         group["domains"],
-        json!([{"name": "shop.localhost"}, {"name": "shop.example.com"}])
+        json!([{"fqdn": "shop.localhost", "name": "shop.localhost"},
+               {"fqdn": "shop.example.com", "name": "shop.example.com"}])
     );
     assert_eq!(group["soft_limit"], 5);
     assert_eq!(group["hard_limit"], 10);
@@ -327,9 +341,13 @@ async fn answers_use_the_unikraft_envelope_and_shapes() {
     assert_eq!(i["state"], "stopped", "created without autostart");
     assert_eq!(i["image"], "hello");
     assert_eq!(i["fqdn"], "cart.localhost");
+    assert_eq!(i["private_fqdn"], "cart.localhost");
     assert_eq!(
         i["service_group"],
-        json!({"uuid": group_id, "name": "shop"})
+        json!({"uuid": group_id, "name": "shop", "domains": [
+            {"fqdn": "shop.localhost", "name": "shop.localhost"},
+            {"fqdn": "shop.example.com", "name": "shop.example.com"},
+        ]})
     );
     assert_eq!(i["autokill"], json!({"num_requests": 10, "time_ms": 60000}));
     assert_eq!(i["restart_policy"], "on-failure");
@@ -390,7 +408,11 @@ async fn answers_use_the_unikraft_envelope_and_shapes() {
     assert_eq!(v["status"], "partial_success");
     assert_eq!(v["data"]["instances"][0]["name"], "cart");
     assert_eq!(v["data"]["instances"][1]["status"], "error");
-    assert_eq!(v["errors"][0]["status"], 404);
+    assert_eq!(v["data"]["instances"][1]["error"], 8, "not found: {v}");
+    assert!(
+        v.get("errors").is_none(),
+        "a 200 names its refusals in its items: {v}"
+    );
 
     // Errors: 404 for an unknown resource and an unknown path, 405 with Allow.
     let (status, v) = server.api("GET", "/v1/instances/nope", Value::Null).await;
@@ -401,10 +423,17 @@ async fn answers_use_the_unikraft_envelope_and_shapes() {
         v["errors"],
         json!([{"status": 404, "message": "no instance \"nope\""}])
     );
-    let (status, v) = server.api("GET", "/v1/volumes", Value::Null).await;
+    let (status, v) = server.api("GET", "/v1/nothing", Value::Null).await;
     assert_eq!(
         (status, &v["status"]),
         (StatusCode::NOT_FOUND, &json!("error"))
+    );
+    // A Unikraft feature autokill lacks is named, not a missing resource.
+    let (status, v) = server.api("GET", "/v1/volumes", Value::Null).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains("volumes")),
+        "{v}"
     );
     let r = server
         .admin_request("POST", "/v1/instances/cart", "{}", None)
@@ -527,11 +556,11 @@ async fn batches_answer_per_item() {
             .is_some_and(|m| m.contains("already exists"))
     );
     assert_eq!(items[2]["status"], "success");
-    assert_eq!(v["errors"].as_array().map(Vec::len), Some(1));
-    assert_eq!(v["errors"][0]["status"], 409);
-    assert_eq!(v["errors"][0]["index"], 1);
+    assert_eq!(items[1]["error"], 23, "name taken: {v}");
+    assert!(v.get("errors").is_none(), "{v}");
 
-    // Every item refused: the status of the refusal.
+    // Every item refused: still a 200 (as Unikraft answers batches), each with its status and
+    // code (23: the name is taken).
     let (status, v) = server
         .api(
             "POST",
@@ -539,9 +568,10 @@ async fn batches_answer_per_item() {
             json!([{"name": "b1", "image": "hello"}, {"name": "b2", "image": "hello"}]),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "error");
-    assert_eq!(v["errors"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["data"]["instances"][0]["error"], 23);
+    assert_eq!(v["data"]["instances"][1]["error"], 23);
 
     // Deletes, by name and by uuid, one unknown.
     let b2 = server.admin_json("/v1/instances/b2").await["data"]["instances"][0]["uuid"].clone();
@@ -563,7 +593,7 @@ async fn batches_answer_per_item() {
         [Some("success"), Some("error"), Some("success")]
     );
     assert_eq!(items[1]["name"], "nope");
-    assert_eq!(v["errors"][0]["status"], 404);
+    assert_eq!(items[1]["error"], 8);
     let left = server.admin_json("/v1/instances").await;
     assert_eq!(
         left["data"]["instances"].as_array().map(Vec::len),
@@ -622,7 +652,7 @@ async fn patch_items_echo_their_id() {
     assert_eq!(items[1]["delete_lock"], true);
     assert_eq!(items[2]["autodestroy"], "ALWAYS");
     assert_eq!(items[3]["status"], "error");
-    assert_eq!(v["errors"][0]["status"], 404);
+    assert_eq!(items[3]["error"], 8);
 
     let p1 = server.admin_json("/v1/instances/p1").await["data"]["instances"][0].clone();
     assert_eq!(p1["autokill"], json!({"num_requests": 4, "time_ms": 0}));
@@ -661,7 +691,8 @@ async fn patch_items_echo_their_id() {
     assert_eq!(g[2]["id"], "c");
     assert_eq!(
         g[2]["domains"],
-        json!([{"name": "more.localhost"}, {"name": "api.example.org"}])
+        json!([{"fqdn": "more.localhost", "name": "more.localhost"},
+               {"fqdn": "api.example.org", "name": "api.example.org"}])
     );
     assert_eq!(g[2]["soft_limit"], 3);
 }

@@ -96,3 +96,75 @@ async fn metrics_pass_promtool() {
         "promtool check metrics complained:\n{report}\n---\n{text}"
     );
 }
+
+/// Per-instance series only for instances that can serve or stopped recently: a long-stopped
+/// instance (here: stopped an hour ago, as the store says) and a template export none, so idle
+/// fleets do not flood the scrape; every instance is still counted in `autokill_instances`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_live_or_recently_stopped_instances_have_series() {
+    use autokill::store::{Change, InstanceRecord, Store};
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        - 3_600_000;
+    let record = |name: &str, state: &str| InstanceRecord {
+        id: uuid::Uuid::new_v4(),
+        name: name.into(),
+        image: "hello".into(),
+        group: None,
+        template: None,
+        template_name: None,
+        num_requests: 0,
+        time_ms: None,
+        restart_policy: "never".into(),
+        autodestroy: "OFF".into(),
+        state: state.into(),
+        exit_code: Some(0),
+        stop_reason: Some("user_stop".into()),
+        stopped_at: Some(hour_ago),
+        created_at: hour_ago,
+        delete_lock: false,
+        last_used: hour_ago,
+        unused_ms: None,
+        restarts: 0,
+        restart_at: None,
+        destroy_due: false,
+        deleting: None,
+        reserved: 0,
+        from_config: false,
+    };
+    let server = Server::start(|dir| {
+        let (store, _) = Store::open(&dir.join("autokill.redb")).expect("store");
+        store
+            .commit(&[
+                Change::PutInstance(record("long-stopped", "stopped")),
+                Change::PutInstance(record("tpl", "template")),
+            ])
+            .expect("commit");
+        format!(
+            "{}instances:\n  - {{name: live, image: hello}}\n",
+            hello_runtime(dir, "")
+        )
+    })
+    .await;
+    server
+        .eventually(10, "live running", async || {
+            server.get("live.localhost", "/").await.status.as_u16() == 200
+        })
+        .await;
+    let text = server.metrics().await;
+    let series = |name: &str| {
+        text.lines().any(|l| {
+            l.starts_with("autokill_instance_requests_total{")
+                && l.contains(&format!("name=\"{name}\""))
+        })
+    };
+    assert!(series("live"), "{text}");
+    assert!(!series("long-stopped"), "{text}");
+    assert!(!series("tpl"), "{text}");
+    assert!(
+        text.contains("autokill_instances{state=\"stopped\"} 1")
+            && text.contains("autokill_instances{state=\"template\"} 1"),
+        "{text}"
+    );
+}

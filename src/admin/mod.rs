@@ -18,15 +18,29 @@
 //!   (Static segments win over `{id}`: `templates`, `start` and `stop` are not instance names.)
 //! * `POST /v1/services` — create service groups; `GET`, `PATCH`, `DELETE` of `/v1/services` and
 //!   `/v1/services/{id}`.
+//! * `GET /v1/instances/wait`, `GET /v1/instances/{id}/wait` — wait for a state.
+//! * `GET /v1/instances/log`, `GET /v1/instances/{id}/log` — an instance's stdout and stderr.
+//! * Unikraft endpoints without a counterpart (metrics, histories, suspend, checkpoints,
+//!   autoscale, volumes, images, certificates) answer 400 naming the feature.
+//!
+//! The Tutum-compatible API (`/api/v1`): services, containers and actions, listed in
+//! [`tutum`].
 //!
 //! `/v1` requires `Authorization: Bearer <token>` when `admin.token` is set. Every `/v1` answer,
 //! errors included, is Unikraft's envelope `{"status","message"?,"data"?,"errors"?}`.
+//!
+//! Every route refuses requests a web page could have sent (see [`guard`]): a foreign `Host` or
+//! `Origin` (403), a body that is not `application/json` (415).
 //!
 //! [`serve`] runs the router on its own accept loop with the proxy's protections ([`crate::net`]):
 //! a connection cap, a header read timeout from accept, an idle timeout, back-off when files run
 //! out.
 
+mod guard;
+mod tutum;
 mod v1;
+
+pub use guard::Hosts;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,7 +52,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{any, get, put};
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -66,6 +80,16 @@ pub struct AdminState {
     pub base_domain: Arc<str>,
     /// Sends calls to the controller.
     pub controller: crate::controller::api::Handle,
+    /// Users of the Tutum-compatible `/api/v1` (`admin.api_users`).
+    pub api_users: Arc<[crate::config::ApiUser]>,
+    /// The `Host` names the listener answers to.
+    pub hosts: Arc<Hosts>,
+    /// The runtime, for instance logs.
+    pub runtime: Arc<dyn crate::runtime::Runtime>,
+}
+
+async fn unsupported(feature: &'static str) -> Response {
+    v1::unsupported(feature)
 }
 
 /// The admin router.
@@ -81,6 +105,10 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/instances/start", put(instances::start_many))
         .route("/v1/instances/stop", put(instances::stop_many))
+        .route("/v1/instances/wait", get(instances::wait_many))
+        .route("/v1/instances/{id}/wait", get(instances::wait_one))
+        .route("/v1/instances/log", get(instances::logs_many))
+        .route("/v1/instances/{id}/log", get(instances::logs_one))
         .route(
             "/v1/instances/templates",
             get(templates::list)
@@ -115,6 +143,59 @@ pub fn router(state: AdminState) -> Router {
                 .patch(services::patch)
                 .delete(services::delete),
         )
+        // Unikraft Cloud features autokill does not have: named, not "no such instance".
+        .route(
+            "/v1/instances/metrics",
+            any(|| unsupported("instance metrics")),
+        )
+        .route(
+            "/v1/instances/{id}/metrics",
+            any(|| unsupported("instance metrics")),
+        )
+        .route(
+            "/v1/instances/history",
+            any(|| unsupported("instance histories")),
+        )
+        .route(
+            "/v1/instances/{id}/history",
+            any(|| unsupported("instance histories")),
+        )
+        .route(
+            "/v1/instances/suspend",
+            any(|| unsupported("suspend and standby")),
+        )
+        .route(
+            "/v1/instances/{id}/suspend",
+            any(|| unsupported("suspend and standby")),
+        )
+        .route(
+            "/v1/instances/checkpoints",
+            any(|| unsupported("checkpoints")),
+        )
+        .route(
+            "/v1/instances/checkpoints/{*rest}",
+            any(|| unsupported("checkpoints")),
+        )
+        .route(
+            "/v1/services/autoscale",
+            any(|| unsupported("autoscale settings")),
+        )
+        .route(
+            "/v1/services/{id}/autoscale",
+            any(|| unsupported("autoscale settings")),
+        )
+        .route(
+            "/v1/services/{id}/autoscale/{*rest}",
+            any(|| unsupported("autoscale settings")),
+        )
+        .route("/v1/volumes", any(|| unsupported("volumes")))
+        .route("/v1/volumes/{*rest}", any(|| unsupported("volumes")))
+        .route("/v1/images", any(|| unsupported("image registries")))
+        .route("/v1/certificates", any(|| unsupported("certificates")))
+        .route(
+            "/v1/certificates/{*rest}",
+            any(|| unsupported("certificates")),
+        )
         .method_not_allowed_fallback(|| async {
             v1::error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -127,8 +208,46 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
+        .nest("/api/v1", tutum::router(&state))
         .fallback(|| async { v1::error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        // Outermost last: the guard runs first, and every refusal below it (axum's own 413,
+        // 400 for a path that is not UTF-8) leaves as the envelope.
+        .layer(middleware::from_fn(enveloped))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::same_site_json,
+        ))
         .with_state(state)
+}
+
+/// Turns an error answer that is not JSON (axum's rejections: 413 body too large, 400 path not
+/// UTF-8, ...) into the envelope, keeping its status and text. The plain-text probes stay as
+/// they are.
+async fn enveloped(req: Request, next: Next) -> Response {
+    let probe = matches!(req.uri().path(), "/livez" | "/readyz" | "/metrics");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if probe || json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned()
+    } else {
+        text
+    };
+    v1::error(status, message)
 }
 
 /// How long open admin connections may finish their requests once [`serve`] is told to stop.

@@ -14,7 +14,9 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
-pub(crate) use validate::{RESERVED_NAMES, host_name, is_label};
+/// Durations as the file writes them (`"30s"`), for the command line's flags too.
+pub(crate) use duration::parse as parse_duration;
+pub(crate) use validate::{RESERVED_NAMES, check_name, check_num_requests, host_name};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -101,6 +103,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token the API requires; `None` = no authentication (loopback only).
     pub token: Option<String>,
+    /// Further `Host` names the admin listener answers to (lower-case; `name` or `name:port`),
+    /// besides its own address, `localhost`, `127.0.0.1` and `[::1]`.
+    pub allowed_hosts: Vec<String>,
     /// Time a client has to send a request head, from accept or the first byte of a request.
     pub header_read_timeout: Duration,
     /// A connection with no request in progress (or a response the client does not take) is
@@ -108,6 +113,18 @@ pub struct AdminConfig {
     pub idle_timeout: Duration,
     /// Most connections served at once; 0 = derived from the open-file limit.
     pub max_connections: usize,
+    /// Users of the Tutum-compatible `/api/v1`; with neither these nor `token`, it is open
+    /// (loopback only, as `/v1`).
+    pub api_users: Vec<ApiUser>,
+}
+
+/// One `admin.api_users` entry: what `Authorization: ApiKey user:apikey` (or Basic) must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiUser {
+    /// User name: printable ASCII without spaces or `:`.
+    pub user: String,
+    /// API key: printable ASCII without spaces.
+    pub apikey: String,
 }
 
 /// `store:` — where durable state lives.

@@ -103,6 +103,9 @@ pub(crate) struct RawAdmin {
     /// Bearer token the API requires. Default: none (no authentication), which is only
     /// allowed when `listen` is a loopback address. If set, not empty.
     pub token: Option<Spanned<String>>,
+    /// Further `Host` names the admin listener answers to (besides its own address,
+    /// `localhost`, `127.0.0.1` and `[::1]`), as `name` or `name:port`. Default: none.
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
     /// Time a client has to send a request head. Default `10s`, must be > 0.
     pub header_read_timeout: Option<Spanned<RawDuration>>,
     /// A connection with no request in progress is closed after this long. Default `60s`, > 0.
@@ -110,6 +113,18 @@ pub(crate) struct RawAdmin {
     /// Most connections served at once; 0 = derived from the open-file limit. Default 0, at
     /// most 1000000.
     pub max_connections: Option<Spanned<u64>>,
+    /// Users of the Tutum-compatible `/api/v1` (`ApiKey user:key` or Basic). Default: none.
+    pub api_users: Option<Vec<RawApiUser>>,
+}
+
+/// One entry of `admin.api_users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiUser {
+    /// The user name.
+    pub user: Spanned<String>,
+    /// The user's API key.
+    pub apikey: Spanned<String>,
 }
 
 /// `store:`
@@ -218,7 +233,7 @@ pub(crate) struct RawInstance {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAutokill {
     /// Delete the instance once it has been sent this many requests; 0 or absent = never.
-    pub num_requests: Option<u64>,
+    pub num_requests: Option<Spanned<u64>>,
     /// Delete the instance once it has been stopped this long; `0` or absent = never.
     pub time: Option<Spanned<RawDuration>>,
 }

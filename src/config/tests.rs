@@ -75,9 +75,11 @@ fn defaults() -> Config {
         admin: AdminConfig {
             listen: addr("127.0.0.1:8081"),
             token: None,
+            allowed_hosts: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 0,
+            api_users: Vec::new(),
         },
         store: StoreConfig {
             path: PathBuf::from("data/autokill.redb"),
@@ -229,9 +231,11 @@ shutdown: leave_instances
         admin: AdminConfig {
             listen: addr("[::1]:9001"),
             token: Some("s3cret".into()),
+            allowed_hosts: Vec::new(),
             header_read_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(240),
             max_connections: 50,
+            api_users: Vec::new(),
         },
         store: StoreConfig {
             path: PathBuf::from("/var/lib/autokill/state.redb"),
@@ -446,7 +450,7 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         3,
         3,
         "admin.tokn: unknown key \"tokn\"; did you mean \"token\"? (expected one of: listen, \
-         token, header_read_timeout, idle_timeout, max_connections)",
+         token, allowed_hosts, header_read_timeout, idle_timeout, max_connections, api_users)",
     );
     refused(
         &format!("{IMAGES}service_groups:\n  - name: g\n    autokill: {{num_requests: 3}}\n"),
@@ -916,4 +920,89 @@ fn api_path_segments_are_not_instance_names() {
         .expect_err("refused");
     assert_eq!((err.line, err.column), (6, 11), "{err}");
     assert!(err.message.contains("path segment"), "{err}");
+}
+
+#[test]
+fn budgets_beyond_the_meter_are_refused_naming_the_maximum() {
+    // 2^63 + 3: the meter's lock bit would leave a budget of 3.
+    refused_starting(
+        &format!(
+            "{IMAGES}instances:\n  - name: a\n    image: hello\n    autokill: {{num_requests: 9223372036854775811}}\n"
+        ),
+        8,
+        30,
+        "instances[0].autokill.num_requests: 9223372036854775811 is more than the meter can \
+         count (at most 9223372036854775807",
+    );
+    let config = ok(&format!(
+        "{IMAGES}instances:\n  - name: a\n    image: hello\n    autokill: {{num_requests: 9223372036854775807}}\n"
+    ));
+    assert_eq!(config.instances[0].autokill.num_requests, (1 << 63) - 1);
+}
+
+#[test]
+fn uuid_shaped_names_are_refused() {
+    // The API reads `{id}` as a UUID first, so such a name would address another resource.
+    for name in [
+        "8d6b0ae0-0d4c-4b9e-a4a7-2b8f5d1c9e10",
+        "8d6b0ae00d4c4b9ea4a72b8f5d1c9e10",
+    ] {
+        refused_starting(
+            &format!("{IMAGES}instances:\n  - name: {name}\n    image: hello\n"),
+            6,
+            11,
+            &format!("instances[0].name: {name:?} has the shape of a UUID"),
+        );
+        refused_starting(
+            &format!("{IMAGES}service_groups:\n  - name: {name}\n"),
+            6,
+            11,
+            &format!("service_groups[0].name: {name:?} has the shape of a UUID"),
+        );
+    }
+}
+
+#[test]
+fn api_users_are_checked() {
+    let config = ok(
+        "admin:\n  api_users:\n    - {user: alice, apikey: k3y}\n    - {user: bob, apikey: other}\n",
+    );
+    assert_eq!(
+        config.admin.api_users,
+        vec![
+            crate::config::ApiUser {
+                user: "alice".into(),
+                apikey: "k3y".into()
+            },
+            crate::config::ApiUser {
+                user: "bob".into(),
+                apikey: "other".into()
+            },
+        ]
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: 'a:b', apikey: k}\n",
+        3,
+        14,
+        "admin.api_users[0].user: a user name must be printable ASCII without spaces or ':' (it \
+         is sent as user:key)",
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: a, apikey: ''}\n",
+        3,
+        25,
+        "admin.api_users[0].apikey: empty API key",
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: a, apikey: x}\n    - {user: a, apikey: y}\n",
+        4,
+        14,
+        "admin.api_users[1].user: user \"a\" is listed twice",
+    );
+    refused(
+        "admin:\n  api_users:\n    - {user: a}\n",
+        3,
+        8,
+        "admin.api_users[0]: missing required key \"apikey\"",
+    );
 }

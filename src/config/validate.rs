@@ -14,13 +14,14 @@ use serde_saphyr::Spanned;
 
 use super::duration::RawDuration;
 use super::raw::{
-    RawAdmin, RawAutodestroy, RawBalance, RawConfig, RawDefaults, RawGroup, RawImage, RawInstance,
-    RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawShutdown, RawStore, key_path,
-    sanitize,
+    RawAdmin, RawApiUser, RawAutodestroy, RawBalance, RawConfig, RawDefaults, RawGroup, RawImage,
+    RawInstance, RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawShutdown, RawStore,
+    key_path, sanitize,
 };
 use super::{
-    AdminConfig, Autodestroy, Autokill, Balance, Config, Defaults, GroupConfig, ImageConfig,
-    InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig, RuntimeKind, StoreConfig,
+    AdminConfig, ApiUser, Autodestroy, Autokill, Balance, Config, Defaults, GroupConfig,
+    ImageConfig, InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig, RuntimeKind,
+    StoreConfig,
 };
 
 /// Default `proxy.listen`.
@@ -274,9 +275,31 @@ fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {
             ),
         ));
     }
+    let mut allowed_hosts = Vec::new();
+    for (i, spanned) in raw.allowed_hosts.into_iter().flatten().enumerate() {
+        let written = spanned.value.trim().to_ascii_lowercase();
+        // `name` or `name:port`; an IPv6 literal in brackets (`[fd00::1]:8081`).
+        let name = match written.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(':') && port.parse::<u16>().is_ok() => name,
+            _ => written.as_str(),
+        };
+        let bracketed = name.starts_with('[') && name.ends_with(']');
+        if !bracketed && host_name(name.trim_end_matches('.')).is_err() {
+            return Err(Place::of(&spanned).fail(
+                &format!("admin.allowed_hosts[{i}]"),
+                format!(
+                    "{:?} is not a host name or host:port (e.g. autokill.internal:8081)",
+                    spanned.value
+                ),
+            ));
+        }
+        allowed_hosts.push(written);
+    }
+    let api_users = api_users(raw.api_users.unwrap_or_default())?;
     Ok(AdminConfig {
         listen,
         token,
+        allowed_hosts,
         header_read_timeout: timeout(
             raw.header_read_timeout.as_ref(),
             "admin.header_read_timeout",
@@ -293,7 +316,45 @@ fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {
             0,
             MAX_CONNECTIONS,
         )?,
+        api_users,
     })
+}
+
+/// `admin.api_users`: names and keys travel in `Authorization` (`ApiKey user:key`, or Basic's
+/// `user:key`), so both are printable ASCII without spaces, and a name has no `:`.
+fn api_users(raw: Vec<RawApiUser>) -> Result<Vec<ApiUser>, Problem> {
+    let mut users: Vec<ApiUser> = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let user_path = format!("admin.api_users[{i}].user");
+        let place = Place::of(&entry.user);
+        let user = entry.user.value;
+        if user.is_empty() {
+            return Err(place.fail(&user_path, "empty user name"));
+        }
+        if !user.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(place.fail(
+                &user_path,
+                "a user name must be printable ASCII without spaces or ':' (it is sent as user:key)",
+            ));
+        }
+        if users.iter().any(|u| u.user == user) {
+            return Err(place.fail(&user_path, format!("user {user:?} is listed twice")));
+        }
+        let key_path = format!("admin.api_users[{i}].apikey");
+        let place = Place::of(&entry.apikey);
+        let apikey = entry.apikey.value;
+        if apikey.is_empty() {
+            return Err(place.fail(&key_path, "empty API key"));
+        }
+        if !apikey.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(place.fail(
+                &key_path,
+                "an API key must be printable ASCII without spaces (it is sent in an HTTP header)",
+            ));
+        }
+        users.push(ApiUser { user, apikey });
+    }
+    Ok(users)
 }
 
 fn store(raw: RawStore) -> Result<StoreConfig, Problem> {
@@ -550,7 +611,15 @@ fn instance(
     let autokill = match raw.autokill {
         None => Autokill::default(),
         Some(autokill) => Autokill {
-            num_requests: autokill.num_requests.unwrap_or(0),
+            num_requests: match autokill.num_requests {
+                None => 0,
+                Some(n) => {
+                    check_num_requests(n.value).map_err(|e| {
+                        Place::of(&n).fail(&format!("{path}.autokill.num_requests"), e)
+                    })?;
+                    n.value
+                }
+            },
             time: optional_duration(autokill.time.as_ref(), &format!("{path}.autokill.time"))?,
         },
     };
@@ -606,15 +675,7 @@ fn unique_name(
 ) -> Result<String, Problem> {
     let place = Place::of(spanned);
     let name = &spanned.value;
-    if !is_label(name) || name.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(place.fail(
-            path,
-            format!(
-                "invalid name {name:?}: use 1 to 63 lower-case letters, digits and '-', \
-                 not starting or ending with '-'"
-            ),
-        ));
-    }
+    check_name(name).map_err(|e| place.fail(path, e))?;
     if what == "instance" && RESERVED_NAMES.contains(&name.as_str()) {
         return Err(place.fail(
             path,
@@ -634,8 +695,48 @@ fn unique_name(
     Ok(name.clone())
 }
 
+/// Checks a resource name, for the configuration and the API alike: a lower-case DNS label
+/// (instances are addressed as `<name>.<base_domain>`) that does not parse as a UUID (the API
+/// reads `{id}` as a UUID first, so such a name would address another resource).
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if !is_label(name) || name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "invalid name {name:?}: use 1 to 63 lower-case letters, digits and '-', \
+             not starting or ending with '-'"
+        ));
+    }
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(format!(
+            "{name:?} has the shape of a UUID; the API would take it for one, so choose \
+             another name"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a request budget against what the proxy's meter can count.
+pub(crate) fn check_num_requests(n: u64) -> Result<(), String> {
+    use crate::proxy::meter::MAX_LIMIT;
+    if n > MAX_LIMIT {
+        return Err(format!(
+            "{n} is more than the meter can count (at most {MAX_LIMIT}; 0 disables)"
+        ));
+    }
+    Ok(())
+}
+
 /// Path segments of the admin API under `/v1/instances/` that an instance name would shadow.
-pub(crate) const RESERVED_NAMES: [&str; 3] = ["templates", "start", "stop"];
+pub(crate) const RESERVED_NAMES: [&str; 9] = [
+    "templates",
+    "start",
+    "stop",
+    "wait",
+    "log",
+    "metrics",
+    "history",
+    "suspend",
+    "checkpoints",
+];
 
 /// A DNS label: 1-63 of ASCII letters, digits and '-', not starting or ending with '-'.
 pub(crate) fn is_label(label: &str) -> bool {

@@ -11,8 +11,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{Command, GroupView, InstanceView};
+use super::{Command, GroupView, InstanceState, InstanceView};
 use crate::config::{Autodestroy, RestartPolicy};
+
+/// The most domains a service group has: domains are checked against every other group's and
+/// every instance's host name, so a bound keeps each check short.
+pub const MAX_GROUP_DOMAINS: usize = 100;
 
 /// A reference to a resource, by UUID or by name (as the Unikraft API allows both).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +65,8 @@ pub struct NewInstance {
     pub image: Option<String>,
     /// Clone this template: its spec, autokill included, with the fields above and below overriding.
     pub template: Option<Ref>,
-    /// Join this service group.
-    pub service_group: Option<Ref>,
+    /// Join this service group, or a new one made for it.
+    pub service_group: Option<GroupChoice>,
     /// Autokill policy.
     pub autokill: Option<AutokillSpec>,
     /// Restart policy.
@@ -71,6 +75,16 @@ pub struct NewInstance {
     pub autodestroy: Option<Autodestroy>,
     /// Start it right away (the Unikraft default); otherwise it is created stopped.
     pub autostart: bool,
+}
+
+/// The service group of a new instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChoice {
+    /// An existing group.
+    Existing(Ref),
+    /// A group made for this instance (Unikraft's ephemeral group): its name is generated and
+    /// it is deleted once empty.
+    New(NewGroup),
 }
 
 /// `POST /v1/instances/templates`: turn a stopped instance into a template.
@@ -85,8 +99,8 @@ pub struct NewTemplate {
 /// `POST /v1/services`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewGroup {
-    /// Unique name.
-    pub name: String,
+    /// Unique name; generated when absent.
+    pub name: Option<String>,
     /// Host names, already resolved against the base domain and lower-cased.
     pub domains: Vec<String>,
     /// Empty-time autokill; `None` or zero: never.
@@ -136,6 +150,12 @@ pub enum GroupPatch {
     SoftLimit(Option<u64>),
     /// `hard_limit` set.
     HardLimit(Option<u64>),
+    /// `services` set: the port mappings (a JSON array, checked).
+    SetServices(serde_json::Value),
+    /// `services` add: mappings appended (those already there are kept once).
+    AddServices(serde_json::Value),
+    /// `services` del: mappings removed.
+    RemoveServices(serde_json::Value),
 }
 
 /// Something the API asks; each variant names its answer type in [`Reply`].
@@ -147,6 +167,9 @@ pub enum Call {
     StartInstance(Ref),
     /// Stop a running instance (a user stop: never restarted).
     StopInstance(Ref),
+    /// Stop a running instance once its requests in flight have finished (at most this long):
+    /// it takes no new request meanwhile.
+    StopInstanceDraining(Ref, std::time::Duration),
     /// Delete an instance (409 when delete-locked).
     DeleteInstance(Ref),
     /// Apply PATCH items to an instance, all or nothing.
@@ -163,6 +186,28 @@ pub enum Call {
     DeleteGroup(Ref),
     /// Apply PATCH items to a service group, all or nothing.
     PatchGroup(Ref, Vec<GroupPatch>),
+    /// Create a Tutum service: its group and its containers, created but not started (`Init`).
+    /// Answered with the service's group; `/api/v1` reads the service from the view.
+    CreateService(NewService),
+    /// Change a service, all or nothing: policies reach every container at once (and so apply
+    /// at its next stop), the target at the next scale, the image at the next redeploy.
+    PatchService(Ref, ServicePatch),
+    /// Start every stopped (or never started) container of a service.
+    StartService(Ref),
+    /// Stop every container of a service (a user stop: never restarted).
+    StopService(Ref),
+    /// Add or remove containers until there are `target_num_containers`.
+    ScaleService(Ref),
+    /// Replace every container with a new one of the current spec, `target_num_containers` of them.
+    RedeployService(Ref),
+    /// Delete every container, then the service (409 when it or a container is delete-locked).
+    TerminateService(Ref),
+    /// Replace one container with a new one of the same name, made from its service's spec (or,
+    /// outside a service, from its own).
+    RedeployContainer(Ref),
+    /// Several calls applied in order in one command, answered with [`Reply::Batch`]: the
+    /// whole batch is applied even if the client that sent it goes away.
+    Batch(Vec<Call>),
 }
 
 /// The answer to a [`Call`]: the resource as it is after the change (templates are instances in
@@ -171,8 +216,12 @@ pub enum Call {
 pub enum Reply {
     /// An instance or template.
     Instance(InstanceView),
+    /// An instance after a start, stop or delete, with the state it had before.
+    Moved(InstanceView, InstanceState),
     /// A service group.
     Group(GroupView),
+    /// The answers to a [`Call::Batch`], one per call in order.
+    Batch(Vec<Result<Reply, ApiError>>),
 }
 
 /// Why the controller refused a call. Nothing changed.
@@ -209,6 +258,13 @@ impl ApiError {
     }
 }
 
+fn internal(message: &str) -> ApiError {
+    ApiError {
+        status: 500,
+        message: message.to_owned(),
+    }
+}
+
 /// Where the controller sends its answer.
 pub type ReplyTo = oneshot::Sender<Result<Reply, ApiError>>;
 
@@ -222,6 +278,20 @@ impl Handle {
     /// A handle sending on the controller's command channel.
     pub fn new(tx: mpsc::UnboundedSender<Command>) -> Handle {
         Handle { tx }
+    }
+
+    /// Sends `calls` as one [`Call::Batch`] and waits for their answers, in order. The batch
+    /// is on the controller's queue before the first `await`: dropping the future (a client that
+    /// goes away) leaves it to be applied whole.
+    pub async fn call_all(&self, calls: Vec<Call>) -> Vec<Result<Reply, ApiError>> {
+        let n = calls.len();
+        match self.call(Call::Batch(calls)).await {
+            Ok(Reply::Batch(replies)) if replies.len() == n => replies,
+            Ok(_) => (0..n)
+                .map(|_| Err(internal("the controller answered a batch out of shape")))
+                .collect(),
+            Err(err) => (0..n).map(|_| Err(err.clone())).collect(),
+        }
     }
 
     /// Sends `call` and waits for the answer, which comes once the change is published.
@@ -238,4 +308,36 @@ impl Handle {
             message: "the controller is shutting down".into(),
         })?
     }
+}
+
+/// `POST /api/v1/service/`: a Tutum service, already checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewService {
+    /// Unique name; made from the image when absent.
+    pub name: Option<String>,
+    /// Image key.
+    pub image: String,
+    /// How many containers to keep (`target_num_containers`).
+    pub target: u32,
+    /// Tutum's `autorestart`: each container's restart policy.
+    pub autorestart: RestartPolicy,
+    /// Each container's autodestroy.
+    pub autodestroy: Autodestroy,
+    /// Each container's autokill policy.
+    pub autokill: AutokillSpec,
+}
+
+/// `PATCH /api/v1/service/{uuid}/`: the fields given change, the others stay.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServicePatch {
+    /// New image, used from the next redeploy (or scale) on.
+    pub image: Option<String>,
+    /// New `target_num_containers`, reached at the next scale or redeploy.
+    pub target: Option<u32>,
+    /// New `autorestart`, given to every container.
+    pub autorestart: Option<RestartPolicy>,
+    /// New autodestroy, given to every container.
+    pub autodestroy: Option<Autodestroy>,
+    /// New autokill policy (replaces the whole policy), given to every container.
+    pub autokill: Option<AutokillSpec>,
 }

@@ -19,6 +19,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+pub use state::services::{
+    ContainerExtra, ContainerState, ContainerView, Graveyard, MAX_CONTAINERS, MAX_SERVICE_NAME,
+    ServiceSpec, ServiceState, ServiceView, TERMINATED_RETENTION, Transition, TutumView,
+};
 pub use state::{Group, Instance, State};
 
 use crate::config::{Autodestroy, Autokill, Config, RestartPolicy};
@@ -262,6 +266,8 @@ pub struct View {
     pub instances: Vec<InstanceView>,
     /// Service groups, sorted by name.
     pub groups: Vec<GroupView>,
+    /// What `/api/v1` reads besides: Tutum services, containers being or lately terminated.
+    pub tutum: TutumView,
 }
 
 /// One instance in a [`View`].
@@ -283,8 +289,10 @@ pub struct InstanceView {
     pub image: String,
     /// The live meter (requests served are read from it).
     pub meter: Arc<Meter>,
-    /// Autokill policy.
+    /// Autokill policy (for a template: the policy its clones inherit).
     pub autokill: Autokill,
+    /// Templates: deleted once unused this long.
+    pub unused_time: Option<Duration>,
     /// Restart policy.
     pub restart_policy: RestartPolicy,
     /// Autodestroy policy.
@@ -337,6 +345,8 @@ pub struct Published {
     pub table: Arc<ArcSwap<RouteTable>>,
     /// The admin side's snapshot.
     pub view: Arc<ArcSwap<View>>,
+    /// Bumped after every publish, so that the API can wait for a state without polling.
+    pub changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Published {
@@ -345,6 +355,7 @@ impl Published {
         Published {
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             view: Arc::new(ArcSwap::from_pointee(View::default())),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 }
@@ -747,6 +758,9 @@ impl Task {
     fn publish(&self, state: &State) {
         self.published.table.store(Arc::new(state.route_table()));
         self.published.view.store(Arc::new(state.view()));
+        self.published
+            .changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

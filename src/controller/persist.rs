@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::state::services::ServiceSpec;
 use super::state::{Group, Instance, Pending, State};
 use super::{Effect, InstanceState, StopReason};
 use crate::config::{Autodestroy, Autokill, RestartPolicy};
@@ -70,6 +71,7 @@ impl State {
         self.instances.commit();
         self.groups.commit();
         self.names.commit();
+        self.tombstones_committed();
     }
 
     /// The changes could not be made durable: the state goes back to the last commit.
@@ -77,6 +79,7 @@ impl State {
         self.instances.rollback();
         self.groups.rollback();
         self.names.rollback();
+        self.tombstones_rolled_back();
     }
 
     /// Rebuilds the state from what was stored and returns the effects that bring the world back
@@ -101,6 +104,7 @@ impl State {
                     services: r.services,
                     from_config: r.from_config,
                     skipped: None,
+                    service: r.service.map(ServiceSpec::restore),
                 },
             );
         }
@@ -233,5 +237,6 @@ fn group_record(g: &Group) -> GroupRecord {
         hard_limit: g.hard_limit,
         services: g.services.clone(),
         from_config: g.from_config,
+        service: g.service.as_ref().map(ServiceSpec::record),
     }
 }

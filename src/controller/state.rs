@@ -37,6 +37,8 @@ pub(super) enum Pending {
     None,
     /// A stop a user asked for.
     Stop,
+    /// A stop a user asked for, once the requests in flight have finished.
+    StopAfterDrain,
     /// A delete, with the kill reason if autokill or autodestroy asked for it.
     Delete(Option<&'static str>),
 }
@@ -230,6 +232,8 @@ pub struct Group {
     pub from_config: bool,
     /// The kill a delete lock last held back (see [`Instance`]'s).
     pub(super) skipped: Option<&'static str>,
+    /// A Tutum service's spec: the group's instances are its containers (`None`: a plain group).
+    pub service: Option<ServiceSpec>,
 }
 
 /// A map that remembers which entries were changed since the last commit, and what they were
@@ -342,6 +346,8 @@ pub struct State {
     workers: usize,
     balance: Balance,
     images: BTreeSet<String>,
+    /// Services and containers terminated lately, for `/api/v1` (in memory only).
+    tombstones: Tombstones,
 }
 
 /// `(resource, reason)` labels of kills.
@@ -363,6 +369,7 @@ impl State {
             workers,
             balance: config.proxy.balance,
             images: config.runtime.images.keys().cloned().collect(),
+            tombstones: Tombstones::default(),
         }
     }
 
@@ -475,6 +482,7 @@ impl State {
                             services: serde_json::Value::Array(Vec::new()),
                             from_config: true,
                             skipped: None,
+                            service: None,
                         },
                     );
                     id
@@ -733,9 +741,16 @@ impl State {
     /// deleted — unless, since it began to drain, a delete lock was set (the kill is held back)
     /// or its budget is no longer spent (a raised limit, a refunded request): then it serves on.
     fn drained(&mut self, id: Uuid, fx: &mut Vec<Effect>) {
-        let Some(inst) = self.instances.get(&id) else {
+        let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
+        if inst.state == InstanceState::Stopping && inst.pending == Pending::StopAfterDrain {
+            // A user's stop that waited for the requests in flight: now the stop itself.
+            inst.pending = Pending::Stop;
+            fx.push(Effect::Disarm(TimerKey::Drain(id)));
+            fx.push(Effect::Stop(id));
+            return;
+        }
         if inst.state != InstanceState::Draining {
             return;
         }
@@ -793,7 +808,7 @@ impl State {
             self.check_stopped(id, now, fx);
             return;
         }
-        let user_stop = inst.pending == Pending::Stop;
+        let user_stop = matches!(inst.pending, Pending::Stop | Pending::StopAfterDrain);
         inst.pending = Pending::None;
         inst.state = InstanceState::Stopped;
         inst.stopped_at = Some(now);
@@ -871,6 +886,7 @@ impl State {
         if let Some(template) = inst.template {
             self.check_template(template, now, fx);
         }
+        self.container_gone(&inst, now);
     }
 
     fn timer(&mut self, key: TimerKey, now: SystemTime, fx: &mut Vec<Effect>) {
@@ -1003,7 +1019,7 @@ impl State {
             skip(&mut g.skipped, GROUP, "empty", fx);
         } else {
             tracing::info!(group = %g.name, "service group deleted: empty");
-            self.groups.remove(&id);
+            self.remove_group(id, now);
             fx.push(Effect::Killed {
                 resource: GROUP,
                 reason: "empty",
@@ -1239,7 +1255,10 @@ pub fn backoff(n: u32) -> Duration {
 }
 
 mod calls;
+pub(super) mod services;
 mod view;
+
+use services::{ServiceSpec, Tombstones};
 
 #[cfg(test)]
 mod tests;

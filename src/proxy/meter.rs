@@ -94,6 +94,10 @@ pub enum Admission {
 /// The "held" bit of the limit word: admit past the limit.
 const HELD: u64 = 1 << 63;
 
+/// The largest limit a meter holds: the bit above it is the "held" flag, so a larger limit would
+/// be cut. The API and the configuration refuse more.
+pub const MAX_LIMIT: u64 = HELD - 1;
+
 /// The most requests a meter admits for the limit word `word` and the reservation `reserved`.
 #[inline]
 fn ceiling(word: u64, reserved: u64) -> u64 {

@@ -3,6 +3,7 @@
 //! The controller is the only caller. Calls are rare (a handful per instance lifetime), so the
 //! trait returns boxed futures and is used as `Arc<dyn Runtime>`; nothing here is on the hot path.
 
+pub mod logs;
 pub mod process;
 
 use std::future::Future;
@@ -69,6 +70,14 @@ pub enum RuntimeError {
         /// Its exit status.
         exit_code: i32,
     },
+    /// This backend does not do that (e.g. keep logs).
+    #[error("not supported by the {runtime} runtime: {what}")]
+    Unsupported {
+        /// The backend.
+        runtime: &'static str,
+        /// What it does not do.
+        what: &'static str,
+    },
     /// An operating-system or engine call failed.
     #[error("{what}: {source}")]
     Io {
@@ -105,4 +114,34 @@ pub trait Runtime: Send + Sync + 'static {
     /// At start, before any instance is created: removes whatever an earlier run of the same
     /// store left behind (after a crash), and returns how many it removed.
     fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>>;
+
+    /// The instance's output (stdout and stderr together): up to `limit` bytes from `offset`,
+    /// counted from the first byte it wrote (negative: back from the end), within the bounded
+    /// part the backend keeps. By default a backend keeps none.
+    fn logs(
+        &self,
+        id: Uuid,
+        offset: i64,
+        limit: Option<u64>,
+    ) -> BoxFuture<'_, Result<LogChunk, RuntimeError>> {
+        let _ = (id, offset, limit);
+        let runtime = self.kind();
+        Box::pin(async move {
+            Err(RuntimeError::Unsupported {
+                runtime,
+                what: "instance logs",
+            })
+        })
+    }
+}
+
+/// A piece of an instance's output log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// The offsets (from the first byte ever written) the backend still keeps: `[start, end)`.
+    pub available: (u64, u64),
+    /// The offsets of `data`.
+    pub range: (u64, u64),
 }

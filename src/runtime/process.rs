@@ -31,7 +31,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{BoxFuture, EventSender, InstanceSpec, Runtime, RuntimeError, RuntimeEvent};
+use super::logs::LogFiles;
+use super::{BoxFuture, EventSender, InstanceSpec, LogChunk, Runtime, RuntimeError, RuntimeEvent};
 use crate::config::{ImageConfig, RuntimeConfig};
 
 /// How often `start` tries to connect to a starting instance.
@@ -58,6 +59,8 @@ struct Inner {
     /// Never held across an `.await`; every critical section is a few map operations (and one
     /// `spawn`, so that two concurrent starts cannot both spawn).
     instances: Mutex<HashMap<Uuid, Instance>>,
+    /// Where instances' output goes; `None`: inherited (autokill's own stdout and stderr).
+    logs: Option<LogFiles>,
 }
 
 /// An instance the runtime knows about, running or not.
@@ -91,6 +94,7 @@ impl ProcessRuntime {
                 events,
                 owner: String::new(),
                 instances: Mutex::new(HashMap::new()),
+                logs: None,
             }),
         }
     }
@@ -111,6 +115,15 @@ impl ProcessRuntime {
     }
 
     /// The pid (and process group id) of the instance's running main process, if it runs.
+    /// Keeps each instance's output in a bounded log file under `dir` (see [`LogFiles`]),
+    /// served by [`Runtime::logs`].
+    pub fn with_logs(mut self, dir: PathBuf) -> ProcessRuntime {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.logs = Some(LogFiles::new(dir));
+        }
+        self
+    }
+
     pub fn pid(&self, id: Uuid) -> Option<u32> {
         self.inner
             .lock()
@@ -163,6 +176,9 @@ impl ProcessRuntime {
                         pid,
                         exited: exited.clone(),
                     });
+                    if let Some(logs) = self.inner.logs.clone() {
+                        tokio::spawn(trim_while_running(logs, id, exited.clone()));
+                    }
                     tokio::spawn(Arc::clone(&self.inner).watch_exit(id, pid, child, exited_tx));
                     tracing::info!(instance = %id, pid, %addr, "process instance started");
                     (addr, pid, exited)
@@ -244,6 +260,9 @@ impl ProcessRuntime {
         {
             signal_group(running.pid, libc::SIGKILL);
         }
+        if let Some(logs) = &self.inner.logs {
+            logs.remove(id);
+        }
         tracing::debug!(instance = %id, "process instance deleted");
         Ok(())
     }
@@ -283,6 +302,13 @@ impl Inner {
                 ),
             })?;
         let program = values.fill(program);
+        let (stdout, stderr) = match &self.logs {
+            Some(logs) => logs.stdio(id).map_err(|source| RuntimeError::Io {
+                what: format!("opening the log of instance {id}"),
+                source,
+            })?,
+            None => (Stdio::inherit(), Stdio::inherit()),
+        };
         let mut command = Command::new(&program);
         command
             .args(args.iter().map(|arg| values.fill(arg)))
@@ -296,8 +322,8 @@ impl Inner {
             .env("AUTOKILL_INSTANCE_NAME", &instance.name)
             .env("AUTOKILL_OWNER", &self.owner)
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
+            .stdout(stdout)
+            .stderr(stderr)
             // Its own group, so that stop and the exit watcher reach every process it spawned,
             // and a Ctrl-C meant for autokill does not hit the instances.
             .process_group(0)
@@ -355,6 +381,31 @@ impl Inner {
     }
 }
 
+/// How often a running instance's log is checked against its bound.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps a running instance's log within its bound until the instance exits.
+async fn trim_while_running(logs: LogFiles, id: Uuid, mut exited: watch::Receiver<Option<i32>>) {
+    let mut tick = tokio::time::interval(TRIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = exited.changed() => {
+                if changed.is_err() || exited.borrow().is_some() {
+                    return;
+                }
+            }
+        }
+        let logs = logs.clone();
+        match tokio::task::spawn_blocking(move || logs.trim(id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(instance = %id, %err, "cutting an instance log failed"),
+            Err(err) => tracing::warn!(instance = %id, %err, "cutting an instance log failed"),
+        }
+    }
+}
+
 impl Runtime for ProcessRuntime {
     fn kind(&self) -> &'static str {
         "process"
@@ -374,6 +425,36 @@ impl Runtime for ProcessRuntime {
 
     fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(self.delete_instance(id))
+    }
+
+    fn logs(
+        &self,
+        id: Uuid,
+        offset: i64,
+        limit: Option<u64>,
+    ) -> BoxFuture<'_, Result<LogChunk, RuntimeError>> {
+        Box::pin(async move {
+            let Some(logs) = self.inner.logs.clone() else {
+                return Err(RuntimeError::Unsupported {
+                    runtime: "process",
+                    what: "instance logs (no log directory)",
+                });
+            };
+            if !self.inner.lock().contains_key(&id) {
+                return Err(RuntimeError::UnknownInstance(id));
+            }
+            // File reads: off the async threads.
+            tokio::task::spawn_blocking(move || logs.read(id, offset, limit))
+                .await
+                .map_err(|e| RuntimeError::Io {
+                    what: format!("reading the log of instance {id}"),
+                    source: std::io::Error::other(e.to_string()),
+                })?
+                .map_err(|source| RuntimeError::Io {
+                    what: format!("reading the log of instance {id}"),
+                    source,
+                })
+        })
     }
 
     fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>> {

@@ -133,6 +133,38 @@ pub struct GroupRecord {
     pub services: serde_json::Value,
     /// Declared by the configuration file.
     pub from_config: bool,
+    /// A Tutum service's spec; absent for a plain group (and in stores written before services).
+    #[serde(default)]
+    pub service: Option<ServiceRecord>,
+}
+
+/// A Tutum service's spec, as stored with its group. Times are milliseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Image key its containers are made from.
+    pub image: String,
+    /// `target_num_containers`.
+    pub target: u32,
+    /// Containers' restart policy: `never`, `always`, `on-failure`.
+    pub restart_policy: String,
+    /// Containers' autodestroy: `OFF`, `ON_FAILURE`, `ON_SUCCESS`, `ALWAYS`.
+    pub autodestroy: String,
+    /// Containers' `autokill.num_requests`.
+    pub num_requests: u64,
+    /// Containers' `autokill.time` in ms.
+    pub time_ms: Option<u64>,
+    /// Started and not stopped since: new containers are started too.
+    pub run: bool,
+    /// The containers are made from the current spec (false after the image changed).
+    pub synchronized: bool,
+    /// `Scaling`, `Redeploying` or `Terminating` while that is under way.
+    pub transition: Option<String>,
+    /// Last deployment (create, redeploy).
+    pub deployed_at: Option<u64>,
+    /// Last start.
+    pub started_at: Option<u64>,
+    /// Last stop.
+    pub stopped_at: Option<u64>,
 }
 
 /// One change to write.

@@ -352,7 +352,8 @@ pub async fn request(addr: SocketAddr, method: &str, host: &str, path: &str) -> 
 /// Longest a test request may take, answer and body, before it fails the test.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn try_request(
+/// Like [`request`], with a failure as an error rather than a panic.
+pub async fn try_request(
     addr: SocketAddr,
     method: &str,
     host: &str,
@@ -474,4 +475,73 @@ pub async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Result<StatusC
     try_request(addr, "GET", host, path)
         .await
         .map(|(status, _, _)| status)
+}
+
+/// One raw HTTP/1.1 exchange: `head` is the request line and header fields (without the blank
+/// line, `Connection: close` added), `body` follows with its `Content-Length`. For requests the
+/// typed client would not send as written (odd `Host`, no `Content-Type`, invalid UTF-8 in the
+/// path). Returns the status and the body.
+pub async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, Bytes) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut req = format!(
+        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    conn.write_all(&req).await.expect("write request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer))
+        .await
+        .expect("answer within 30 s")
+        .expect("read answer");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |p| p + 4);
+    let head_text = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+    let mut rest = answer[split..].to_vec();
+    if head_text.contains("transfer-encoding: chunked") {
+        rest = dechunk(&rest);
+    }
+    (status, Bytes::from(rest))
+}
+
+/// The payload of a chunked body.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&data[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        let end = (start + size).min(data.len());
+        out.extend_from_slice(&data[start..end]);
+        data = &data[(end + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Asserts that no row of a table test failed, listing those that did.
+#[track_caller]
+pub fn assert_rows(failures: &[String], total: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {total} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -6,13 +6,16 @@
 //! change is one [`Call`] per resource, answered once the controller has published it.
 
 pub mod instances;
+mod listing;
 pub mod services;
 mod show;
 pub mod templates;
-mod wire;
+mod wait;
+pub(crate) mod wire;
 
 use axum::response::Response;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
 pub use wire::error;
 
@@ -81,6 +84,15 @@ fn resolve(view: &View, r: &Ref, res: Resource) -> Option<uuid::Uuid> {
     }
 }
 
+/// A Unikraft Cloud endpoint autokill does not have: 400 naming the feature (rather than a 404
+/// that would read as a missing resource).
+pub fn unsupported(feature: &'static str) -> Response {
+    error(
+        axum::http::StatusCode::BAD_REQUEST,
+        format!("not supported: {feature} are a Unikraft Cloud feature autokill does not have"),
+    )
+}
+
 /// Refuses, with 404, a reference to an instance on a template route or the other way round:
 /// the controller keeps both as instances and would act on either.
 fn expect_kind(view: &View, r: &Ref, res: Resource) -> Result<(), ApiError> {
@@ -121,108 +133,199 @@ fn get_one(state: &AdminState, id: &str, res: Resource) -> Response {
     }
 }
 
-/// `GET` of a list: every resource of the kind, or, with a body `[{"uuid"|"name"}]` as
-/// Unikraft's list endpoints take, those named (unknown ones answered as per-item 404s).
-fn list(state: &AdminState, body: &[u8], res: Resource) -> Response {
-    let view = state.published.view.load();
-    let show = |r: &Ref| -> Option<Value> {
-        match res {
-            Resource::Group => find_group(&view, r).map(|g| show::group(g, &view)),
-            _ => find_instance(&view, r, res).map(|i| show::instance(i, &view, &state.base_domain)),
-        }
+/// `GET` of a list: every resource of the kind, a page of them, or those named by `?uuid=`
+/// and `?name=` filters (or a body `[{"uuid"|"name"}]`); see [`listing`]. A filter that names
+/// nothing of this kind is answered as a not-found item (`error` 8) in a 200 answer, as the
+/// SDKs expect; a single-object body keeps answering 404.
+fn list(state: &AdminState, query: Option<&str>, body: &[u8], res: Resource) -> Response {
+    let mut q = match listing::parse(query) {
+        Ok(q) => q,
+        Err(err) => return wire::api_error(err),
     };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        let items = match res {
-            Resource::Group => view.groups.iter().map(|g| show::group(g, &view)).collect(),
-            _ => view
+    let mut single = false;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        match wire::parse_targets(body) {
+            Ok((refs, one)) => {
+                single = one && q.refs.is_empty();
+                q.refs.extend(refs);
+            }
+            Err(err) => return wire::api_error(err),
+        }
+    }
+    let view = state.published.view.load();
+    let (page, misses) = match res {
+        Resource::Group => {
+            let entries = view
+                .groups
+                .iter()
+                .map(|g| listing::Entry {
+                    id: g.id,
+                    name: g.name.clone(),
+                    created_at: g.created_at,
+                    item: Shown::Group(g),
+                })
+                .collect();
+            listing::select(entries, &q)
+        }
+        _ => {
+            let entries = view
                 .instances
                 .iter()
                 .filter(|i| res.holds(i))
-                .map(|i| show::instance(i, &view, &state.base_domain))
-                .collect(),
-        };
-        return wire::listing(res.key(), items);
-    }
-    let (refs, single) = match wire::parse_targets(body) {
-        Ok(targets) => targets,
-        Err(err) => return wire::api_error(err),
+                .map(|i| listing::Entry {
+                    id: i.id,
+                    name: i.name.to_string(),
+                    created_at: i.created_at,
+                    item: Shown::Instance(i),
+                })
+                .collect();
+            listing::select(entries, &q)
+        }
     };
-    let items = refs
-        .iter()
-        .map(|r| {
-            let found = show(r).ok_or_else(|| {
-                expect_kind(&view, r, res)
-                    .err()
-                    .unwrap_or_else(|| ApiError::not_found(format!("no {} {r}", res.noun())))
-            });
-            Item::new(found).echo_ref(r)
-        })
-        .collect();
-    wire::answer(res.key(), single, items)
-}
-
-/// Sends `call` and shows what the controller answers with.
-async fn call(state: &AdminState, call: Call) -> Result<Value, ApiError> {
-    let reply = state.controller.call(call).await?;
-    let view = state.published.view.load();
-    Ok(match reply {
-        Reply::Instance(i) => show::instance(&i, &view, &state.base_domain),
-        Reply::Group(g) => show::group(&g, &view),
-    })
-}
-
-/// Runs one call per reference (delete, start, stop), in order; each answered on its own.
-async fn per_target(
-    state: &AdminState,
-    refs: Vec<Ref>,
-    single: bool,
-    res: Resource,
-    make: fn(Ref) -> Call,
-) -> Response {
-    let mut items = Vec::with_capacity(refs.len());
-    for r in refs {
-        let checked = expect_kind(&state.published.view.load(), &r, res);
-        let result = match checked {
-            Ok(()) => call(state, make(r.clone())).await,
-            Err(err) => Err(err),
-        };
-        items.push(Item::new(result).echo_ref(&r));
+    let shown = page.into_iter().map(|s| s.show(state, &view));
+    if misses.is_empty() {
+        return wire::listing(res.key(), shown.collect());
     }
+    let mut items: Vec<Item> = shown.map(|v| Item::new(Ok(v))).collect();
+    items.extend(misses.iter().map(|r| {
+        let err = expect_kind(&view, r, res)
+            .err()
+            .unwrap_or_else(|| ApiError::not_found(format!("no {} {r}", res.noun())));
+        Item::new(Err(err)).echo_ref(r)
+    }));
     wire::answer(res.key(), single, items)
 }
 
-/// A path-form delete, start or stop of `{id}` (the body empty, or `{}`).
-async fn act_on_path(
-    state: &AdminState,
-    id: &str,
-    body: &[u8],
-    res: Resource,
-    make: fn(Ref) -> Call,
-) -> Response {
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        // Nothing is taken in the body here; refusing what is sent keeps "unknown fields are
-        // refused" true for this form too.
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Empty {}
-        if let Err(err) = wire::parse::<Empty>(body) {
-            return wire::api_error(err);
+/// A resource of the view, to be shown.
+enum Shown<'v> {
+    Instance(&'v InstanceView),
+    Group(&'v GroupView),
+}
+
+impl Shown<'_> {
+    fn show(&self, state: &AdminState, view: &View) -> Value {
+        match self {
+            Shown::Instance(i) => show::instance(i, view, &state.base_domain),
+            Shown::Group(g) => show::group(g, view),
         }
     }
-    per_target(state, vec![Ref::parse(id)], true, res, make).await
 }
 
-/// A body-form delete, start or stop: `[{"uuid"|"name"}]` (or one such object).
-async fn act_on_body(
+/// Shows what the controller answered.
+fn show_reply(state: &AdminState, view: &View, reply: Reply) -> Result<Value, ApiError> {
+    match reply {
+        Reply::Instance(i) => Ok(show::instance(&i, view, &state.base_domain)),
+        Reply::Moved(i, previous) => {
+            let mut shown = show::instance(&i, view, &state.base_domain);
+            shown["previous_state"] = json!(previous.as_str());
+            Ok(shown)
+        }
+        Reply::Group(g) => Ok(show::group(&g, view)),
+        Reply::Batch(_) => Err(ApiError {
+            status: 500,
+            message: "the controller answered a single call with a batch".into(),
+        }),
+    }
+}
+
+/// Sends `calls` to the controller as one batch (applied whole, in order, even if the client
+/// goes away) and shows each answer.
+async fn call_all(state: &AdminState, calls: Vec<Call>) -> Vec<Result<Value, ApiError>> {
+    let replies = state.controller.call_all(calls).await;
+    let view = state.published.view.load();
+    replies
+        .into_iter()
+        .map(|reply| reply.and_then(|r| show_reply(state, &view, r)))
+        .collect()
+}
+
+/// A delete, start or stop item (`{"uuid"|"name", …}`, or the body of the path form): which
+/// resource, and the wait it asks for after the call.
+pub(super) trait Action: DeserializeOwned + Default {
+    /// The `uuid` and `name` given.
+    fn target(&self) -> (Option<uuid::Uuid>, Option<&str>);
+    /// Checks the item's own fields (named with `prefix`); the wait it asks for.
+    fn wait(&self, prefix: &str) -> Result<Option<(wait::Want, std::time::Duration)>, ApiError>;
+    /// The controller call for `target` (`make` unless the item's fields ask for another).
+    fn call(&self, target: Ref, make: fn(Ref) -> Call) -> Call {
+        make(target)
+    }
+}
+
+/// `{"uuid"|"name"}` alone: a delete of a template or group.
+impl Action for wire::RawTarget {
+    fn target(&self) -> (Option<uuid::Uuid>, Option<&str>) {
+        (self.uuid, self.name.as_deref())
+    }
+    fn wait(&self, _: &str) -> Result<Option<(wait::Want, std::time::Duration)>, ApiError> {
+        Ok(None)
+    }
+}
+
+/// A delete, start or stop: of `{id}` in the path (the body empty, or one object of the
+/// action's own fields), or of the body's `[{"uuid"|"name", …}]` items. Every item is checked
+/// before anything is done, the calls go to the controller as one batch, and each item's wait
+/// runs after it.
+async fn act<A: Action>(
     state: &AdminState,
+    path: Option<&str>,
     body: &[u8],
     res: Resource,
     make: fn(Ref) -> Call,
 ) -> Response {
-    match wire::parse_targets(body) {
-        Ok((refs, single)) => per_target(state, refs, single, res, make).await,
-        Err(err) => wire::api_error(err),
+    let (raws, single): (Vec<A>, bool) = match path {
+        Some(_) if body.iter().all(u8::is_ascii_whitespace) => (vec![A::default()], true),
+        Some(_) => match wire::parse::<A>(body) {
+            Ok(raw) => (vec![raw], true),
+            Err(err) => return wire::api_error(err),
+        },
+        None => match wire::parse_batch::<A>(body) {
+            Ok(batch) => (batch.items, batch.single),
+            Err(err) => return wire::api_error(err),
+        },
+    };
+    let mut refs = Vec::with_capacity(raws.len());
+    let mut waits = Vec::with_capacity(raws.len());
+    for (index, raw) in raws.iter().enumerate() {
+        let prefix = wire::item_prefix(single, index);
+        let target = match (path, raw.target()) {
+            (Some(id), (None, None)) => Ok(Ref::parse(id)),
+            (Some(_), _) => Err(wire::bad(
+                &format!("{prefix}uuid/name"),
+                format!("the {} is named in the path", res.noun()),
+            )),
+            (None, (uuid, name)) => wire::one_ref(uuid, name, prefix.trim_end_matches('.')),
+        };
+        match target.and_then(|t| raw.wait(&prefix).map(|w| (t, w))) {
+            Ok((target, wait)) => {
+                refs.push(target);
+                waits.push(wait);
+            }
+            Err(err) => return wire::api_error(err),
+        }
     }
+    let calls = refs
+        .iter()
+        .cloned()
+        .zip(&raws)
+        .map(|(target, raw)| raw.call(target, make))
+        .collect();
+    let results = call_all(state, calls).await;
+    let mut items = Vec::with_capacity(results.len());
+    for ((result, r), wait) in results.into_iter().zip(&refs).zip(waits) {
+        let item = match (result, wait) {
+            (Ok(shown), Some((want, wait))) => match shown["uuid"]
+                .as_str()
+                .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            {
+                Some(id) => wait::until(state, id, shown, want, wait).await,
+                None => Item::new(Ok(shown)),
+            },
+            (result, _) => Item::new(result),
+        };
+        items.push(item.echo_ref(r));
+    }
+    wire::answer(res.key(), single, items)
 }
 
 /// `PATCH` for every kind of resource: parses the items, converts each with `convert` (which
@@ -267,16 +370,15 @@ async fn patch<P>(
         }
     }
     let mut answers: Vec<Option<Item>> = (0..batch.items.len()).map(|_| None).collect();
+    let mut targets = Vec::with_capacity(groups.len());
+    let mut calls = Vec::with_capacity(groups.len());
     for (target, patches) in groups {
-        let indices: Vec<usize> = patches.iter().map(|(i, _)| *i).collect();
-        let checked = expect_kind(&state.published.view.load(), &target, res);
-        let result = match checked {
-            Ok(()) => {
-                let patches = patches.into_iter().map(|(_, p)| p).collect();
-                call(state, make(target.clone(), patches)).await
-            }
-            Err(err) => Err(err),
-        };
+        let (indices, patches): (Vec<usize>, Vec<P>) = patches.into_iter().unzip();
+        calls.push(make(target.clone(), patches));
+        targets.push((target, indices));
+    }
+    let results = call_all(state, calls).await;
+    for ((target, indices), result) in targets.into_iter().zip(results) {
         for index in indices {
             let item = Item::new(result.clone())
                 .echo_ref(&target)

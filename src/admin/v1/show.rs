@@ -37,12 +37,16 @@ pub fn instance(i: &InstanceView, view: &View, base_domain: &str) -> Value {
         o.insert("created_at".into(), json!(t));
     }
     if i.state != InstanceState::Template {
-        o.insert("fqdn".into(), json!(format!("{}.{base_domain}", i.name)));
+        // The name the proxy routes to this instance alone: its public and its private name.
+        let fqdn = format!("{}.{base_domain}", i.name);
+        o.insert("private_fqdn".into(), json!(fqdn));
+        o.insert("fqdn".into(), json!(fqdn));
     }
     if let Some(group) = &i.group {
         let mut g = Map::new();
         if let Some(found) = view.groups.iter().find(|g| g.name == *group) {
             g.insert("uuid".into(), json!(found.id));
+            g.insert("domains".into(), domains(&found.domains));
         }
         g.insert("name".into(), json!(group));
         o.insert("service_group".into(), Value::Object(g));
@@ -66,6 +70,13 @@ pub fn instance(i: &InstanceView, view: &View, base_domain: &str) -> Value {
             "time_ms": i.autokill.time.map_or(0, |t| t.as_millis() as u64),
         }),
     );
+    if i.state == InstanceState::Template {
+        // The template's own unused time; `autokill` above is what its clones inherit.
+        o.insert(
+            "template_autokill".into(),
+            json!({"time_ms": i.unused_time.map_or(0, |t| t.as_millis() as u64)}),
+        );
+    }
     o.insert("requests".into(), json!(i.meter.count()));
     o.insert(
         "restart_policy".into(),
@@ -99,6 +110,16 @@ pub fn instance(i: &InstanceView, view: &View, base_domain: &str) -> Value {
     Value::Object(o)
 }
 
+/// A group's domains as Unikraft shows them (`fqdn`), with `name` as they are given on create.
+fn domains(domains: &[String]) -> Value {
+    Value::Array(
+        domains
+            .iter()
+            .map(|d| json!({"fqdn": d, "name": d}))
+            .collect(),
+    )
+}
+
 /// A service group. `view` resolves its instances' UUIDs.
 pub fn group(g: &GroupView, view: &View) -> Value {
     let mut o = Map::new();
@@ -107,10 +128,7 @@ pub fn group(g: &GroupView, view: &View) -> Value {
     if let Some(t) = rfc3339(g.created_at) {
         o.insert("created_at".into(), json!(t));
     }
-    o.insert(
-        "domains".into(),
-        Value::Array(g.domains.iter().map(|d| json!({"name": d})).collect()),
-    );
+    o.insert("domains".into(), domains(&g.domains));
     o.insert(
         "autokill".into(),
         json!({"time_ms": g.autokill_time.map_or(0, |t| t.as_millis() as u64)}),

@@ -1,7 +1,7 @@
 //! `/v1/instances/templates`: make a template of a stopped instance, list, get, patch, delete.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -18,6 +18,9 @@ struct RawNewTemplate {
     name: Option<String>,
     /// Delete the template once nobody has cloned it for `time_ms`.
     autokill: Option<RawTimeAutokill>,
+    /// Unikraft: how long to wait for the template. A template is made before the answer, so
+    /// there is nothing to wait for; checked and taken.
+    timeout_s: Option<i64>,
 }
 
 /// `POST /v1/instances/templates`: one object or an array, each answered on its own.
@@ -29,6 +32,9 @@ pub async fn create(State(state): State<AdminState>, body: Bytes) -> Response {
     let mut news = Vec::with_capacity(batch.items.len());
     for (index, raw) in batch.items.iter().enumerate() {
         let prefix = batch.prefix(index);
+        if let Err(err) = super::wait::timeout(raw.timeout_s, None, &prefix, "") {
+            return wire::api_error(err);
+        }
         match wire::one_ref(raw.uuid, raw.name.as_deref(), prefix.trim_end_matches('.')) {
             Ok(instance) => news.push(NewTemplate {
                 instance,
@@ -37,24 +43,24 @@ pub async fn create(State(state): State<AdminState>, body: Bytes) -> Response {
             Err(err) => return wire::api_error(err),
         }
     }
-    let mut items = Vec::with_capacity(news.len());
-    for new in news {
-        let instance = new.instance.clone();
-        // The source must be an instance: `expect_kind` for templates would refuse it.
-        let checked =
-            super::expect_kind(&state.published.view.load(), &instance, Resource::Instance);
-        let result = match checked {
-            Ok(()) => super::call(&state, Call::CreateTemplate(new)).await,
-            Err(err) => Err(err),
-        };
-        items.push(Item::new(result).echo_ref(&instance));
-    }
+    let refs: Vec<_> = news.iter().map(|n| n.instance.clone()).collect();
+    let results =
+        super::call_all(&state, news.into_iter().map(Call::CreateTemplate).collect()).await;
+    let items = results
+        .into_iter()
+        .zip(&refs)
+        .map(|(result, r)| Item::new(result).echo_ref(r))
+        .collect();
     wire::answer("instances", batch.single, items)
 }
 
 /// `GET /v1/instances/templates`.
-pub async fn list(State(state): State<AdminState>, body: Bytes) -> Response {
-    super::list(&state, &body, Resource::Template)
+pub async fn list(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    super::list(&state, query.as_deref(), &body, Resource::Template)
 }
 
 /// `GET /v1/instances/templates/{uuid-or-name}`.
@@ -68,12 +74,26 @@ pub async fn delete(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    super::act_on_path(&state, &id, &body, Resource::Template, Call::DeleteTemplate).await
+    super::act::<wire::RawTarget>(
+        &state,
+        Some(&id),
+        &body,
+        Resource::Template,
+        Call::DeleteTemplate,
+    )
+    .await
 }
 
 /// `DELETE /v1/instances/templates` with `[{"uuid"|"name"}]`.
 pub async fn delete_many(State(state): State<AdminState>, body: Bytes) -> Response {
-    super::act_on_body(&state, &body, Resource::Template, Call::DeleteTemplate).await
+    super::act::<wire::RawTarget>(
+        &state,
+        None,
+        &body,
+        Resource::Template,
+        Call::DeleteTemplate,
+    )
+    .await
 }
 
 /// `PATCH /v1/instances/templates/{uuid-or-name}`.

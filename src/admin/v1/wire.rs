@@ -24,12 +24,20 @@ use crate::controller::api::{ApiError, AutokillSpec, Ref};
 /// any useful timer, and far from where adding it to a wall-clock instant could overflow.
 pub const MAX_TIME_MS: u64 = 100 * 31_557_600_000;
 
+/// The most items one request body takes: each is applied by the controller in one command, so
+/// a bound keeps one request from holding it (and the proxy's reservations) for long.
+pub const MAX_BATCH: usize = 1000;
+
+/// The longest message (in characters) an answer carries: a refused value is echoed in part.
+const MAX_MESSAGE: usize = 300;
+
 // ---------------------------------------------------------------------------------------------
 // The envelope
 // ---------------------------------------------------------------------------------------------
 
 /// An error answer: `{"status":"error","message":…,"errors":[{"status":<code>,"message":…}]}`.
 pub fn error(status: StatusCode, message: String) -> Response {
+    let message = clip(&message);
     let body = json!({
         "status": "error",
         "message": message,
@@ -41,6 +49,15 @@ pub fn error(status: StatusCode, message: String) -> Response {
 /// The answer for an [`ApiError`], with its status (500 when it is not a valid HTTP status).
 pub fn api_error(err: ApiError) -> Response {
     error(status_of(&err), err.message)
+}
+
+/// `message` cut to [`MAX_MESSAGE`] characters, saying so: a megabyte of bad value is not worth
+/// sending back (twice, in `message` and `errors`).
+pub fn clip(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE) {
+        None => message.to_owned(),
+        Some((cut, _)) => format!("{}… (cut; {} bytes in all)", &message[..cut], message.len()),
+    }
 }
 
 fn status_of(err: &ApiError) -> StatusCode {
@@ -55,6 +72,30 @@ pub fn listing(key: &str, items: Vec<Value>) -> Response {
     Json(json!({"status": "success", "data": data})).into_response()
 }
 
+/// The per-item `error` code the Unikraft SDKs read: a resource that is not there.
+pub const CODE_NOT_FOUND: u32 = 8;
+/// The per-item `error` code for a name (or domain) already taken.
+pub const CODE_TAKEN: u32 = 23;
+/// The per-item `error` code autokill uses for a resource in a state that refuses the call (a
+/// delete lock, a group that still has instances, a template from a running instance). The
+/// platform's own code for these is not published; this one is `EBUSY`'s number, and is never
+/// one the SDKs read as "absent" or "taken".
+pub const CODE_CONFLICT: u32 = 16;
+
+/// The per-item code of a refusal: 404 is "not found"; a 409 about a field (`name:`,
+/// `domains:`, as the controller words a name or domain that is taken) is "taken"; any other
+/// 409 is a state conflict. Other refusals carry no code.
+pub fn code_of(err: &ApiError) -> Option<u32> {
+    match err.status {
+        404 => Some(CODE_NOT_FOUND),
+        409 if err.message.starts_with("name:") || err.message.starts_with("domains:") => {
+            Some(CODE_TAKEN)
+        }
+        409 => Some(CODE_CONFLICT),
+        _ => None,
+    }
+}
+
 /// One item's answer in a (possibly one-item) batch.
 #[derive(Debug)]
 pub struct Item {
@@ -63,6 +104,10 @@ pub struct Item {
     /// Fields echoed into the item's answer: PATCH's `id`, and on errors the `uuid`/`name` the
     /// client gave, so it can tell which item failed.
     pub echo: Map<String, Value>,
+    /// Done, but not as asked (a wait that timed out, an instance that stopped before it ran):
+    /// shown as a failed item that still carries the resource, answered with HTTP 200 as the
+    /// SDKs expect.
+    pub unfinished: Option<String>,
 }
 
 impl Item {
@@ -71,6 +116,16 @@ impl Item {
         Item {
             result,
             echo: Map::new(),
+            unfinished: None,
+        }
+    }
+
+    /// A resource whose wait ended without reaching what was asked, with why.
+    pub fn unfinished(resource: Value, message: String) -> Item {
+        Item {
+            result: Ok(resource),
+            echo: Map::new(),
+            unfinished: Some(message),
         }
     }
 
@@ -78,7 +133,7 @@ impl Item {
     pub fn echo_ref(mut self, r: &Ref) -> Item {
         match r {
             Ref::Id(id) => self.echo.insert("uuid".into(), json!(id)),
-            Ref::Name(name) => self.echo.insert("name".into(), json!(name)),
+            Ref::Name(name) => self.echo.insert("name".into(), json!(clip(name))),
         };
         self
     }
@@ -93,46 +148,51 @@ impl Item {
 }
 
 /// The answer to a create, patch, delete, start or stop: every item with its own `status` (and
-/// `message` when refused) under `data.<key>`.
+/// `message` and `error` code when refused) under `data.<key>`.
 ///
 /// * A single-object request answers with the item's own HTTP status.
-/// * A batch answers 200 `success` when every item succeeded, 200 `partial_success` with the
-///   refusals in `errors` when some did, and `error` with the first refusal's status when none did.
+/// * A batch (an array body, or a listing filtered by name or UUID) answers 200 whatever its
+///   items say, as the Unikraft API does: `success` when every item succeeded,
+///   `partial_success` when some did, `error` when none did; the refused items say why.
+///   The SDKs read a failed item's `error` code (8: not found) to tell an absent resource from
+///   a missing route, which a 404 for the whole answer would hide.
 pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
     let total = items.len();
     let mut errors = Vec::new();
     let mut first_error: Option<StatusCode> = None;
     let mut out = Vec::with_capacity(total);
-    for (index, item) in items.into_iter().enumerate() {
-        let mut obj = match item.result {
-            Ok(Value::Object(resource)) => {
-                let mut obj = Map::new();
-                obj.insert("status".into(), json!("success"));
-                obj.extend(resource);
-                obj
+    for item in items {
+        let mut obj = Map::new();
+        let refusal = match (item.result, item.unfinished) {
+            (Ok(resource), unfinished) => {
+                match resource {
+                    Value::Object(resource) => obj.extend(resource),
+                    other => {
+                        obj.insert("value".into(), other);
+                    }
+                }
+                unfinished.map(|message| (StatusCode::OK, clip(&message), None))
             }
-            Ok(other) => {
-                let mut obj = Map::new();
+            (Err(err), _) => Some((status_of(&err), clip(&err.message), code_of(&err))),
+        };
+        match refusal {
+            None => {
                 obj.insert("status".into(), json!("success"));
-                obj.insert("value".into(), other);
-                obj
             }
-            Err(err) => {
-                let status = status_of(&err);
+            Some((status, message, code)) => {
                 first_error.get_or_insert(status);
                 let mut e = Map::new();
                 e.insert("status".into(), json!(status.as_u16()));
-                e.insert("message".into(), json!(err.message));
-                if !single {
-                    e.insert("index".into(), json!(index));
+                e.insert("message".into(), json!(message));
+                if let Some(code) = code {
+                    e.insert("error".into(), json!(code));
+                    obj.insert("error".into(), json!(code));
                 }
                 errors.push(Value::Object(e));
-                let mut obj = Map::new();
                 obj.insert("status".into(), json!("error"));
-                obj.insert("message".into(), json!(err.message));
-                obj
+                obj.insert("message".into(), json!(message));
             }
-        };
+        }
         // On errors the echo is all that names the item; on successes the resource shows its
         // own `uuid` and `name`, which win.
         for (k, v) in item.echo {
@@ -154,8 +214,8 @@ pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
             } else {
                 format!("all {total} operations failed")
             };
-            let message = Some(message);
-            (status, "error", message)
+            let http = if single { status } else { StatusCode::OK };
+            (http, "error", Some(message))
         }
         Some(_) => (
             StatusCode::OK,
@@ -169,7 +229,10 @@ pub fn answer(key: &str, single: bool, items: Vec<Item>) -> Response {
         body.insert("message".into(), json!(message));
     }
     body.insert("data".into(), Value::Object(data));
-    if !errors.is_empty() {
+    // A 200 names its refusals in its items only: the SDKs count every entry of a top-level
+    // `errors` as a failure of its own (without the item's code), so listing them twice would
+    // make "not found" items read as failures of another kind.
+    if !errors.is_empty() && http != StatusCode::OK {
         body.insert("errors".into(), Value::Array(errors));
     }
     (http, Json(Value::Object(body))).into_response()
@@ -191,11 +254,16 @@ pub struct Batch<T> {
 impl<T> Batch<T> {
     /// The field-path prefix of item `index`: empty for a single object, `[index].` in an array.
     pub fn prefix(&self, index: usize) -> String {
-        if self.single {
-            String::new()
-        } else {
-            format!("[{index}].")
-        }
+        item_prefix(self.single, index)
+    }
+}
+
+/// The field-path prefix of item `index`: empty for a single object, `[index].` in an array.
+pub fn item_prefix(single: bool, index: usize) -> String {
+    if single {
+        String::new()
+    } else {
+        format!("[{index}].")
     }
 }
 
@@ -210,6 +278,12 @@ pub fn parse_batch<T: DeserializeOwned>(body: &[u8]) -> Result<Batch<T>, ApiErro
             let items: Vec<T> = parse(body)?;
             if items.is_empty() {
                 return Err(ApiError::bad_request("the request body is an empty array"));
+            }
+            if items.len() > MAX_BATCH {
+                return Err(ApiError::bad_request(format!(
+                    "the request body has {} items; at most {MAX_BATCH} are taken in one request",
+                    items.len()
+                )));
             }
             Ok(Batch {
                 items,
@@ -239,14 +313,6 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|err| ApiError::bad_request(format!("invalid JSON: {err}")))?;
     Ok(value)
-}
-
-/// Deserializes an already-parsed JSON value (PATCH's `value`), naming it as `field` on error.
-pub fn from_value<T: DeserializeOwned>(value: Value, field: &str) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        ApiError::bad_request(at(&path, field, &err.into_inner().to_string()))
-    })
 }
 
 /// `"<field>.<path>: <message>"`, leaving out the parts that are empty.
@@ -279,14 +345,9 @@ pub struct Label(pub String);
 impl<'de> Deserialize<'de> for Label {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Label, D::Error> {
         let s = String::deserialize(d)?;
-        if crate::config::is_label(&s) && !s.bytes().any(|b| b.is_ascii_uppercase()) {
-            Ok(Label(s))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid name {s:?}: use 1 to 63 lower-case letters, digits and '-', \
-                 not starting or ending with '-'"
-            )))
-        }
+        crate::config::check_name(&s)
+            .map(|()| Label(s))
+            .map_err(de::Error::custom)
     }
 }
 
@@ -341,12 +402,26 @@ impl<'de> Deserialize<'de> for TimeMs {
     }
 }
 
+/// `num_requests`: a whole number the proxy's meter can count (see
+/// [`crate::proxy::meter::MAX_LIMIT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumRequests(pub u64);
+
+impl<'de> Deserialize<'de> for NumRequests {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<NumRequests, D::Error> {
+        let n = u64::deserialize(d)?;
+        crate::config::check_num_requests(n)
+            .map(|()| NumRequests(n))
+            .map_err(de::Error::custom)
+    }
+}
+
 /// `autokill` of an instance: `{"num_requests", "time_ms"}`; a left-out or `null` field is not set.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAutokill {
     /// Delete after this many requests; 0 disables.
-    pub num_requests: Option<u64>,
+    pub num_requests: Option<NumRequests>,
     /// Delete after being stopped this long; 0 disables.
     pub time_ms: Option<TimeMs>,
 }
@@ -355,7 +430,7 @@ impl RawAutokill {
     /// The policy the controller takes.
     pub fn spec(&self) -> AutokillSpec {
         AutokillSpec {
-            num_requests: self.num_requests,
+            num_requests: self.num_requests.map(|n| n.0),
             time: self.time_ms.map(|t| t.0),
         }
     }
@@ -451,23 +526,9 @@ pub enum Feature {
     /// Delete the instance when it stops: autodestroy `ALWAYS`.
     #[serde(rename = "delete-on-stop")]
     DeleteOnStop,
-}
-
-/// `{"uuid": …}` or `{"name": …}`: a reference to an existing resource.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRef {
-    /// By UUID.
-    pub uuid: Option<Uuid>,
-    /// By name.
-    pub name: Option<String>,
-}
-
-impl RawRef {
-    /// The reference, or a 400 naming `field` unless exactly one of `uuid` and `name` is given.
-    pub fn to_ref(&self, field: &str) -> Result<Ref, ApiError> {
-        one_ref(self.uuid, self.name.as_deref(), field)
-    }
+    /// Unikraft's scale-to-zero: known, so that it is refused by name.
+    #[serde(rename = "scale-to-zero")]
+    ScaleToZero,
 }
 
 /// Exactly one of `uuid` and `name`, as a [`Ref`]; `field` names the object holding them.
@@ -527,9 +588,10 @@ pub struct RawPatch {
     pub prop: String,
     /// What to do with it.
     pub op: Op,
-    /// The operand; `null` or left out means "not set".
+    /// The operand, kept as written so that it is parsed like every other body (duplicate
+    /// keys refused); `null` or left out means "not set".
     #[serde(default)]
-    pub value: Value,
+    pub value: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl RawPatch {
@@ -552,12 +614,28 @@ impl RawPatch {
 
     /// The value as `T`, named `<field>value` on error; `null` is refused when `T` cannot be null.
     pub fn value<T: DeserializeOwned>(&self, field: &str) -> Result<T, ApiError> {
-        from_value(self.value.clone(), &format!("{field}value"))
+        let text = self.value.as_ref().map_or("null", |v| v.get());
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|err| {
+            let path = err.path().to_string();
+            ApiError::bad_request(at(
+                &path,
+                &format!("{field}value"),
+                &err.into_inner().to_string(),
+            ))
+        })
+    }
+
+    /// Whether the value is a JSON array (a list of operands rather than one).
+    pub fn value_is_array(&self) -> bool {
+        self.value
+            .as_ref()
+            .is_some_and(|v| v.get().trim_start().starts_with('['))
     }
 }
 
-/// The `{"uuid"|"name"}` items of a delete, start or stop body.
-#[derive(Debug, Deserialize)]
+/// The `{"uuid"|"name"}` items of a delete body (and of a list's body).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     /// By UUID.
@@ -585,6 +663,28 @@ pub fn parse_targets(body: &[u8]) -> Result<(Vec<Ref>, bool), ApiError> {
 // Output helpers
 // ---------------------------------------------------------------------------------------------
 
+/// Standard base64 with padding (RFC 4648 §4), as Unikraft sends an instance's log.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// An instant as RFC 3339 in UTC with milliseconds (`2025-01-31T12:00:00.000Z`), as Unikraft's
 /// ISO 8601 timestamps; `None` before 1970.
 pub fn rfc3339(t: SystemTime) -> Option<String> {
@@ -604,7 +704,7 @@ pub fn rfc3339(t: SystemTime) -> Option<String> {
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's
 /// `civil_from_days`, exact for every day a `SystemTime` can hold.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097); // [0, 146096]
@@ -620,6 +720,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_as_rfc4648() {
+        for (data, encoded) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+            (&[0xff, 0xfe, 0x00], "//4A"),
+        ] {
+            assert_eq!(base64(data), encoded);
+        }
+    }
 
     #[test]
     fn rfc3339_formats_utc_with_millis() {

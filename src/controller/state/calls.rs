@@ -1,18 +1,20 @@
 //! The admin API's calls as the controller applies them: create, start, stop, delete and patch
 //! of instances, templates and service groups, and the lookups by UUID or name they share.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use uuid::Uuid;
 
 use super::super::api::{
-    ApiError, Call, GroupPatch, InstancePatch, NewGroup, NewInstance, NewTemplate, Ref, Reply,
-    TemplatePatch,
+    ApiError, Call, GroupPatch, InstancePatch, MAX_GROUP_DOMAINS, NewGroup, NewInstance,
+    NewTemplate, Ref, Reply, TemplatePatch,
 };
 use super::super::{Effect, GroupView, InstanceState, InstanceView, TimerKey};
 use super::{Autokill, Group, Instance, Pending, Spec, State};
 use crate::config::{Autodestroy, RestartPolicy};
+use crate::controller::api::GroupChoice;
 
 impl State {
     // ---- the API -------------------------------------------------------------------------
@@ -27,57 +29,33 @@ impl State {
             Call::CreateInstance(new) => self.create_instance(new, now, fx),
             Call::StartInstance(r) => {
                 let id = self.find_instance(&r)?;
-                let inst = &self.instances[&id];
-                match inst.state {
-                    InstanceState::Stopped => {
-                        self.start_instance(id, fx);
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Starting | InstanceState::Running => Ok(self.instance_reply(id)),
-                    other => Err(ApiError::conflict(format!(
-                        "instance {r} is {}; only a stopped instance can be started",
-                        other.as_str()
-                    ))),
-                }
+                let previous = self.instances[&id].state;
+                self.call_start(&r, id, fx)
+                    .map(|reply| moved(reply, previous))
             }
             Call::StopInstance(r) => {
                 let id = self.find_instance(&r)?;
-                let Some(inst) = self.instances.get_mut(&id) else {
-                    return Err(ApiError::not_found(format!("no instance {r}")));
-                };
-                match inst.state {
-                    InstanceState::Running | InstanceState::Draining | InstanceState::Starting => {
-                        inst.state = InstanceState::Stopping;
-                        inst.pending = Pending::Stop;
-                        fx.push(Effect::Disarm(TimerKey::Drain(id)));
-                        fx.push(Effect::Stop(id));
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Stopped => {
-                        // Stopping a stopped instance also cancels a scheduled restart.
-                        if inst.restart_at.is_some() {
-                            inst.restart_at = None;
-                            fx.push(Effect::Disarm(TimerKey::Restart(id)));
-                            self.check_stopped(id, now, fx);
-                        }
-                        Ok(self.instance_reply(id))
-                    }
-                    InstanceState::Stopping => Ok(self.instance_reply(id)),
-                    other => Err(ApiError::conflict(format!(
-                        "instance {r} is {}",
-                        other.as_str()
-                    ))),
-                }
+                let previous = self.instances[&id].state;
+                self.call_stop(&r, id, None, now, fx)
+                    .map(|reply| moved(reply, previous))
+            }
+            Call::StopInstanceDraining(r, drain) => {
+                let id = self.find_instance(&r)?;
+                let previous = self.instances[&id].state;
+                self.call_stop(&r, id, Some(drain), now, fx)
+                    .map(|reply| moved(reply, previous))
             }
             Call::DeleteInstance(r) => {
                 let id = self.find_instance(&r)?;
+                let previous = self.instances[&id].state;
                 if self.instances[&id].delete_lock {
                     return Err(ApiError::conflict(format!("instance {r} is delete-locked")));
                 }
                 self.delete_instance(id, None, fx);
-                Ok(self.instance_reply(id))
+                Ok(moved(self.instance_reply(id), previous))
             }
             Call::PatchInstance(r, patches) => self.patch_instance(&r, patches, now, fx),
+
             Call::CreateTemplate(new) => self.create_template(new, now, fx),
             Call::DeleteTemplate(r) => {
                 let id = self.find_template(&r)?;
@@ -135,7 +113,7 @@ impl State {
                     )));
                 }
                 let reply = self.group_view(&self.groups[&id]);
-                self.groups.remove(&id);
+                self.remove_group(id, now);
                 fx.push(Effect::Disarm(TimerKey::Empty(id)));
                 Ok(Reply::Group(GroupView {
                     deleted: true,
@@ -143,6 +121,89 @@ impl State {
                 }))
             }
             Call::PatchGroup(r, patches) => self.patch_group(&r, patches, now, fx),
+            Call::CreateService(new) => self.create_service(new, now, fx),
+            Call::PatchService(r, patch) => self.patch_service(&r, patch, now, fx),
+            Call::StartService(r) => self.start_service(&r, now, fx),
+            Call::StopService(r) => self.stop_service(&r, now, fx),
+            Call::ScaleService(r) => self.scale_service(&r, now, fx),
+            Call::RedeployService(r) => self.redeploy_service(&r, now, fx),
+            Call::TerminateService(r) => self.terminate_service(&r, now, fx),
+            Call::RedeployContainer(r) => self.redeploy_container(&r, now, fx),
+            Call::Batch(calls) => Ok(Reply::Batch(
+                calls
+                    .into_iter()
+                    .map(|call| self.call(call, now, fx))
+                    .collect(),
+            )),
+        }
+    }
+
+    /// A user's start: a stopped instance starts; one starting or running is left as it is.
+    fn call_start(&mut self, r: &Ref, id: Uuid, fx: &mut Vec<Effect>) -> Result<Reply, ApiError> {
+        match self.instances[&id].state {
+            InstanceState::Stopped => {
+                self.start_instance(id, fx);
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Starting | InstanceState::Running => Ok(self.instance_reply(id)),
+            other => Err(ApiError::conflict(format!(
+                "instance {r} is {}; only a stopped instance can be started",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// A user's stop (never restarted); stopping a stopped instance cancels a scheduled restart.
+    /// With `drain`, a serving instance first takes no new request and lets those in flight
+    /// finish (at most `drain` long), then stops.
+    fn call_stop(
+        &mut self,
+        r: &Ref,
+        id: Uuid,
+        drain: Option<std::time::Duration>,
+        now: SystemTime,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Reply, ApiError> {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return Err(ApiError::not_found(format!("no instance {r}")));
+        };
+        match inst.state {
+            InstanceState::Running | InstanceState::Draining
+                if drain.is_some_and(|d| !d.is_zero()) && inst.upstream.is_some() =>
+            {
+                inst.state = InstanceState::Stopping;
+                inst.pending = Pending::StopAfterDrain;
+                if let Some(up) = &inst.upstream {
+                    fx.push(Effect::WatchDrain {
+                        id,
+                        upstream: Arc::clone(up),
+                    });
+                }
+                let until = now + drain.unwrap_or_default();
+                fx.push(Effect::Arm(TimerKey::Drain(id), until));
+                fx.push(Effect::Publish);
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Running | InstanceState::Draining | InstanceState::Starting => {
+                inst.state = InstanceState::Stopping;
+                inst.pending = Pending::Stop;
+                fx.push(Effect::Disarm(TimerKey::Drain(id)));
+                fx.push(Effect::Stop(id));
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Stopped => {
+                if inst.restart_at.is_some() {
+                    inst.restart_at = None;
+                    fx.push(Effect::Disarm(TimerKey::Restart(id)));
+                    self.check_stopped(id, now, fx);
+                }
+                Ok(self.instance_reply(id))
+            }
+            InstanceState::Stopping => Ok(self.instance_reply(id)),
+            other => Err(ApiError::conflict(format!(
+                "instance {r} is {}",
+                other.as_str()
+            ))),
         }
     }
 
@@ -157,8 +218,8 @@ impl State {
             None => None,
         };
         let group = match &new.service_group {
-            Some(r) => Some(self.find_group(r)?),
-            None => None,
+            Some(GroupChoice::Existing(r)) => Some(self.find_group(r)?),
+            _ => None,
         };
         let base = template.map(|t| &self.instances[&t]);
         let image = match (new.image, base) {
@@ -203,6 +264,18 @@ impl State {
             None => self.generated_name(base.map_or(image.as_str(), |t| &t.name)),
         };
         let template = template.map(|t| (t, self.instances[&t].name.to_string()));
+        // An ephemeral group is made last, once nothing else can refuse the create: it goes
+        // as soon as it is empty (an empty time of zero).
+        let group = match new.service_group {
+            Some(GroupChoice::New(g)) => {
+                let id = self.add_group(g, now)?;
+                if let Some(g) = self.groups.get_mut(&id) {
+                    g.autokill_time = Some(std::time::Duration::ZERO);
+                }
+                Some(id)
+            }
+            _ => group,
+        };
         let spec = Spec {
             name,
             image,
@@ -306,25 +379,36 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) -> Result<Reply, ApiError> {
-        if self.groups.values().any(|g| g.name == new.name) {
-            return Err(ApiError::conflict(format!(
-                "name: a service group named {:?} already exists",
-                new.name
-            )));
-        }
-        if self.declared_groups.contains(&new.name) {
-            return Err(ApiError::conflict(format!(
-                "name: {:?} is declared by the configuration file",
-                new.name
-            )));
-        }
+        let id = self.add_group(new, now)?;
+        self.check_group(id, now, fx);
+        Ok(Reply::Group(self.group_view(&self.groups[&id])))
+    }
+
+    /// Checks and inserts a group (without arming its timer); its id.
+    fn add_group(&mut self, new: NewGroup, now: SystemTime) -> Result<Uuid, ApiError> {
+        let name = match new.name {
+            Some(name) => {
+                if self.groups.values().any(|g| g.name == name) {
+                    return Err(ApiError::conflict(format!(
+                        "name: a service group named {name:?} already exists"
+                    )));
+                }
+                if self.declared_groups.contains(&name) {
+                    return Err(ApiError::conflict(format!(
+                        "name: {name:?} is declared by the configuration file"
+                    )));
+                }
+                name
+            }
+            None => self.generated_group_name(),
+        };
         self.check_domains_free(&new.domains, None)?;
         let id = Uuid::new_v4();
         self.groups.insert(
             id,
             Group {
                 id,
-                name: new.name,
+                name,
                 domains: new.domains,
                 autokill_time: new.autokill_time.filter(|t| !t.is_zero()),
                 balance: self.balance,
@@ -336,10 +420,23 @@ impl State {
                 services: new.services,
                 from_config: false,
                 skipped: None,
+                service: None,
             },
         );
-        self.check_group(id, now, fx);
-        Ok(Reply::Group(self.group_view(&self.groups[&id])))
+        Ok(id)
+    }
+
+    /// `sg-` and 8 random hex digits, neither taken nor declared (as Unikraft names a group
+    /// left unnamed).
+    fn generated_group_name(&self) -> String {
+        loop {
+            let name = format!("sg-{}", &Uuid::new_v4().simple().to_string()[..8]);
+            if !self.groups.values().any(|g| g.name == name)
+                && !self.declared_groups.contains(&name)
+            {
+                return name;
+            }
+        }
     }
 
     pub(super) fn patch_group(
@@ -358,21 +455,48 @@ impl State {
             g.soft_limit,
             g.hard_limit,
         );
+        let mut services: Vec<serde_json::Value> = match &g.services {
+            serde_json::Value::Array(list) => list.clone(),
+            _ => Vec::new(),
+        };
         for p in patches {
             match p {
                 GroupPatch::Autokill(t) => time = t.filter(|t| !t.is_zero()),
                 GroupPatch::DeleteLock(l) => lock = l,
                 GroupPatch::AddDomains(add) => {
+                    let mut have: HashSet<String> = domains.iter().cloned().collect();
                     for d in add {
-                        if !domains.contains(&d) {
+                        if have.insert(d.clone()) {
                             domains.push(d);
                         }
                     }
                 }
-                GroupPatch::RemoveDomains(del) => domains.retain(|d| !del.contains(d)),
+                GroupPatch::RemoveDomains(del) => {
+                    let del: HashSet<String> = del.into_iter().collect();
+                    domains.retain(|d| !del.contains(d));
+                }
                 GroupPatch::SoftLimit(v) => soft = v,
                 GroupPatch::HardLimit(v) => hard = v,
+                GroupPatch::SetServices(v) => services = as_list(v),
+                GroupPatch::AddServices(v) => {
+                    for s in as_list(v) {
+                        if !services.contains(&s) {
+                            services.push(s);
+                        }
+                    }
+                }
+                GroupPatch::RemoveServices(v) => {
+                    let del = as_list(v);
+                    services.retain(|s| !del.contains(s));
+                }
             }
+        }
+        if domains.len() > MAX_GROUP_DOMAINS {
+            return Err(ApiError::bad_request(format!(
+                "domains: the group would have {} domains; a service group has at most \
+                 {MAX_GROUP_DOMAINS}",
+                domains.len()
+            )));
         }
         self.check_domains_free(&domains, Some(id))?;
         let Some(g) = self.groups.get_mut(&id) else {
@@ -384,7 +508,15 @@ impl State {
             g.domains,
             g.soft_limit,
             g.hard_limit,
-        ) = (time, lock, domains, soft, hard);
+            g.services,
+        ) = (
+            time,
+            lock,
+            domains,
+            soft,
+            hard,
+            serde_json::Value::Array(services),
+        );
         let before = self.group_view(&self.groups[&id]);
         self.check_group(id, now, fx);
         Ok(Reply::Group(match self.groups.get(&id) {
@@ -412,13 +544,22 @@ impl State {
     }
 
     pub(super) fn find_instance(&self, r: &Ref) -> Result<Uuid, ApiError> {
-        self.find(r, false)
-            .ok_or_else(|| ApiError::not_found(format!("no instance {r}")))
+        self.find(r, false).ok_or_else(|| match self.find(r, true) {
+            // Both live in the same records; say which route the other kind is on.
+            Some(_) => ApiError::not_found(format!(
+                "{r} is a template, not an instance (see /v1/instances/templates)"
+            )),
+            None => ApiError::not_found(format!("no instance {r}")),
+        })
     }
 
     pub(super) fn find_template(&self, r: &Ref) -> Result<Uuid, ApiError> {
-        self.find(r, true)
-            .ok_or_else(|| ApiError::not_found(format!("no template {r}")))
+        self.find(r, true).ok_or_else(|| match self.find(r, false) {
+            Some(_) => ApiError::not_found(format!(
+                "{r} is an instance, not a template (see /v1/instances)"
+            )),
+            None => ApiError::not_found(format!("no template {r}")),
+        })
     }
 
     pub(super) fn find_group(&self, r: &Ref) -> Result<Uuid, ApiError> {
@@ -450,33 +591,56 @@ impl State {
         Ok(())
     }
 
+    /// Refuses domains another group has or that are an instance's host name. Linear in the
+    /// domains given, the other groups' domains and the instances: each is looked at once.
     pub(super) fn check_domains_free(
         &self,
         domains: &[String],
         except: Option<Uuid>,
     ) -> Result<(), ApiError> {
-        for d in domains {
-            if let Some(g) = self
-                .groups
-                .values()
-                .find(|g| Some(g.id) != except && g.domains.contains(d))
-            {
-                return Err(ApiError::conflict(format!(
-                    "domains: {d:?} already belongs to service group {:?}",
-                    g.name
-                )));
-            }
-            if let Some(i) = self.instances.values().find(|i| {
-                i.state != InstanceState::Deleted
-                    && format!("{}.{}", i.name, self.base_domain) == *d
-            }) {
-                return Err(ApiError::conflict(format!(
-                    "domains: {d:?} is the host name of instance {:?}",
-                    &*i.name
-                )));
+        if domains.is_empty() {
+            return Ok(());
+        }
+        let wanted: HashSet<&str> = domains.iter().map(String::as_str).collect();
+        // Why each taken domain is taken; the first reason found for a domain stands.
+        let mut taken: HashMap<&str, ApiError> = HashMap::new();
+        for g in self.groups.values().filter(|g| Some(g.id) != except) {
+            for d in g.domains.iter().filter(|d| wanted.contains(d.as_str())) {
+                taken.entry(d).or_insert_with(|| {
+                    ApiError::conflict(format!(
+                        "domains: {d:?} already belongs to service group {:?}",
+                        g.name
+                    ))
+                });
             }
         }
-        Ok(())
+        // An instance's host name is `<name>.<base_domain>`: index the wanted domains by that
+        // label, so each instance is one lookup and no host string is built for it.
+        let suffix = format!(".{}", self.base_domain);
+        let by_label: HashMap<&str, &str> = domains
+            .iter()
+            .filter_map(|d| d.strip_suffix(suffix.as_str()).map(|l| (l, d.as_str())))
+            .collect();
+        if !by_label.is_empty() {
+            for i in self.instances.values() {
+                if i.state == InstanceState::Deleted {
+                    continue;
+                }
+                if let Some(d) = by_label.get(&*i.name) {
+                    taken.entry(d).or_insert_with(|| {
+                        ApiError::conflict(format!(
+                            "domains: {d:?} is the host name of instance {:?}",
+                            &*i.name
+                        ))
+                    });
+                }
+            }
+        }
+        // Report the first taken domain in the order given.
+        match domains.iter().find_map(|d| taken.remove(d.as_str())) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// `<base>-<suffix>` with a random suffix of five letters and digits, as Kubernetes'
@@ -507,6 +671,22 @@ impl State {
                 return name;
             }
         }
+    }
+}
+
+/// A JSON array's items (anything else: none).
+fn as_list(v: serde_json::Value) -> Vec<serde_json::Value> {
+    match v {
+        serde_json::Value::Array(list) => list,
+        _ => Vec::new(),
+    }
+}
+
+/// An instance reply with the state it had before the call.
+fn moved(reply: Reply, previous: InstanceState) -> Reply {
+    match reply {
+        Reply::Instance(v) => Reply::Moved(v, previous),
+        other => other,
     }
 }
 

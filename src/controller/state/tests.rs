@@ -5,8 +5,8 @@ use crate::config::{
     AdminConfig, Defaults, ImageConfig, ProxyConfig, RuntimeConfig, RuntimeKind, StoreConfig,
 };
 use crate::controller::api::{
-    ApiError, AutokillSpec, Call, GroupPatch, InstancePatch, NewGroup, NewInstance, NewTemplate,
-    Ref, Reply, TemplatePatch,
+    ApiError, AutokillSpec, Call, GroupChoice, GroupPatch, InstancePatch, NewGroup, NewInstance,
+    NewTemplate, Ref, Reply, TemplatePatch,
 };
 use crate::controller::{GroupView, InstanceView};
 use crate::proxy::route::Target;
@@ -45,9 +45,11 @@ fn config() -> Config {
         admin: AdminConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             token: None,
+            allowed_hosts: Vec::new(),
             header_read_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             max_connections: 1,
+            api_users: Vec::new(),
         },
         store: StoreConfig {
             path: "unused".into(),
@@ -785,7 +787,7 @@ fn group_empty_kill_cancelled_by_a_joining_instance_and_rearmed_when_it_leaves()
     let mut h = H::new();
     let g = match h.call(
         Call::CreateGroup(NewGroup {
-            name: "g".into(),
+            name: Some("g".into()),
             domains: vec!["g.localhost".into()],
             autokill_time: Some(Duration::from_millis(300)),
             ..Default::default()
@@ -802,7 +804,7 @@ fn group_empty_kill_cancelled_by_a_joining_instance_and_rearmed_when_it_leaves()
     );
     let id = h.instance(
         NewInstance {
-            service_group: Some(Ref::Name("g".into())),
+            service_group: Some(GroupChoice::Existing(Ref::Name("g".into()))),
             ..new("a")
         },
         at(100),
@@ -830,7 +832,7 @@ fn group_lock_holds_the_empty_kill() {
     let mut h = H::new();
     let Ok(Reply::Group(v)) = h.call(
         Call::CreateGroup(NewGroup {
-            name: "g".into(),
+            name: Some("g".into()),
             autokill_time: Some(Duration::from_millis(300)),
             ..Default::default()
         }),
@@ -904,7 +906,7 @@ fn bad_calls_change_nothing() {
         ),
         (
             Call::CreateInstance(NewInstance {
-                service_group: Some(Ref::Name("none".into())),
+                service_group: Some(GroupChoice::Existing(Ref::Name("none".into()))),
                 ..new("b")
             }),
             404,
@@ -953,7 +955,7 @@ fn bad_calls_change_nothing() {
     assert_eq!(
         h.status(
             Call::CreateGroup(NewGroup {
-                name: "g".into(),
+                name: Some("g".into()),
                 domains: vec!["a.localhost".into()],
                 ..Default::default()
             }),
@@ -963,7 +965,7 @@ fn bad_calls_change_nothing() {
     );
     h.call(
         Call::CreateGroup(NewGroup {
-            name: "g".into(),
+            name: Some("g".into()),
             domains: vec!["x.example".into()],
             ..Default::default()
         }),
@@ -973,7 +975,7 @@ fn bad_calls_change_nothing() {
     assert_eq!(
         h.status(
             Call::CreateGroup(NewGroup {
-                name: "h".into(),
+                name: Some("h".into()),
                 domains: vec!["x.example".into()],
                 ..Default::default()
             }),
@@ -984,7 +986,7 @@ fn bad_calls_change_nothing() {
     assert_eq!(
         h.status(
             Call::CreateGroup(NewGroup {
-                name: "g".into(),
+                name: Some("g".into()),
                 ..Default::default()
             }),
             at(2)

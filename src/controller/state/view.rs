@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::super::api::Reply;
 use super::super::{GroupView, InstanceState, InstanceView, View};
-use super::{Autokill, Group, Instance, State};
+use super::{Group, Instance, State};
 use crate::proxy::route::{GroupRoute, RouteTable, Target};
 
 impl State {
@@ -86,7 +86,11 @@ impl State {
             .map(|g| self.group_view_with(g, members.remove(&g.id).unwrap_or_default()))
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
-        View { instances, groups }
+        View {
+            instances,
+            groups,
+            tutum: self.tutum_view(),
+        }
     }
 
     /// One instance's view; `clones` counts a template's clones (see [`State::clones_of`]).
@@ -107,14 +111,8 @@ impl State {
                 .map(|g| g.name.clone()),
             image: i.image.clone(),
             meter: Arc::clone(&i.meter),
-            autokill: if i.state == InstanceState::Template {
-                Autokill {
-                    time: i.unused_time,
-                    ..i.autokill
-                }
-            } else {
-                i.autokill
-            },
+            autokill: i.autokill,
+            unused_time: i.unused_time.filter(|_| i.state == InstanceState::Template),
             restart_policy: i.restart_policy,
             autodestroy: i.autodestroy,
             exit_code: i.exit_code,

@@ -1,0 +1,349 @@
+//! The control plane as the instance count grows, measured against the release binary on
+//! loopback, for 100 instances and for `INSTANCES` (default 100,000): every instance stored and
+//! stopped with a `time_ms` timer, one in a hundred running (`autokill hello` processes).
+//!
+//! For each size it prints: creating the instances (batched `POST /v1/instances`), acknowledged
+//! writes/s from one client (each its own commit) and from 64 (batched commits), resident memory
+//! per stored instance, `GET /metrics` and `GET /v1/instances` (time and size), and start to
+//! `/readyz` after `kill -9` (median of 3). With `wrk` on the PATH, also the proxy's requests/s to
+//! one running instance (`wrk -t1 -c64 -d5s`), so the two sizes can be compared.
+//!
+//! `cargo bench --bench control_plane` (builds and uses `target/release/autokill`).
+//! `INSTANCES=20000` for a quicker run; `RUNNING` overrides the running share (default 1/100).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// Items per create request (the API's cap is 1,000).
+const BATCH: usize = 500;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--bin", "autokill"])
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "cargo build --release failed"
+    );
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autokill")
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    async fn start(
+        bin: &Path,
+        config: &Path,
+        admin: SocketAddr,
+        http: &Http,
+    ) -> (Server, Duration) {
+        let started = Instant::now();
+        let child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "autokill=error")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start autokill: {e}"));
+        let server = Server { child };
+        loop {
+            if let Ok((200, _)) = call(http, admin, "GET", "/readyz", "").await {
+                return (server, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "not ready after 5 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Resident memory, from `/proc/PID/status`.
+    fn rss_bytes(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: a clean stop, which stops the instances it runs (nothing is left behind).
+    fn terminate(mut self) {
+        // SAFETY: kill takes plain integers.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// One request; the status and the body's size.
+async fn call(
+    http: &Http,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, usize), String> {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .map_err(|e| e.to_string())?;
+    let resp = http.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let size = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .len();
+    Ok((status, size))
+}
+
+/// `clients` tasks each PATCH-ing their own instance's lock for `for_how_long`: acknowledged/s.
+async fn writes_per_second(
+    http: &Http,
+    admin: SocketAddr,
+    clients: usize,
+    for_how_long: Duration,
+) -> f64 {
+    let done = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + for_how_long;
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (http, done) = (http.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut lock = true;
+                while Instant::now() < deadline {
+                    let body = format!(r#"{{"prop":"delete_lock","op":"set","value":{lock}}}"#);
+                    let path = format!("/v1/instances/w-{c}");
+                    if let Ok((200, _)) = call(&http, admin, "PATCH", &path, &body).await {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    lock = !lock;
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Creates `n` instances named `<prefix>-<i>` in batches; returns the time it took.
+async fn create(http: &Http, admin: SocketAddr, prefix: &str, n: usize, fields: &str) -> Duration {
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
+        let items: Vec<String> = chunk
+            .iter()
+            .map(|i| format!(r#"{{"name":"{prefix}-{i}","image":"hello"{fields}}}"#))
+            .collect();
+        let body = format!("[{}]", items.join(","));
+        let status = call(http, admin, "POST", "/v1/instances", &body).await;
+        assert!(
+            matches!(status, Ok((200, _))),
+            "creating {prefix} instances: {status:?}"
+        );
+    }
+    started.elapsed()
+}
+
+/// Timed `GET`: (milliseconds, bytes).
+async fn timed_get(http: &Http, admin: SocketAddr, path: &str) -> (f64, usize) {
+    let started = Instant::now();
+    let size = match call(http, admin, "GET", path, "").await {
+        Ok((200, size)) => size,
+        other => panic!("GET {path}: {other:?}"),
+    };
+    (started.elapsed().as_secs_f64() * 1e3, size)
+}
+
+/// `wrk -t1 -c64 -d5s` against one running instance through the proxy: requests/s, if wrk runs.
+fn proxy_rate(proxy: SocketAddr, host: &str) -> Option<f64> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c64", "-d5s", "-H", &format!("Host: {host}")])
+        .arg(format!("http://{proxy}/"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+struct Figures {
+    instances: usize,
+    running: usize,
+    created: Duration,
+    sequential: f64,
+    concurrent: f64,
+    rss_per_instance: f64,
+    metrics: (f64, usize),
+    list: (f64, usize),
+    ready: Duration,
+    proxy: Option<f64>,
+}
+
+async fn measure(bin: &Path, instances: usize, running: usize, http: &Http) -> Figures {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = dir.path().join("autokill.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxy:\n  listen: {proxy}\nadmin:\n  listen: {admin}\nstore:\n  path: {}\nruntime:\n  start_timeout: 60s\n  images:\n    hello:\n      command: [\"{{autokill}}\", \"hello\", \"--listen\", \"127.0.0.1:{{port}}\"]\n",
+            dir.path().join("autokill.redb").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let (server, _) = Server::start(bin, &config, admin, http).await;
+    let before = server.rss_bytes();
+    let created = create(
+        http,
+        admin,
+        "s",
+        instances - running,
+        r#","autokill":{"time_ms":3600000}"#,
+    )
+    .await;
+    create(
+        http,
+        admin,
+        "r",
+        running,
+        r#","autostart":true,"autokill":{"time_ms":3600000}"#,
+    )
+    .await;
+    create(http, admin, "w", 64, "").await;
+    // Memory once the running ones run.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while call(http, proxy, "GET", "/", "").await.is_err() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_per_instance = (server.rss_bytes().saturating_sub(before)) as f64 / instances as f64;
+    let sequential = writes_per_second(http, admin, 1, Duration::from_secs(3)).await;
+    let concurrent = writes_per_second(http, admin, 64, Duration::from_secs(3)).await;
+    let metrics = timed_get(http, admin, "/metrics").await;
+    let list = timed_get(http, admin, "/v1/instances").await;
+    let proxy_rps = if running > 0 {
+        proxy_rate(proxy, "r-0.localhost")
+    } else {
+        None
+    };
+    server.kill9();
+    let mut ready = Vec::new();
+    for _ in 0..3 {
+        let (server, t) = Server::start(bin, &config, admin, http).await;
+        ready.push(t);
+        server.kill9();
+    }
+    ready.sort();
+    // A last start removes what the kill -9 left running; its clean stop stops the rest.
+    let (server, _) = Server::start(bin, &config, admin, http).await;
+    server.terminate();
+    Figures {
+        instances,
+        running,
+        created,
+        sequential,
+        concurrent,
+        rss_per_instance,
+        metrics,
+        list,
+        ready: ready[1],
+        proxy: proxy_rps,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let large: usize = std::env::var("INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let running_share: usize = std::env::var("RUNNING")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let bin = binary();
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let mut all = Vec::new();
+    for instances in [100, large] {
+        let running = (instances / running_share.max(1)).max(1);
+        eprintln!("measuring {instances} instances ({running} running) …");
+        all.push(measure(&bin, instances, running, &http).await);
+    }
+    println!("control plane figures (release build, loopback)");
+    println!(
+        "{:<44} {:>16} {:>16}",
+        "figure", all[0].instances, all[1].instances
+    );
+    let row = |what: &str, f: &dyn Fn(&Figures) -> String| {
+        println!("{what:<44} {:>16} {:>16}", f(&all[0]), f(&all[1]));
+    };
+    row("running instances", &|f| f.running.to_string());
+    row("creating them (instances/s)", &|f| {
+        format!("{:.0}", f.instances as f64 / f.created.as_secs_f64())
+    });
+    row("acknowledged writes/s, 1 client", &|f| {
+        format!("{:.0}", f.sequential)
+    });
+    row("acknowledged writes/s, 64 clients", &|f| {
+        format!("{:.0}", f.concurrent)
+    });
+    row("resident memory per instance (bytes)", &|f| {
+        format!("{:.0}", f.rss_per_instance)
+    });
+    row("GET /metrics (ms / KiB)", &|f| {
+        format!("{:.1} / {:.0}", f.metrics.0, f.metrics.1 as f64 / 1024.0)
+    });
+    row("GET /v1/instances (ms / KiB)", &|f| {
+        format!("{:.1} / {:.0}", f.list.0, f.list.1 as f64 / 1024.0)
+    });
+    row("kill -9 to /readyz (ms, median of 3)", &|f| {
+        format!("{:.0}", f.ready.as_secs_f64() * 1e3)
+    });
+    row("proxy req/s to one instance (wrk -c64)", &|f| {
+        f.proxy.map_or("-".into(), |r| format!("{r:.0}"))
+    });
+    if let (Some(small), Some(big)) = (all[0].proxy, all[1].proxy) {
+        println!("proxy req/s ratio, large ÷ small: {:.3}", big / small);
+    }
+}
