@@ -480,7 +480,7 @@ say "proxy_compare: $(nproc) CPUs, $(uname -r), load avg $(cut -d' ' -f1-3 /proc
 say "  autokill: code $ak_rev, $AUTOKILL (workers $WORKERS, pool_idle_per_instance $AK_POOL_IDLE), $(nginx -v 2>&1 | sed 's/.*: //')$(has_target haproxy && haproxy -v | head -1 | awk '{print ", HAProxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
 say "  upstream nginx (1 worker) at $UP_ADDR${LIM_ADDR:+ (autokill-limit: $LIM_ADDR, num_requests $AK_LIMIT)}"
 if has_target autokill-base; then
-    say "  autokill-base: $AUTOKILL_BASE (code $(git -C "$REPO" log -1 --format=%h 2>/dev/null || echo '?') is the other), upstream $UPB_ADDR"
+    say "  autokill-base: $AUTOKILL_BASE, its own upstream nginx (same config) at $UPB_ADDR"
 fi
 if [[ $CLOSE == 1 ]]; then say "  CLOSE=1: every request on a new client connection (Connection: close)"; fi
 say "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds"
