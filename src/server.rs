@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::net;
 use crate::proxy::Proxy;
 use crate::runtime::Runtime;
+use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
 use crate::store::Store;
 
@@ -67,6 +68,8 @@ pub async fn serve(
         .to_string_lossy()
         .into_owned();
     let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
+    // The engine's reachability, for `/readyz` (a runtime without an engine is always reachable).
+    let mut engine = None;
     let runtime: Arc<dyn Runtime> = match &config.runtime.kind {
         RuntimeKind::Process => Arc::new(
             ProcessRuntime::owned_by(&config.runtime, self_exe, runtime_tx, owner)
@@ -74,9 +77,11 @@ pub async fn serve(
                 .with_logs(config.store.path.with_extension("logs")),
         ),
         RuntimeKind::Docker { .. } => {
-            return Err(ServeError::Runtime(
-                "the docker runtime is not available yet; use `runtime.kind: process`".into(),
-            ));
+            let docker = DockerRuntime::connect(&config.runtime, owner, runtime_tx)
+                .await
+                .map_err(|err| ServeError::Runtime(err.to_string()))?;
+            engine = Some(docker.health());
+            Arc::new(docker)
         }
     };
 
@@ -179,9 +184,13 @@ pub async fn serve(
             return Ok(());
         }
     }
+    let engine_watch = engine.map(|health| tokio::spawn(follow_engine(Arc::clone(&ready), health)));
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
+    if let Some(watch) = engine_watch {
+        watch.abort();
+    }
     ready.store(false, Ordering::Release);
     proxy.shutdown().await;
     let _ = stop_admin.send(());
@@ -189,11 +198,12 @@ pub async fn serve(
     // The controller stops first, after the batch in hand is committed: the store then says
     // which instances run, and the exits that stopping them causes below are never judged by
     // restart or autodestroy (an ON_SUCCESS instance stopped here is not destroyed), so the next
-    // start starts them again.
+    // start brings them back.
     let _ = stop_controller.send(());
     let _ = ctl.await;
-    // Stopping them here (the default) leaves nothing behind; with `leave_instances` the next
-    // start removes and restarts them (a process of an earlier run cannot be adopted).
+    // Stopping them here (the process runtime's default) leaves nothing behind; with
+    // `leave_instances` (docker's default) the next start adopts the containers, or removes and
+    // restarts the processes (a process of an earlier run cannot be adopted).
     if config.shutdown == crate::config::Shutdown::StopInstances {
         // Concurrently: one after another would add up their stop grace periods.
         let mut deletes = tokio::task::JoinSet::new();
@@ -209,6 +219,19 @@ pub async fn serve(
     }
     drop(commands_tx);
     Ok(())
+}
+
+/// Keeps `/readyz` not ready while the container engine cannot be reached.
+async fn follow_engine(
+    ready: Arc<AtomicBool>,
+    mut health: tokio::sync::watch::Receiver<Option<String>>,
+) {
+    loop {
+        ready.store(health.borrow_and_update().is_none(), Ordering::Release);
+        if health.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -112,6 +112,8 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_changes() {
         ("POST", "/v1/instances", r#"{"name": "x"}"#.into(), 400, "image: required"),
         ("POST", "/v1/instances", r#"{"name": "x", "image": "nope"}"#.into(), 400, "unknown image \"nope\""),
         ("POST", "/v1/instances", r#"{"name": "x", "image": "hello", "replicas": 2}"#.into(), 400, "replicas: not supported"),
+        ("POST", "/v1/instances", r#"{"name": "x", "image": "hello", "memory_mb": 5}"#.into(), 400, "memory_mb: 5 is out of range: from 6"),
+        ("POST", "/v1/instances", r#"{"name": "x", "image": "hello", "memory_mb": -1}"#.into(), 400, "memory_mb: invalid value: integer `-1`"),
         ("POST", "/v1/instances", r#"{"name": "x", "image": "hello", "wait_timeout_ms": 100}"#.into(), 400, "wait_timeout_ms: only with \"autostart\": true"),
         ("POST", "/v1/instances", r#"{"name": "x", "template": {"name": "base", "uuid": "8d6b0ae0-0d4c-4b9e-a4a7-2b8f5d1c9e10"}}"#.into(), 400, "template: give either uuid or name, not both"),
         ("POST", "/v1/instances", r#"{"name": "x", "template": {"nmae": "base"}}"#.into(), 400, "template.nmae: unknown field `nmae`"),

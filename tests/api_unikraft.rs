@@ -260,9 +260,10 @@ async fn every_item_of_the_issue_as_a_row() {
         ("GET", "/v1/instances/wait", r#"[{"name": "web", "state": "running", "timeout_s": 5}]"#, 200, &[r#""state":"running""#, r#""status":"success""#], &[]),
         ("GET", "/v1/instances/web/wait", r#"{"state": "running", "timeout_ms": 5000}"#, 200, &[r#""state":"running""#], &[]),
         ("GET", "/v1/instances/wait?name=nope&timeout_ms=10", "", 200, &[r#""error":8"#], &[]),
-        // stop: force is taken; a drain before a user's stop is not (yet).
-        ("PUT", "/v1/instances/stop", r#"[{"name": "web", "drain_timeout_ms": 100}]"#, 400, &["drain_timeout_ms: not supported"], &[]),
-        ("PUT", "/v1/instances/stop", r#"[{"name": "web", "force": true}]"#, 200, &[r#""previous_state":"running""#, r#""name":"web""#], &[]),
+        // stop: with a drain it is stopping at once; force is taken (stopping already, or stopped
+        // if the drain found nothing in flight).
+        ("PUT", "/v1/instances/stop", r#"[{"name": "web", "drain_timeout_ms": 100}]"#, 200, &[r#""previous_state":"running""#, r#""state":"stopping""#], &[]),
+        ("PUT", "/v1/instances/stop", r#"[{"name": "web", "force": true}]"#, 200, &[r#""name":"web""#, r#""status":"success""#], &[]),
         ("GET", "/v1/instances/wait?name=web&state=stopped&timeout_s=20", "", 200, &[r#""state":"stopped""#, r#""status":"success""#], &[]),
         // start with a wait.
         ("PUT", "/v1/instances/start", r#"[{"name": "web", "timeout_s": 20}]"#, 200, &[r#""previous_state":"stopped""#, r#""state":"running""#], &[]),

@@ -935,6 +935,7 @@ async fn readyz_waits_for_recovery_while_livez_answers() {
                     id: uuid::Uuid::new_v4(),
                     name: format!("stored-{n}"),
                     image: "hello".into(),
+                    memory_mb: None,
                     group: None,
                     template: None,
                     template_name: None,

@@ -21,6 +21,7 @@ const GRACE: Duration = Duration::from_millis(300);
 
 fn image(command: &[&str]) -> ImageConfig {
     ImageConfig {
+        image: None,
         command: command.iter().map(|part| (*part).to_owned()).collect(),
         env: BTreeMap::new(),
         port: None,
@@ -69,6 +70,7 @@ impl Harness {
             kind: RuntimeKind::Process,
             stop_grace: GRACE,
             start_timeout,
+            default_port: None,
             images: images
                 .into_iter()
                 .map(|(name, image)| (name.to_owned(), image))
@@ -93,6 +95,7 @@ impl Harness {
             id,
             name: name.to_owned(),
             image: image.to_owned(),
+            memory_mb: None,
         };
         self.runtime.create(&spec).await.expect("create");
         if let Ok(mut created) = self.created.lock() {
@@ -106,6 +109,7 @@ impl Harness {
             id,
             name: name.to_owned(),
             image: image.to_owned(),
+            memory_mb: None,
         };
         self.runtime.create(&spec).await.expect("create again");
     }
@@ -131,6 +135,7 @@ impl Harness {
     async fn next_exit(&mut self) -> (Uuid, i32) {
         match timeout(PATIENCE, self.events.recv()).await {
             Ok(Some(RuntimeEvent::Exited { id, exit_code })) => (id, exit_code),
+            Ok(Some(other)) => panic!("a process runtime has no engine to report on: {other:?}"),
             Ok(None) => panic!("event channel closed"),
             Err(_) => panic!("no exit event within 5 s"),
         }
@@ -253,6 +258,7 @@ async fn unknown_image_is_refused() {
         id: Uuid::new_v4(),
         name: "nope".to_owned(),
         image: "nginx".to_owned(),
+        memory_mb: None,
     };
     match h.runtime.create(&spec).await {
         Err(RuntimeError::UnknownImage(image)) => assert_eq!(image, "nginx"),
@@ -312,6 +318,7 @@ async fn exit_asked_of_the_instance_is_reported_and_its_grandchildren_are_killed
     let pid_file = dir.path().join("grandchild.pid");
     // A grandchild in the instance's group, then hello in place of the shell.
     let forking = ImageConfig {
+        image: None,
         command: [
             "sh",
             "-c",

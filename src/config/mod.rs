@@ -16,7 +16,9 @@ mod tests;
 mod validate;
 /// Durations as the file writes them (`"30s"`), for the command line's flags too.
 pub(crate) use duration::parse as parse_duration;
-pub(crate) use validate::{RESERVED_NAMES, check_name, check_num_requests, host_name};
+pub(crate) use validate::{
+    RESERVED_NAMES, check_name, check_num_requests, host_name, is_image_reference,
+};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,12 +49,13 @@ pub struct Config {
 /// `shutdown:` — what SIGTERM/SIGINT does to the instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Shutdown {
-    /// Stop them (the default: the process runtime cannot adopt a child of an earlier run, so
-    /// the next start would kill and restart it anyway). The store still says they run, so the
-    /// next start starts them again.
+    /// Stop them (the default with the process runtime: it cannot adopt a child of an earlier
+    /// run, so the next start would kill and restart it anyway). The store still says they run,
+    /// so the next start starts them again.
     #[default]
     StopInstances,
-    /// Leave them running; the next start removes and restarts them (process runtime).
+    /// Leave them running (the default with the docker runtime, whose next start adopts the
+    /// containers as they are); the process runtime's next start removes and restarts them.
     LeaveInstances,
 }
 
@@ -145,6 +148,9 @@ pub struct RuntimeConfig {
     pub start_timeout: Duration,
     /// Image name -> how to run it.
     pub images: BTreeMap<String, ImageConfig>,
+    /// Docker runtime: the container port of an image that names none (no `port:` in its
+    /// entry, no `EXPOSE` in the image); `None` = such an image is refused at create.
+    pub default_port: Option<u16>,
 }
 
 /// The runtime backend.
@@ -162,6 +168,9 @@ pub enum RuntimeKind {
 /// One entry of `runtime.images`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageConfig {
+    /// Docker runtime: the OCI image reference to run (`localhost/hello:latest`); `None` = the
+    /// entry's own name. Always `None` with the process runtime.
+    pub image: Option<String>,
     /// Process runtime: program and arguments. `{port}` is replaced by the instance's port,
     /// `{name}` by its name, `{id}` by its UUID and `{autokill}` by the path of the running autokill binary.
     pub command: Vec<String>,

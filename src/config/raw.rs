@@ -34,7 +34,8 @@ pub(crate) struct RawConfig {
     pub service_groups: Option<Vec<RawGroup>>,
     /// `instances:` — instances that belong to no group. Default: none.
     pub instances: Option<Vec<RawInstance>>,
-    /// `shutdown:` — what SIGTERM/SIGINT does to the instances. Default `stop_instances`.
+    /// `shutdown:` — what SIGTERM/SIGINT does to the instances. Default `stop_instances`
+    /// with the process runtime, `leave_instances` with docker.
     pub shutdown: Option<RawShutdown>,
 }
 
@@ -153,6 +154,9 @@ pub(crate) struct RawRuntime {
     /// Image name -> how to run it; an image with nothing under it (`nginx:`) takes all
     /// defaults, which suits docker. Default: none.
     pub images: Option<BTreeMap<String, Spanned<Option<RawImage>>>>,
+    /// Docker only: the container port of an image that names none (no `port:`, no
+    /// `EXPOSE`), 1-65535. Default: none (such an image is refused).
+    pub default_port: Option<Spanned<u16>>,
 }
 
 /// `runtime.kind`
@@ -169,7 +173,10 @@ pub(crate) enum RawRuntimeKind {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawImage {
-    /// Program and arguments, with `{port}`, `{name}` and `{autokill}` placeholders.
+    /// Docker only: the OCI image reference to run. Default: the entry's own name.
+    pub image: Option<Spanned<String>>,
+    /// Program and arguments, with `{port}`, `{name}`, `{id}` and (process only) `{autokill}`
+    /// placeholders.
     /// Required and non-empty for the process runtime; for docker it overrides the image's
     /// command. Default: none.
     pub command: Option<Spanned<Vec<Spanned<String>>>>,
@@ -218,7 +225,7 @@ pub(crate) struct RawGroupAutokill {
 pub(crate) struct RawInstance {
     /// Required. Unique among all instances; same rule as group names.
     pub name: Spanned<String>,
-    /// Required. A key of `runtime.images`.
+    /// Required. A key of `runtime.images`; with docker also an image reference.
     pub image: Spanned<String>,
     /// `{num_requests, time}`. Default: both off.
     pub autokill: Option<RawAutokill>,

@@ -89,6 +89,7 @@ fn defaults() -> Config {
             stop_grace: Duration::from_secs(5),
             start_timeout: Duration::from_secs(10),
             images: BTreeMap::new(),
+            default_port: None,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
@@ -131,6 +132,7 @@ fn the_embedded_sample_is_what_the_docs_say() {
     want.runtime.images.insert(
         "hello".into(),
         ImageConfig {
+            image: None,
             command: [
                 "{autokill}",
                 "hello",
@@ -246,10 +248,12 @@ shutdown: leave_instances
             },
             stop_grace: Duration::from_secs(1),
             start_timeout: Duration::from_secs(90),
+            default_port: None,
             images: BTreeMap::from([
                 (
                     "nginx".into(),
                     ImageConfig {
+                        image: None,
                         command: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
                         env: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "x".into())]),
                         port: Some(80),
@@ -258,6 +262,7 @@ shutdown: leave_instances
                 (
                     "plain".into(),
                     ImageConfig {
+                        image: None,
                         command: vec![],
                         env: BTreeMap::new(),
                         port: None,
@@ -473,7 +478,7 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         "runtime:\n  images:\n    hello:\n      cmd: [x]\n",
         4,
         7,
-        "runtime.images.hello.cmd: unknown key \"cmd\" (expected one of: command, env, port)",
+        "runtime.images.hello.cmd: unknown key \"cmd\" (expected one of: image, command, env, port)",
     );
 }
 
@@ -1005,4 +1010,143 @@ fn api_users_are_checked() {
         8,
         "admin.api_users[0]: missing required key \"apikey\"",
     );
+}
+
+#[test]
+fn docker_images_name_a_reference_a_port_and_no_autokill_path() {
+    let config = ok("runtime:
+  kind: docker
+  default_port: 8080
+  images:
+    hello:
+      image: localhost/hello:latest
+      command: [/autokill, hello, --listen, '0.0.0.0:{port}']
+      port: 8080
+    nginx:1.27:
+instances:
+  - {name: a, image: hello}
+  - {name: b, image: 'registry.local:5000/team/app@sha256:abc123'}
+");
+    assert_eq!(config.runtime.default_port, Some(8080));
+    assert_eq!(
+        config.runtime.images["hello"].image.as_deref(),
+        Some("localhost/hello:latest")
+    );
+    assert_eq!(config.runtime.images["nginx:1.27"].image, None);
+    assert_eq!(
+        config.instances[1].image,
+        "registry.local:5000/team/app@sha256:abc123"
+    );
+    // Containers are adopted by the next start: leaving them is the default.
+    assert_eq!(config.shutdown, Shutdown::LeaveInstances);
+    assert_eq!(
+        ok("runtime: {kind: docker}\nshutdown: stop_instances\n").shutdown,
+        Shutdown::StopInstances
+    );
+    assert_eq!(
+        ok("runtime: {kind: process}\n").shutdown,
+        Shutdown::StopInstances
+    );
+
+    refused(
+        "runtime:\n  images:\n    hello:\n      image: x\n      command: [x]\n",
+        4,
+        14,
+        "runtime.images.hello.image: only used with runtime.kind: docker; the process runtime \
+         runs `command`",
+    );
+    refused(
+        "runtime:\n  kind: docker\n  images:\n    hello:\n      image: Hello World\n",
+        5,
+        14,
+        "runtime.images.hello.image: \"Hello World\" is not an image reference, e.g. \
+         localhost/hello:latest or docker.io/library/nginx:1.27",
+    );
+    refused(
+        "runtime:\n  kind: docker\n  images:\n    Web:\n      port: 80\n",
+        5,
+        7,
+        "runtime.images.Web: \"Web\" is not an image reference; name the image with `image:` \
+         under it",
+    );
+    refused(
+        "runtime:\n  kind: docker\n  images:\n    web:\n      command: ['{autokill}', hello]\n",
+        5,
+        17,
+        "runtime.images.web.command[0]: {autokill} is the path of autokill on this machine, \
+         which does not exist inside a container",
+    );
+    refused(
+        "runtime:\n  default_port: 80\n",
+        2,
+        17,
+        "runtime.default_port: only used with runtime.kind: docker (the runtime is process)",
+    );
+    refused(
+        "runtime:\n  kind: docker\n  default_port: 0\n",
+        3,
+        17,
+        "runtime.default_port: must be 1 to 65535",
+    );
+    refused(
+        "runtime:\n  kind: docker\n  docker_host: https://engine:2376\n",
+        3,
+        16,
+        "runtime.docker_host: TLS engine addresses are not supported; use a unix socket, or \
+         tcp://host:port on a trusted network",
+    );
+    refused(
+        "runtime:\n  kind: docker\n  docker_host: 'unix://'\n",
+        3,
+        16,
+        "runtime.docker_host: \"unix://\" is not an engine address; write \
+         unix:///path/to/socket or tcp://host:port",
+    );
+    refused(
+        "runtime: {kind: docker}\ninstances:\n  - {name: a, image: 'No Such'}\n",
+        3,
+        22,
+        "instances[0].image: \"No Such\" is neither a key of runtime.images nor an image \
+         reference",
+    );
+}
+
+#[test]
+fn image_references() {
+    for good in [
+        "nginx",
+        "nginx:1.27",
+        "localhost/hello:latest",
+        "docker.io/library/nginx",
+        "registry.local:5000/team/app",
+        "Registry.Local:5000/a/b:v1.0-rc_1",
+        "ghcr.io/a/b@sha256:0123abcdef",
+        "a/b:t@sha256:00",
+    ] {
+        assert!(is_image_reference(good), "{good}");
+    }
+    for bad in [
+        "",
+        "Nginx",
+        "a b",
+        "a//b",
+        "/a",
+        "a/",
+        "a:",
+        "a:-x",
+        "a@sha256",
+        "a@sha256:xyz",
+        "-a",
+        "a/B",
+    ] {
+        assert!(!is_image_reference(bad), "{bad}");
+    }
+}
+
+#[test]
+fn the_docker_example_is_valid() {
+    let config = ok(include_str!("../../config/docker.yaml"));
+    assert_eq!(config.runtime.kind, RuntimeKind::Docker { host: None });
+    assert_eq!(config.shutdown, Shutdown::LeaveInstances);
+    assert_eq!(config.service_groups[0].instances[0].image, "web");
 }

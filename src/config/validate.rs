@@ -56,8 +56,14 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problem> {
     let runtime = runtime(raw.runtime.unwrap_or_default())?;
     let defaults = defaults(raw.defaults.unwrap_or_default())?;
     let shutdown = match raw.shutdown {
-        None | Some(RawShutdown::StopInstances) => crate::config::Shutdown::StopInstances,
+        Some(RawShutdown::StopInstances) => crate::config::Shutdown::StopInstances,
         Some(RawShutdown::LeaveInstances) => crate::config::Shutdown::LeaveInstances,
+        // Containers are adopted by the next start, so leaving them costs nothing and spares
+        // their users a restart; processes cannot be adopted, so they are stopped.
+        None => match runtime.kind {
+            RuntimeKind::Docker { .. } => crate::config::Shutdown::LeaveInstances,
+            RuntimeKind::Process => crate::config::Shutdown::StopInstances,
+        },
     };
 
     let mut names = Names::default();
@@ -377,8 +383,18 @@ fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
         let host = match raw.docker_host {
             None => None,
             Some(spanned) => {
-                let known = ["unix://", "tcp://", "http://", "https://"];
-                if !known.iter().any(|scheme| spanned.value.starts_with(scheme)) {
+                if spanned.value.starts_with("https://") {
+                    return Err(Place::of(&spanned).fail(
+                        "runtime.docker_host",
+                        "TLS engine addresses are not supported; use a unix socket, or \
+                         tcp://host:port on a trusted network",
+                    ));
+                }
+                let known = ["unix://", "tcp://", "http://"];
+                let rest = known
+                    .iter()
+                    .find_map(|scheme| spanned.value.strip_prefix(scheme));
+                if rest.is_none_or(str::is_empty) {
                     return Err(Place::of(&spanned).fail(
                         "runtime.docker_host",
                         format!(
@@ -408,6 +424,19 @@ fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
         let image = image(&name, spanned, &path, docker)?;
         images.insert(name, image);
     }
+    let default_port = match raw.default_port {
+        None => None,
+        Some(port) if !docker => {
+            return Err(Place::of(&port).fail(
+                "runtime.default_port",
+                "only used with runtime.kind: docker (the runtime is process)",
+            ));
+        }
+        Some(port) if port.value == 0 => {
+            return Err(Place::of(&port).fail("runtime.default_port", "must be 1 to 65535"));
+        }
+        Some(port) => Some(port.value),
+    };
 
     Ok(RuntimeConfig {
         kind,
@@ -422,6 +451,7 @@ fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
             Duration::from_secs(10),
         )?,
         images,
+        default_port,
     })
 }
 
@@ -435,6 +465,35 @@ fn image(
     let raw = spanned.value.unwrap_or_default();
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(place.fail(path, "an image name must be non-empty and without spaces"));
+    }
+
+    let reference = match raw.image {
+        None => None,
+        Some(spanned) if !docker => {
+            return Err(Place::of(&spanned).fail(
+                &format!("{path}.image"),
+                "only used with runtime.kind: docker; the process runtime runs `command`",
+            ));
+        }
+        Some(spanned) => {
+            if !is_image_reference(&spanned.value) {
+                return Err(Place::of(&spanned).fail(
+                    &format!("{path}.image"),
+                    format!(
+                        "{:?} is not an image reference, e.g. localhost/hello:latest or \
+                         docker.io/library/nginx:1.27",
+                        spanned.value
+                    ),
+                ));
+            }
+            Some(spanned.value)
+        }
+    };
+    if docker && reference.is_none() && !is_image_reference(name) {
+        return Err(place.fail(
+            path,
+            format!("{name:?} is not an image reference; name the image with `image:` under it"),
+        ));
     }
 
     let command = match raw.command {
@@ -454,6 +513,13 @@ fn image(
                 }
                 if k == 0 && arg.value.is_empty() {
                     return Err(Place::of(&arg).fail(&arg_path, "empty program name"));
+                }
+                if docker && arg.value.contains("{autokill}") {
+                    return Err(Place::of(&arg).fail(
+                        &arg_path,
+                        "{autokill} is the path of autokill on this machine, which does not \
+                         exist inside a container",
+                    ));
                 }
                 command.push(arg.value);
             }
@@ -501,7 +567,12 @@ fn image(
         Some(port) => Some(port.value),
     };
 
-    Ok(ImageConfig { command, env, port })
+    Ok(ImageConfig {
+        image: reference,
+        command,
+        env,
+        port,
+    })
 }
 
 fn defaults(raw: RawDefaults) -> Result<Defaults, Problem> {
@@ -595,7 +666,19 @@ fn instance(
         "instance",
     )?;
 
-    if !runtime.images.contains_key(&raw.image.value) {
+    // With docker an instance may name an image reference outside the table, as the API allows.
+    let docker = matches!(runtime.kind, RuntimeKind::Docker { .. });
+    if docker && !runtime.images.contains_key(&raw.image.value) {
+        if !is_image_reference(&raw.image.value) {
+            return Err(Place::of(&raw.image).fail(
+                &format!("{path}.image"),
+                format!(
+                    "{:?} is neither a key of runtime.images nor an image reference",
+                    raw.image.value
+                ),
+            ));
+        }
+    } else if !runtime.images.contains_key(&raw.image.value) {
         let known: Vec<&str> = runtime.images.keys().map(String::as_str).collect();
         let known = if known.is_empty() {
             "none; declare it under runtime.images".to_owned()
@@ -812,6 +895,54 @@ fn bounded(
 }
 
 /// A timeout: must be > 0.
+/// Whether `s` can be an OCI image reference (`[registry/]path[:tag][@digest]`): lower-case
+/// path components of letters, digits and separators, as the engines accept. The engine has the
+/// last word; this only catches what can never be one (spaces, upper case in the path, empty
+/// parts), so that a typo is refused with its place instead of failing at the first start.
+pub(crate) fn is_image_reference(s: &str) -> bool {
+    let (rest, digest) = match s.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (s, None),
+    };
+    if digest.is_some_and(|d| {
+        !d.split_once(':').is_some_and(|(algo, hex)| {
+            !algo.is_empty() && !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit())
+        })
+    }) {
+        return false;
+    }
+    // A tag follows the last ':' after the last '/' (a ':' before it is a registry's port).
+    let slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match rest[slash..].rfind(':') {
+        Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
+        None => (rest, None),
+    };
+    let tag_ok = tag.is_none_or(|t| {
+        !t.is_empty()
+            && t.len() <= 128
+            && !t.starts_with(['.', '-'])
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    });
+    let mut parts = path.split('/').peekable();
+    let mut first = true;
+    let mut ok = !path.is_empty();
+    while let Some(part) = parts.next() {
+        // The first of several parts may be a registry host with a port and upper case.
+        let registry = first && parts.peek().is_some();
+        first = false;
+        ok &= !part.is_empty()
+            && part.chars().all(|c| {
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, '.' | '_' | '-')
+                    || (registry && (c.is_ascii_uppercase() || c == ':'))
+            })
+            && part.starts_with(|c: char| c.is_ascii_alphanumeric());
+    }
+    ok && tag_ok
+}
+
 fn timeout(
     spanned: Option<&Spanned<RawDuration>>,
     path: &str,

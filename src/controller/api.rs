@@ -61,8 +61,10 @@ pub struct AutokillSpec {
 pub struct NewInstance {
     /// Unique name; generated when absent.
     pub name: Option<String>,
-    /// Image key; required unless `template` is given.
+    /// Image key (docker: or image reference); required unless `template` is given.
     pub image: Option<String>,
+    /// Memory limit in MiB (docker); `None` = the template's, or none.
+    pub memory_mb: Option<u64>,
     /// Clone this template: its spec, autokill included, with the fields above and below overriding.
     pub template: Option<Ref>,
     /// Join this service group, or a new one made for it.

@@ -106,6 +106,11 @@ impl StopReason {
 
 /// Everything that can change the controller's state.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "an API call is moved once through the controller's queue; boxing it would \
+              allocate per call to save bytes only while it waits"
+)]
 pub enum Command {
     /// The configuration file declares these groups and instances.
     Declare {
@@ -156,6 +161,11 @@ pub enum Command {
     Api(api::Call, api::ReplyTo),
     /// A lifecycle timer fired.
     Timer(TimerKey),
+    /// The runtime's engine became unreachable (`Some(why)`) or reachable again (`None`).
+    Engine {
+        /// Why it cannot be reached.
+        unreachable: Option<String>,
+    },
     /// A delete the controller asked for finished.
     Deleted {
         /// The instance.
@@ -208,6 +218,9 @@ pub enum Effect {
     Reply(api::ReplyTo, Result<api::Reply, api::ApiError>),
     /// Delete an instance through the runtime; reports [`Command::Deleted`].
     Delete(Uuid),
+    /// Commit a new template's stopped instance to the image its clones run (see
+    /// [`Runtime::commit`]); failures are logged, and surface when a clone is created.
+    Commit(Uuid),
     /// Wait until the upstream has nothing in flight; reports [`Command::Drained`]. The drain
     /// timeout is a timer of its own ([`TimerKey::Drain`]).
     WatchDrain {
@@ -287,6 +300,10 @@ pub struct InstanceView {
     pub group: Option<String>,
     /// Image key.
     pub image: String,
+    /// Memory limit in MiB.
+    pub memory_mb: Option<u64>,
+    /// Why its last start failed, until one succeeds.
+    pub start_error: Option<String>,
     /// The live meter (requests served are read from it).
     pub meter: Arc<Meter>,
     /// Autokill policy (for a template: the policy its clones inherit).
@@ -449,11 +466,16 @@ pub async fn run(
         clock,
         store,
     };
-    match task.runtime.reclaim().await {
-        Ok(_) => {}
-        Err(err) => tracing::error!(%err, "removing instances left by an earlier run failed"),
-    }
+    // What an earlier run left: adopted where the runtime can (containers), removed otherwise.
+    let found = match task.runtime.adopt(&persist::stored_specs(&snapshot)).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::error!(%err, "taking over instances left by an earlier run failed");
+            HashMap::new()
+        }
+    };
     let mut effects = state.recover(snapshot, clock.now());
+    state.adopt(&found, &mut effects, clock.now());
     let declare = Command::Declare {
         groups: config.service_groups.clone(),
         instances: config.instances.clone(),
@@ -467,7 +489,7 @@ pub async fn run(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RETRY_MAX);
     }
-    task.carry_out(effects, &state);
+    task.carry_out(effects, &mut state);
     let _ = recovered.send(());
     // Commands of a batch whose commit failed, applied again first (API calls excepted: they
     // were answered with the error).
@@ -514,7 +536,7 @@ pub async fn run(
         match task.commit(&mut state).await {
             Ok(()) => {
                 backoff = RETRY_FIRST;
-                task.carry_out(effects, &state);
+                task.carry_out(effects, &mut state);
             }
             Err(message) => {
                 // Nothing of the batch happened: the state is back at the last commit, no
@@ -575,6 +597,9 @@ impl Command {
                 exit_code: *exit_code,
             },
             Command::Timer(key) => Command::Timer(*key),
+            Command::Engine { unreachable } => Command::Engine {
+                unreachable: unreachable.clone(),
+            },
             Command::Deleted { id, result } => Command::Deleted {
                 id: *id,
                 result: result.clone(),
@@ -594,6 +619,7 @@ fn proxy_command(ev: ProxyEvent) -> Command {
 fn runtime_command(ev: RuntimeEvent) -> Command {
     match ev {
         RuntimeEvent::Exited { id, exit_code } => Command::Exited { id, exit_code },
+        RuntimeEvent::Engine { unreachable } => Command::Engine { unreachable },
     }
 }
 
@@ -634,7 +660,7 @@ impl Task {
 
     /// Carries out effects in order. Runtime calls and drain watches run as tasks that report
     /// back with a command; replies wait until the state they describe is published.
-    fn carry_out(&mut self, effects: Vec<Effect>, state: &State) {
+    fn carry_out(&mut self, effects: Vec<Effect>, state: &mut State) {
         // The state is that after the whole batch, so one publish serves every change in it,
         // and the replies wait for it (read-after-write) rather than each publishing anew.
         let mut publish = false;
@@ -733,6 +759,16 @@ impl Task {
                         let _ = tx.send(Command::Deleted { id, result });
                     });
                 }
+                Effect::Commit(id) => {
+                    // Called here, in order, so that the commit is registered before any
+                    // clone's create (a later effect) looks for its image.
+                    let commit = self.runtime.commit(id);
+                    tokio::spawn(async move {
+                        if let Err(err) = commit.await {
+                            tracing::error!(template = %id, %err, "committing a template failed");
+                        }
+                    });
+                }
                 Effect::WatchDrain { id, upstream } => {
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
@@ -755,8 +791,12 @@ impl Task {
             .set(self.timers.pending() as i64);
     }
 
-    fn publish(&self, state: &State) {
-        self.published.table.store(Arc::new(state.route_table()));
+    /// Publishes the view, and the route table when routing changed since it was last built
+    /// (most batches — a lock, a reservation, a timer on a stopped instance — leave it alone).
+    fn publish(&self, state: &mut State) {
+        if std::mem::take(&mut state.routes_dirty) {
+            self.published.table.store(Arc::new(state.route_table()));
+        }
         self.published.view.store(Arc::new(state.view()));
         self.published
             .changed

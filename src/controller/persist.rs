@@ -1,16 +1,20 @@
 //! The controller's state as store records, and back: what a batch of commands changed, and the
-//! state a new start recovers (every instance that was running is started again, every deadline
-//! re-armed from the instants it derives from, a deadline that passed while down fires at once).
+//! state a new start recovers (every instance that was running is started again or adopted,
+//! every deadline re-armed from the instants it derives from, a deadline that passed while down
+//! fires at once).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use uuid::Uuid;
+
 use super::state::services::ServiceSpec;
 use super::state::{Group, Instance, Pending, State};
-use super::{Effect, InstanceState, StopReason};
+use super::{Command, Effect, InstanceState, StopReason};
 use crate::config::{Autodestroy, Autokill, RestartPolicy};
 use crate::proxy::meter::Meter;
-use crate::runtime::InstanceSpec;
+use crate::runtime::{Found, InstanceSpec};
 use crate::store::{Change, GroupRecord, InstanceRecord, Snapshot};
 
 fn ms(t: SystemTime) -> u64 {
@@ -68,6 +72,7 @@ impl State {
 
     /// The changes are durable: the next batch starts from here.
     pub fn committed(&mut self) {
+        self.index_changes();
         self.instances.commit();
         self.groups.commit();
         self.names.commit();
@@ -122,6 +127,7 @@ impl State {
                 id: r.id,
                 name: r.name.clone(),
                 image: r.image.clone(),
+                memory_mb: r.memory_mb,
             };
             let mut inst = Instance::restored(
                 r.id,
@@ -132,6 +138,7 @@ impl State {
                 at(r.created_at),
                 at(r.last_used),
             );
+            inst.memory_mb = r.memory_mb;
             inst.group = r.group;
             inst.template = r.template;
             inst.template_name = r.template_name;
@@ -192,11 +199,77 @@ impl State {
     }
 }
 
+/// The stored instances and templates as the runtime knows them, for [`Runtime::adopt`](crate::runtime::Runtime::adopt).
+pub fn stored_specs(snapshot: &Snapshot) -> Vec<InstanceSpec> {
+    snapshot
+        .instances
+        .iter()
+        .map(|r| InstanceSpec {
+            id: r.id,
+            name: r.name.clone(),
+            image: r.image.clone(),
+            memory_mb: r.memory_mb,
+        })
+        .collect()
+}
+
+impl State {
+    /// After [`State::recover`], with what the runtime found left of the stored instances
+    /// ([`Found`]; only a runtime that can adopt finds anything). An instance that was running
+    /// and still runs is adopted at its address, as if its start had just answered (its meter
+    /// continues from the stored reservation); one that exited meanwhile is judged by its exit
+    /// code as if autokill had seen it exit (restart, autodestroy, or stay stopped); one the
+    /// store has stopped but that runs is stopped. Their `Launch` effects are dropped from `fx`.
+    pub fn adopt(&mut self, found: &HashMap<Uuid, Found>, fx: &mut Vec<Effect>, now: SystemTime) {
+        let mut commands = Vec::new();
+        let mut stops = Vec::new();
+        fx.retain(|effect| {
+            let Effect::Launch { spec, start } = effect else {
+                return true;
+            };
+            let Some(found) = found.get(&spec.id) else {
+                return true;
+            };
+            let id = spec.id;
+            match (*found, *start) {
+                (Found::Running(addr), Some(attempt)) => commands.push(Command::Started {
+                    id,
+                    attempt,
+                    result: Ok(addr),
+                }),
+                (Found::Exited(exit_code), Some(_)) => {
+                    // It ran until it exited: judged as a running instance's exit is.
+                    if let Some(inst) = self.instances.get_mut(&id) {
+                        inst.state = InstanceState::Running;
+                    }
+                    commands.push(Command::Exited { id, exit_code });
+                }
+                (Found::Running(_), None) => stops.push(id),
+                // Stopped, and the store knows: nothing to judge.
+                (Found::Exited(_), None) => {}
+            }
+            false
+        });
+        for id in stops {
+            if let Some(inst) = self.instances.get_mut(&id) {
+                tracing::info!(instance = %inst.name, "stopping a container the store has stopped");
+                inst.state = InstanceState::Stopping;
+                inst.set_pending(Pending::Stop);
+                fx.push(Effect::Stop(id));
+            }
+        }
+        for cmd in commands {
+            fx.extend(self.apply(cmd, now));
+        }
+    }
+}
+
 fn record(i: &Instance) -> InstanceRecord {
     InstanceRecord {
         id: i.id,
         name: i.name.to_string(),
         image: i.image.clone(),
+        memory_mb: i.memory_mb,
         group: i.group,
         template: i.template,
         template_name: i.template_name.clone(),

@@ -50,8 +50,13 @@ pub struct Instance {
     pub id: Uuid,
     /// Unique name; routed as `<name>.<base_domain>`.
     pub name: Arc<str>,
-    /// Image key.
+    /// Image key (docker: or image reference).
     pub image: String,
+    /// Memory limit in MiB, where the runtime enforces one; `None` = none.
+    pub memory_mb: Option<u64>,
+    /// Why the last start failed (the runtime's or engine's message), until a start succeeds.
+    /// Not stored: a restart of autokill forgets it.
+    pub start_error: Option<String>,
     /// The service group it belongs to.
     pub group: Option<Uuid>,
     /// The template it was cloned from, while that template exists.
@@ -121,6 +126,8 @@ impl Instance {
             id,
             name,
             image,
+            memory_mb: None,
+            start_error: None,
             group: None,
             template: None,
             template_name: None,
@@ -305,6 +312,12 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
     pub(super) fn changed(&self) -> impl Iterator<Item = &K> {
         self.undo.keys()
     }
+    /// Every entry changed since the last commit: its key, what it was then, what it is now.
+    pub(super) fn changes(&self) -> impl Iterator<Item = (&K, Option<&V>, Option<&V>)> {
+        self.undo
+            .iter()
+            .map(|(k, before)| (k, before.as_ref(), self.map.get(k)))
+    }
     /// The changes are durable: forget their pre-images.
     pub(super) fn commit(&mut self) {
         self.undo.clear();
@@ -341,11 +354,23 @@ pub struct State {
     declared_names: HashSet<Arc<str>>,
     /// Likewise for service group names.
     declared_groups: HashSet<String>,
+    /// Each group's members (instances of any state but deleted) as of the last commit;
+    /// [`State::member_ids`] adds what the batch in hand changed.
+    pub(super) members: HashMap<Uuid, HashSet<Uuid>>,
+    /// A change since the last published route table touched routing (an instance's state,
+    /// incarnation, name or group; a group's domains or balance).
+    pub(super) routes_dirty: bool,
     base_domain: String,
     drain_timeout: Duration,
     workers: usize,
     balance: Balance,
     images: BTreeSet<String>,
+    /// The runtime runs OCI images (docker): an instance may name any image reference, and a
+    /// template is committed to an image of its own, which its clones run.
+    any_image: bool,
+    /// Why the runtime's engine cannot be reached, while it cannot: creates and starts are
+    /// refused rather than left half-made.
+    engine_down: Option<String>,
     /// Services and containers terminated lately, for `/api/v1` (in memory only).
     tombstones: Tombstones,
 }
@@ -364,11 +389,18 @@ impl State {
             names: Tracked::default(),
             declared_names: HashSet::new(),
             declared_groups: HashSet::new(),
+            members: HashMap::new(),
+            routes_dirty: true,
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
             workers,
             balance: config.proxy.balance,
             images: config.runtime.images.keys().cloned().collect(),
+            any_image: matches!(
+                config.runtime.kind,
+                crate::config::RuntimeKind::Docker { .. }
+            ),
+            engine_down: None,
             tombstones: Tombstones::default(),
         }
     }
@@ -417,6 +449,7 @@ impl State {
             Command::Exited { id, exit_code } => self.exited(id, exit_code, now, &mut fx),
             Command::Deleted { id, result } => self.deleted(id, result, now, &mut fx),
             Command::Timer(key) => self.timer(key, now, &mut fx),
+            Command::Engine { unreachable } => self.engine_down = unreachable,
             Command::Api(call, reply) => {
                 let result = self.call(call, now, &mut fx);
                 fx.push(Effect::Publish);
@@ -573,6 +606,7 @@ impl State {
                 id,
                 name: spec.name.clone(),
                 image: spec.image.clone(),
+                memory_mb: spec.memory_mb,
             },
             start: start.then_some(attempt),
         });
@@ -582,6 +616,8 @@ impl State {
                 id,
                 name: spec.name.as_str().into(),
                 image: spec.image,
+                memory_mb: spec.memory_mb,
+                start_error: None,
                 group,
                 template: template.as_ref().map(|t| t.0),
                 template_name: template.map(|t| t.1),
@@ -687,6 +723,7 @@ impl State {
         match result {
             Ok(addr) => {
                 inst.state = InstanceState::Running;
+                inst.start_error = None;
                 inst.running_since = Some(now);
                 inst.upstream = Some(Arc::new(Upstream::new(
                     id,
@@ -702,6 +739,7 @@ impl State {
             }
             Err(message) => {
                 tracing::warn!(instance = %inst.name, %message, "instance failed to start");
+                inst.start_error = Some(message);
                 inst.state = InstanceState::Stopped;
                 inst.stop_reason = Some(StopReason::StartFailed);
                 inst.stopped_at = Some(now);
@@ -1036,12 +1074,76 @@ impl State {
             .count()
     }
 
+    /// Before a commit forgets the batch's pre-images: moves the changed instances between the
+    /// groups' member sets, and notes whether routing changed (so that publishing can skip the
+    /// route table when it did not — most batches, e.g. a lock or a reservation, leave it alone).
+    pub(super) fn index_changes(&mut self) {
+        let live_group = |i: Option<&Instance>| {
+            i.filter(|i| i.state != InstanceState::Deleted)
+                .and_then(|i| i.group)
+        };
+        let mut moves = Vec::new();
+        for (id, before, after) in self.instances.changes() {
+            let (from, to) = (live_group(before), live_group(after));
+            if from != to {
+                moves.push((*id, from, to));
+            }
+            let routed = |i: Option<&Instance>| {
+                i.map(|i| {
+                    (
+                        i.state,
+                        Arc::clone(&i.name),
+                        i.group,
+                        i.upstream.as_ref().map(Arc::as_ptr),
+                    )
+                })
+            };
+            if routed(before) != routed(after) {
+                self.routes_dirty = true;
+            }
+        }
+        for (id, from, to) in moves {
+            if let Some(g) = from
+                && let Some(set) = self.members.get_mut(&g)
+            {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.members.remove(&g);
+                }
+            }
+            if let Some(g) = to {
+                self.members.entry(g).or_default().insert(id);
+            }
+        }
+        for (_, before, after) in self.groups.changes() {
+            let routed = |g: Option<&Group>| g.map(|g| (g.domains.clone(), g.balance));
+            if routed(before) != routed(after) {
+                self.routes_dirty = true;
+            }
+        }
+    }
+
     /// Instances (of any state but deleted) that belong to group `id`.
-    fn members(&self, id: Uuid) -> usize {
-        self.instances
-            .values()
-            .filter(|i| i.group == Some(id) && !matches!(i.state, InstanceState::Deleted))
-            .count()
+    pub(super) fn members(&self, id: Uuid) -> usize {
+        self.member_ids(id).len()
+    }
+
+    /// The instances (of any state but deleted) that belong to group `id`, right now: the
+    /// committed index, corrected by what the batch in hand changed. O(members + changes),
+    /// never a scan of every instance.
+    pub(super) fn member_ids(&self, id: Uuid) -> Vec<Uuid> {
+        let live = |i: Option<&Instance>| {
+            i.is_some_and(|i| i.group == Some(id) && i.state != InstanceState::Deleted)
+        };
+        let mut ids: HashSet<Uuid> = self.members.get(&id).cloned().unwrap_or_default();
+        for (key, before, after) in self.instances.changes() {
+            if live(before) && !live(after) {
+                ids.remove(key);
+            } else if live(after) {
+                ids.insert(*key);
+            }
+        }
+        ids.into_iter().collect()
     }
 
     /// Clears the reference of every clone to a template that is gone.
@@ -1187,6 +1289,7 @@ fn skip(
 struct Spec {
     name: String,
     image: String,
+    memory_mb: Option<u64>,
     autokill: Autokill,
     restart_policy: RestartPolicy,
     autodestroy: Autodestroy,
@@ -1196,6 +1299,7 @@ fn declared(cfg: &InstanceConfig) -> Spec {
     Spec {
         name: cfg.name.clone(),
         image: cfg.image.clone(),
+        memory_mb: None,
         autokill: cfg.autokill,
         restart_policy: cfg.restart_policy,
         autodestroy: cfg.autodestroy,

@@ -3,9 +3,11 @@
 //! The controller is the only caller. Calls are rare (a handful per instance lifetime), so the
 //! trait returns boxed futures and is used as `Arc<dyn Runtime>`; nothing here is on the hot path.
 
+pub mod docker;
 pub mod logs;
 pub mod process;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,14 +19,32 @@ use uuid::Uuid;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the runtime needs to know to run one instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InstanceSpec {
     /// The instance's identity; the runtime keys everything by it.
     pub id: Uuid,
     /// The instance's name (given to the process as `{name}`).
     pub name: String,
-    /// Key into the runtime's image table.
+    /// Key into the runtime's image table (docker: or an image reference).
     pub image: String,
+    /// Memory limit in MiB, where the runtime can enforce one (docker); `None` = no limit.
+    pub memory_mb: Option<u64>,
+}
+
+/// The image a template made from instance `id` is committed to, which its clones run
+/// (runtimes that run images; see [`Runtime::commit`]).
+pub fn template_image(id: Uuid) -> String {
+    format!("autokill/template-{id}")
+}
+
+/// What [`Runtime::adopt`] found of a stored instance that an earlier run left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// It still runs, serving at this address: it is adopted as it is.
+    Running(SocketAddr),
+    /// It exited while autokill was down, with this exit code (same convention as
+    /// [`RuntimeEvent::Exited`]).
+    Exited(i32),
 }
 
 /// Something the runtime observed about an instance on its own.
@@ -35,8 +55,14 @@ pub enum RuntimeEvent {
     Exited {
         /// The instance.
         id: Uuid,
-        /// Exit status as described above.
+        /// Its exit status as described above.
         exit_code: i32,
+    },
+    /// The engine behind the runtime became unreachable (`Some(why)`) or reachable again
+    /// (`None`). Runtimes without an engine never send it.
+    Engine {
+        /// Why it cannot be reached, or `None` once it can.
+        unreachable: Option<String>,
     },
 }
 
@@ -70,6 +96,21 @@ pub enum RuntimeError {
         /// Its exit status.
         exit_code: i32,
     },
+    /// The container engine failed or refused a call; `message` is the engine's own.
+    #[error("{what}: container engine at {address}: {message}")]
+    Engine {
+        /// The engine's address.
+        address: String,
+        /// What was being done.
+        what: String,
+        /// The engine's answer, or why it could not be reached.
+        message: String,
+    },
+    /// The image names no port to publish and `runtime.default_port` is not set.
+    #[error(
+        "image {0:?} exposes no port; set `port:` in its runtime.images entry or runtime.default_port"
+    )]
+    NoPort(String),
     /// This backend does not do that (e.g. keep logs).
     #[error("not supported by the {runtime} runtime: {what}")]
     Unsupported {
@@ -115,6 +156,31 @@ pub trait Runtime: Send + Sync + 'static {
     /// store left behind (after a crash), and returns how many it removed.
     fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>>;
 
+    /// At start, before any instance is created, with every stored instance and template:
+    /// takes over what an earlier run left of them ([`Found`]) and removes what the store does
+    /// not know. An instance missing from the answer has nothing left (or nothing that runs or
+    /// exited), and is created and started anew as usual.
+    ///
+    /// The default suits runtimes that cannot adopt: it [`reclaim`](Runtime::reclaim)s
+    /// everything and adopts nothing.
+    fn adopt<'a>(
+        &'a self,
+        stored: &'a [InstanceSpec],
+    ) -> BoxFuture<'a, Result<HashMap<Uuid, Found>, RuntimeError>> {
+        let _ = stored;
+        Box::pin(async move { self.reclaim().await.map(|_| HashMap::new()) })
+    }
+
+    /// Turns the stopped instance `id` into a template: a runtime that runs images commits it
+    /// to [`template_image`]`(id)`, which the template's clones then name as their image. The
+    /// commit is registered when this is called (so a clone created right after waits for it)
+    /// and done when the future resolves (which owns what it needs, so that the caller can
+    /// register in order and wait elsewhere). The default does nothing: the process runtime's
+    /// clones run the template's command.
+    fn commit(&self, id: Uuid) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        let _ = id;
+        Box::pin(async { Ok(()) })
+    }
     /// The instance's output (stdout and stderr together): up to `limit` bytes from `offset`,
     /// counted from the first byte it wrote (negative: back from the end), within the bounded
     /// part the backend keeps. By default a backend keeps none.

@@ -63,6 +63,9 @@ pub struct InstanceRecord {
     pub name: String,
     /// Image key.
     pub image: String,
+    /// Memory limit in MiB.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
     /// Group.
     pub group: Option<Uuid>,
     /// Template it was cloned from.
@@ -402,6 +405,7 @@ mod tests {
             id: Uuid::new_v4(),
             name: name.into(),
             image: "hello".into(),
+            memory_mb: None,
             group: None,
             template: None,
             template_name: None,

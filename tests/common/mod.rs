@@ -456,11 +456,7 @@ pub fn skip(component: &str, why: &str) {
 
 /// Finds `program` on PATH, or skips the test loudly ([`skip`]).
 pub fn find_or_skip(program: &str, component: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(program))
-            .find(|p| p.is_file())
-    });
+    let found = which(program);
     if found.is_none() {
         skip(
             component,
@@ -468,6 +464,15 @@ pub fn find_or_skip(program: &str, component: &str) -> Option<PathBuf> {
         );
     }
     found
+}
+
+/// `program`'s path, if it is on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
 }
 
 /// A GET through `addr` with `Host: host` that reports failures instead of panicking.

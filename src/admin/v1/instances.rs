@@ -22,8 +22,12 @@ use crate::controller::api::{
     ApiError, Call, GroupChoice, InstancePatch, NewInstance, NewTemplate, Ref,
 };
 
+/// `memory_mb` bounds: the container engines refuse less than 6 MiB; 1 TiB catches a unit mix-up.
+const MIN_MEMORY_MB: u64 = 6;
+const MAX_MEMORY_MB: u64 = 1 << 20;
+
 /// Unikraft Cloud fields autokill has no counterpart for, each refused by name with why.
-const UNSUPPORTED: [(&str, &str); 12] = [
+const UNSUPPORTED: [(&str, &str); 11] = [
     (
         "volumes",
         "volumes are a Unikraft Cloud feature; autokill instances have none",
@@ -52,7 +56,6 @@ const UNSUPPORTED: [(&str, &str); 12] = [
         "env",
         "an image's environment is set in runtime.images of the configuration",
     ),
-    ("memory_mb", "autokill sets no memory limit"),
     ("vcpus", "autokill sets no CPU limit"),
     ("tags", "autokill resources carry no tags"),
     ("annotations", "autokill resources carry no annotations"),
@@ -60,7 +63,7 @@ const UNSUPPORTED: [(&str, &str); 12] = [
 ];
 
 /// Refuses, naming it, the first of Unikraft's fields autokill has no counterpart for.
-fn check_unsupported(given: [bool; 12], prefix: &str) -> Result<(), ApiError> {
+fn check_unsupported(given: [bool; 11], prefix: &str) -> Result<(), ApiError> {
     match given.iter().position(|g| *g) {
         Some(i) => {
             let (field, why) = UNSUPPORTED[i];
@@ -100,6 +103,8 @@ struct RawNewInstance {
     timeout_s: Option<i64>,
     /// The same in milliseconds (Unikraft's older field).
     wait_timeout_ms: Option<i64>,
+    /// Memory limit in MiB; the docker runtime enforces it, the process runtime refuses it.
+    memory_mb: Option<u64>,
     // Unikraft's fields without a counterpart here (see `UNSUPPORTED`), refused by name.
     volumes: Option<IgnoredAny>,
     roms: Option<IgnoredAny>,
@@ -108,7 +113,6 @@ struct RawNewInstance {
     schedules: Option<IgnoredAny>,
     args: Option<IgnoredAny>,
     env: Option<IgnoredAny>,
-    memory_mb: Option<IgnoredAny>,
     vcpus: Option<IgnoredAny>,
     tags: Option<IgnoredAny>,
     annotations: Option<IgnoredAny>,
@@ -123,8 +127,9 @@ enum RawImage {
     Spec(RawImageSpec),
 }
 
-/// `{"url", "pull_policy"}`. The process runtime pulls nothing, so `pull_policy` is checked
-/// and has no effect; credentials and headers are refused.
+/// `{"url", "pull_policy"}`. `pull_policy` is checked and has no effect (the process runtime
+/// pulls nothing; the docker runtime pulls an image it does not have, once); credentials and
+/// headers are refused.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawImageSpec {
@@ -187,7 +192,6 @@ fn check_create(raw: RawNewInstance, prefix: &str, state: &AdminState) -> Result
             raw.schedules.is_some(),
             raw.args.is_some(),
             raw.env.is_some(),
-            raw.memory_mb.is_some(),
             raw.vcpus.is_some(),
             raw.tags.is_some(),
             raw.annotations.is_some(),
@@ -209,10 +213,10 @@ fn check_create(raw: RawNewInstance, prefix: &str, state: &AdminState) -> Result
             if spec.credentials.is_some() || spec.headers.is_some() {
                 return Err(wire::bad(
                     &field("image"),
-                    "not supported: credentials and headers (autokill pulls no images)",
+                    "not supported: credentials and headers (autokill pulls only public images)",
                 ));
             }
-            // Nothing is pulled: every policy means the configured image.
+            // Every policy means: the image there is, else (docker) pulled once.
             let _ = spec.pull_policy;
             Some(spec.url)
         }
@@ -229,6 +233,17 @@ fn check_create(raw: RawNewInstance, prefix: &str, state: &AdminState) -> Result
             ));
         }
         _ => {}
+    }
+    if let Some(mb) = raw.memory_mb
+        && !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb)
+    {
+        return Err(wire::bad(
+            &field("memory_mb"),
+            format!(
+                "{mb} is out of range: from {MIN_MEMORY_MB} (the engines' least) to \
+                 {MAX_MEMORY_MB} MiB"
+            ),
+        ));
     }
     if raw.replicas.is_some_and(|n| n > 0) {
         return Err(wire::bad(
@@ -318,6 +333,7 @@ fn check_create(raw: RawNewInstance, prefix: &str, state: &AdminState) -> Result
         restart_policy,
         autodestroy,
         autostart,
+        memory_mb: raw.memory_mb,
     }));
     Ok(Create { calls, name, wait })
 }

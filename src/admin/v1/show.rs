@@ -33,6 +33,12 @@ pub fn instance(i: &InstanceView, view: &View, base_domain: &str) -> Value {
     o.insert("name".into(), json!(&*i.name));
     o.insert("state".into(), json!(i.state.as_str()));
     o.insert("image".into(), json!(i.image));
+    if let Some(mb) = i.memory_mb {
+        o.insert("memory_mb".into(), json!(mb));
+    }
+    if let Some(error) = &i.start_error {
+        o.insert("start_error".into(), json!(error));
+    }
     if let Some(t) = rfc3339(i.created_at) {
         o.insert("created_at".into(), json!(t));
     }

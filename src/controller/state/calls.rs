@@ -13,7 +13,7 @@ use super::super::api::{
 };
 use super::super::{Effect, GroupView, InstanceState, InstanceView, TimerKey};
 use super::{Autokill, Group, Instance, Pending, Spec, State};
-use crate::config::{Autodestroy, RestartPolicy};
+use crate::config::{Autodestroy, RestartPolicy, is_image_reference};
 use crate::controller::api::GroupChoice;
 
 impl State {
@@ -29,6 +29,7 @@ impl State {
             Call::CreateInstance(new) => self.create_instance(new, now, fx),
             Call::StartInstance(r) => {
                 let id = self.find_instance(&r)?;
+                self.check_engine("nothing was started")?;
                 let previous = self.instances[&id].state;
                 self.call_start(&r, id, fx)
                     .map(|reply| moved(reply, previous))
@@ -213,6 +214,7 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) -> Result<Reply, ApiError> {
+        self.check_engine("nothing was created")?;
         let template = match &new.template {
             Some(r) => Some(self.find_template(r)?),
             None => None,
@@ -231,13 +233,13 @@ impl State {
                 ));
             }
         };
-        if !self.images.contains(&image) {
-            let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
-            return Err(ApiError::bad_request(format!(
-                "image: unknown image {image:?} (known: {})",
-                known.join(", ")
-            )));
+        if !self.any_image && new.memory_mb.is_some() {
+            return Err(ApiError::bad_request(
+                "memory_mb: not supported by the process runtime, which sets no memory limit \
+                 (the docker runtime does)",
+            ));
         }
+        self.check_image(&image)?;
         let mut autokill = base.map(|t| t.autokill).unwrap_or_default();
         if let Some(spec) = new.autokill {
             if let Some(n) = spec.num_requests {
@@ -263,6 +265,7 @@ impl State {
             }
             None => self.generated_name(base.map_or(image.as_str(), |t| &t.name)),
         };
+        let memory_mb = new.memory_mb.or(base.and_then(|t| t.memory_mb));
         let template = template.map(|t| (t, self.instances[&t].name.to_string()));
         // An ephemeral group is made last, once nothing else can refuse the create: it goes
         // as soon as it is empty (an empty time of zero).
@@ -279,6 +282,7 @@ impl State {
         let spec = Spec {
             name,
             image,
+            memory_mb,
             autokill,
             restart_policy,
             autodestroy,
@@ -357,6 +361,11 @@ impl State {
             )));
         }
         inst.state = InstanceState::Template;
+        if self.any_image {
+            // Its clones run what it became, not what it was made from.
+            inst.image = crate::runtime::template_image(id);
+            fx.push(Effect::Commit(id));
+        }
         // A template is the API's: the file's reconcile no longer manages it.
         inst.from_config = false;
         inst.unused_time = new.autokill_time.filter(|t| !t.is_zero());
@@ -371,6 +380,40 @@ impl State {
         }
         self.check_template(id, now, fx);
         Ok(self.instance_reply(id))
+    }
+
+    /// An image the runtime can run: a key of `runtime.images`, or with docker any image
+    /// reference.
+    pub(super) fn check_image(&self, image: &str) -> Result<(), ApiError> {
+        if self.images.contains(image) {
+            return Ok(());
+        }
+        if self.any_image {
+            if is_image_reference(image) {
+                return Ok(());
+            }
+            return Err(ApiError::bad_request(format!(
+                "image: {image:?} is neither a key of runtime.images nor an image reference"
+            )));
+        }
+        let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
+        Err(ApiError::bad_request(format!(
+            "image: unknown image {image:?} (known: {})",
+            known.join(", ")
+        )))
+    }
+
+    /// 503 while the runtime's engine cannot be reached.
+    fn check_engine(&self, outcome: &str) -> Result<(), ApiError> {
+        match &self.engine_down {
+            Some(why) => Err(ApiError {
+                status: 503,
+                message: format!(
+                    "the container engine cannot be reached ({why}); {outcome}, try again later"
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn create_group(

@@ -113,6 +113,7 @@ impl ServiceSpec {
         Spec {
             name,
             image: self.image.clone(),
+            memory_mb: None,
             autokill: self.autokill,
             restart_policy: self.autorestart,
             autodestroy: self.autodestroy,
@@ -518,9 +519,9 @@ impl State {
             return Vec::new();
         };
         let mut found: Vec<(u64, &str, Uuid)> = self
-            .instances
-            .values()
-            .filter(|i| i.group == Some(id) && i.state != InstanceState::Deleted)
+            .member_ids(id)
+            .iter()
+            .filter_map(|m| self.instances.get(m))
             .map(|i| (index_of(&g.name, &i.name), &*i.name, i.id))
             .collect();
         found.sort_unstable();
@@ -561,14 +562,7 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) -> Result<Reply, ApiError> {
-        if !self.images.contains(&new.image) {
-            let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
-            return Err(ApiError::bad_request(format!(
-                "image: unknown image {:?} (known: {})",
-                new.image,
-                known.join(", ")
-            )));
-        }
+        self.check_image(&new.image)?;
         check_policies(new.autorestart, new.autodestroy)?;
         let name = match new.name {
             Some(name) => {
@@ -709,14 +703,8 @@ impl State {
         let Some(spec) = self.spec(id) else {
             return Err(ApiError::not_found(format!("no service {r}")));
         };
-        if let Some(image) = &patch.image
-            && !self.images.contains(image)
-        {
-            let known: Vec<&str> = self.images.iter().map(String::as_str).collect();
-            return Err(ApiError::bad_request(format!(
-                "image: unknown image {image:?} (known: {})",
-                known.join(", ")
-            )));
+        if let Some(image) = &patch.image {
+            self.check_image(image)?;
         }
         let autorestart = patch.autorestart.unwrap_or(spec.autorestart);
         let autodestroy = patch.autodestroy.unwrap_or(spec.autodestroy);
@@ -937,6 +925,7 @@ impl State {
             None => Spec {
                 name: old.name.to_string(),
                 image: old.image.clone(),
+                memory_mb: old.memory_mb,
                 autokill: old.autokill,
                 restart_policy: old.restart_policy,
                 autodestroy: old.autodestroy,

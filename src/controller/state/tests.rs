@@ -22,6 +22,7 @@ fn config() -> Config {
     images.insert(
         "hello".to_owned(),
         ImageConfig {
+            image: None,
             command: vec!["x".into()],
             env: Default::default(),
             port: None,
@@ -59,6 +60,7 @@ fn config() -> Config {
             stop_grace: Duration::from_secs(1),
             start_timeout: Duration::from_secs(1),
             images,
+            default_port: None,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
@@ -1454,4 +1456,263 @@ fn a_rolled_back_batch_leaves_the_state_as_it_was() {
         "b's name is free again"
     );
     assert!(h.s.find(&Ref::Name("a".into()), false).is_some());
+}
+
+/// A harness whose runtime is docker.
+fn docker() -> H {
+    let mut config = config();
+    config.runtime.kind = RuntimeKind::Docker { host: None };
+    H {
+        s: State::new(&config, 1),
+        ..H::new()
+    }
+}
+
+/// A stopped instance `name` (with `memory_mb`), made a template at `at(1)`.
+fn template(h: &mut H, name: &str, memory_mb: Option<u64>) -> Uuid {
+    let id = h.instance(
+        NewInstance {
+            autostart: false,
+            memory_mb,
+            ..new(name)
+        },
+        at(0),
+    );
+    h.call(
+        Call::CreateTemplate(NewTemplate {
+            instance: Ref::Id(id),
+            autokill_time: None,
+        }),
+        at(1),
+    )
+    .expect("template");
+    id
+}
+
+/// A clone of template `t`.
+fn clone_of(t: Uuid, memory_mb: Option<u64>) -> NewInstance {
+    NewInstance {
+        template: Some(Ref::Id(t)),
+        memory_mb,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn with_docker_an_image_may_be_any_reference() {
+    let image = |image: &str| NewInstance {
+        image: Some(image.into()),
+        autostart: false,
+        ..Default::default()
+    };
+    // The process runtime runs only what its table names.
+    let mut h = H::new();
+    assert_eq!(
+        h.status(Call::CreateInstance(image("localhost/web:1")), at(0)),
+        Err(400)
+    );
+    let mut h = docker();
+    let id = h.instance(image("localhost/web:1"), at(0));
+    assert_eq!(h.s.instances[&id].image, "localhost/web:1");
+    assert!(h.has(|e| matches!(e, Effect::Launch { spec, .. } if spec.image == "localhost/web:1")));
+    h.instance(image("hello"), at(0));
+    match h.call(Call::CreateInstance(image("Not An/Image")), at(0)) {
+        Err(e) => assert_eq!(
+            (e.status, e.message.as_str()),
+            (
+                400,
+                "image: \"Not An/Image\" is neither a key of runtime.images nor an image reference"
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn memory_limits_reach_the_runtime_and_clones_inherit_them() {
+    // The process runtime sets no memory limit and says so.
+    let mut h = H::new();
+    let limited = NewInstance {
+        memory_mb: Some(64),
+        ..new("a")
+    };
+    assert_eq!(h.status(Call::CreateInstance(limited), at(0)), Err(400));
+    let mut h = docker();
+    h.instance(
+        NewInstance {
+            memory_mb: Some(64),
+            autostart: false,
+            ..new("a")
+        },
+        at(0),
+    );
+    assert!(h.has(|e| matches!(e, Effect::Launch { spec, .. } if spec.memory_mb == Some(64))));
+    let t = template(&mut h, "t", Some(32));
+    let inherited = h.instance(clone_of(t, None), at(2));
+    assert_eq!(h.s.instances[&inherited].memory_mb, Some(32));
+    let own = h.instance(clone_of(t, Some(128)), at(3));
+    assert_eq!(h.s.instances[&own].memory_mb, Some(128));
+    let shown = h.s.view().instances.into_iter().find(|i| i.id == own);
+    assert_eq!(shown.and_then(|i| i.memory_mb), Some(128));
+}
+
+#[test]
+fn with_docker_a_template_is_committed_and_its_clones_run_its_image() {
+    let mut h = docker();
+    let id = template(&mut h, "a", None);
+    assert!(h.has(|e| matches!(e, Effect::Commit(t) if *t == id)));
+    let image = crate::runtime::template_image(id);
+    assert_eq!(h.s.instances[&id].image, image);
+    let clone = h.instance(clone_of(id, None), at(2));
+    assert_eq!(h.s.instances[&clone].image, image);
+    // The process runtime has nothing to commit: clones run the template's command.
+    let mut h = H::new();
+    let id = template(&mut h, "a", None);
+    assert!(!h.has(|e| matches!(e, Effect::Commit(_))));
+    assert_eq!(h.s.instances[&id].image, "hello");
+}
+
+#[test]
+fn while_the_engine_is_unreachable_creates_and_starts_are_refused() {
+    let mut h = H::new();
+    let id = h.instance(
+        NewInstance {
+            autostart: false,
+            ..new("a")
+        },
+        at(0),
+    );
+    h.apply(
+        Command::Engine {
+            unreachable: Some("event stream: connection refused".into()),
+        },
+        at(1),
+    );
+    match h.call(Call::CreateInstance(new("b")), at(2)) {
+        Err(e) => assert_eq!(
+            (e.status, e.message.as_str()),
+            (
+                503,
+                "the container engine cannot be reached (event stream: connection refused); \
+                 nothing was created, try again later"
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.s.instances.len(), 1, "nothing half-made");
+    assert_eq!(h.status(Call::StartInstance(Ref::Id(id)), at(3)), Err(503));
+    h.apply(Command::Engine { unreachable: None }, at(4));
+    h.instance(new("b"), at(5));
+    assert_eq!(h.status(Call::StartInstance(Ref::Id(id)), at(6)), Ok(()));
+}
+
+/// A new start from what `h` committed, with `found` adopted; the effects.
+fn restarted(
+    h: &mut H,
+    found: &[(Uuid, crate::runtime::Found)],
+    now: SystemTime,
+) -> (H, Vec<Effect>) {
+    let snapshot = crate::store::Snapshot {
+        instances: h.disk.values().cloned().collect(),
+        groups: h.groups_disk.values().cloned().collect(),
+    };
+    let mut next = H::new();
+    let mut fx = next.s.recover(snapshot, now);
+    next.s.adopt(&found.iter().copied().collect(), &mut fx, now);
+    (next, fx)
+}
+
+#[test]
+fn adopted_containers_run_on_and_those_that_exited_meanwhile_are_judged() {
+    use crate::runtime::Found;
+    let mut h = H::new();
+    let mut policy = |name: &str, restart, destroy| {
+        let new = NewInstance {
+            restart_policy: Some(restart),
+            autodestroy: Some(destroy),
+            autokill: Some(AutokillSpec {
+                num_requests: Some(100),
+                time: None,
+            }),
+            ..new(name)
+        };
+        h.instance(new, at(0))
+    };
+    use Autodestroy::{Off, OnSuccess};
+    use RestartPolicy::{Never, OnFailure};
+    let runs = policy("runs", Never, Off);
+    let fails = policy("fails", OnFailure, Off);
+    let done = policy("done", Never, OnSuccess);
+    let stays = policy("stays", Never, OnSuccess);
+    let gone = policy("gone", Never, Off);
+    for id in [runs, fails, done, stays, gone] {
+        h.running(id, at(1));
+    }
+    let stopped = h.instance(
+        NewInstance {
+            autostart: false,
+            ..new("stopped")
+        },
+        at(1),
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], 4242).into();
+    let (next, fx) = restarted(
+        &mut h,
+        &[
+            (runs, Found::Running(addr)),
+            (fails, Found::Exited(3)),
+            (done, Found::Exited(0)),
+            (stays, Found::Exited(3)),
+            (stopped, Found::Running(addr)),
+        ],
+        at(2),
+    );
+    let launched = |id: Uuid| {
+        fx.iter()
+            .any(|e| matches!(e, Effect::Launch { spec, .. } if spec.id == id))
+    };
+    // Adopted as it is: running at its address, no launch, the meter where the store left it.
+    assert_eq!(next.state(runs), Some(InstanceState::Running));
+    assert_eq!(
+        next.s.instances[&runs].upstream.as_ref().map(|u| u.addr),
+        Some(addr)
+    );
+    assert!(!launched(runs));
+    // (every request up to the stored reservation may have been forwarded before the crash)
+    assert_eq!(
+        next.s.instances[&runs].meter.count(),
+        h.stored_reserved(runs)
+    );
+    assert!(h.stored_reserved(runs) > 0);
+    // Exited meanwhile: judged by its real exit code, as if autokill had been up.
+    assert_eq!(next.s.instances[&fails].exit_code, Some(3));
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Start { id, .. } if *id == fails)),
+        "on-failure restarts exit 3"
+    );
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Delete(id) if *id == done)),
+        "ON_SUCCESS destroys exit 0"
+    );
+    assert_eq!(next.state(stays), Some(InstanceState::Stopped));
+    assert_eq!(
+        next.s.instances[&stays].stop_reason,
+        Some(StopReason::Exited)
+    );
+    for id in [fails, done, stays] {
+        assert!(!launched(id));
+    }
+    // Nothing left of it: started anew, as before adoption existed.
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Launch { spec, start: Some(_) } if spec.id == gone))
+    );
+    // Stopped in the store but running: stopped.
+    assert_eq!(next.state(stopped), Some(InstanceState::Stopping));
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Stop(id) if *id == stopped))
+    );
 }

@@ -36,10 +36,14 @@ impl State {
         }
         for group in self.groups.values() {
             let mut members: Vec<usize> = self
-                .instances
-                .values()
-                .filter(|i| i.group == Some(group.id) && i.state == InstanceState::Running)
-                .filter_map(|i| index.get(&i.id).copied())
+                .member_ids(group.id)
+                .iter()
+                .filter(|id| {
+                    self.instances
+                        .get(id)
+                        .is_some_and(|i| i.state == InstanceState::Running)
+                })
+                .filter_map(|id| index.get(id).copied())
                 .collect();
             // A stable order, so round-robin walks the same cycle across publishes.
             members.sort_unstable();
@@ -110,6 +114,8 @@ impl State {
                 .and_then(|g| self.groups.get(&g))
                 .map(|g| g.name.clone()),
             image: i.image.clone(),
+            memory_mb: i.memory_mb,
+            start_error: i.start_error.clone(),
             meter: Arc::clone(&i.meter),
             autokill: i.autokill,
             unused_time: i.unused_time.filter(|_| i.state == InstanceState::Template),
@@ -131,12 +137,12 @@ impl State {
         }
     }
 
-    /// One group's view (a scan of the instances for its members).
+    /// One group's view.
     pub(super) fn group_view(&self, g: &Group) -> GroupView {
         let members = self
-            .instances
-            .values()
-            .filter(|i| i.group == Some(g.id) && i.state != InstanceState::Deleted)
+            .member_ids(g.id)
+            .iter()
+            .filter_map(|id| self.instances.get(id))
             .map(|i| Arc::clone(&i.name))
             .collect();
         self.group_view_with(g, members)
