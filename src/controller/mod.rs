@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 pub use state::services::{
-    ContainerExtra, ContainerState, ContainerView, Graveyard, MAX_CONTAINERS, MAX_SERVICE_NAME,
-    ServiceSpec, ServiceState, ServiceView, TERMINATED_RETENTION, Transition, TutumView,
+    ContainerState, ContainerView, Graveyard, MAX_CONTAINERS, MAX_SERVICE_NAME, ServiceSpec,
+    ServiceState, ServiceView, TERMINATED_RETENTION, Transition, TutumView,
 };
 pub use state::{Group, Instance, State};
 
@@ -215,7 +215,8 @@ pub enum Effect {
     /// Disarm the timer `key`, if armed.
     Disarm(TimerKey),
     /// Answer an API call (after the effects before it, publishing included).
-    Reply(api::ReplyTo, Result<api::Reply, api::ApiError>),
+    /// (Boxed: an instance's view is large, and effects are moved around in vectors.)
+    Reply(api::ReplyTo, Box<Result<api::Reply, api::ApiError>>),
     /// Delete an instance through the runtime; reports [`Command::Deleted`].
     Delete(Uuid),
     /// Commit a new template's stopped instance to the image its clones run (see
@@ -275,12 +276,69 @@ pub enum Effect {
 /// A read-only snapshot of the controller's state, published after every change.
 #[derive(Debug, Default)]
 pub struct View {
-    /// Instances, sorted by name.
-    pub instances: Vec<InstanceView>,
+    /// Instances and templates, by name and by id.
+    pub instances: Instances,
     /// Service groups, sorted by name.
     pub groups: Vec<GroupView>,
     /// What `/api/v1` reads besides: Tutum services, containers being or lately terminated.
     pub tutum: TutumView,
+}
+
+/// The instances of a [`View`], in persistent maps: the controller keeps one up to date record
+/// by record as batches are committed, and a publish shares all of it (a clone is O(1)), so
+/// publishing costs what changed, not what exists.
+#[derive(Debug, Clone, Default)]
+pub struct Instances {
+    by_name: imbl::OrdMap<Arc<str>, Arc<InstanceView>>,
+    by_id: imbl::HashMap<Uuid, Arc<InstanceView>>,
+}
+
+impl Instances {
+    /// Every instance and template, sorted by name.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &InstanceView> + '_ {
+        self.by_name.values().map(|v| &**v)
+    }
+    /// The one with this id.
+    pub fn get(&self, id: &Uuid) -> Option<&InstanceView> {
+        self.by_id.get(id).map(|v| &**v)
+    }
+    /// The one with this name.
+    pub fn named(&self, name: &str) -> Option<&InstanceView> {
+        self.by_name.get(name).map(|v| &**v)
+    }
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+    /// Puts (or replaces) one instance's view.
+    pub(crate) fn put(&mut self, view: InstanceView) {
+        self.remove(&view.id);
+        let view = Arc::new(view);
+        self.by_name
+            .insert(Arc::clone(&view.name), Arc::clone(&view));
+        self.by_id.insert(view.id, view);
+    }
+    /// Removes one instance's view.
+    pub(crate) fn remove(&mut self, id: &Uuid) {
+        if let Some(old) = self.by_id.remove(id)
+            && self.by_name.get(&old.name).is_some_and(|v| v.id == *id)
+        {
+            // Only its own entry: a new instance may already have taken the name (a redeploy).
+            self.by_name.remove(&old.name);
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Instances {
+    type Item = &'a InstanceView;
+    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a InstanceView> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
 }
 
 /// One instance in a [`View`].
@@ -326,6 +384,10 @@ pub struct InstanceView {
     pub delete_lock: bool,
     /// Where it listens, while running.
     pub addr: Option<SocketAddr>,
+    /// The Tutum service it is a container of.
+    pub service: Option<Uuid>,
+    /// When its current run began (while running).
+    pub started_at: Option<SystemTime>,
 }
 
 /// One service group in a [`View`].
@@ -686,7 +748,7 @@ impl Task {
                         let _ = self.tx.send(Command::LimitReached { id });
                     }
                 }
-                Effect::Reply(to, result) => replies.push((to, result)),
+                Effect::Reply(to, result) => replies.push((to, *result)),
                 Effect::Killed { resource, reason } => self
                     .metrics
                     .kills

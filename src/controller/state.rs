@@ -357,6 +357,13 @@ pub struct State {
     /// Each group's members (instances of any state but deleted) as of the last commit;
     /// [`State::member_ids`] adds what the batch in hand changed.
     pub(super) members: HashMap<Uuid, HashSet<Uuid>>,
+    /// Each template's clones (of any state but deleted) as of the last commit.
+    pub(super) clones: HashMap<Uuid, HashSet<Uuid>>,
+    /// Instances (not templates) being deleted, as of the last commit.
+    pub(super) deleting: HashSet<Uuid>,
+    /// The view of every instance and template as of the last commit, kept up to date record by
+    /// record (published as it is: see [`crate::controller::Instances`]).
+    pub(super) view_cache: crate::controller::Instances,
     /// A change since the last published route table touched routing (an instance's state,
     /// incarnation, name or group; a group's domains or balance).
     pub(super) routes_dirty: bool,
@@ -390,6 +397,9 @@ impl State {
             declared_names: HashSet::new(),
             declared_groups: HashSet::new(),
             members: HashMap::new(),
+            clones: HashMap::new(),
+            deleting: HashSet::new(),
+            view_cache: Default::default(),
             routes_dirty: true,
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
@@ -453,7 +463,7 @@ impl State {
             Command::Api(call, reply) => {
                 let result = self.call(call, now, &mut fx);
                 fx.push(Effect::Publish);
-                fx.push(Effect::Reply(reply, result));
+                fx.push(Effect::Reply(reply, Box::new(result)));
             }
         }
         fx
@@ -1066,27 +1076,56 @@ impl State {
         }
     }
 
-    /// Clones of template `id` that still exist.
+    /// Clones of template `id` that still exist, right now (the committed index corrected by
+    /// the batch in hand, as [`State::member_ids`]).
     pub(super) fn clones_of(&self, id: Uuid) -> usize {
-        self.instances
-            .values()
-            .filter(|i| i.template == Some(id) && i.state != InstanceState::Deleted)
-            .count()
+        let live = |i: Option<&Instance>| {
+            i.is_some_and(|i| i.template == Some(id) && i.state != InstanceState::Deleted)
+        };
+        let mut ids: HashSet<Uuid> = self.clones.get(&id).cloned().unwrap_or_default();
+        for (key, before, after) in self.instances.changes() {
+            if live(before) && !live(after) {
+                ids.remove(key);
+            } else if live(after) {
+                ids.insert(*key);
+            }
+        }
+        ids.len()
     }
 
     /// Before a commit forgets the batch's pre-images: moves the changed instances between the
     /// groups' member sets, and notes whether routing changed (so that publishing can skip the
     /// route table when it did not — most batches, e.g. a lock or a reservation, leave it alone).
     pub(super) fn index_changes(&mut self) {
-        let live_group = |i: Option<&Instance>| {
+        fn live(i: Option<&Instance>) -> Option<&Instance> {
             i.filter(|i| i.state != InstanceState::Deleted)
-                .and_then(|i| i.group)
-        };
+        }
         let mut moves = Vec::new();
+        let mut clone_moves = Vec::new();
+        // Views to build again: every changed instance, and the templates whose clones changed.
+        let mut stale = HashSet::new();
+        let mut deleting = Vec::new();
         for (id, before, after) in self.instances.changes() {
-            let (from, to) = (live_group(before), live_group(after));
+            stale.insert(*id);
+            deleting.push((
+                *id,
+                after.is_some_and(|i| i.state == InstanceState::Deleted),
+            ));
+            let (from, to) = (
+                live(before).and_then(|i| i.group),
+                live(after).and_then(|i| i.group),
+            );
             if from != to {
                 moves.push((*id, from, to));
+            }
+            let (from, to) = (
+                live(before).and_then(|i| i.template),
+                live(after).and_then(|i| i.template),
+            );
+            if from != to {
+                clone_moves.push((*id, from, to));
+                stale.extend(from);
+                stale.extend(to);
             }
             let routed = |i: Option<&Instance>| {
                 i.map(|i| {
@@ -1102,17 +1141,23 @@ impl State {
                 self.routes_dirty = true;
             }
         }
-        for (id, from, to) in moves {
-            if let Some(g) = from
-                && let Some(set) = self.members.get_mut(&g)
-            {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.members.remove(&g);
-                }
+        for (id, now) in deleting {
+            if now {
+                self.deleting.insert(id);
+            } else {
+                self.deleting.remove(&id);
             }
-            if let Some(g) = to {
-                self.members.entry(g).or_default().insert(id);
+        }
+        move_between(&mut self.members, moves);
+        move_between(&mut self.clones, clone_moves);
+        for id in stale {
+            match self.instances.get(&id) {
+                Some(i) if i.state != InstanceState::Deleted => {
+                    let clones = self.clones.get(&id).map_or(0, HashSet::len);
+                    let view = self.instance_view(i, clones);
+                    self.view_cache.put(view);
+                }
+                _ => self.view_cache.remove(&id),
             }
         }
         for (_, before, after) in self.groups.changes() {
@@ -1269,6 +1314,27 @@ impl State {
 /// crash, and a budget of N takes about 16·ln(N) commits to spend.
 pub fn reservation_block(limit: u64, reserved: u64) -> u64 {
     (limit.saturating_sub(reserved) / 16).max(1)
+}
+
+/// Moves `(member, from, to)` between the sets of an index (a group's members, a template's
+/// clones), dropping sets that become empty.
+fn move_between(
+    index: &mut HashMap<Uuid, HashSet<Uuid>>,
+    moves: Vec<(Uuid, Option<Uuid>, Option<Uuid>)>,
+) {
+    for (id, from, to) in moves {
+        if let Some(k) = from
+            && let Some(set) = index.get_mut(&k)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                index.remove(&k);
+            }
+        }
+        if let Some(k) = to {
+            index.entry(k).or_default().insert(id);
+        }
+    }
 }
 
 /// Counts a kill that a delete lock held back, once each time it comes due (not once per

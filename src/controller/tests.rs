@@ -228,7 +228,15 @@ async fn after_shutdown_exits_are_not_judged() {
         .await;
     assert!(v.is_ok());
     eventually("a runs", || state_of(&r, "a") == Some("running")).await;
-    let id = r.published.view.load().instances[0].id;
+    let id = r
+        .published
+        .view
+        .load()
+        .instances
+        .iter()
+        .next()
+        .map(|i| i.id)
+        .expect("one instance");
     if let Some(tx) = r.shutdown.take() {
         let _ = tx.send(());
     }

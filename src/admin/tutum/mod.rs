@@ -254,7 +254,7 @@ fn all_containers(view: &View, now: SystemTime) -> Vec<ContainerView> {
         .instances
         .iter()
         .filter(|i| i.state != crate::controller::InstanceState::Template)
-        .map(|i| ContainerView::of(i, view.tutum.extra.get(&i.id)))
+        .map(ContainerView::of)
         .collect();
     out.extend(view.tutum.terminating.iter().cloned());
     let live: std::collections::HashSet<uuid::Uuid> = out.iter().map(|c| c.id).collect();
@@ -274,7 +274,7 @@ fn find_container(view: &View, r: &Ref, now: SystemTime) -> Option<ContainerView
     if let Some(i) = view.instances.iter().find(|i| {
         i.state != crate::controller::InstanceState::Template && matches(r, i.id, &i.name)
     }) {
-        return Some(ContainerView::of(i, view.tutum.extra.get(&i.id)));
+        return Some(ContainerView::of(i));
     }
     view.tutum
         .terminating

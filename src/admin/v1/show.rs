@@ -155,12 +155,10 @@ pub fn group(g: &GroupView, view: &View) -> Value {
     let instances = g
         .instances
         .iter()
-        .map(
-            |name| match view.instances.iter().find(|i| i.name == *name) {
-                Some(i) => json!({"uuid": i.id, "name": &**name}),
-                None => json!({"name": &**name}),
-            },
-        )
+        .map(|name| match view.instances.named(name) {
+            Some(i) => json!({"uuid": i.id, "name": &**name}),
+            None => json!({"name": &**name}),
+        })
         .collect();
     o.insert("instances".into(), Value::Array(instances));
     if g.deleted {

@@ -110,7 +110,7 @@ fn want_name(want: Want) -> &'static str {
 }
 
 fn judge(state: &AdminState, view: &View, id: Uuid, base: &Value, want: Want) -> Judged {
-    let Some(i) = view.instances.iter().find(|i| i.id == id) else {
+    let Some(i) = view.instances.get(&id) else {
         // Gone from the view: deleted.
         let mut gone = base.clone();
         gone["state"] = Value::from("deleted");

@@ -11,7 +11,7 @@
 //! the services and containers terminated in the last [`TERMINATED_RETENTION`] (in memory only:
 //! a restart forgets them).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -348,12 +348,12 @@ pub struct ContainerView {
 
 impl ContainerView {
     /// An instance of the view as a container of `service`.
-    pub fn of(i: &InstanceView, extra: Option<&ContainerExtra>) -> ContainerView {
+    pub fn of(i: &InstanceView) -> ContainerView {
         ContainerView {
             id: i.id,
             name: Arc::clone(&i.name),
             image: i.image.clone(),
-            service: extra.and_then(|e| e.service),
+            service: i.service,
             state: ContainerState::of(i.state, i.stop_reason),
             exit_code: i.exit_code,
             stop_reason: i.stop_reason,
@@ -363,21 +363,12 @@ impl ContainerView {
             delete_lock: i.delete_lock,
             requests: i.meter.count(),
             created_at: i.created_at,
-            started_at: extra.and_then(|e| e.started_at),
+            started_at: i.started_at,
             stopped_at: i.stopped_at,
             terminated_at: None,
             addr: i.addr,
         }
     }
-}
-
-/// What a container has beyond its instance view.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ContainerExtra {
-    /// The service it belongs to.
-    pub service: Option<Uuid>,
-    /// When its current run began (while running).
-    pub started_at: Option<SystemTime>,
 }
 
 /// Services and containers terminated lately, oldest first.
@@ -394,8 +385,6 @@ pub struct Graveyard {
 pub struct TutumView {
     /// Live services, oldest first.
     pub services: Vec<ServiceView>,
-    /// Service and start time of the instances that have either.
-    pub extra: HashMap<Uuid, ContainerExtra>,
     /// Containers being deleted (the view's instances leave them out).
     pub terminating: Vec<ContainerView>,
     /// Lately terminated services and containers.
@@ -505,7 +494,7 @@ impl State {
         Ok(id)
     }
 
-    fn spec(&self, id: Uuid) -> Option<&ServiceSpec> {
+    pub(super) fn spec(&self, id: Uuid) -> Option<&ServiceSpec> {
         self.groups.get(&id).and_then(|g| g.service.as_ref())
     }
 
@@ -945,13 +934,8 @@ impl State {
             return;
         }
         let service = inst.group.filter(|g| self.spec(*g).is_some());
-        let mut c = ContainerView::of(
-            &self.instance_view(inst, 0),
-            Some(&ContainerExtra {
-                service,
-                started_at: None,
-            }),
-        );
+        let mut c = ContainerView::of(&self.instance_view(inst, 0));
+        c.started_at = None;
         c.state = ContainerState::Terminated;
         c.terminated_at = Some(now);
         c.addr = None;
@@ -1000,44 +984,36 @@ impl State {
 
     // ---- what is published ---------------------------------------------------------------
 
-    /// The services, the extras of their containers, and the terminating and terminated ones.
-    /// One pass over the instances.
+    /// The services, and the terminating and terminated containers: built from the services'
+    /// member indexes and the instances being deleted, never a pass over every instance.
     pub(super) fn tutum_view(&self) -> TutumView {
-        let mut members: HashMap<Uuid, Vec<&Instance>> = HashMap::new();
-        let mut extra = HashMap::new();
-        let mut terminating = Vec::new();
-        for i in self.instances.values() {
-            if i.state == InstanceState::Template {
-                continue;
-            }
-            let service = i.group.filter(|g| self.spec(*g).is_some());
-            let started_at = i
-                .running_since
-                .filter(|_| matches!(i.state, InstanceState::Running | InstanceState::Draining));
-            let e = ContainerExtra {
-                service,
-                started_at,
-            };
-            if i.state == InstanceState::Deleted {
-                terminating.push(ContainerView::of(&self.instance_view(i, 0), Some(&e)));
-            }
-            if service.is_some() || started_at.is_some() {
-                extra.insert(i.id, e);
-            }
-            if let Some(g) = service {
-                members.entry(g).or_default().push(i);
-            }
-        }
+        let deleting: Vec<&Instance> = self
+            .deleting
+            .iter()
+            .filter_map(|id| self.instances.get(id))
+            .collect();
         let mut services: Vec<ServiceView> = self
             .groups
             .values()
-            .filter_map(|g| self.service_view_of(g, members.get(&g.id).map_or(&[], Vec::as_slice)))
+            .filter(|g| g.service.is_some())
+            .filter_map(|g| {
+                let members: Vec<&Instance> = self
+                    .member_ids(g.id)
+                    .iter()
+                    .filter_map(|id| self.instances.get(id))
+                    .chain(deleting.iter().copied().filter(|i| i.group == Some(g.id)))
+                    .collect();
+                self.service_view_of(g, &members)
+            })
             .collect();
         services.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+        let mut terminating: Vec<ContainerView> = deleting
+            .iter()
+            .map(|i| ContainerView::of(&self.instance_view(i, 0)))
+            .collect();
         terminating.sort_by(|a, b| a.name.cmp(&b.name));
         TutumView {
             services,
-            extra,
             terminating,
             terminated: Arc::clone(&self.tombstones.published),
         }
@@ -1169,7 +1145,7 @@ mod tests {
             let (tx, mut rx) = tokio::sync::oneshot::channel();
             for e in self.apply(Command::Api(call, tx)) {
                 if let Effect::Reply(to, r) = e {
-                    let _ = to.send(r);
+                    let _ = to.send(*r);
                 }
             }
             rx.try_recv().unwrap_or_else(|e| panic!("no reply: {e}"))
@@ -1273,7 +1249,7 @@ mod tests {
         for e in fx {
             match e {
                 Effect::Reply(to, r) => {
-                    let _ = to.send(r);
+                    let _ = to.send(*r);
                 }
                 other => deletes.push(other),
             }

@@ -211,7 +211,7 @@ impl H {
         for e in self.fx.drain(..).collect::<Vec<_>>() {
             match e {
                 Effect::Reply(to, r) => {
-                    let _ = to.send(r);
+                    let _ = to.send(*r);
                 }
                 other => self.fx.push(other),
             }
@@ -1552,8 +1552,11 @@ fn memory_limits_reach_the_runtime_and_clones_inherit_them() {
     assert_eq!(h.s.instances[&inherited].memory_mb, Some(32));
     let own = h.instance(clone_of(t, Some(128)), at(3));
     assert_eq!(h.s.instances[&own].memory_mb, Some(128));
-    let shown = h.s.view().instances.into_iter().find(|i| i.id == own);
-    assert_eq!(shown.and_then(|i| i.memory_mb), Some(128));
+    let view = h.s.view();
+    assert_eq!(
+        view.instances.get(&own).and_then(|i| i.memory_mb),
+        Some(128)
+    );
 }
 
 #[test]
@@ -1715,4 +1718,294 @@ fn adopted_containers_run_on_and_those_that_exited_meanwhile_are_judged() {
         fx.iter()
             .any(|e| matches!(e, Effect::Stop(id) if *id == stopped))
     );
+}
+
+/// One step of [`incremental_structures_match_a_rebuild`]: instance and group numbers pick
+/// among a few names, so steps collide (the same name twice, a step on a missing one).
+#[derive(Debug, Clone)]
+enum Step {
+    Group(u8),
+    Create {
+        n: u8,
+        group: Option<u8>,
+        start: bool,
+    },
+    Clone {
+        n: u8,
+        template: u8,
+    },
+    Run(u8),
+    Exit(u8, i32),
+    Stop(u8),
+    Lock(u8, bool),
+    Limit(u8, u64),
+    Template(u8),
+    Delete(u8),
+    Deleted(u8),
+    DeleteGroup(u8),
+    Serve(u8, u8),
+    Batch(Vec<Step>),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let one = prop_oneof![
+        (0u8..3).prop_map(Step::Group),
+        (0u8..8, proptest::option::of(0u8..3), any::<bool>())
+            .prop_map(|(n, group, start)| Step::Create { n, group, start }),
+        (0u8..8, 0u8..8).prop_map(|(n, template)| Step::Clone { n, template }),
+        (0u8..8).prop_map(Step::Run),
+        (0u8..8, 0i32..2).prop_map(|(n, c)| Step::Exit(n, c)),
+        (0u8..8).prop_map(Step::Stop),
+        (0u8..8, any::<bool>()).prop_map(|(n, l)| Step::Lock(n, l)),
+        (0u8..8, 0u64..4).prop_map(|(n, l)| Step::Limit(n, l)),
+        (0u8..8).prop_map(Step::Template),
+        (0u8..8).prop_map(Step::Delete),
+        (0u8..8).prop_map(Step::Deleted),
+        (0u8..3).prop_map(Step::DeleteGroup),
+        (0u8..8, 1u8..4).prop_map(|(n, r)| Step::Serve(n, r)),
+    ];
+    prop_oneof![
+        4 => one.clone(),
+        1 => proptest::collection::vec(one, 2..5).prop_map(Step::Batch),
+    ]
+}
+
+/// Applies `step` uncommitted (the harness commits after each batch).
+fn apply_step(h: &mut H, step: &Step, now: SystemTime) {
+    let name = |n: u8| format!("i{n}");
+    let id = |h: &H, n: u8| h.s.names.get(&Arc::from(name(n).as_str())).copied();
+    let call = |h: &mut H, c: Call| {
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let fx = h.s.apply(Command::Api(c, tx), now);
+        h.fx.extend(fx);
+    };
+    match step {
+        Step::Group(g) => call(
+            h,
+            Call::CreateGroup(NewGroup {
+                name: Some(format!("g{g}")),
+                domains: vec![format!("g{g}.localhost")],
+                ..Default::default()
+            }),
+        ),
+        Step::Create { n, group, start } => call(
+            h,
+            Call::CreateInstance(NewInstance {
+                autostart: *start,
+                service_group: group.map(|g| GroupChoice::Existing(Ref::Name(format!("g{g}")))),
+                ..new(&name(*n))
+            }),
+        ),
+        Step::Clone { n, template } => call(
+            h,
+            Call::CreateInstance(NewInstance {
+                name: Some(name(*n)),
+                image: None,
+                template: Some(Ref::Name(name(*template))),
+                ..Default::default()
+            }),
+        ),
+        Step::Run(n) => {
+            if let Some(id) = id(h, *n) {
+                let attempt = h.s.instances[&id].attempt;
+                let fx = h.s.apply(
+                    Command::Started {
+                        id,
+                        attempt,
+                        result: Ok(([127, 0, 0, 1], 9).into()),
+                    },
+                    now,
+                );
+                h.fx.extend(fx);
+            }
+        }
+        Step::Exit(n, code) => {
+            if let Some(id) = id(h, *n) {
+                let fx = h.s.apply(
+                    Command::Exited {
+                        id,
+                        exit_code: *code,
+                    },
+                    now,
+                );
+                h.fx.extend(fx);
+            }
+        }
+        Step::Stop(n) => call(h, Call::StopInstance(Ref::Name(name(*n)))),
+        Step::Lock(n, l) => call(
+            h,
+            Call::PatchInstance(Ref::Name(name(*n)), vec![InstancePatch::DeleteLock(*l)]),
+        ),
+        Step::Limit(n, l) => call(
+            h,
+            Call::PatchInstance(
+                Ref::Name(name(*n)),
+                vec![InstancePatch::Autokill(AutokillSpec {
+                    num_requests: Some(*l),
+                    time: None,
+                })],
+            ),
+        ),
+        Step::Template(n) => call(
+            h,
+            Call::CreateTemplate(NewTemplate {
+                instance: Ref::Name(name(*n)),
+                autokill_time: None,
+            }),
+        ),
+        Step::Delete(n) => {
+            call(h, Call::DeleteInstance(Ref::Name(name(*n))));
+            call(h, Call::DeleteTemplate(Ref::Name(name(*n))));
+        }
+        Step::Deleted(n) => {
+            // The runtime finishing a delete of whatever is being deleted under that name.
+            let gone: Vec<Uuid> =
+                h.s.instances
+                    .values()
+                    .filter(|i| *i.name == name(*n) && i.state == InstanceState::Deleted)
+                    .map(|i| i.id)
+                    .collect();
+            for id in gone {
+                let fx = h.s.apply(Command::Deleted { id, result: Ok(()) }, now);
+                h.fx.extend(fx);
+            }
+        }
+        Step::DeleteGroup(g) => call(h, Call::DeleteGroup(Ref::Name(format!("g{g}")))),
+        Step::Serve(n, r) => {
+            if let Some(id) = id(h, *n) {
+                let meter = Arc::clone(&h.s.instances[&id].meter);
+                for _ in 0..*r {
+                    if meter.admit() == crate::proxy::meter::Admission::Last {
+                        let fx = h.s.apply(Command::LimitReached { id }, now);
+                        h.fx.extend(fx);
+                    }
+                }
+            }
+        }
+        Step::Batch(steps) => {
+            for s in steps {
+                apply_step(h, s, now);
+            }
+        }
+    }
+}
+
+/// Where every known host leads, by instance id (table indexes differ between builds).
+fn routes(table: &crate::proxy::RouteTable, hosts: &BTreeSet<String>) -> Vec<(String, String)> {
+    hosts
+        .iter()
+        .map(|host| {
+            let to = match table.lookup(host.as_bytes()) {
+                None => "404".to_owned(),
+                Some(Target::Instance(None)) => "503".to_owned(),
+                Some(Target::Instance(Some(i))) => table.upstreams[*i].id.to_string(),
+                Some(Target::Group(g)) => {
+                    let mut ids: Vec<String> = g
+                        .members
+                        .iter()
+                        .map(|i| table.upstreams[*i].id.to_string())
+                        .collect();
+                    ids.sort();
+                    format!("group {ids:?}")
+                }
+            };
+            (host.clone(), to)
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    /// Issue 16: whatever happens, the indexes and the view kept up to date commit by commit
+    /// equal what a scan of every instance gives, and a route table not rebuilt (nothing that
+    /// routes changed) equals one rebuilt from scratch.
+    #[test]
+    fn incremental_structures_match_a_rebuild(steps in proptest::collection::vec(step(), 1..40)) {
+        let mut h = H::new();
+        let mut hosts = BTreeSet::new();
+        h.committed(at(0));
+        h.s.routes_dirty = false;
+        let mut published = h.s.route_table();
+        for (t, step) in steps.iter().enumerate() {
+            let now = at(10 * t as u64 + 1);
+            h.fx.clear();
+            apply_step(&mut h, step, now);
+            h.committed(now);
+            // The indexes.
+            for g in h.s.groups.values() {
+                let mut indexed = h.s.member_ids(g.id);
+                indexed.sort();
+                let mut scanned: Vec<Uuid> = h.s.instances.values()
+                    .filter(|i| i.group == Some(g.id) && i.state != InstanceState::Deleted)
+                    .map(|i| i.id).collect();
+                scanned.sort();
+                proptest::prop_assert_eq!(indexed, scanned, "members of {}", g.name);
+            }
+            // The view, record by record.
+            let view = h.s.view();
+            let live: Vec<&Instance> = h.s.instances.values()
+                .filter(|i| i.state != InstanceState::Deleted).collect();
+            proptest::prop_assert_eq!(view.instances.len(), live.len());
+            for i in live {
+                let clones = h.s.instances.values()
+                    .filter(|c| c.template == Some(i.id) && c.state != InstanceState::Deleted)
+                    .count();
+                let fresh = format!("{:?}", h.s.instance_view(i, clones));
+                let kept = format!("{:?}", view.instances.get(&i.id));
+                proptest::prop_assert_eq!(format!("Some({fresh})"), kept);
+            }
+            // The route table.
+            for i in h.s.instances.values() {
+                hosts.insert(format!("{}.localhost", i.name));
+            }
+            for g in h.s.groups.values() {
+                hosts.extend(g.domains.iter().cloned());
+            }
+            let rebuilt = h.s.route_table();
+            if std::mem::take(&mut h.s.routes_dirty) {
+                published = rebuilt;
+            } else {
+                proptest::prop_assert_eq!(
+                    routes(&published, &hosts),
+                    routes(&rebuilt, &hosts),
+                    "not rebuilt after {:?}", step
+                );
+            }
+        }
+    }
+}
+
+/// The published instances when a name passes from one instance to another within a batch
+/// (a redeploy): whichever order the two are refreshed in, the name leads to the new one.
+#[test]
+fn a_name_taken_over_in_one_batch_leads_to_the_new_instance() {
+    for old_first in [true, false] {
+        let mut h = H::new();
+        let old = h.instance(new("a"), at(0));
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        h.s.apply(Command::Api(Call::DeleteInstance(Ref::Id(old)), tx), at(1));
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        h.s.apply(Command::Api(Call::CreateInstance(new("a")), tx), at(1));
+        let fresh = h.s.names.get(&Arc::from("a")).copied().expect("a");
+        let mut cache = crate::controller::Instances::default();
+        let view = |h: &H, id: Uuid| h.s.instance_view(&h.s.instances[&id], 0);
+        if old_first {
+            cache.put(view(&h, old));
+            cache.put(view(&h, fresh));
+            cache.remove(&old);
+        } else {
+            cache.put(view(&h, old));
+            cache.remove(&old);
+            cache.put(view(&h, fresh));
+        }
+        assert_eq!(
+            cache.named("a").map(|v| v.id),
+            Some(fresh),
+            "old first: {old_first}"
+        );
+        assert_eq!(cache.len(), 1);
+        h.committed(at(1));
+        assert_eq!(h.s.view().instances.named("a").map(|v| v.id), Some(fresh));
+    }
 }

@@ -61,37 +61,13 @@ impl State {
     }
 
     /// What the API and `/metrics` read: every instance and template but those being deleted.
-    /// Linear in the number of instances: clones and group members are counted in one pass,
-    /// not once per template or group.
+    /// The instances are the view kept up to date at each commit (shared, not rebuilt); the
+    /// groups are built from their member index.
     pub fn view(&self) -> View {
-        let mut clones: HashMap<Uuid, usize> = HashMap::new();
-        let mut members: HashMap<Uuid, Vec<Arc<str>>> = HashMap::new();
-        for i in self.instances.values() {
-            if i.state == InstanceState::Deleted {
-                continue;
-            }
-            if let Some(t) = i.template {
-                *clones.entry(t).or_default() += 1;
-            }
-            if let Some(g) = i.group {
-                members.entry(g).or_default().push(Arc::clone(&i.name));
-            }
-        }
-        let mut instances: Vec<InstanceView> = self
-            .instances
-            .values()
-            .filter(|i| i.state != InstanceState::Deleted)
-            .map(|i| self.instance_view(i, clones.get(&i.id).copied().unwrap_or(0)))
-            .collect();
-        instances.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut groups: Vec<GroupView> = self
-            .groups
-            .values()
-            .map(|g| self.group_view_with(g, members.remove(&g.id).unwrap_or_default()))
-            .collect();
+        let mut groups: Vec<GroupView> = self.groups.values().map(|g| self.group_view(g)).collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         View {
-            instances,
+            instances: self.view_cache.clone(),
             groups,
             tutum: self.tutum_view(),
         }
@@ -127,6 +103,10 @@ impl State {
             created_at: i.created_at,
             delete_lock: i.delete_lock,
             addr: i.upstream.as_ref().map(|u| u.addr),
+            service: i.group.filter(|g| self.spec(*g).is_some()),
+            started_at: i
+                .running_since
+                .filter(|_| matches!(i.state, InstanceState::Running | InstanceState::Draining)),
         }
     }
 
