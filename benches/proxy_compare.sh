@@ -15,6 +15,12 @@
 #                        autokill       = instance with autokill: {num_requests: 0} (no limit)
 #                        autokill-limit = instance with num_requests: AK_LIMIT (counted against a
 #                                         limit it never reaches); its own upstream nginx, same config
+#                        autokill-base  = AUTOKILL_BASE (another build, e.g. of main) as a second
+#                                         server with its own instance `up` (same upstream config, its
+#                                         own nginx process), so before and after are measured in one run
+#   AUTOKILL_BASE=       a second autokill binary; adds the target autokill-base (and "÷ autokill-base")
+#   CLOSE=0              1: every request on a new connection (wrk -H "Connection: close", oha
+#                        --disable-keepalive); the proxies keep their upstream connections pooled
 #   AK_LIMIT=1000000000  request limit of the autokill-limit instance
 #   AK_POOL_IDLE=128     autokill proxy.pool_idle_per_instance (per worker, like nginx `keepalive 128`)
 #   WORKERS=2            workers of every proxy (nginx worker_processes, HAProxy nbthread, autokill workers)
@@ -42,7 +48,10 @@ THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-10000}
 LAT_DURATION=${LAT_DURATION:-$DURATION}
+AUTOKILL_BASE=${AUTOKILL_BASE:-}
+CLOSE=${CLOSE:-0}
 TARGETS=${TARGETS:-direct autokill autokill-limit nginx haproxy}
+if [[ -n $AUTOKILL_BASE && " $TARGETS " != *" autokill-base "* ]]; then TARGETS="$TARGETS autokill-base"; fi
 AK_LIMIT=${AK_LIMIT:-1000000000}
 AK_POOL_IDLE=${AK_POOL_IDLE:-128}
 WORKERS=${WORKERS:-2}
@@ -56,6 +65,8 @@ AUTOKILL=${AUTOKILL:-$REPO/target/release/autokill}
 
 AK_PORT=$BASE_PORT
 ADMIN_PORT=$((BASE_PORT + 1))
+AKB_PORT=$((BASE_PORT + 4))
+AKB_ADMIN_PORT=$((BASE_PORT + 5))
 NGINX_PORT=$((BASE_PORT + 2))
 HAPROXY_PORT=$((BASE_PORT + 3))
 HOST_HEADER=up.localhost
@@ -83,6 +94,9 @@ elif command -v python3 >/dev/null 2>&1; then
 else
     missing+=("  jq: not found (nor python3); install it with: apt-get install -y jq")
 fi
+if has_target autokill-base && [[ ! -x $AUTOKILL_BASE ]]; then
+    missing+=("  autokill-base: AUTOKILL_BASE=$AUTOKILL_BASE is not an executable")
+fi
 if [[ ! -x $AUTOKILL ]]; then
     missing+=("  autokill: $AUTOKILL not found; build it with: (cd $REPO && cargo build --release)")
 fi
@@ -97,7 +111,7 @@ if [[ $PERF == 1 ]] && ! command -v perf >/dev/null 2>&1; then
     die "PERF=1 needs perf; install it with: apt-get install -y linux-perf"
 fi
 for t in $TARGETS; do
-    case $t in direct | autokill | autokill-limit | nginx | haproxy) ;; *) die "unknown target $t" ;; esac
+    case $t in direct | autokill | autokill-limit | autokill-base | nginx | haproxy) ;; *) die "unknown target $t" ;; esac
 done
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -105,7 +119,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # Temp dir and cleanup: every process started here is stopped on exit, whatever the exit path.
 # ---------------------------------------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/proxy_compare.XXXXXX")
-AK_PID="" NGINX_PID="" HAPROXY_PID="" LOAD_PID="" PERF_PID=""
+AK_PID="" AKB_PID="" NGINX_PID="" HAPROXY_PID="" LOAD_PID="" PERF_PID=""
 
 alive() { [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; }
 
@@ -150,6 +164,7 @@ cleanup() {
     stop_pid "$PERF_PID" INT 5
     # autokill stops its instances on SIGTERM (within its stop_grace).
     stop_pid "$AK_PID" TERM 15
+    stop_pid "$AKB_PID" TERM 15
     stop_pid "$NGINX_PID" TERM 5
     stop_pid "$HAPROXY_PID" TERM 5
     left=$(tmp_pids)
@@ -239,9 +254,9 @@ child_ticks() {
 
 # JSON of /v1/instances -> "name ip:port state requests" lines (private_ip is the IP alone, as in
 # Unikraft's API; the port is private_port).
-instances() {
+instances() { # instances [ADMIN_PORT]
     local body
-    body=$(curl -fsS "http://127.0.0.1:$ADMIN_PORT/v1/instances") || return 1
+    body=$(curl -fsS "http://127.0.0.1:${1:-$ADMIN_PORT}/v1/instances") || return 1
     if [[ $JSON == jq ]]; then
         jq -r '.data.instances[] | "\(.name) \(.private_ip):\(.private_port) \(.state) \(.requests)"' <<<"$body"
     else
@@ -254,7 +269,7 @@ for i in json.load(sys.stdin)["data"]["instances"]:
 # ---------------------------------------------------------------------------------------------
 # Configs
 # ---------------------------------------------------------------------------------------------
-for p in "$AK_PORT" "$ADMIN_PORT" "$NGINX_PORT" "$HAPROXY_PORT"; do
+for p in "$AK_PORT" "$ADMIN_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$AKB_PORT" "$AKB_ADMIN_PORT"; do
     port_open "$p" && die "port 127.0.0.1:$p is in use (set BASE_PORT)"
 done
 
@@ -336,6 +351,28 @@ UP_PID=$(cat "$TMP/upstream-$UP_PORT.pid")
 LIM_PID=""
 if [[ -n $LIM_ADDR ]]; then LIM_PID=$(cat "$TMP/upstream-${LIM_ADDR##*:}.pid"); fi
 
+# The baseline build: a server of its own with the same instance `up` (its own upstream process).
+UPB_PID=""
+if has_target autokill-base; then
+    sed -e "s|127.0.0.1:$AK_PORT|127.0.0.1:$AKB_PORT|; s|127.0.0.1:$ADMIN_PORT|127.0.0.1:$AKB_ADMIN_PORT|" \
+        -e "s|$TMP/autokill.redb|$TMP/autokill-base.redb|" -e '/^  - name: lim$/,$d' \
+        "$TMP/autokill.yaml" >"$TMP/autokill-base.yaml"
+    NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$AUTOKILL_BASE" serve --config "$TMP/autokill-base.yaml" \
+        >"$TMP/autokill-base.log" 2>&1 &
+    AKB_PID=$!
+    wait_port "$AKB_ADMIN_PORT" 20 "$AKB_PID" autokill-base
+    wait_port "$AKB_PORT" 20 "$AKB_PID" autokill-base
+    UPB_ADDR=""
+    for ((i = 0; i < 200; i++)); do
+        UPB_ADDR=$(instances "$AKB_ADMIN_PORT" | awk '$1 == "up" && $3 == "running" { print $2 }' || true)
+        if [[ -n $UPB_ADDR ]]; then break; fi
+        alive "$AKB_PID" || die "autokill-base exited; see $TMP/autokill-base.log"
+        sleep 0.1
+    done
+    [[ -n $UPB_ADDR ]] || die "autokill-base: instance up not running after 20 s"
+    UPB_PID=$(cat "$TMP/upstream-${UPB_ADDR##*:}.pid")
+fi
+
 if has_target nginx; then
     cat >"$TMP/nginx-proxy.conf" <<EOF
 worker_processes $WORKERS;
@@ -399,6 +436,7 @@ url_of() {
     case $1 in
     direct) echo "http://$UP_ADDR/" ;;
     autokill | autokill-limit) echo "http://127.0.0.1:$AK_PORT/" ;;
+    autokill-base) echo "http://127.0.0.1:$AKB_PORT/" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT/" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT/" ;;
     esac
@@ -408,11 +446,18 @@ proxy_pids() {
     case $1 in
     direct) ;;
     autokill | autokill-limit) echo "$AK_PID" ;;
+    autokill-base) echo "$AKB_PID" ;;
     nginx) with_children "$NGINX_PID" ;;
     haproxy) echo "$HAPROXY_PID" ;;
     esac
 }
-upstream_pids() { if [[ $1 == autokill-limit ]]; then with_children "$LIM_PID"; else with_children "$UP_PID"; fi; }
+upstream_pids() {
+    case $1 in
+    autokill-limit) with_children "$LIM_PID" ;;
+    autokill-base) with_children "$UPB_PID" ;;
+    *) with_children "$UP_PID" ;;
+    esac
+}
 
 # Every target must answer 200 "Hello, world" before anything is measured.
 for t in $TARGETS; do
@@ -434,18 +479,24 @@ fi
 say "proxy_compare: $(nproc) CPUs, $(uname -r), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 say "  autokill: code $ak_rev, $AUTOKILL (workers $WORKERS, pool_idle_per_instance $AK_POOL_IDLE), $(nginx -v 2>&1 | sed 's/.*: //')$(has_target haproxy && haproxy -v | head -1 | awk '{print ", HAProxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
 say "  upstream nginx (1 worker) at $UP_ADDR${LIM_ADDR:+ (autokill-limit: $LIM_ADDR, num_requests $AK_LIMIT)}"
+if has_target autokill-base; then
+    say "  autokill-base: $AUTOKILL_BASE, its own upstream nginx (same config) at $UPB_ADDR"
+fi
+if [[ $CLOSE == 1 ]]; then say "  CLOSE=1: every request on a new client connection (Connection: close)"; fi
 say "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds"
 say "  µs/req: CPU (user+sys) per completed request; others: cores used meanwhile by anything but proxy," \
     "upstream and wrk (≈0 on an idle machine)"
 say ""
 
+CLOSE_WRK=() CLOSE_OHA=()
+if [[ $CLOSE == 1 ]]; then CLOSE_WRK=(-H "Connection: close") CLOSE_OHA=(--disable-keepalive); fi
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 AK_SENT_UP=1 # the curl check above
 
 # Load generators run in the background and are waited for, so that a signal reaches the trap at once.
 run_wrk() { # run_wrk TARGET DURATION OUTFILE
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --latency -H "Host: $(host_of "$1")" "$(url_of "$1")" >"$3" 2>&1 &
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --latency -H "Host: $(host_of "$1")" "${CLOSE_WRK[@]}" "$(url_of "$1")" >"$3" 2>&1 &
     LOAD_PID=$!
     wait "$LOAD_PID"
 }
@@ -524,10 +575,10 @@ for t in $TARGETS; do
         "${MCPU[$t]}" "${MUP[$t]}" "${MOTH[$t]}" "${MN[$t]}/$ROUNDS"
 done
 say ""
-for a in autokill autokill-limit; do
+for a in autokill autokill-limit autokill-base; do
     has_target "$a" || continue
-    for b in nginx haproxy; do
-        has_target "$b" || continue
+    for b in nginx haproxy autokill-base; do
+        has_target "$b" && [[ $a != "$b" ]] || continue
         printf '%-15s ÷ %-8s req/s %s   CPU/request %s\n' "$a" "$b" \
             "$(ratio "${MRPS[$a]}" "${MRPS[$b]}")" "$(ratio "${MCPU[$a]}" "${MCPU[$b]}")"
     done
@@ -560,7 +611,7 @@ else
         wait_idle
         child_ticks
         c0=$CT p0=$(cpu_ticks "${pp[@]}") u0=$(cpu_ticks "${up[@]}") b0=$(box_ticks) s0=$(date +%s.%N)
-        oha --no-tui --output-format json -q "$RATE" -z "$LAT_DURATION" -c "$CONNECTIONS" \
+        oha --no-tui --output-format json -q "$RATE" -z "$LAT_DURATION" -c "$CONNECTIONS" "${CLOSE_OHA[@]}" \
             -H "Host: $(host_of "$t")" "$(url_of "$t")" >"$out" 2>"$TMP/oha-$t.err" &
         LOAD_PID=$!
         wait "$LOAD_PID" || die "oha failed on $t: $(cat "$TMP/oha-$t.err")"
@@ -661,4 +712,4 @@ else
 fi
 say ""
 say "reproduce: DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS RATE=$RATE" \
-    "TARGETS=\"$TARGETS\" IDLE_WAIT=$IDLE_WAIT WORKERS=$WORKERS AK_POOL_IDLE=$AK_POOL_IDLE$([[ $PERF == 1 ]] && echo " PERF=1") benches/proxy_compare.sh"
+    "CLOSE=$CLOSE${AUTOKILL_BASE:+ AUTOKILL_BASE=$AUTOKILL_BASE} TARGETS=\"$TARGETS\" IDLE_WAIT=$IDLE_WAIT WORKERS=$WORKERS AK_POOL_IDLE=$AK_POOL_IDLE$([[ $PERF == 1 ]] && echo " PERF=1") benches/proxy_compare.sh"

@@ -11,7 +11,10 @@
 //! * `/__sleep/<ms>` answers after that many milliseconds;
 //! * `/__close` closes the connection without answering;
 //! * `/__bytes/<n>` answers with `n` bytes (at most 64 MiB);
-//! * `/__echo` with `Connection: upgrade` and `Upgrade: echo` switches protocols (101) and echoes bytes.
+//! * `/__echo` with `Connection: upgrade` and `Upgrade: echo` switches protocols (101) and echoes bytes;
+//! * `/__listen/close` closes the listener (new connections are refused; open ones are served), and
+//!   `/__listen/pause` stops accepting (new connections wait in the accept queue, `--backlog` long,
+//!   and once it is full are not answered at all): an upstream that refuses or hangs connects.
 //!
 //! Cost per request beyond hyper's own: one `String` for the body (moved into `Bytes`, not
 //! copied), one for the log line when `--log` is given, and two `Arc` clones (reference counts).
@@ -46,6 +49,16 @@ pub struct HelloOptions {
     pub log: Option<PathBuf>,
     /// Serve `/__exit/<code>`, which makes the process exit with that code.
     pub allow_exit: bool,
+    /// Length of the listener's accept queue.
+    pub backlog: u32,
+}
+
+/// What the accept loop does, as `/__listen/<mode>` sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listening {
+    Accept,
+    Pause,
+    Close,
 }
 
 /// Most bytes `/__bytes/<n>` answers with.
@@ -73,6 +86,7 @@ struct Shared {
     /// "flushed" to the kernel and survives the process being killed.
     log: Option<File>,
     allow_exit: bool,
+    listening: tokio::sync::watch::Sender<Listening>,
 }
 
 /// Runs the upstream until SIGTERM or SIGINT (exit 0), or until `/__exit/<code>` asks for an exit.
@@ -112,7 +126,7 @@ async fn serve(opts: HelloOptions) -> std::io::Result<()> {
     // not the default action's death by signal.
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let listener = TcpListener::bind(opts.listen).await.map_err(|err| {
+    let listener = bind(opts.listen, opts.backlog).map_err(|err| {
         std::io::Error::new(err.kind(), format!("binding {}: {err}", opts.listen))
     })?;
     let local = listener.local_addr()?;
@@ -123,13 +137,23 @@ async fn serve(opts: HelloOptions) -> std::io::Result<()> {
         name_header,
         log,
         allow_exit: opts.allow_exit,
+        listening: tokio::sync::watch::Sender::new(Listening::Accept),
     });
+    let mut mode = shared.listening.subscribe();
+    let mut listener = Some(listener);
 
     loop {
+        let accepting = *mode.borrow_and_update() == Listening::Accept;
         let stream = tokio::select! {
             _ = sigterm.recv() => return Ok(()),
             _ = sigint.recv() => return Ok(()),
-            accepted = listener.accept() => match accepted {
+            _ = mode.changed() => {
+                if *mode.borrow() == Listening::Close {
+                    listener = None;
+                }
+                continue;
+            }
+            accepted = accept(listener.as_ref()), if accepting => match accepted {
                 Ok((stream, _)) => stream,
                 Err(err) => {
                     // Usually EMFILE or a connection reset before accept; neither is fatal, and
@@ -143,6 +167,30 @@ async fn serve(opts: HelloOptions) -> std::io::Result<()> {
         // Answers are small; Nagle would only add latency.
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection(stream, Arc::clone(&shared)));
+    }
+}
+
+/// A listener on `addr` with an accept queue of `backlog`.
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
+/// The next connection on `listener`; never, once it is closed.
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -244,6 +292,12 @@ async fn handle(
             return Ok(response);
         }
         "/__close" => return Err(Closed),
+        "/__listen/close" => {
+            shared.listening.send_replace(Listening::Close);
+        }
+        "/__listen/pause" => {
+            shared.listening.send_replace(Listening::Pause);
+        }
         p if p.starts_with("/__bytes/") => {
             // A body too large for the socket buffers, to see what a client that stops
             // reading does to the proxy.

@@ -42,6 +42,9 @@ enum Command {
         /// Serve `/__exit/<code>`, which makes the process exit with that code (for tests and demos).
         #[arg(long)]
         allow_exit: bool,
+        /// Length of the listener's accept queue (a short one lets tests fill it).
+        #[arg(long, default_value_t = 1024)]
+        backlog: u32,
     },
     #[command(flatten)]
     Client(Box<autokill::cli::Command>),
@@ -58,11 +61,13 @@ fn main() -> ExitCode {
             name,
             log,
             allow_exit,
+            backlog,
         } => autokill::hello::run(autokill::hello::HelloOptions {
             listen,
             name,
             log,
             allow_exit,
+            backlog,
         })
         .map_err(anyhow::Error::from),
     };

@@ -70,7 +70,7 @@ pub struct ProxyConfig {
     pub base_domain: String,
     /// Time a client has to send a request's head before the connection is closed.
     pub header_read_timeout: Duration,
-    /// Time to establish an upstream TCP connection before answering 502.
+    /// Time to establish an upstream TCP connection before answering 504.
     pub upstream_connect_timeout: Duration,
     /// Time to wait for the upstream's response head before answering 504.
     pub upstream_timeout: Duration,

@@ -1,6 +1,7 @@
-//! The bodies the proxy streams: [`ProxyBody`] downstream (the upstream's body frame by frame, or a
-//! short body of the proxy's own) and [`ClientBody`] upstream (the client's request body with a
-//! read timeout). Concrete types, not boxed trait objects, so no allocation per request.
+//! The bodies the proxy streams: [`ProxyBody`] downstream (the upstream's body frame by frame, cut
+//! out of the upstream connection's read buffer, or a short body of the proxy's own) and
+//! [`ClientBody`] upstream (the client's request body with a read timeout). Concrete types, not
+//! boxed trait objects, so no allocation per request.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -13,6 +14,9 @@ use std::future::Future;
 
 use tokio::time::{Instant, Sleep};
 
+use super::client::UpstreamConn;
+use super::error::UpstreamError;
+use super::framing::{Decoded, Decoder};
 use super::worker::Finish;
 
 /// A downstream response body.
@@ -23,15 +27,86 @@ pub struct ProxyBody {
 
 #[derive(Debug)]
 enum Kind {
-    /// Streams the upstream's body; `finish` runs when it ends (or is dropped): the in-flight count
-    /// is released, the duration observed, and the upstream connection returned to the pool if
-    /// the body was read to its end.
-    Upstream {
-        body: Incoming,
-        finish: Option<Finish>,
-    },
+    /// Streams the upstream's body from its connection.
+    Upstream(Streaming),
     /// A body the proxy made itself (errors) or none at all.
     Full(Option<Bytes>),
+}
+
+/// An upstream body on its way: `finish` runs when it ends (or is dropped): the in-flight count
+/// is released, the duration observed, and the connection returned to the pool if it can carry
+/// another request.
+#[derive(Debug)]
+struct Streaming {
+    conn: Option<Box<UpstreamConn>>,
+    decoder: Decoder,
+    keep_alive: bool,
+    finish: Option<Finish>,
+}
+
+impl Streaming {
+    /// The body was read to its end: the connection goes to the pool if it may, and the request
+    /// finishes.
+    fn complete(&mut self) {
+        if let (Some(c), Some(f)) = (self.conn.take(), self.finish.take())
+            && c.reusable_after(self.keep_alive, &self.decoder)
+        {
+            f.pool(c);
+        }
+    }
+
+    /// Whether the body has ended, consuming whatever framing of its end is already buffered.
+    fn settled(&mut self) -> bool {
+        match self.conn.as_mut() {
+            Some(c) => self.decoder.settle(&mut c.read).is_ok() && self.decoder.is_done(),
+            None => true,
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        // Polled again: the client took the frame handed out last.
+        if let Some(f) = self.finish.as_mut() {
+            f.client_took();
+        }
+        loop {
+            let Some(c) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let failed = match self.decoder.decode(&mut c.read) {
+                Ok(Decoded::Data(data)) => {
+                    if self.settled() {
+                        self.complete();
+                    } else if let Some(f) = self.finish.as_mut() {
+                        f.handed_to_client();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::Done) => {
+                    self.complete();
+                    return Poll::Ready(None);
+                }
+                Err(err) => UpstreamError::Framing(err),
+                Ok(Decoded::More) => match ready!(c.poll_fill(cx)) {
+                    Ok(0) => match self.decoder.eof() {
+                        Ok(()) => {
+                            self.complete();
+                            return Poll::Ready(None);
+                        }
+                        Err(err) => UpstreamError::Framing(err),
+                    },
+                    Ok(_) => continue,
+                    Err(err) => UpstreamError::Io(err),
+                },
+            };
+            // The connection is closed and the request finishes unpooled.
+            self.conn = None;
+            self.finish = None;
+            return Poll::Ready(Some(Err(failed)));
+        }
+    }
 }
 
 impl ProxyBody {
@@ -49,73 +124,49 @@ impl ProxyBody {
         }
     }
 
-    /// The upstream's body, with what to do when it ends.
-    pub(crate) fn upstream(body: Incoming, finish: Finish) -> ProxyBody {
-        let mut body = ProxyBody {
-            kind: Kind::Upstream {
-                body,
-                finish: Some(finish),
-            },
+    /// The body of a response whose head came on `conn` (HTTP/1.1 keep-alive when `keep_alive`),
+    /// delimited as `decoder` says, with what to do when it ends. A body that has already ended
+    /// (none, or all of it in the buffer) finishes at once, so the connection goes back to the
+    /// pool before the response is even written.
+    pub(crate) fn upstream(
+        conn: Box<UpstreamConn>,
+        decoder: Decoder,
+        keep_alive: bool,
+        finish: Finish,
+    ) -> ProxyBody {
+        let mut streaming = Streaming {
+            conn: Some(conn),
+            decoder,
+            keep_alive,
+            finish: Some(finish),
         };
-        body.finish_if_ended();
-        body
-    }
-
-    /// Runs `finish` now if the upstream body has already ended (e.g. a response without body),
-    /// so the connection goes back to the pool before the response is even written.
-    fn finish_if_ended(&mut self) {
-        if let Kind::Upstream { body, finish } = &mut self.kind
-            && body.is_end_stream()
-            && let Some(mut f) = finish.take()
-        {
-            f.complete();
+        if streaming.settled() {
+            streaming.complete();
+        }
+        ProxyBody {
+            kind: Kind::Upstream(streaming),
         }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, finish } => {
-                // Polled again: the client took the frame handed out last.
-                if let Some(f) = finish.as_mut() {
-                    f.client_took();
-                }
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                match &frame {
-                    None => {
-                        if let Some(mut f) = finish.take() {
-                            f.complete();
-                        }
-                    }
-                    Some(Ok(_)) if body.is_end_stream() => {
-                        if let Some(mut f) = finish.take() {
-                            f.complete();
-                        }
-                    }
-                    Some(Err(_)) => drop(finish.take()),
-                    Some(Ok(_)) => {
-                        if let Some(f) = finish.as_mut() {
-                            f.handed_to_client();
-                        }
-                    }
-                }
-                Poll::Ready(frame)
-            }
+            Kind::Upstream(streaming) => streaming.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Upstream(s) => s.conn.is_none() || s.decoder.is_done(),
         }
     }
 
@@ -123,7 +174,10 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Upstream(s) => s
+                .decoder
+                .exact_remaining()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
         }
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::ProxyBody;
+use super::framing::FramingError;
 
 /// A request the proxy answers without (successfully) forwarding it.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +52,22 @@ pub enum ProxyError {
     Timeout(Duration),
     /// Upstream: the HTTP exchange failed (closed, malformed, reset).
     #[error("upstream failed: {0}")]
-    Protocol(hyper::Error),
+    Protocol(UpstreamError),
+}
+
+/// How an upstream broke an exchange after the connection was made; also the error a response
+/// body streamed from it ends with.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Reading or writing the connection failed (reset, broken pipe).
+    #[error("upstream connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream closed the connection before a whole response head.
+    #[error("upstream closed the connection before answering")]
+    Closed,
+    /// The response is not framed as HTTP/1.1 requires (RFC 9112 §6.3).
+    #[error(transparent)]
+    Framing(#[from] FramingError),
 }
 
 /// Every error kind: its metric label, and whether it is the upstream's failure

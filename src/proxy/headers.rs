@@ -1,9 +1,10 @@
 //! Header rewriting of a correct HTTP intermediary (RFC 9110 §7.6): hop-by-hop fields removed in
-//! both directions, `Via` and `X-Forwarded-For` added.
+//! both directions; the `Via` values (the upstream client writes `Via` and `X-Forwarded-For` into
+//! the request head itself).
 //!
-//! Cost per request: a handful of `HeaderMap` removals of absent standard names (hashing a standard
-//! header is a table index), and pre-built `HeaderValue`s for `Via`; an allocation only when the
-//! message names extra fields in `Connection` or already carries `X-Forwarded-For`.
+//! Cost per request: one pass over the message's names (a standard name compares as an index);
+//! a `HeaderMap` removal only for a hop-by-hop field that is there, and pre-built `HeaderValue`s
+//! for `Via`; an allocation only when the message names extra fields in `Connection`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -14,41 +15,77 @@ pub static VIA_2: HeaderValue = HeaderValue::from_static("2 autokill");
 /// `Via` for a message received as HTTP/1.0.
 pub static VIA_10: HeaderValue = HeaderValue::from_static("1.0 autokill");
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-For`, which the upstream client writes as one list.
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Removes the hop-by-hop fields: those RFC 9110 §7.6.1 lists and every field named in `Connection`.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (a 101 handshake in progress).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over their few names (standard names compare as an
-    // index) is cheaper than hashing the seven names below for removal.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the message's few names (standard names compare as an index) notes which
+    // hop-by-hop fields are there; only those are removed, since removing an absent name still
+    // hashes it. Most messages carry none, or only `Connection: close`/`keep-alive`.
+    let present = headers.keys().fold(0u8, |bits, name| bits | hop_bit(name));
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        strip_connection_named(headers, keep_upgrade);
+    if present & 1 != 0 {
+        strip_connection(headers, keep_upgrade);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::TRAILER);
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if present & (1 << i) != 0 && !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
     }
 }
 
-/// One of the fields RFC 9110 §7.6.1 lists as hop-by-hop (plus `Trailer` and the legacy
-/// `Proxy-Connection` and `Keep-Alive`).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+/// The fields RFC 9110 §7.6.1 lists as hop-by-hop (plus `Trailer` and the legacy
+/// `Proxy-Connection` and `Keep-Alive`); `Connection` first.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// The bit of `name` in [`HOP_BY_HOP`] (0 for an end-to-end field): a switch on the length of
+/// the (lower-case) name, then at most two string compares; most names have a length no
+/// hop-by-hop name has.
+#[inline]
+fn hop_bit(name: &HeaderName) -> u8 {
+    let s = name.as_str();
+    let is = |i: usize| u8::from(s == HOP_BY_HOP[i].as_str()) << i;
+    match s.len() {
+        2 => is(1),
+        7 => is(3) | is(4),
+        10 => is(0) | is(5),
+        16 => is(6),
+        17 => is(2),
+        _ => 0,
+    }
+}
+
+/// Removes `Connection`; when it names fields other than the options `close` and `keep-alive`
+/// (and `upgrade` while one is in progress), those too.
+fn strip_connection(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let options_only = headers.get_all(header::CONNECTION).iter().all(|v| {
+        v.as_bytes().split(|&b| b == b',').all(|t| {
+            let t = t.trim_ascii();
+            t.is_empty()
+                || t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"keep-alive")
+                || (keep_upgrade && t.eq_ignore_ascii_case(b"upgrade"))
+        })
+    });
+    if !options_only {
+        return strip_connection_named(headers, keep_upgrade);
+    }
+    headers.remove(header::CONNECTION);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
 }
 
 /// Removes `Connection` and the fields it names (the rare path: allocates the list of names).
@@ -82,29 +119,6 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
         })
-}
-
-/// Appends the client's address to `X-Forwarded-For`, joining any fields already present into
-/// one list so that applications reading only the first field still see the whole chain.
-pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    if !headers.contains_key(&X_FORWARDED_FOR) {
-        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
-        return;
-    }
-    let mut joined = Vec::with_capacity(64);
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        joined.extend_from_slice(v.as_bytes());
-        joined.extend_from_slice(b", ");
-    }
-    joined.extend_from_slice(client.as_bytes());
-    match HeaderValue::from_bytes(&joined) {
-        Ok(v) => {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        Err(_) => {
-            headers.insert(X_FORWARDED_FOR.clone(), client.clone());
-        }
-    }
 }
 
 #[cfg(test)]
@@ -142,6 +156,22 @@ mod tests {
     }
 
     #[test]
+    fn connection_options_alone_remove_only_connection() {
+        let mut h = map(&[
+            ("connection", "close"),
+            ("connection", " Keep-Alive ,"),
+            ("x-kept", "yes"),
+            ("te", "trailers"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+        let mut h = map(&[("x-kept", "yes"), ("via", "1.1 edge")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2, "end-to-end fields are left alone");
+    }
+
+    #[test]
     fn keeps_upgrade_for_handshakes() {
         let mut h = map(&[
             ("connection", "Upgrade, x-secret"),
@@ -159,21 +189,5 @@ mod tests {
             Some(&b"upgrade"[..])
         );
         assert!(!h.contains_key("x-secret"));
-    }
-
-    #[test]
-    fn forwarded_for_is_one_list() {
-        let client = HeaderValue::from_static("127.0.0.9");
-        let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, &client);
-        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(h["x-forwarded-for"], "127.0.0.9");
-        let mut h = map(&[
-            ("x-forwarded-for", "10.0.0.1"),
-            ("x-forwarded-for", "10.0.0.2"),
-        ]);
-        append_forwarded_for(&mut h, &client);
-        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
     }
 }

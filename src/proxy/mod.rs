@@ -3,9 +3,14 @@
 //! [`Proxy::start`] binds one `SO_REUSEPORT` listener per worker and runs each worker on a thread
 //! of its own (see [`worker`]). The proxy reads the [`RouteTable`] the controller publishes and
 //! tells the controller one thing: that an instance's request budget is spent ([`ProxyEvent`]).
+//!
+//! Requests go upstream through `client` (the proxy's HTTP/1.1 client, no task of its own) with
+//! responses framed by [`framing`] (RFC 9112 §6.3); errors are classified in [`error`].
 
 pub mod body;
+mod client;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod meter;
 pub mod route;

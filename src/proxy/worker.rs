@@ -1,25 +1,32 @@
 //! One proxy worker: a thread with its own `current_thread` runtime, its own `SO_REUSEPORT`
 //! listener, and its own upstream connection pool, so a request never wakes another thread.
 //!
+//! Clients are served by hyper (HTTP/1.1 and h2c); upstreams by the proxy's own HTTP/1.1 client
+//! ([`super::client`]), driven by the same task, so a forwarded request costs no task, channel or
+//! timer of its own.
+//!
 //! Everything a worker owns is `Rc`/`RefCell`: no lock and no atomic reference count is touched on
 //! the request path except the instance's [`Meter`](super::meter::Meter) (one shared `fetch_add`)
-//! and the worker's own in-flight slot (uncontended). Per request, beyond what hyper allocates
-//! itself: no allocation for routing, counting, the pool or `X-Forwarded-For` (the client's
-//! address is a `'static` value the worker made once for that address, copied without a reference
-//! count); the route table is read through an `arc_swap::Cache` (one atomic load when it has not
-//! changed). A request the proxy answers itself bumps one counter resolved when the worker
-//! started. HTTP/2 and absolute-form requests pay one allocation for the `Host` they are given.
+//! and the worker's own in-flight slot (uncontended). Per request, beyond what hyper's server
+//! allocates itself: the response's `HeaderMap` (one allocation; its values are slices of the read
+//! buffer), a `HeaderName` for a response field that is not a standard one, and nothing for
+//! routing, counting, the pool, the request head (written into the upstream connection's reused
+//! buffer) or `X-Forwarded-For` (the client's address is a `'static` value the worker made once
+//! for that address); the route table is read through an `arc_swap::Cache` (one atomic load when
+//! it has not changed). A request the proxy answers itself bumps one counter resolved when the
+//! worker started. HTTP/2 and absolute-form requests pay one allocation for the `Host` they are
+//! given.
 //!
 //! Per connection: a place under the worker's connection cap, the connection's state (its route
 //! memo holds the host bytes inline), and a watchdog ([`net::supervise`]) that closes it when it
-//! is silent, idle, or its client stops taking a response.
+//! is silent, idle, or its client stops taking a response. Per upstream connection: one box with
+//! its socket, buffers and response timer.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::error::Error as _;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,21 +34,25 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, Cache};
 use bytes::Bytes;
 use http::header::{HOST, VIA};
+use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self as client, SendRequest};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntCounter;
 use prometheus::local::LocalHistogram;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::ProxyEvent;
-use super::body::{ClientBody, ClientBodyError, ProxyBody};
+use super::body::{ClientBody, ProxyBody};
+use super::client::{RequestBody, UpstreamConn};
 use super::error::{KINDS, ProxyError};
+use super::framing::{Decoder, Expect, Head};
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
 use super::meter::{Admission, Meter};
 use super::route::{RouteMemo, RouteTable, Target, Upstream};
@@ -96,7 +107,10 @@ impl Settings {
 #[derive(Debug)]
 pub(crate) struct LocalUpstream {
     upstream: Arc<Upstream>,
-    idle: RefCell<Vec<SendRequest<ClientBody>>>,
+    /// Most recently pooled last, taken first (its socket and buffers are the warmest). Boxed:
+    /// a connection moves between the pool, a request and a response body as one pointer.
+    #[allow(clippy::vec_box)]
+    idle: RefCell<Vec<Box<UpstreamConn>>>,
 }
 
 /// The table a worker last synchronised with, and its [`LocalUpstream`]s in the table's order.
@@ -134,10 +148,8 @@ pub(crate) struct Finish {
     local: Rc<LocalUpstream>,
     worker: Rc<Worker>,
     conn: Rc<ConnInfo>,
-    sender: Option<SendRequest<ClientBody>>,
     start: Instant,
-    completed: bool,
-    /// The request was handed to an upstream connection (from then on it may have been seen).
+    /// The request was written to an upstream connection (from then on it may have been seen).
     sent: bool,
     /// A body frame was handed to the client and it has not asked for the next yet.
     handed: bool,
@@ -152,9 +164,13 @@ impl std::fmt::Debug for Finish {
 }
 
 impl Finish {
-    /// Marks the response body as read to its end, so the connection may be reused.
-    pub(crate) fn complete(&mut self) {
-        self.completed = true;
+    /// The response was read to its end on `conn`, which may carry another request: back to
+    /// the pool (if it has room), and the request finishes.
+    pub(crate) fn pool(self, conn: Box<UpstreamConn>) {
+        let mut idle = self.local.idle.borrow_mut();
+        if idle.len() < self.worker.settings.pool_idle {
+            idle.push(conn);
+        }
     }
 
     /// A body frame went to the client: until it asks for the next, the response waits for it.
@@ -188,14 +204,6 @@ impl Drop for Finish {
             upstream.meter.unadmit();
         }
         upstream.leave(self.worker.index);
-        if self.completed
-            && let Some(sender) = self.sender.take()
-        {
-            let mut idle = self.local.idle.borrow_mut();
-            if idle.len() < self.worker.settings.pool_idle && !sender.is_closed() {
-                idle.push(sender);
-            }
-        }
     }
 }
 
@@ -351,132 +359,107 @@ impl Worker {
         value
     }
 
-    /// Sends `req` on a pooled connection, or a new one; a request the pool's connection did not
-    /// take (closed before it was written) moves on unharmed, so this is never a retry of a request
-    /// the upstream saw.
-    async fn send(
+    /// Writes the request head on a pooled connection, or a new one. A connection that fails
+    /// before the head left moves the request on unharmed, so this is never a retry of a request
+    /// the upstream saw. Upgrades always get a connection of their own.
+    async fn send_head(
         &self,
         finish: &mut Finish,
-        mut req: Request<ClientBody>,
-    ) -> Result<(Response<Incoming>, SendRequest<ClientBody>), ProxyError> {
+        parts: &Parts,
+        via: &HeaderValue,
+        body: RequestBody,
+        upgrade: bool,
+    ) -> Result<Box<UpstreamConn>, ProxyError> {
         loop {
-            let pooled = finish.local.idle.borrow_mut().pop();
-            let Some(mut sender) = pooled else { break };
-            if sender.is_closed() || (!sender.is_ready() && sender.ready().await.is_err()) {
-                continue;
+            let pooled = if upgrade {
+                None
+            } else {
+                finish.local.idle.borrow_mut().pop()
+            };
+            let fresh = pooled.is_none();
+            let mut conn = match pooled {
+                Some(conn) if !conn.is_usable() => continue,
+                Some(conn) => conn,
+                None => {
+                    UpstreamConn::connect(finish.local.upstream.addr, self.settings.connect_timeout)
+                        .await?
+                }
+            };
+            conn.encode_head(parts, &finish.conn.client, via, body);
+            match conn.send_head().await {
+                Ok(()) => {
+                    finish.sent = true;
+                    return Ok(conn);
+                }
+                Err(failed) if failed.sent || fresh => {
+                    finish.sent = failed.sent;
+                    return Err(failed.error);
+                }
+                Err(_) => {}
             }
-            match self.exchange(finish, &mut sender, req).await {
-                Ok(resp) => return Ok((resp, sender)),
-                Err((_, Some(unsent))) => req = unsent,
-                Err((err, None)) => return Err(err),
-            }
-        }
-        let mut sender = self.connect(finish.local.upstream.addr, false).await?;
-        match self.exchange(finish, &mut sender, req).await {
-            Ok(resp) => Ok((resp, sender)),
-            Err((err, _)) => Err(err),
         }
     }
 
-    /// Hands `req` to `sender` and waits for the response head. From the hand-over the request
-    /// counts as sent, unless hyper gives it back unwritten (then it is returned with the error).
-    async fn exchange(
+    /// Forwards the request and waits for the response head (by the request's deadline).
+    async fn forward(
         &self,
         finish: &mut Finish,
-        sender: &mut SendRequest<ClientBody>,
-        req: Request<ClientBody>,
-    ) -> Result<Response<Incoming>, (ProxyError, Option<Request<ClientBody>>)> {
-        finish.sent = true;
+        parts: &Parts,
+        body: ClientBody,
+        via: &HeaderValue,
+        upgrade: bool,
+    ) -> Result<(Head, Box<UpstreamConn>), ProxyError> {
+        let framing = RequestBody::of(parts, &body);
+        let mut conn = self.send_head(finish, parts, via, framing, upgrade).await?;
+        let expect = Expect {
+            head: parts.method == Method::HEAD,
+            upgrade,
+        };
+        let body = (framing != RequestBody::None).then_some((body, framing));
         let limit = self.settings.upstream_timeout;
-        match timeout(limit, sender.try_send_request(req)).await {
-            Err(_) => Err((ProxyError::Timeout(limit), None)),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(mut err)) => {
-                let unsent = err.take_message();
-                finish.sent = unsent.is_none();
-                Err((exchange_error(err.into_error()), unsent))
-            }
-        }
-    }
-
-    /// Opens a new upstream connection; its driver runs as a task on this worker.
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-        upgrades: bool,
-    ) -> Result<SendRequest<ClientBody>, ProxyError> {
-        let stream = match timeout(self.settings.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ProxyError::ConnectTimeout(self.settings.connect_timeout)),
-            Ok(Err(err)) => return Err(ProxyError::connect(err)),
-            Ok(Ok(stream)) => stream,
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = client::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ProxyError::Protocol)?;
-        if upgrades {
-            tokio::task::spawn_local(async move {
-                let _ = conn.with_upgrades().await;
-            });
-        } else {
-            tokio::task::spawn_local(async move {
-                let _ = conn.await;
-            });
-        }
-        Ok(sender)
-    }
-
-    /// An `Upgrade` request: a connection of its own, and after the upstream's 101 the two
-    /// upgraded connections are spliced. The request counts as in flight until the tunnel closes.
-    async fn upgrade(
-        &self,
-        mut req: Request<ClientBody>,
-        mut finish: Finish,
-    ) -> Response<ProxyBody> {
-        let downstream = hyper::upgrade::on(&mut req);
-        let mut sender = match self.connect(finish.local.upstream.addr, true).await {
-            Ok(sender) => sender,
-            Err(err) => return self.refuse(err),
-        };
-        let mut resp = match self.exchange(&mut finish, &mut sender, req).await {
-            Ok(resp) => resp,
-            Err((err, _)) => return self.refuse(err),
-        };
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            headers::strip_hop_by_hop(resp.headers_mut(), false);
-            resp.headers_mut().append(VIA, VIA_11.clone());
-            return resp.map(|body| ProxyBody::upstream(body, finish));
-        }
-        let upstream = hyper::upgrade::on(&mut resp);
-        tokio::task::spawn_local(async move {
-            let _finish = finish;
-            if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up))
-                        .await;
-            }
-        });
-        headers::strip_hop_by_hop(resp.headers_mut(), true);
-        resp.headers_mut().append(VIA, VIA_11.clone());
-        resp.map(|_| ProxyBody::empty())
+        let head = conn
+            .response(body, expect, finish.start + limit, limit)
+            .await?;
+        Ok((head, conn))
     }
 }
 
-/// Classifies a failed exchange: the client's request body (a stall: 408; a broken stream: 400)
-/// is the client's fault; anything else is the upstream's.
-fn exchange_error(err: hyper::Error) -> ProxyError {
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if let Some(body) = cause.downcast_ref::<ClientBodyError>() {
-            return match body {
-                ClientBodyError::Timeout(limit) => ProxyError::BodyTimeout(*limit),
-                ClientBodyError::Read(_) => ProxyError::ClientBody(err),
-            };
+/// The response the client gets for an upstream's `head` on `conn`: hop-by-hop fields removed,
+/// `Via` added, the body streamed from the connection. A 101 to an upgrade splices the two
+/// connections (the request counts as in flight until the tunnel closes).
+fn respond(
+    mut head: Head,
+    conn: Box<UpstreamConn>,
+    finish: Finish,
+    downstream: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_hop_by_hop(&mut head.headers, switching);
+    head.headers.append(VIA, VIA_11.clone());
+    let body = match downstream {
+        Some(downstream) if switching => {
+            tokio::task::spawn_local(tunnel(downstream, conn, finish));
+            ProxyBody::empty()
         }
-        source = cause.source();
+        _ => ProxyBody::upstream(conn, Decoder::new(head.framing), head.keep_alive, finish),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers;
+    resp
+}
+
+/// Splices the client's upgraded connection with the upstream's after a 101; bytes the upstream
+/// sent right after its head go to the client first.
+async fn tunnel(downstream: OnUpgrade, conn: Box<UpstreamConn>, finish: Finish) {
+    let _finish = finish;
+    let (mut upstream, early) = conn.into_upgraded();
+    let Ok(down) = downstream.await else { return };
+    let mut down = TokioIo::new(down);
+    if !early.is_empty() && down.write_all(&early).await.is_err() {
+        return;
     }
-    ProxyError::Protocol(err)
+    let _ = tokio::io::copy_bidirectional(&mut down, &mut upstream).await;
 }
 
 /// The host a request names (RFC 9112 §3.2): the authority of an absolute-form or HTTP/2 target,
@@ -598,9 +581,7 @@ async fn handle(
         local,
         worker: Rc::clone(&worker),
         conn,
-        sender: None,
         start,
-        completed: false,
         sent: false,
         handed: false,
     };
@@ -625,31 +606,23 @@ async fn handle(
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     }
-    parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    headers::append_forwarded_for(&mut parts.headers, &finish.conn.client);
-    parts.headers.append(VIA, via.clone());
-    let req = Request::from_parts(
-        parts,
-        ClientBody::new(body, worker.settings.request_body_timeout),
-    );
-
-    if upgrade {
-        return Ok(worker.upgrade(req, finish).await);
-    }
-    match worker.send(&mut finish, req).await {
-        Ok((mut resp, sender)) => {
-            finish.sender = Some(sender);
-            headers::strip_hop_by_hop(resp.headers_mut(), false);
-            resp.headers_mut().append(VIA, VIA_11.clone());
-            Ok(resp.map(|body| ProxyBody::upstream(body, finish)))
-        }
+    let downstream = if upgrade {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    let body = ClientBody::new(body, worker.settings.request_body_timeout);
+    match worker
+        .forward(&mut finish, &parts, body, via, upgrade)
+        .await
+    {
+        Ok((head, conn)) => Ok(respond(head, conn, finish, downstream)),
         Err(err) => Ok(worker.refuse(err)),
     }
 }
 
-/// Spawns futures on the worker's own thread: hyper's HTTP/2 streams and the upstream
-/// connections' drivers never leave it.
+/// Spawns futures on the worker's own thread: hyper's HTTP/2 streams never leave it.
 #[derive(Clone, Copy, Debug)]
 struct LocalExec;
 
