@@ -219,8 +219,8 @@ async fn started_instance_answers_and_stop_reports_one_exit() {
     h.stop(id).await.expect("stop a stopped instance");
     h.no_more_events().await;
 
-    // It starts again on the same address.
-    assert_eq!(h.start(id).await.expect("restart"), addr);
+    // It starts again, on the port picked for this start.
+    let addr = h.start(id).await.expect("restart");
     assert!(get(addr, "/").await.ends_with("hello from web: /\n"));
     h.delete(id).await.expect("delete");
     assert_eq!(h.next_exit().await, (id, 0));
@@ -420,4 +420,40 @@ async fn delete_of_a_created_never_started_instance_succeeds() {
         Err(RuntimeError::UnknownInstance(_))
     ));
     h.no_more_events().await;
+}
+
+/// A stopped instance holds no port, process or descriptor: more instances than loopback has
+/// ports can exist at once, and each start picks a port no running instance holds.
+#[tokio::test]
+async fn stopped_instances_hold_no_port() {
+    let mut h = Harness::new(vec![("hello", hello_image())], PATIENCE);
+    let fds = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let before = fds();
+    for n in 0..70_000 {
+        h.create_again(Uuid::new_v4(), &format!("idle-{n}"), "hello")
+            .await;
+    }
+    assert!(fds() <= before + 2, "created instances hold descriptors");
+    let a = h.create("a", "hello").await;
+    let b = h.create("b", "hello").await;
+    let at_a = h.start(a).await.expect("start a");
+    let at_b = h.start(b).await.expect("start b");
+    assert_ne!(at_a, at_b);
+    assert!(get(at_a, "/").await.ends_with("hello from a: /\n"));
+    assert!(get(at_b, "/").await.ends_with("hello from b: /\n"));
+    for id in [a, b] {
+        h.stop(id).await.expect("stop");
+        h.next_exit().await;
+    }
+    // Started again, each answers on its new port.
+    for (id, name) in [(a, "a"), (b, "b")] {
+        let addr = h.start(id).await.expect("start again");
+        assert!(
+            get(addr, "/")
+                .await
+                .ends_with(&format!("hello from {name}: /\n"))
+        );
+        h.delete(id).await.expect("delete");
+        h.next_exit().await;
+    }
 }

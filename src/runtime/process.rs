@@ -1,5 +1,7 @@
 //! The `process` runtime (the embedded default): each instance is a local child process in its own
-//! process group, listening on a loopback port the runtime picked.
+//! process group, listening on a loopback port the runtime picks at each start (a stopped
+//! instance holds no port, process or file descriptor, so stopped instances are not bounded by
+//! the 64k ports of loopback).
 //!
 //! Lifecycle of one child:
 //!
@@ -17,7 +19,7 @@
 //! once, whoever caused it: a stop, the process itself, or a failed start (`ExitedEarly` and
 //! `StartTimeout` are followed by their `Exited` event too).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
@@ -38,7 +40,7 @@ use crate::config::{ImageConfig, RuntimeConfig};
 /// How often `start` tries to connect to a starting instance.
 const READY_POLL: Duration = Duration::from_millis(10);
 
-/// How many times `create` asks the OS for a port before accepting one another instance holds.
+/// How many times `start` asks the OS for a port before accepting one another instance holds.
 const PORT_ATTEMPTS: usize = 16;
 
 /// Runs instances as local child processes. See the module documentation.
@@ -58,17 +60,23 @@ struct Inner {
     owner: String,
     /// Never held across an `.await`; every critical section is a few map operations (and one
     /// `spawn`, so that two concurrent starts cannot both spawn).
-    instances: Mutex<HashMap<Uuid, Instance>>,
+    table: Mutex<Table>,
     /// Where instances' output goes; `None`: inherited (autokill's own stdout and stderr).
     logs: Option<LogFiles>,
+}
+
+/// What the runtime knows, under one lock.
+#[derive(Default)]
+struct Table {
+    instances: HashMap<Uuid, Instance>,
+    /// The ports of the running instances (each picked at its start, given back at its exit).
+    ports: HashSet<u16>,
 }
 
 /// An instance the runtime knows about, running or not.
 struct Instance {
     name: String,
     image: String,
-    /// Allocated at create and kept across restarts, so the instance's address never changes.
-    port: u16,
     running: Option<Running>,
 }
 
@@ -76,6 +84,8 @@ struct Instance {
 struct Running {
     /// Also its process group id: the child is its group's leader.
     pid: u32,
+    /// Where it listens: picked at its start, held until it exits.
+    port: u16,
     /// `Some(exit code)` once the exit watcher has seen the process exit.
     exited: watch::Receiver<Option<i32>>,
 }
@@ -93,7 +103,7 @@ impl ProcessRuntime {
                 self_exe,
                 events,
                 owner: String::new(),
-                instances: Mutex::new(HashMap::new()),
+                table: Mutex::new(Table::default()),
                 logs: None,
             }),
         }
@@ -127,6 +137,7 @@ impl ProcessRuntime {
     pub fn pid(&self, id: Uuid) -> Option<u32> {
         self.inner
             .lock()
+            .instances
             .get(&id)
             .and_then(|instance| instance.running.as_ref())
             .map(|running| running.pid)
@@ -136,36 +147,37 @@ impl ProcessRuntime {
         if !self.inner.images.contains_key(&spec.image) {
             return Err(RuntimeError::UnknownImage(spec.image.clone()));
         }
-        let mut instances = self.inner.lock();
-        if instances.contains_key(&spec.id) {
-            return Ok(());
-        }
-        let port = free_port(&instances)?;
-        instances.insert(
-            spec.id,
-            Instance {
+        self.inner
+            .lock()
+            .instances
+            .entry(spec.id)
+            .or_insert_with(|| Instance {
                 name: spec.name.clone(),
                 image: spec.image.clone(),
-                port,
                 running: None,
-            },
-        );
-        tracing::debug!(instance = %spec.id, name = %spec.name, port, "process instance created");
+            });
+        tracing::debug!(instance = %spec.id, name = %spec.name, "process instance created");
         Ok(())
     }
 
     async fn start_instance(&self, id: Uuid) -> Result<SocketAddr, RuntimeError> {
         let (addr, pid, mut exited) = {
-            let mut instances = self.inner.lock();
+            let mut table = self.inner.lock();
+            let Table { instances, ports } = &mut *table;
             let instance = instances
                 .get_mut(&id)
                 .ok_or(RuntimeError::UnknownInstance(id))?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, instance.port));
             match &instance.running {
                 // Already started (perhaps still starting): wait for it like its starter does.
-                Some(running) => (addr, running.pid, running.exited.clone()),
+                Some(running) => (
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, running.port)),
+                    running.pid,
+                    running.exited.clone(),
+                ),
                 None => {
-                    let child = self.inner.spawn(id, instance)?;
+                    let port = free_port(ports)?;
+                    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                    let child = self.inner.spawn(id, instance, port)?;
                     // A child that has not been waited for always has its pid.
                     let pid = child.id().ok_or_else(|| RuntimeError::Io {
                         what: format!("reading the pid of instance {id}"),
@@ -174,8 +186,10 @@ impl ProcessRuntime {
                     let (exited_tx, exited) = watch::channel(None);
                     instance.running = Some(Running {
                         pid,
+                        port,
                         exited: exited.clone(),
                     });
+                    ports.insert(port);
                     if let Some(logs) = self.inner.logs.clone() {
                         tokio::spawn(trim_while_running(logs, id, exited.clone()));
                     }
@@ -220,8 +234,9 @@ impl ProcessRuntime {
 
     async fn stop_instance(&self, id: Uuid) -> Result<(), RuntimeError> {
         let (pid, mut exited) = {
-            let instances = self.inner.lock();
-            let instance = instances
+            let table = self.inner.lock();
+            let instance = table
+                .instances
                 .get(&id)
                 .ok_or(RuntimeError::UnknownInstance(id))?;
             match &instance.running {
@@ -250,7 +265,14 @@ impl ProcessRuntime {
             Err(RuntimeError::UnknownInstance(_)) => return Ok(()),
             Err(err) => return Err(err),
         }
-        let removed = self.inner.lock().remove(&id);
+        let removed = {
+            let mut table = self.inner.lock();
+            let removed = table.instances.remove(&id);
+            if let Some(running) = removed.as_ref().and_then(|i| i.running.as_ref()) {
+                table.ports.remove(&running.port);
+            }
+            removed
+        };
         // Only a start racing this delete can leave a child behind; it must not outlive the
         // instance. Its watcher still reports the exit.
         if let Some(Instance {
@@ -269,21 +291,21 @@ impl ProcessRuntime {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Instance>> {
+    fn lock(&self) -> MutexGuard<'_, Table> {
         // A panic while the lock was held cannot leave the map half-updated (every critical
         // section is a single insert, remove or field write), so a poisoned lock is still sound.
-        self.instances
+        self.table
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Spawns the instance's command in its own process group.
-    fn spawn(&self, id: Uuid, instance: &Instance) -> Result<Child, RuntimeError> {
+    fn spawn(&self, id: Uuid, instance: &Instance, port: u16) -> Result<Child, RuntimeError> {
         let image = self
             .images
             .get(&instance.image)
             .ok_or_else(|| RuntimeError::UnknownImage(instance.image.clone()))?;
-        let port = instance.port.to_string();
+        let port = port.to_string();
         let id_text = id.to_string();
         let values = Placeholders {
             port: &port,
@@ -361,14 +383,12 @@ impl Inner {
         // Forget the pid before anyone hears of the exit: a controller that restarts on the event
         // must find the instance stopped.
         {
-            let mut instances = self.lock();
+            let mut table = self.lock();
+            let Table { instances, ports } = &mut *table;
             if let Some(instance) = instances.get_mut(&id)
-                && instance
-                    .running
-                    .as_ref()
-                    .is_some_and(|running| running.pid == pid)
+                && let Some(running) = instance.running.take_if(|running| running.pid == pid)
             {
-                instance.running = None;
+                ports.remove(&running.port);
             }
         }
         tracing::info!(instance = %id, pid, exit_code = code, "process instance exited");
@@ -440,7 +460,7 @@ impl Runtime for ProcessRuntime {
                     what: "instance logs (no log directory)",
                 });
             };
-            if !self.inner.lock().contains_key(&id) {
+            if !self.inner.lock().instances.contains_key(&id) {
                 return Err(RuntimeError::UnknownInstance(id));
             }
             // File reads: off the async threads.
@@ -553,12 +573,12 @@ impl Placeholders<'_> {
     }
 }
 
-/// Picks a free loopback port, asking again (a few times) when another instance of this runtime
-/// already holds the one the OS offered.
+/// Picks a free loopback port, asking again (a few times) when a running instance of this
+/// runtime already holds the one the OS offered (it may not listen yet, or listen elsewhere).
 ///
 /// The port is free when the OS hands it out; between here and the child's `bind` another process
 /// could take it, which `start` then reports as a start timeout.
-fn free_port(instances: &HashMap<Uuid, Instance>) -> Result<u16, RuntimeError> {
+fn free_port(taken: &HashSet<u16>) -> Result<u16, RuntimeError> {
     let mut port = 0;
     for _ in 0..PORT_ATTEMPTS {
         port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -568,7 +588,7 @@ fn free_port(instances: &HashMap<Uuid, Instance>) -> Result<u16, RuntimeError> {
                 source,
             })?
             .port();
-        if !instances.values().any(|instance| instance.port == port) {
+        if !taken.contains(&port) {
             break;
         }
     }

@@ -114,11 +114,11 @@ pub fn parse(raw: Option<&str>) -> Result<ListQuery, ApiError> {
 }
 
 /// One listed resource: what it is sorted and filtered by.
-pub struct Entry<T> {
+pub struct Entry<'a, T> {
     /// Identity.
     pub id: Uuid,
     /// Name.
-    pub name: String,
+    pub name: &'a str,
     /// Creation time, the sort key.
     pub created_at: std::time::SystemTime,
     /// The resource.
@@ -127,7 +127,7 @@ pub struct Entry<T> {
 
 /// What a query selects from `entries`: the page, in order, and the filter references that
 /// matched nothing (answered as not-found items).
-pub fn select<T>(mut entries: Vec<Entry<T>>, q: &ListQuery) -> (Vec<T>, Vec<Ref>) {
+pub fn select<T>(mut entries: Vec<Entry<'_, T>>, q: &ListQuery) -> (Vec<T>, Vec<Ref>) {
     let mut misses = Vec::new();
     if !q.refs.is_empty() {
         let ids: std::collections::HashSet<Uuid> = q
@@ -147,8 +147,7 @@ pub fn select<T>(mut entries: Vec<Entry<T>>, q: &ListQuery) -> (Vec<T>, Vec<Ref>
             })
             .collect();
         let found_ids: std::collections::HashSet<Uuid> = entries.iter().map(|e| e.id).collect();
-        let found_names: std::collections::HashSet<&str> =
-            entries.iter().map(|e| e.name.as_str()).collect();
+        let found_names: std::collections::HashSet<&str> = entries.iter().map(|e| e.name).collect();
         misses = q
             .refs
             .iter()
@@ -158,7 +157,7 @@ pub fn select<T>(mut entries: Vec<Entry<T>>, q: &ListQuery) -> (Vec<T>, Vec<Ref>
             })
             .cloned()
             .collect();
-        entries.retain(|e| ids.contains(&e.id) || names.contains(e.name.as_str()));
+        entries.retain(|e| ids.contains(&e.id) || names.contains(e.name));
     }
     entries.sort_by_key(|e| (e.created_at, e.id));
     if q.desc {
@@ -186,13 +185,13 @@ mod tests {
 
     use super::*;
 
-    fn entries() -> Vec<Entry<&'static str>> {
+    fn entries() -> Vec<Entry<'static, &'static str>> {
         ["c", "a", "b"]
             .iter()
             .enumerate()
             .map(|(i, name)| Entry {
                 id: Uuid::from_u128(i as u128 + 1),
-                name: (*name).to_owned(),
+                name,
                 // Created in the order c, a, b.
                 created_at: UNIX_EPOCH + Duration::from_secs(i as u64),
                 item: *name,

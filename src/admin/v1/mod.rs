@@ -13,6 +13,7 @@ pub mod templates;
 mod wait;
 pub(crate) mod wire;
 
+use axum::response::IntoResponse;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -152,7 +153,7 @@ fn list(state: &AdminState, query: Option<&str>, body: &[u8], res: Resource) -> 
             Err(err) => return wire::api_error(err),
         }
     }
-    let view = state.published.view.load();
+    let view = state.published.view.load_full();
     let (page, misses) = match res {
         Resource::Group => {
             let entries = view
@@ -160,9 +161,9 @@ fn list(state: &AdminState, query: Option<&str>, body: &[u8], res: Resource) -> 
                 .iter()
                 .map(|g| listing::Entry {
                     id: g.id,
-                    name: g.name.clone(),
+                    name: &g.name,
                     created_at: g.created_at,
-                    item: Shown::Group(g),
+                    item: g.id,
                 })
                 .collect();
             listing::select(entries, &q)
@@ -174,19 +175,22 @@ fn list(state: &AdminState, query: Option<&str>, body: &[u8], res: Resource) -> 
                 .filter(|i| res.holds(i))
                 .map(|i| listing::Entry {
                     id: i.id,
-                    name: i.name.to_string(),
+                    name: &i.name,
                     created_at: i.created_at,
-                    item: Shown::Instance(i),
+                    item: i.id,
                 })
                 .collect();
             listing::select(entries, &q)
         }
     };
-    let shown = page.into_iter().map(|s| s.show(state, &view));
     if misses.is_empty() {
-        return wire::listing(res.key(), shown.collect());
+        return streamed_listing(state, view, res, page);
     }
-    let mut items: Vec<Item> = shown.map(|v| Item::new(Ok(v))).collect();
+    let mut items: Vec<Item> = page
+        .iter()
+        .filter_map(|&id| show_listed(state, &view, res, id))
+        .map(|v| Item::new(Ok(v)))
+        .collect();
     items.extend(misses.iter().map(|r| {
         let err = expect_kind(&view, r, res)
             .err()
@@ -196,18 +200,64 @@ fn list(state: &AdminState, query: Option<&str>, body: &[u8], res: Resource) -> 
     wire::answer(res.key(), single, items)
 }
 
-/// A resource of the view, to be shown.
-enum Shown<'v> {
-    Instance(&'v InstanceView),
-    Group(&'v GroupView),
+/// How many listed resources go into one chunk of a streamed listing (some hundred KiB).
+const LISTING_CHUNK: usize = 256;
+
+/// A listing without misses, `{"status":"success","data":{<key>:[…]}}` as
+/// [`wire::listing`] answers it, written out a chunk of resources at a time as the client
+/// reads: the whole answer is never held in memory, whatever the number of instances.
+fn streamed_listing(
+    state: &AdminState,
+    view: std::sync::Arc<View>,
+    res: Resource,
+    page: Vec<uuid::Uuid>,
+) -> Response {
+    let state = state.clone();
+    let mut next = 0;
+    let mut head = Some(format!(
+        r#"{{"status":"success","data":{{"{}":["#,
+        res.key()
+    ));
+    let chunks = std::iter::from_fn(move || {
+        let mut out = match head.take() {
+            Some(head) => head.into_bytes(),
+            None if next >= page.len() => return None,
+            None => Vec::new(),
+        };
+        let end = page.len().min(next + LISTING_CHUNK);
+        for &id in &page[next..end] {
+            if let Some(shown) = show_listed(&state, &view, res, id) {
+                if out.last().is_some_and(|&b| b != b'[') {
+                    out.push(b',');
+                }
+                // Writing a `Value` into a `Vec` cannot fail.
+                let _ = serde_json::to_writer(&mut out, &shown);
+            }
+        }
+        next = end;
+        if next >= page.len() {
+            out.extend_from_slice(b"]}}");
+            next = usize::MAX;
+        }
+        Some(Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(
+            out,
+        )))
+    });
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response()
 }
 
-impl Shown<'_> {
-    fn show(&self, state: &AdminState, view: &View) -> Value {
-        match self {
-            Shown::Instance(i) => show::instance(i, view, &state.base_domain),
-            Shown::Group(g) => show::group(g, view),
-        }
+/// A listed resource of `view`, shown.
+fn show_listed(state: &AdminState, view: &View, res: Resource, id: uuid::Uuid) -> Option<Value> {
+    match res {
+        Resource::Group => view.groups.get(&id).map(|g| show::group(g, view)),
+        _ => view
+            .instances
+            .get(&id)
+            .map(|i| show::instance(i, view, &state.base_domain)),
     }
 }
 
