@@ -6,7 +6,10 @@
 //! writes/s from one client (each its own commit) and from 64 (batched commits), resident memory
 //! per stored instance, `GET /metrics` and `GET /v1/instances` (time and size), and start to
 //! `/readyz` after `kill -9` (median of 3). With `wrk` on the PATH, also the proxy's requests/s to
-//! one running instance (`wrk -t1 -c64 -d5s`), so the two sizes can be compared.
+//! one running instance (`wrk -t1 -c64 -d5s`), so the two sizes can be compared. Both servers
+//! run at once and the rates are measured in alternating rounds (`ROUNDS`, default 5), medians
+//! printed with the ratio large ÷ small: acknowledged writes wait on `fdatasync`, whose latency
+//! moves with whatever else uses the disk.
 //!
 //! `cargo bench --bench control_plane` (builds and uses `target/release/autokill`).
 //! `INSTANCES=20000` for a quicker run; `RUNNING` overrides the running share (default 1/100).
@@ -209,16 +212,26 @@ struct Figures {
     instances: usize,
     running: usize,
     created: Duration,
-    sequential: f64,
-    concurrent: f64,
+    sequential: Vec<f64>,
+    concurrent: Vec<f64>,
     rss_per_instance: f64,
     metrics: (f64, usize),
     list: (f64, usize),
     ready: Duration,
-    proxy: Option<f64>,
+    proxy: Vec<f64>,
 }
 
-async fn measure(bin: &Path, instances: usize, running: usize, http: &Http) -> Figures {
+/// A server filled with its instances, ready to be measured.
+struct Node {
+    server: Server,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    admin: SocketAddr,
+    proxy: SocketAddr,
+    figures: Figures,
+}
+
+async fn fill(bin: &Path, instances: usize, running: usize, http: &Http) -> Node {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -257,15 +270,53 @@ async fn measure(bin: &Path, instances: usize, running: usize, http: &Http) -> F
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rss_per_instance = (server.rss_bytes().saturating_sub(before)) as f64 / instances as f64;
-    let sequential = writes_per_second(http, admin, 1, Duration::from_secs(3)).await;
-    let concurrent = writes_per_second(http, admin, 64, Duration::from_secs(3)).await;
-    let metrics = timed_get(http, admin, "/metrics").await;
-    let list = timed_get(http, admin, "/v1/instances").await;
-    let proxy_rps = if running > 0 {
-        proxy_rate(proxy, "r-0.localhost")
-    } else {
-        None
-    };
+    Node {
+        server,
+        _dir: dir,
+        config,
+        admin,
+        proxy,
+        figures: Figures {
+            instances,
+            running,
+            created,
+            sequential: Vec::new(),
+            concurrent: Vec::new(),
+            rss_per_instance,
+            metrics: (0.0, 0),
+            list: (0.0, 0),
+            ready: Duration::ZERO,
+            proxy: Vec::new(),
+        },
+    }
+}
+
+/// One round of the figures that the machine's load moves most (writes wait on `fdatasync`,
+/// which other work on the same disk slows), so that the sizes are measured side by side.
+async fn round(node: &mut Node, http: &Http) {
+    let f = &mut node.figures;
+    f.sequential
+        .push(writes_per_second(http, node.admin, 1, Duration::from_secs(2)).await);
+    f.concurrent
+        .push(writes_per_second(http, node.admin, 64, Duration::from_secs(2)).await);
+    if f.running > 0
+        && let Some(rate) = proxy_rate(node.proxy, "r-0.localhost")
+    {
+        f.proxy.push(rate);
+    }
+}
+
+/// The one-off figures, then start to `/readyz` after `kill -9` (median of 3).
+async fn finish(node: Node, bin: &Path, http: &Http) -> Figures {
+    let Node {
+        server,
+        config,
+        admin,
+        mut figures,
+        ..
+    } = node;
+    figures.metrics = timed_get(http, admin, "/metrics").await;
+    figures.list = timed_get(http, admin, "/v1/instances").await;
     server.kill9();
     let mut ready = Vec::new();
     for _ in 0..3 {
@@ -274,21 +325,17 @@ async fn measure(bin: &Path, instances: usize, running: usize, http: &Http) -> F
         server.kill9();
     }
     ready.sort();
+    figures.ready = ready[1];
     // A last start removes what the kill -9 left running; its clean stop stops the rest.
     let (server, _) = Server::start(bin, &config, admin, http).await;
     server.terminate();
-    Figures {
-        instances,
-        running,
-        created,
-        sequential,
-        concurrent,
-        rss_per_instance,
-        metrics,
-        list,
-        ready: ready[1],
-        proxy: proxy_rps,
-    }
+    figures
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 #[tokio::main]
@@ -304,11 +351,28 @@ async fn main() {
         .unwrap_or(100);
     let bin = binary();
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
-    let mut all = Vec::new();
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut nodes = Vec::new();
     for instances in [100, large] {
         let running = (instances / running_share.max(1)).max(1);
-        eprintln!("measuring {instances} instances ({running} running) …");
-        all.push(measure(&bin, instances, running, &http).await);
+        eprintln!("filling a server with {instances} instances ({running} running) …");
+        nodes.push(fill(&bin, instances, running, &http).await);
+    }
+    // Both servers run throughout; their rounds alternate (ABBA), so a change in the
+    // machine's load falls on both.
+    for r in 0..rounds {
+        eprintln!("round {} of {rounds} …", r + 1);
+        let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            round(&mut nodes[i], &http).await;
+        }
+    }
+    let mut all = Vec::new();
+    for node in nodes {
+        all.push(finish(node, &bin, &http).await);
     }
     println!("control plane figures (release build, loopback)");
     println!(
@@ -322,11 +386,12 @@ async fn main() {
     row("creating them (instances/s)", &|f| {
         format!("{:.0}", f.instances as f64 / f.created.as_secs_f64())
     });
-    row("acknowledged writes/s, 1 client", &|f| {
-        format!("{:.0}", f.sequential)
+    let rate = |v: &[f64]| median(v).map_or("-".into(), |r| format!("{r:.0}"));
+    row("acknowledged writes/s, 1 client (median)", &|f| {
+        rate(&f.sequential)
     });
-    row("acknowledged writes/s, 64 clients", &|f| {
-        format!("{:.0}", f.concurrent)
+    row("acknowledged writes/s, 64 clients (median)", &|f| {
+        rate(&f.concurrent)
     });
     row("resident memory per instance (bytes)", &|f| {
         format!("{:.0}", f.rss_per_instance)
@@ -340,10 +405,30 @@ async fn main() {
     row("kill -9 to /readyz (ms, median of 3)", &|f| {
         format!("{:.0}", f.ready.as_secs_f64() * 1e3)
     });
-    row("proxy req/s to one instance (wrk -c64)", &|f| {
-        f.proxy.map_or("-".into(), |r| format!("{r:.0}"))
+    row("proxy req/s to one instance (wrk -c64, median)", &|f| {
+        rate(&f.proxy)
     });
-    if let (Some(small), Some(big)) = (all[0].proxy, all[1].proxy) {
-        println!("proxy req/s ratio, large ÷ small: {:.3}", big / small);
+    fn sequential(f: &Figures) -> &[f64] {
+        &f.sequential
+    }
+    fn concurrent(f: &Figures) -> &[f64] {
+        &f.concurrent
+    }
+    fn proxied(f: &Figures) -> &[f64] {
+        &f.proxy
+    }
+    type Rates = fn(&Figures) -> &[f64];
+    let pick: [(&str, Rates); 3] = [
+        ("writes/s, 1 client", sequential),
+        ("writes/s, 64 clients", concurrent),
+        ("proxy req/s", proxied),
+    ];
+    for (what, v) in pick {
+        if let Some((big, small)) = median(v(&all[1])).zip(median(v(&all[0]))) {
+            println!(
+                "{what}, large ÷ small (medians of rounds side by side): {:.3}",
+                big / small
+            );
+        }
     }
 }

@@ -65,7 +65,9 @@ impl Node {
     /// Starts the server and returns how long it took to answer `/readyz` with 200.
     async fn start(&mut self) -> Duration {
         let started = Instant::now();
-        let child = Command::new(BIN)
+        // AUTOKILL_TEST_BIN runs the suite against another build, as in `common`.
+        let bin = std::env::var("AUTOKILL_TEST_BIN").unwrap_or_else(|_| BIN.to_owned());
+        let child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "autokill=warn")
@@ -923,42 +925,14 @@ async fn api_changes_and_their_timers_survive_kill_9() {
 /// load balancer never sends traffic to a server that does not yet know its instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_waits_for_recovery_while_livez_answers() {
-    use autokill::store::{Change, InstanceRecord, Store};
+    use autokill::store::{Change, Store};
     let dir = tempfile::tempdir().expect("temp dir");
     let mut node = Node::new(dir.path(), &runtime(dir.path()));
     {
         // Enough stored instances that recovering them takes a while.
         let (store, _) = Store::open(&dir.path().join("autokill.redb")).expect("store");
         let changes: Vec<Change> = (0..10_000)
-            .map(|n| {
-                Change::PutInstance(InstanceRecord {
-                    id: uuid::Uuid::new_v4(),
-                    name: format!("stored-{n}"),
-                    image: "hello".into(),
-                    memory_mb: None,
-                    group: None,
-                    template: None,
-                    template_name: None,
-                    num_requests: 0,
-                    time_ms: None,
-                    restart_policy: "never".into(),
-                    autodestroy: "OFF".into(),
-                    state: "template".into(),
-                    exit_code: None,
-                    stop_reason: None,
-                    stopped_at: None,
-                    created_at: 0,
-                    delete_lock: false,
-                    last_used: 0,
-                    unused_ms: None,
-                    restarts: 0,
-                    restart_at: None,
-                    destroy_due: false,
-                    deleting: None,
-                    reserved: 0,
-                    from_config: false,
-                })
-            })
+            .map(|n| Change::PutInstance(stored(&format!("stored-{n}"), "template", None)))
             .collect();
         store.commit(&changes).expect("commit");
     }
@@ -996,5 +970,124 @@ async fn readyz_waits_for_recovery_while_livez_answers() {
         .await
         .map(|(_, v)| v["data"]["instances"].as_array().map_or(0, Vec::len));
     assert_eq!(listed, Ok(10_000));
+    node.terminate();
+}
+
+/// A stored instance named `name` in `state`, stopped at `stopped` (ms since the epoch) with a
+/// stopped-time autokill of `time_ms`, as a test writes the store before a start.
+fn stored(name: &str, state: &str, time: Option<(u64, u64)>) -> autokill::store::InstanceRecord {
+    autokill::store::InstanceRecord {
+        id: uuid::Uuid::new_v4(),
+        name: name.to_owned(),
+        image: "hello".into(),
+        memory_mb: None,
+        group: None,
+        template: None,
+        template_name: None,
+        num_requests: 0,
+        time_ms: time.map(|(ms, _)| ms),
+        restart_policy: "never".into(),
+        autodestroy: "OFF".into(),
+        state: state.into(),
+        exit_code: None,
+        stop_reason: time.map(|_| "user_stop".into()),
+        stopped_at: time.map(|(_, at)| at),
+        created_at: 0,
+        delete_lock: false,
+        last_used: 0,
+        unused_ms: None,
+        restarts: 0,
+        restart_at: None,
+        destroy_due: false,
+        deleting: None,
+        reserved: 0,
+        from_config: false,
+    }
+}
+
+/// 20,000 stopped instances, each with its stopped-time timer: among them one stopped through
+/// the API is deleted on time, and after a `kill -9` the restart arms every stored timer again
+/// (all 20,000 are there until they are due, then all go).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_stopped_timers_fire_on_time_and_are_rearmed_after_kill_9() {
+    use autokill::store::{Change, Store};
+    const MANY: usize = 20_000;
+    /// When the stored ones are due, counted from when they were written: long enough for two
+    /// starts of a debug build on a loaded machine (5 s each seen on two busy cores).
+    const DUE: Duration = Duration::from_secs(30);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::new(dir.path(), &runtime(dir.path()));
+    let written = Instant::now();
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        let (store, _) = Store::open(&dir.path().join("autokill.redb")).expect("store");
+        let changes: Vec<Change> = (0..MANY)
+            .map(|n| {
+                let time = (DUE.as_millis() as u64, now);
+                Change::PutInstance(stored(&format!("idle-{n}"), "stopped", Some(time)))
+            })
+            .collect();
+        store.commit(&changes).expect("commit");
+    }
+    node.start().await;
+    let listed = async |node: &Node| {
+        let (status, v) = node.api("GET", "/v1/instances", None).await.expect("list");
+        assert_eq!(status, 200, "{v}");
+        v["data"]["instances"].as_array().map_or(0, Vec::len)
+    };
+
+    // One more, stopped through the API with a stopped time of one second.
+    let soon = json!({"name": "soon", "image": "hello", "autostart": true,
+                      "autokill": {"time_ms": 1000}});
+    let made = node.api("POST", "/v1/instances", Some(soon)).await;
+    assert!(matches!(made, Ok((200 | 201, _))), "{made:?}");
+    let stop = node.api("PUT", "/v1/instances/soon/stop", None).await;
+    assert!(matches!(stop, Ok((200, _))), "{stop:?}");
+    let stopped = Instant::now();
+    while node.get("instances/soon", "instances").await.is_some() {
+        assert!(
+            stopped.elapsed() < Duration::from_millis(2500),
+            "soon was not deleted one second after its stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(900),
+        "soon was deleted {:?} after its stop, before its stopped time",
+        stopped.elapsed()
+    );
+
+    node.kill9();
+    node.start().await;
+    assert!(
+        written.elapsed() + Duration::from_secs(1) < DUE,
+        "the restart took until the stored timers were due; nothing left to check"
+    );
+    assert_eq!(listed(&node).await, MANY, "every stored instance is back");
+    // Each of them goes when its stored timer is due, as armed again by the restart (a debug
+    // build on a busy machine deletes some hundreds a second; a release build thousands).
+    let deadline = written + DUE + Duration::from_secs(90);
+    loop {
+        let (status, v) = node
+            .api("GET", "/v1/instances?count=1", None)
+            .await
+            .expect("list");
+        assert_eq!(status, 200, "{v}");
+        if v["data"]["instances"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored timers not all fired: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        written.elapsed() >= DUE,
+        "deleted before their stopped time"
+    );
     node.terminate();
 }

@@ -633,9 +633,10 @@ pub async fn run(
     };
     effects.extend(state.apply(declare, clock.now()));
     // Not ready until the recovered state is durable again: a store that refuses writes now is
-    // retried rather than let the server start on a state it cannot keep.
+    // retried rather than let the server start on a state it cannot keep. Nothing is rolled
+    // back meanwhile: there is no earlier state to go back to, only the same changes to write.
     let mut backoff = RETRY_FIRST;
-    while let Err(message) = task.commit(&mut state).await {
+    while let Err(message) = task.write(&mut state).await {
         tracing::error!(%message, "committing the recovered state failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RETRY_MAX);
@@ -791,6 +792,16 @@ impl Task {
     /// Commits what the batch changed (one write transaction, fsync). On failure the state is
     /// rolled back to the last commit, so memory never runs ahead of the disk.
     async fn commit(&mut self, state: &mut State) -> Result<(), String> {
+        let result = self.write(state).await;
+        if result.is_err() {
+            state.rollback();
+        }
+        result
+    }
+
+    /// Writes the batch's changes; on success the state is committed, on failure it is left
+    /// as it is, its changes still pending (the recovery retries them; a batch rolls back).
+    async fn write(&mut self, state: &mut State) -> Result<(), String> {
         let changes = state.changes();
         if changes.is_empty() {
             state.committed();
@@ -802,9 +813,8 @@ impl Task {
             Ok(Err(err)) => Err(err.to_string()),
             Err(err) => Err(format!("store task failed: {err}")),
         };
-        match result {
-            Ok(()) => state.committed(),
-            Err(_) => state.rollback(),
+        if result.is_ok() {
+            state.committed();
         }
         result
     }

@@ -394,6 +394,8 @@ pub struct State {
     pub(super) clones: HashMap<Uuid, HashSet<Uuid>>,
     /// Instances (not templates) being deleted, as of the last commit.
     pub(super) deleting: HashSet<Uuid>,
+    /// What a recovery read from the store, until the next commit (see [`State::changes`]).
+    pub(super) stored: super::persist::Stored,
     /// The view of every instance and template as of the last commit, kept up to date record by
     /// record (published as it is: see [`crate::controller::Instances`]).
     pub(super) view_cache: crate::controller::Instances,
@@ -437,6 +439,7 @@ impl State {
             members: HashMap::new(),
             clones: HashMap::new(),
             deleting: HashSet::new(),
+            stored: Default::default(),
             view_cache: Default::default(),
             group_cache: Default::default(),
             due_cache: Default::default(),

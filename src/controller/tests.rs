@@ -69,13 +69,18 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let dir = tempfile::tempdir().expect("temp dir");
+    start_in(tempfile::tempdir().expect("temp dir"), 0).await
+}
+
+/// Starts a controller on the store in `dir`, whose first `failing` commits fail.
+async fn start_in(dir: tempfile::TempDir, failing: u32) -> Running {
     let config = crate::config::parse(
         "runtime:\n  images:\n    hello:\n      command: [\"x\"]\n",
         "test",
     )
     .expect("config");
     let (store, snapshot) = Store::open(&dir.path().join("s.redb")).expect("store");
+    store.fail_next_commits(failing);
     let store = Arc::new(store);
     let published = Published::new();
     let metrics = Metrics::new(Arc::clone(&published.view)).expect("metrics");
@@ -208,11 +213,46 @@ async fn a_failed_commit_changes_nothing_and_its_events_are_retried() {
     stop(r).await;
 }
 
-async fn stop(mut r: Running) {
+async fn stop(r: Running) {
+    stop_keeping(r).await;
+}
+
+/// Stops the controller and hands back its store's directory.
+async fn stop_keeping(mut r: Running) -> tempfile::TempDir {
     if let Some(tx) = r.shutdown.take() {
         let _ = tx.send(());
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), r.task).await;
+    r._dir
+}
+
+/// A recovery whose commit fails is retried with the same changes: the recovered instances
+/// are all there once the store takes writes, whether recovery changed them (one that was
+/// running starts again) or not (one stopped is as it was stored, and not written back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_whose_commit_fails_keeps_what_it_recovered() {
+    let r = start().await;
+    assert!(r.api.call(Call::CreateInstance(new("a"))).await.is_ok());
+    let idle = NewInstance {
+        autostart: false,
+        ..new("idle")
+    };
+    assert!(r.api.call(Call::CreateInstance(idle)).await.is_ok());
+    eventually("a runs", || state_of(&r, "a") == Some("running")).await;
+    // A crash: the controller ends without stopping anything; the store still says a runs.
+    let mut r = r;
+    r.task.abort();
+    let _ = (&mut r.task).await;
+    let dir = std::mem::replace(&mut r._dir, tempfile::tempdir().expect("temp dir"));
+    drop(r);
+    let r = start_in(dir, 2).await;
+    assert_eq!(state_of(&r, "idle"), Some("stopped"));
+    eventually("a runs again", || state_of(&r, "a") == Some("running")).await;
+    let dir = stop_keeping(r).await;
+    // And it was all durable: a third start finds both.
+    let r = start_in(dir, 0).await;
+    assert!(state_of(&r, "idle").is_some() && state_of(&r, "a").is_some());
+    stop(r).await;
 }
 
 /// After the shutdown signal the controller ends and judges nothing more.

@@ -138,7 +138,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// Short name of the backend, for logs and metrics (`process`, `docker`).
     fn kind(&self) -> &'static str;
 
-    /// Prepares an instance (allocates its port, creates its container) without starting it.
+    /// Prepares an instance (records it; the docker runtime creates its container) without starting it.
     fn create<'a>(&'a self, spec: &'a InstanceSpec) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
     /// Starts a created or stopped instance and resolves once it accepts TCP connections,

@@ -214,6 +214,7 @@ fn streamed_listing(
 ) -> Response {
     let state = state.clone();
     let mut next = 0;
+    let mut first = true;
     let mut head = Some(format!(
         r#"{{"status":"success","data":{{"{}":["#,
         res.key()
@@ -227,7 +228,7 @@ fn streamed_listing(
         let end = page.len().min(next + LISTING_CHUNK);
         for &id in &page[next..end] {
             if let Some(shown) = show_listed(&state, &view, res, id) {
-                if out.last().is_some_and(|&b| b != b'[') {
+                if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
                 // Writing a `Value` into a `Vec` cannot fail.

@@ -2071,3 +2071,45 @@ fn a_name_taken_over_in_one_batch_leads_to_the_new_instance() {
         assert_eq!(h.s.view().instances.named("a").map(|v| v.id), Some(fresh));
     }
 }
+
+/// A recovery writes back only the records it changed: a stopped instance and its timer are
+/// as they were stored (100,000 of them cost no write), one that was running starts again.
+#[test]
+fn a_recovery_writes_back_only_what_it_changed() {
+    let mut h = H::new();
+    let idle = h.instance(with_time("idle", 300_000), at(0));
+    h.running(idle, at(0));
+    h.call(Call::StopInstance(Ref::Id(idle)), at(10))
+        .expect("stop");
+    h.apply(
+        Command::Exited {
+            id: idle,
+            exit_code: 0,
+        },
+        at(20),
+    );
+    let busy = h.instance(new("busy"), at(30));
+    h.running(busy, at(30));
+    let snapshot = crate::store::Snapshot {
+        instances: h.disk.values().cloned().collect(),
+        groups: h.groups_disk.values().cloned().collect(),
+    };
+    let mut s = State::new(&config(), 1);
+    let fx = s.recover(snapshot, at(40));
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Arm(TimerKey::StoppedTime(id), _) if *id == idle)),
+        "the stopped time is armed again"
+    );
+    let written: Vec<Uuid> = s
+        .changes()
+        .iter()
+        .filter_map(|c| match c {
+            crate::store::Change::PutInstance(r) => Some(r.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written, [busy]);
+    s.committed();
+    assert_eq!(s.view().instances.len(), 2, "both are indexed all the same");
+}
