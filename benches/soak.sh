@@ -186,9 +186,17 @@ pids+=($!)
 ) &
 pids+=($!)
 
-# RSS after the warm-up, sampled while the load runs.
+# RSS after the warm-up, and every 30 s, sampled while the load runs.
 warmup=$(( duration / 5 > 20 ? duration / 5 : 20 ))
 ( sleep "$warmup"; rss_kib > "$work/rss_warm" ) &
+pids+=($!)
+(
+    end=$((SECONDS + duration))
+    while (( SECONDS + 30 <= end )); do
+        sleep 30
+        rss_kib >> "$work/rss_samples"
+    done
+) &
 pids+=($!)
 
 cat > "$work/count.lua" <<'LUA'
@@ -261,10 +269,11 @@ leftover=$(( procs > instances ? procs - instances : 0 ))
 
 python3 - "$work/wrk.out" "$(cat "$work/rss_warm" 2>/dev/null || echo 0)" "$rss_end" \
     "$fds_before" "$fds_after" "$kills" "$reloads" "$reload_ok" "$leftover" "$duration" \
-    "$rss_start" "$fds_idle" "$closewait_idle" "$closewait_after" "$pooled_after" <<'PY'
+    "$rss_start" "$fds_idle" "$closewait_idle" "$closewait_after" "$pooled_after" \
+    "$(cat "$work/rss_samples" 2>/dev/null | tr '\n' ' ')" <<'PY'
 import sys
 (out, rss_warm, rss_end, fds_before, fds_after, kills, reloads, reload_ok, leftover, duration,
- rss_start, fds_idle, closewait_idle, closewait_after, pooled_after) = sys.argv[1:]
+ rss_start, fds_idle, closewait_idle, closewait_after, pooled_after, samples) = sys.argv[1:]
 statuses, socket_errors = {}, [0] * 5
 for line in open(out):
     parts = line.split()
@@ -295,6 +304,7 @@ print(f"requests                 {total} ({total / int(duration):.0f}/s): 200 {o
 print(f"socket errors            connect {socket_errors[0]}, read {socket_errors[1]}, write {socket_errors[2]}, timeout {socket_errors[4]}")
 print(f"errors (not 503)         {errors}")
 print(f"RSS                      start {rss_start / 1024:.1f} MiB, after warm-up {rss_warm / 1024:.1f} MiB, end {rss_end / 1024:.1f} MiB ({growth:+.1f} %)")
+print("RSS every 30 s (MiB)     " + " ".join(f"{int(k) / 1024:.1f}" for k in samples.split()))
 print(f"open file descriptors    before the load {fds_before}; after it, idle {fds_idle} "
       f"({closewait_idle} upstream sockets in CLOSE-WAIT), after 32 requests {fds_after} "
       f"({closewait_after} in CLOSE-WAIT, {pooled_after} pooled to live instances)")
