@@ -154,6 +154,7 @@ pub async fn serve(
         images: config.runtime.images.keys().cloned().collect(),
         any_image: matches!(config.runtime.kind, RuntimeKind::Docker { .. }),
         closing: admin_closing,
+        max_body_size: config.admin.max_body_size,
         hosts: Arc::new(admin::Hosts::new(
             admin_listener.local_addr().unwrap_or(config.admin.listen),
             &config.admin.allowed_hosts,

@@ -252,9 +252,15 @@ async fn a_token_guards_v1() {
             let v: Value = serde_json::from_slice(&r.body).expect("JSON envelope");
             assert_eq!(v["status"], "error");
             assert_eq!(v["errors"][0]["status"], 401);
+            // RFC 6750 §3: the realm, and why when a token was sent.
+            let want: &[u8] = if token.is_some() {
+                br#"Bearer realm="autokill", error="invalid_token""#
+            } else {
+                br#"Bearer realm="autokill""#
+            };
             assert_eq!(
                 r.headers.get("www-authenticate").map(|v| v.as_bytes()),
-                Some(&b"Bearer"[..])
+                Some(want)
             );
         }
     }

@@ -1,6 +1,7 @@
 //! Live reconfiguration with the real binary: the file changed on disk (no signal) and SIGHUP
-//! (file unchanged) both reconcile what it declares; a bad file keeps the running configuration and says so in
-//! `/metrics`.
+//! (file unchanged) both reconcile what it declares; a bad file keeps the running configuration
+//! and says so in `/metrics` and in a log line with its line and column; a reload under load
+//! loses no request and keeps the counts exact.
 
 mod common;
 
@@ -41,7 +42,7 @@ async fn reload_ok(server: &Server) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_file_is_reconciled_and_a_bad_one_is_refused() {
-    let server = Server::start(|dir| {
+    let server = Server::start_logged(|dir| {
         declared(
             dir,
             "  - {name: one, image: hello, autokill: {num_requests: 10}}\n",
@@ -78,6 +79,30 @@ async fn a_changed_file_is_reconciled_and_a_bad_one_is_refused() {
         budget(&server, "two").await.is_some(),
         "nothing was removed"
     );
+    // The log names the file, the line and the column of the bad key.
+    let path = server.dir.path().join("autokill.yaml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let line = 1 + text
+        .lines()
+        .position(|l| l.contains("no_such_key"))
+        .expect("the bad key is in the file");
+    let want = format!(
+        "{}:{line}:3: runtime.no_such_key: unknown key \"no_such_key\"",
+        path.display()
+    );
+    server
+        .eventually(10, "the bad file's place logged", async || {
+            server.log().contains(&want)
+        })
+        .await;
+    assert!(
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains(&want) && l.contains("configuration reload failed")),
+        "one line says both what failed and where: {}",
+        server.log()
+    );
 
     // Fixed: applied, and two is no longer declared and goes.
     rewrite(
@@ -109,4 +134,145 @@ async fn a_changed_file_is_reconciled_and_a_bad_one_is_refused() {
             budget(&server, "one").await == Some(30)
         })
         .await;
+}
+
+/// What the clients of [`a_reload_under_load_loses_no_request_and_keeps_counts_exact`] saw.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failures: Vec<String>,
+}
+
+/// Many keep-alive clients send requests through the proxy to a declared instance while the
+/// file is rewritten (that instance's budget changed, other declared instances added and
+/// removed) and SIGHUP arrives: every request is answered 200, and the instance's count, the
+/// requests its upstream logged and the answers the clients got are the same number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_load_loses_no_request_and_keeps_counts_exact() {
+    const CLIENTS: usize = 32;
+    const ROUNDS: u64 = 6;
+    let file = |dir: &std::path::Path, budget: u64, extras: u64| {
+        let mut instances =
+            format!("  - {{name: busy, image: hello, autokill: {{num_requests: {budget}}}}}\n");
+        for k in 0..extras {
+            instances.push_str(&format!("  - {{name: extra-{k}, image: hello}}\n"));
+        }
+        declared(dir, &instances)
+    };
+    let server = Server::start(|dir| file(dir, 1_000_000, 0)).await;
+    let dir = server.dir.path().to_owned();
+    // Ready means recovered; the declared instance's process may still be starting.
+    server
+        .eventually(20, "busy running", async || {
+            let (_, v) = server.api("GET", "/v1/instances/busy", Value::Null).await;
+            v["data"]["instances"][0]["state"] == "running"
+        })
+        .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let (stop, proxy) = (std::sync::Arc::clone(&stop), server.proxy);
+        clients.spawn(async move {
+            // One client each, sending one request after another: one keep-alive connection.
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
+            let mut tally = Tally::default();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let req = hyper::Request::builder()
+                    .uri(format!("http://{proxy}/"))
+                    .header("host", "busy.localhost")
+                    .body(http_body_util::Empty::new())
+                    .expect("request");
+                let answer = async {
+                    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+                    let status = resp.status();
+                    let body = http_body_util::BodyExt::collect(resp.into_body())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .to_bytes();
+                    Ok::<_, String>((status, body))
+                };
+                match tokio::time::timeout(std::time::Duration::from_secs(30), answer).await {
+                    Ok(Ok((hyper::StatusCode::OK, _))) => tally.ok += 1,
+                    Ok(Ok((status, body))) => tally.failures.push(format!(
+                        "{status}: {}",
+                        String::from_utf8_lossy(&body).trim()
+                    )),
+                    Ok(Err(e)) => tally.failures.push(e),
+                    Err(_) => tally.failures.push("no answer within 30 s".into()),
+                }
+            }
+            tally
+        });
+    }
+    // Let the load reach its pace, then reload: by the file (alternately) and by SIGHUP.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for round in 1..=ROUNDS {
+        let limit = 1_000_000 + round;
+        let extras = round % 3;
+        rewrite(&server, &file(&dir, limit, extras));
+        if round % 2 == 0 {
+            server.hangup();
+        }
+        server
+            .eventually(20, &format!("reload {round} applied"), async || {
+                if budget(&server, "busy").await != Some(limit) {
+                    return false;
+                }
+                for k in 0..3 {
+                    let declared = k < extras;
+                    if budget(&server, &format!("extra-{k}")).await.is_some() != declared {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = Tally::default();
+    while let Some(tally) = clients.join_next().await {
+        let tally = tally.expect("client task");
+        total.ok += tally.ok;
+        total.failures.extend(tally.failures);
+    }
+    let refused: Vec<String> = server
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("autokill_proxy_refused_total"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        total.failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}; the proxy's refusals: {refused:?}",
+        total.failures.len(),
+        total.ok + total.failures.len() as u64,
+        &total.failures[..total.failures.len().min(3)]
+    );
+    assert!(
+        total.ok >= 1_000,
+        "a load worth the name: {} requests",
+        total.ok
+    );
+    let (status, v) = server.api("GET", "/v1/instances/busy", Value::Null).await;
+    assert_eq!(status, hyper::StatusCode::OK, "{v}");
+    assert_eq!(
+        v["data"]["instances"][0]["requests"].as_u64(),
+        Some(total.ok),
+        "the instance counted every answered request, once"
+    );
+    server
+        .eventually(10, "the upstream logged every request", async || {
+            server.upstream_log("busy").len() as u64 >= total.ok
+        })
+        .await;
+    assert_eq!(server.upstream_log("busy").len() as u64, total.ok);
+    assert_eq!(reload_ok(&server).await, Some(1.0));
+    eprintln!(
+        "reload under load: {} requests from {CLIENTS} keep-alive clients over {ROUNDS} reloads, none lost",
+        total.ok
+    );
 }

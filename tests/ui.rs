@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use common::{Server, hello_runtime, request_with};
+use common::{Server, header, hello_runtime, request_with};
 
 /// One HTTP/1.1 exchange written as is (`Connection: close`): the head and body of the answer.
 async fn exchange(
@@ -21,37 +21,11 @@ async fn exchange(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n",
-        addr.port()
-    );
+    let mut head = format!("{method} {path} HTTP/1.1");
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        head.push_str(&format!("\r\n{k}: {v}"));
     }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    let mut conn = TcpStream::connect(addr).await.expect("connect");
-    conn.write_all(req.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer))
-        .await
-        .expect("an answer")
-        .expect("read");
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
-}
-
-/// The value of the field `name` (any case) in an answer's head.
-fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
+    common::raw_exchange(addr, &head, body.as_bytes(), false).await
 }
 
 async fn json_call(server: &Server, method: &str, path: &str, body: Value) -> Value {

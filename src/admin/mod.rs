@@ -32,6 +32,9 @@
 //! The web page (`/ui/`), listed in [`ui`]: server-rendered HTML, live over Server-Sent
 //! Events, acting through the two APIs above.
 //!
+//! Every body is limited to `admin.max_body_size` (413 naming it, see [`limits`]), and every 401
+//! names the schemes it takes in `WWW-Authenticate` (see [`challenge`]).
+//!
 //! Every route refuses requests a web page could have sent (see [`guard`]): a foreign `Host` or
 //! `Origin` (403), a body that is not `application/json` (415) — but for the web page's own
 //! login and logout forms, which must come from its own origin.
@@ -40,7 +43,9 @@
 //! a connection cap, a header read timeout from accept, an idle timeout, back-off when files run
 //! out.
 
+mod challenge;
 mod guard;
+mod limits;
 mod tutum;
 mod ui;
 mod v1;
@@ -98,6 +103,8 @@ pub struct AdminState {
     /// Turns true when the server begins to shut down: long-lived answers (the web page's
     /// event streams) end then, so that open connections can finish.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Largest request body a route takes (`admin.max_body_size`).
+    pub max_body_size: usize,
 }
 
 async fn unsupported(feature: &'static str) -> Response {
@@ -226,9 +233,19 @@ pub fn router(state: AdminState) -> Router {
         // The web page's session cookie stands for its `Authorization` (after the guard, so
         // only a request from the listener's own pages carries it that far).
         .layer(middleware::from_fn(ui::credentials_from_cookie))
-        // Outermost last: the guard runs first, and every refusal below it (axum's own 413,
-        // 400 for a path that is not UTF-8) leaves as the envelope.
+        .layer(limits::layer(state.max_body_size))
+        // Outermost last: the guard runs first, and every refusal below it (400 for a path
+        // that is not UTF-8, ...) leaves as the envelope, a body over the limit as a 413 that
+        // names it, a 401 with its challenge.
         .layer(middleware::from_fn(enveloped))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::too_large,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            challenge::challenge,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard::same_site_json,
@@ -374,16 +391,11 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map_or("", |(_, token)| token.trim());
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            let mut resp = v1::error(
+            // `challenge` adds the `WWW-Authenticate` that names the scheme.
+            return v1::error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token".into(),
             );
-            // RFC 9110 §11.6.1: a 401 names the scheme it wants.
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            return resp;
         }
     }
     next.run(req).await

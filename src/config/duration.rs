@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use super::scalar::RawScalar;
 
 /// The longest duration the file may hold. Longer is certainly a typo, and deadlines are
 /// computed as `now + duration` on clocks (`Instant`, `SystemTime`) whose addition panics on
@@ -131,21 +131,9 @@ pub(crate) fn parse(text: &str) -> Result<Duration, DurationError> {
 
 /// A duration as it stands in the YAML, before [`parse`]: YAML gives `30s` as a string but `0`
 /// or `30` as a number, and both must reach validation so that it can name the key.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum RawDuration {
-    /// A string scalar, e.g. `30s` or `"1h30m"`.
-    Text(String),
-    /// An integer scalar; only 0 is accepted.
-    Integer(i128),
-    /// A float scalar (`1.5`); always refused, kept to say why.
-    Float(f64),
-    /// Something else (a list, a mapping, a boolean), named for the message. Read here
-    /// rather than refused by the visitor because serde-saphyr places a visitor's type error
-    /// at the key, while validation can place it at the value.
-    Other(&'static str),
-}
+pub(crate) type RawDuration = RawScalar;
 
-impl RawDuration {
+impl RawScalar {
     /// The duration, or why it is refused.
     pub(crate) fn to_duration(&self) -> Result<Duration, DurationError> {
         match self {
@@ -160,64 +148,6 @@ impl RawDuration {
             Self::Float(f) => Err(DurationError::Fraction(f.to_string())),
             Self::Other(kind) => Err(DurationError::WrongType(kind)),
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for RawDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RawVisitor;
-
-        impl<'de> Visitor<'de> for RawVisitor {
-            type Value = RawDuration;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a duration such as \"500ms\", \"30s\", \"5m\" or \"1h30m\"")
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
-                Ok(RawDuration::Text(v.to_owned()))
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDuration, E> {
-                Ok(RawDuration::Integer(v.into()))
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
-                Ok(RawDuration::Integer(v.into()))
-            }
-
-            fn visit_u128<E: de::Error>(self, v: u128) -> Result<RawDuration, E> {
-                // Saturating is fine: anything this large is refused as "needs a unit".
-                Ok(RawDuration::Integer(i128::try_from(v).unwrap_or(i128::MAX)))
-            }
-
-            fn visit_i128<E: de::Error>(self, v: i128) -> Result<RawDuration, E> {
-                Ok(RawDuration::Integer(v))
-            }
-
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDuration, E> {
-                Ok(RawDuration::Float(v))
-            }
-
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawDuration, E> {
-                Ok(RawDuration::Other("a boolean"))
-            }
-
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawDuration, A::Error> {
-                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-                Ok(RawDuration::Other("a list"))
-            }
-
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawDuration, A::Error> {
-                while map
-                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(RawDuration::Other("a mapping"))
-            }
-        }
-
-        deserializer.deserialize_any(RawVisitor)
     }
 }
 

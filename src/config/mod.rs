@@ -11,11 +11,15 @@
 
 mod duration;
 mod raw;
+mod scalar;
+mod size;
 #[cfg(test)]
 mod tests;
 mod validate;
 /// Durations as the file writes them (`"30s"`), for the command line's flags too.
 pub(crate) use duration::parse as parse_duration;
+/// Sizes as people read them (`1 MiB`), for messages that name a size limit.
+pub(crate) use size::display as display_size;
 pub(crate) use validate::{
     RESERVED_NAMES, check_name, check_num_requests, host_name, is_image_reference,
 };
@@ -119,6 +123,9 @@ pub struct AdminConfig {
     /// Users of the Tutum-compatible `/api/v1`; with neither these nor `token`, it is open
     /// (loopback only, as `/v1`).
     pub api_users: Vec<ApiUser>,
+    /// Largest request body, in bytes, that `/v1`, `/api/v1` and the web page's form posts
+    /// take; a larger one is answered 413.
+    pub max_body_size: usize,
 }
 
 /// One `admin.api_users` entry: what `Authorization: ApiKey user:apikey` (or Basic) must carry.

@@ -15,6 +15,7 @@ use serde_saphyr::{Error as YamlError, MessageFormatter, Spanned, UserMessageFor
 
 use super::Problem;
 use super::duration::RawDuration;
+use super::size::RawSize;
 
 /// The whole file. An empty file is valid and means "all defaults".
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +117,9 @@ pub(crate) struct RawAdmin {
     pub max_connections: Option<Spanned<u64>>,
     /// Users of the Tutum-compatible `/api/v1` (`ApiKey user:key` or Basic). Default: none.
     pub api_users: Option<Vec<RawApiUser>>,
+    /// Largest request body any API or form post takes; larger ones get 413. Default `1MiB`,
+    /// from `1KiB` to `1GiB`.
+    pub max_body_size: Option<Spanned<RawSize>>,
 }
 
 /// One entry of `admin.api_users`.

@@ -80,6 +80,7 @@ fn defaults() -> Config {
             idle_timeout: Duration::from_secs(60),
             max_connections: 0,
             api_users: Vec::new(),
+            max_body_size: 1 << 20,
         },
         store: StoreConfig {
             path: PathBuf::from("data/autokill.redb"),
@@ -178,6 +179,7 @@ admin:
   header_read_timeout: 3s
   idle_timeout: 4m
   max_connections: 50
+  max_body_size: 64KiB
 store:
   path: /var/lib/autokill/state.redb
 runtime:
@@ -238,6 +240,7 @@ shutdown: leave_instances
             idle_timeout: Duration::from_secs(240),
             max_connections: 50,
             api_users: Vec::new(),
+            max_body_size: 64 << 10,
         },
         store: StoreConfig {
             path: PathBuf::from("/var/lib/autokill/state.redb"),
@@ -455,7 +458,7 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         3,
         3,
         "admin.tokn: unknown key \"tokn\"; did you mean \"token\"? (expected one of: listen, \
-         token, allowed_hosts, header_read_timeout, idle_timeout, max_connections, api_users)",
+         token, allowed_hosts, header_read_timeout, idle_timeout, max_connections, api_users, max_body_size)",
     );
     refused(
         &format!("{IMAGES}service_groups:\n  - name: g\n    autokill: {{num_requests: 3}}\n"),
@@ -664,6 +667,43 @@ fn admin_values_are_checked() {
         4,
         11,
         "admin.listen: 0.0.0.0:9000 is also proxy.listen (127.0.0.1:9000); use another port",
+    );
+}
+
+#[test]
+fn body_sizes_are_checked() {
+    assert_eq!(
+        ok("admin:\n  max_body_size: 4096\n").admin.max_body_size,
+        4096
+    );
+    assert_eq!(
+        ok("admin:\n  max_body_size: 2MB\n").admin.max_body_size,
+        2_000_000
+    );
+    refused(
+        "admin:\n  max_body_size: 100\n",
+        2,
+        18,
+        "admin.max_body_size: 100 bytes is out of range; use 1 KiB to 1 GiB",
+    );
+    refused(
+        "admin:\n  max_body_size: 2GiB\n",
+        2,
+        18,
+        "admin.max_body_size: 2 GiB is out of range; use 1 KiB to 1 GiB",
+    );
+    refused(
+        "admin:\n  max_body_size: 1mb\n",
+        2,
+        18,
+        "admin.max_body_size: \"1mb\": unknown unit \"mb\" (units: B, KiB, MiB, GiB, KB, MB, GB)",
+    );
+    refused(
+        "admin:\n  max_body_size: [1]\n",
+        2,
+        18,
+        "admin.max_body_size: expected a size such as \"1MiB\" or a whole number of bytes, \
+         found a list",
     );
 }
 

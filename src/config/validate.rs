@@ -18,6 +18,7 @@ use super::raw::{
     RawInstance, RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawShutdown, RawStore,
     key_path, sanitize,
 };
+use super::size::{self, RawSize};
 use super::{
     AdminConfig, ApiUser, Autodestroy, Autokill, Balance, Config, Defaults, GroupConfig,
     ImageConfig, InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig, RuntimeKind,
@@ -45,6 +46,11 @@ const MAX_CONNECTIONS: u64 = 1_000_000;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `proxy.header_read_timeout` and `admin.header_read_timeout`.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `admin.max_body_size`: nginx's `client_max_body_size`, and far above what a batch of
+/// the API's largest items (1000 per call) takes.
+const MAX_BODY_SIZE: u64 = 1 << 20;
+/// Bounds of `admin.max_body_size`: a body is held in memory whole before it is parsed.
+const BODY_SIZE_RANGE: std::ops::RangeInclusive<u64> = (1 << 10)..=(1 << 30);
 /// Longest host name (RFC 1035 §2.3.4, without the root dot).
 const MAX_HOST_LEN: usize = 253;
 
@@ -323,6 +329,12 @@ fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {
             MAX_CONNECTIONS,
         )?,
         api_users,
+        max_body_size: byte_size(
+            raw.max_body_size.as_ref(),
+            "admin.max_body_size",
+            MAX_BODY_SIZE,
+            BODY_SIZE_RANGE,
+        )?,
     })
 }
 
@@ -960,6 +972,39 @@ fn timeout(
         return Err(place.fail(path, "must be more than 0, e.g. \"10s\""));
     }
     Ok(duration)
+}
+
+/// A size in bytes within `range`.
+fn byte_size(
+    spanned: Option<&Spanned<RawSize>>,
+    path: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<usize, Problem> {
+    let bytes = match spanned {
+        None => default,
+        Some(spanned) => {
+            let place = Place::of(spanned);
+            let bytes = spanned
+                .value
+                .to_bytes()
+                .map_err(|why| place.fail(path, why))?;
+            if !range.contains(&bytes) {
+                return Err(place.fail(
+                    path,
+                    format!(
+                        "{} is out of range; use {} to {}",
+                        size::display(bytes),
+                        size::display(*range.start()),
+                        size::display(*range.end())
+                    ),
+                ));
+            }
+            bytes
+        }
+    };
+    // Bounded by `range`, which fits in usize on every supported platform.
+    Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
 }
 
 /// A trigger time: 0 or absent disables it.

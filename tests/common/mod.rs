@@ -57,13 +57,13 @@ impl Server {
 
     /// Like [`Server::start`], with extra keys for the `proxy:` block (indented by the caller).
     pub async fn start_with(body: impl FnOnce(&Path) -> String, proxy_extra: &str) -> Server {
-        Server::start_config(body, proxy_extra, "", None).await
+        Server::start_config(body, proxy_extra, "", None, false).await
     }
 
     /// Like [`Server::start`], with extra keys for the `admin:` block (indented by the caller),
     /// e.g. `"  token: s3cret\n"`.
     pub async fn start_with_admin(body: impl FnOnce(&Path) -> String, admin_extra: &str) -> Server {
-        Server::start_config(body, "", admin_extra, None).await
+        Server::start_config(body, "", admin_extra, None, false).await
     }
 
     /// Like [`Server::start_with`], with extra keys for the `proxy:` and the `admin:` blocks.
@@ -72,7 +72,13 @@ impl Server {
         proxy_extra: &str,
         admin_extra: &str,
     ) -> Server {
-        Server::start_config(body, proxy_extra, admin_extra, None).await
+        Server::start_config(body, proxy_extra, admin_extra, None, false).await
+    }
+
+    /// Like [`Server::start`], with the server's log (stderr, `RUST_LOG=autokill=warn`) kept in
+    /// `<dir>/autokill.log` for [`Server::log`] instead of shown.
+    pub async fn start_logged(body: impl FnOnce(&Path) -> String) -> Server {
+        Server::start_config(body, "", "", None, true).await
     }
 
     /// Like [`Server::start_with`], with extra keys for both blocks, in a process whose open-file
@@ -83,7 +89,7 @@ impl Server {
         admin_extra: &str,
         open_files: u64,
     ) -> Server {
-        Server::start_config(body, proxy_extra, admin_extra, Some(open_files)).await
+        Server::start_config(body, proxy_extra, admin_extra, Some(open_files), false).await
     }
 
     async fn start_config(
@@ -91,6 +97,7 @@ impl Server {
         proxy_extra: &str,
         admin_extra: &str,
         open_files: Option<u64>,
+        logged: bool,
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -111,6 +118,10 @@ impl Server {
             .arg(&path)
             .env("RUST_LOG", "autokill=warn")
             .stdin(Stdio::null());
+        if logged {
+            let log = std::fs::File::create(dir.path().join("autokill.log")).expect("log file");
+            command.stderr(log);
+        }
         if let Some(limit) = open_files {
             use std::os::unix::process::CommandExt;
             // SAFETY: only `setrlimit`, which is async-signal-safe, runs between fork and exec.
@@ -263,6 +274,11 @@ impl Server {
         }
     }
 
+    /// What the server logged so far, when started with [`Server::start_logged`].
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("autokill.log")).unwrap_or_default()
+    }
+
     /// Sends SIGHUP (reload the configuration).
     pub fn hangup(&self) {
         if let Some(child) = &self.child {
@@ -392,6 +408,25 @@ pub async fn request_with(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> Resp {
+    let (status, headers, body) = try_request_with(addr, method, path, body, headers)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Like [`request_with`], with a failure (no answer, a dropped connection) as an error rather
+/// than a panic.
+pub async fn try_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
     let mut req = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
@@ -404,28 +439,16 @@ pub async fn request_with(
     }
     let req = req
         .body(Full::new(Bytes::copy_from_slice(body)))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        .map_err(|e| e.to_string())?;
     let exchange = async {
-        let resp = client()
-            .request(req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let resp = client().request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-            .to_bytes();
-        (parts, body)
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts.status, parts.headers, body))
     };
-    let (parts, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"));
-    Resp {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
 }
 
 /// The value of a Prometheus sample `name{labels}` in `text`, if present (labels must match exactly as written).
@@ -527,6 +550,65 @@ pub async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, Byt
         rest = dechunk(&rest);
     }
     (status, Bytes::from(rest))
+}
+
+/// One raw HTTP/1.1 exchange with `addr`: `head` is the request line and header fields (without
+/// the blank line; `Host: localhost:<port>` and `Connection: close` added), the body follows
+/// with its `Content-Length`, or in 1 KiB chunks when `chunked`. Returns the status, the head
+/// and the body of the answer. A write the server cut short (it may answer before reading the
+/// whole body, and close) is not an error: what it answered is what counts.
+pub async fn raw_exchange(
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+    chunked: bool,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut req = format!(
+        "{head}\r\nHost: localhost:{}\r\nConnection: close\r\n",
+        addr.port()
+    );
+    if chunked {
+        req.push_str("Transfer-Encoding: chunked\r\n\r\n");
+    } else {
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    }
+    let mut bytes = req.into_bytes();
+    if chunked {
+        for chunk in body.chunks(1024) {
+            bytes.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            bytes.extend_from_slice(chunk);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        bytes.extend_from_slice(body);
+    }
+    let _ = conn.write_all(&bytes).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("{head}: no answer within 30 s"))
+        .unwrap_or_else(|e| panic!("{head}: reading the answer: {e}"));
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head_text, body_text) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head_text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{head}: no status line in {text:?}"));
+    (status, head_text.to_owned(), body_text.to_owned())
+}
+
+/// The value of the field `name` (any case) in an answer's head.
+pub fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// The payload of a chunked body.

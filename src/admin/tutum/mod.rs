@@ -149,18 +149,12 @@ async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> R
             req.extensions_mut().insert(Principal(who));
             next.run(req).await
         }
-        None => {
-            let mut resp = wire::error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong credentials: send Authorization: ApiKey <user>:<apikey>, \
-                 Basic base64(<user>:<apikey>) or Bearer <token>",
-            );
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("ApiKey"),
-            );
-            resp
-        }
+        // The admin router's `challenge` adds the `WWW-Authenticate` naming the schemes.
+        None => wire::error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong credentials: send Authorization: ApiKey <user>:<apikey>, \
+             Basic base64(<user>:<apikey>) or Bearer <token>",
+        ),
     }
 }
 
@@ -533,9 +527,6 @@ struct Req {
     meta: Meta,
 }
 
-/// Bodies are small JSON objects; this is far above any of them.
-const MAX_BODY: usize = 1 << 20;
-
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Req {
     type Rejection = Response;
 
@@ -549,16 +540,16 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Req {
                 .and_then(|p| p.0.into_iter().find(|(k, _)| k == "id"))
                 .map(|(_, v)| v)
                 .unwrap_or_default();
-        let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
-            wire::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body cannot be read (at most {MAX_BODY} bytes): {e}"),
-            )
-        })?;
+        let uri = parts.uri.clone();
         let meta = Meta::of(&parts.method, &parts.uri, &parts.headers);
+        // Read as every admin body is, within `admin.max_body_size` (the admin router's
+        // `limits` words the 413).
+        let body = axum::body::Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|rejection| wire::error(rejection.status(), rejection.body_text()))?;
         Ok(Req {
             id,
-            uri: parts.uri,
+            uri,
             body,
             meta,
         })

@@ -47,7 +47,7 @@ use super::AdminState;
 pub const FORMS: [&str; 2] = ["/ui/login", "/ui/logout"];
 
 /// The cookie that carries the signed-in credentials.
-const COOKIE: &str = "autokill_session";
+pub(super) const COOKIE: &str = "autokill_session";
 
 /// What the page's handlers share.
 #[derive(Clone)]

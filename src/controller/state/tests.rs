@@ -51,6 +51,7 @@ fn config() -> Config {
             idle_timeout: Duration::from_secs(1),
             max_connections: 1,
             api_users: Vec::new(),
+            max_body_size: 1 << 20,
         },
         store: StoreConfig {
             path: "unused".into(),
