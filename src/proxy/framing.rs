@@ -203,7 +203,7 @@ pub fn parse_head(buf: &mut BytesMut, expect: Expect) -> Result<Parsed, FramingE
 }
 
 /// `httparse`'s reason, as a static string.
-fn reason(err: httparse::Error) -> &'static str {
+pub(crate) fn reason(err: httparse::Error) -> &'static str {
     match err {
         httparse::Error::HeaderName => "invalid field name",
         httparse::Error::HeaderValue => "invalid field value",
@@ -248,7 +248,7 @@ fn frame(fields: &[httparse::Header<'_>], version: Version) -> Result<Framing, F
 }
 
 /// A `Content-Length` value: digits only, no sign, no overflow.
-fn parse_length(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
@@ -400,7 +400,16 @@ impl Decoder {
                     };
                     return Ok(Decoded::Data(buf.split_to(take).freeze()));
                 }
+                // `httparse` reads an empty size as 0 (HTTP Garden, trophy 17): a size is at
+                // least one hex digit.
+                State::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                    return Err(FramingError::BadChunk);
+                }
                 State::Size => match httparse::parse_chunk_size(buf) {
+                    // A size line longer than any sane one (extensions and all) is abuse.
+                    Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
+                        return Err(FramingError::BadChunk);
+                    }
                     Ok(httparse::Status::Complete((used, size))) => {
                         buf.advance(used);
                         self.state = if size == 0 {
@@ -711,6 +720,20 @@ mod tests {
         assert_eq!(parse(&many).err(), Some(FramingError::HeadTooLarge));
     }
 
+    /// A chunk whose size line (with its extension) is longer than `MAX_CHUNK_LINE`.
+    const LONG_EXTENSION: &[u8] = &{
+        let mut line = [b'x'; MAX_CHUNK_LINE + 16];
+        line[0] = b'1';
+        line[1] = b';';
+        line[MAX_CHUNK_LINE + 10] = b'\r';
+        line[MAX_CHUNK_LINE + 11] = b'\n';
+        line[MAX_CHUNK_LINE + 12] = b'Z';
+        line[MAX_CHUNK_LINE + 13] = b'\r';
+        line[MAX_CHUNK_LINE + 14] = b'\n';
+        line[MAX_CHUNK_LINE + 15] = b'0';
+        line
+    };
+
     /// Decodes `input` fed in pieces of `step` bytes; the body, or the first error.
     fn decode_all(
         framing: Framing,
@@ -780,6 +803,9 @@ mod tests {
             (Chunked, b"ffffffffffffffff\r\nab", true, Err(Truncated)),
             (Chunked, b"5\r\nhello\r\n", true, Err(Truncated)),
             (Chunked, b"0\r\nx: 1\n\r\n", false, Err(BadChunk)),
+            (Chunked, LONG_EXTENSION, false, Err(BadChunk)),
+            (Chunked, b"\r\n\r\n", false, Err(BadChunk)),
+            (Chunked, b";x\r\nab\r\n0\r\n\r\n", false, Err(BadChunk)),
         ];
         for (framing, input, eof, expected) in table {
             for step in [1, 2, 3, 7, input.len().max(1)] {

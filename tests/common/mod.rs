@@ -548,6 +548,64 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Reads one response head from `s`, byte by byte (so nothing after it is consumed), through
+/// its blank line; lower-cased.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
+            .await
+            .expect("a response head in time")
+            .expect("read");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_ascii_lowercase()
+}
+
+/// Reads one response from `s`: its head (lower-cased, see [`read_head`]) and a body of its
+/// `Content-Length`.
+pub async fn read_response(s: &mut tokio::net::TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let head = read_head(s).await;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut body))
+        .await
+        .expect("the body in time")
+        .expect("read");
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A proxy configuration for a proxy started in the test's own process (`Proxy::start`): one
+/// worker on an ephemeral loopback port, the documented defaults otherwise.
+pub fn proxy_config() -> autokill::config::ProxyConfig {
+    autokill::config::ProxyConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        workers: 1,
+        base_domain: "localhost".into(),
+        header_read_timeout: Duration::from_secs(10),
+        upstream_connect_timeout: Duration::from_secs(1),
+        upstream_timeout: Duration::from_secs(10),
+        pool_idle_per_instance: 4,
+        idle_timeout: Duration::from_secs(60),
+        max_connections_per_worker: 0,
+        request_body_timeout: Duration::from_secs(10),
+        response_write_timeout: Duration::from_secs(10),
+        balance: autokill::config::Balance::RoundRobin,
+        max_header_bytes: 64 * 1024,
+        max_header_fields: 100,
+        max_uri_bytes: 8192,
+        max_body_bytes: None,
+        max_requests_per_connection: 0,
+    }
+}
+
 /// Asserts that no row of a table test failed, listing those that did.
 #[track_caller]
 pub fn assert_rows(failures: &[String], total: usize) {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 use super::super::api::Reply;
-use super::super::{Due, DueKind, GroupView, InstanceState, InstanceView, View};
+use super::super::{GroupView, InstanceState, InstanceView, View};
 use super::{Group, Instance, State};
 use crate::proxy::route::{GroupRoute, RouteTable, Target};
 
