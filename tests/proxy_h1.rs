@@ -7,27 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, hello_runtime, read_response};
+use common::{Server, read_response, start_solo as start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn solo(dir: &std::path::Path) -> String {
-    format!(
-        "{}instances:\n  - name: solo\n    image: hello\n",
-        hello_runtime(dir, "")
-    )
-}
-
-async fn start(proxy_extra: &str) -> Server {
-    let server = Server::start_with(solo, proxy_extra).await;
-    server
-        .eventually(10, "solo running", async || {
-            server.admin_json("/v1/instances/solo").await["data"]["instances"][0]["state"]
-                == "running"
-        })
-        .await;
-    server
-}
 
 async fn requests_of(server: &Server) -> u64 {
     server.admin_json("/v1/instances/solo").await["data"]["instances"][0]["requests"]

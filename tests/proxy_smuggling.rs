@@ -8,7 +8,6 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, hello_runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -90,13 +89,6 @@ fn corpus(host: &str) -> Vec<Case> {
     cases
 }
 
-fn solo(dir: &std::path::Path) -> String {
-    format!(
-        "{}instances:\n  - name: solo\n    image: hello\n",
-        hello_runtime(dir, "")
-    )
-}
-
 /// Sends `bytes` on a new connection; the answer's status, and whether the proxy closed the
 /// connection after it (within `secs`).
 async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], secs: u64) -> (u16, bool, String) {
@@ -118,13 +110,7 @@ async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], secs: u64) -> (u16, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smuggling_corpus_is_refused_and_nothing_reaches_the_instance() {
-    let server = Server::start(solo).await;
-    server
-        .eventually(10, "solo running", async || {
-            server.admin_json("/v1/instances/solo").await["data"]["instances"][0]["state"]
-                == "running"
-        })
-        .await;
+    let server = common::start_solo("").await;
     let cases = corpus("solo.localhost");
     assert!(cases.len() >= 40, "{} cases", cases.len());
     let mut failures = Vec::new();
@@ -158,14 +144,7 @@ async fn the_smuggling_corpus_is_refused_and_nothing_reaches_the_instance() {
 mod responses {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
-    use arc_swap::ArcSwap;
-    use autokill::controller::View;
-    use autokill::metrics::Metrics;
-    use autokill::proxy::meter::Meter;
-    use autokill::proxy::route::{Target, Upstream};
-    use autokill::proxy::{Proxy, RouteTable};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -228,22 +207,7 @@ mod responses {
     async fn ambiguous_responses_are_502_and_their_connection_is_never_reused() {
         let connections = Arc::new(AtomicUsize::new(0));
         let addr = upstream(Arc::clone(&connections)).await;
-        let mut b = RouteTable::builder();
-        let i = b.upstream(Arc::new(Upstream::new(
-            uuid::Uuid::new_v4(),
-            "up".into(),
-            addr,
-            Arc::new(Meter::new(0, 0)),
-            1,
-        )));
-        b.route("up.localhost", Target::Instance(Some(i)));
-        let table = Arc::new(ArcSwap::from_pointee(b.build()));
-        let metrics =
-            Metrics::new(Arc::new(ArcSwap::from_pointee(View::default()))).expect("metrics");
-        let (events, _asked) = tokio::sync::mpsc::unbounded_channel();
-        let cfg = super::common::proxy_config();
-        let proxy = Proxy::start(&cfg, Duration::from_secs(1), table, events, &metrics, 1024)
-            .expect("proxy");
+        let proxy = super::common::start_proxy(addr);
         let mut s = TcpStream::connect(proxy.local_addr())
             .await
             .expect("connect");

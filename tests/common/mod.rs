@@ -606,6 +606,58 @@ pub fn proxy_config() -> autokill::config::ProxyConfig {
     }
 }
 
+/// A server with one instance `solo` (`autokill hello`, no request limit) and `proxy_extra` keys
+/// in its `proxy:` block, once `solo` is running.
+pub async fn start_solo(proxy_extra: &str) -> Server {
+    let server = Server::start_with(
+        |dir| {
+            format!(
+                "{}instances:\n  - name: solo\n    image: hello\n",
+                hello_runtime(dir, "")
+            )
+        },
+        proxy_extra,
+    )
+    .await;
+    server
+        .eventually(10, "solo running", async || {
+            server.admin_json("/v1/instances/solo").await["data"]["instances"][0]["state"]
+                == "running"
+        })
+        .await;
+    server
+}
+
+/// The proxy alone, in this process ([`proxy_config`]), routing `up.localhost` to the upstream
+/// at `addr` (an instance without a request limit).
+pub fn start_proxy(addr: SocketAddr) -> autokill::proxy::Proxy {
+    use autokill::proxy::route::{Target, Upstream};
+    let mut b = autokill::proxy::RouteTable::builder();
+    let i = b.upstream(std::sync::Arc::new(Upstream::new(
+        uuid::Uuid::new_v4(),
+        "up".into(),
+        addr,
+        std::sync::Arc::new(autokill::proxy::meter::Meter::new(0, 0)),
+        1,
+    )));
+    b.route("up.localhost", Target::Instance(Some(i)));
+    let table = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(b.build()));
+    let view = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+        autokill::controller::View::default(),
+    ));
+    let metrics = autokill::metrics::Metrics::new(view).expect("metrics");
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    autokill::proxy::Proxy::start(
+        &proxy_config(),
+        Duration::from_secs(1),
+        table,
+        events,
+        &metrics,
+        1024,
+    )
+    .expect("proxy")
+}
+
 /// Asserts that no row of a table test failed, listing those that did.
 #[track_caller]
 pub fn assert_rows(failures: &[String], total: usize) {
