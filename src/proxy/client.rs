@@ -32,7 +32,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::body::{BodySource, ClientBody, ClientBodyError};
 use super::error::{ProxyError, UpstreamError};
-use super::framing::{self, Expect, Head, Parsed};
+use super::framing::{self, Expect, FramingError, Head, Parsed};
 use super::headers::X_FORWARDED_FOR;
 
 /// Read buffer reserved at a time; a response head and a small body arrive in one read.
@@ -230,6 +230,21 @@ impl UpstreamConn {
         deadline: Instant,
         limit: Duration,
     ) -> Result<Head, ProxyError> {
+        self.response_with(body, deadline, limit, |buf| {
+            framing::parse_head(buf, expect)
+        })
+        .await
+    }
+
+    /// Like [`UpstreamConn::response`], with the head parsed by `parse` (e.g.
+    /// [`framing::parse_head_into`], which writes it for the client instead of building a map).
+    pub(crate) async fn response_with<B: BodySource, H>(
+        &mut self,
+        body: Option<(&mut B, RequestBody)>,
+        deadline: Instant,
+        limit: Duration,
+        parse: impl FnMut(&mut BytesMut) -> Result<Parsed<H>, FramingError>,
+    ) -> Result<H, ProxyError> {
         self.deadline.set(deadline);
         self.request_complete = body.is_none();
         let UpstreamConn {
@@ -240,7 +255,7 @@ impl UpstreamConn {
             ..
         } = self;
         let (mut reader, mut writer) = stream.split();
-        let head = read_head(&mut reader, read, timer, expect, limit);
+        let head = read_head(&mut reader, read, timer, parse, limit);
         let Some((body, framing)) = body else {
             return head.await;
         };
@@ -298,16 +313,16 @@ impl UpstreamConn {
 }
 
 /// Reads and parses until a final response head (1xx interim responses skipped).
-async fn read_head<R: AsyncRead + Unpin>(
+async fn read_head<R: AsyncRead + Unpin, H>(
     reader: &mut R,
     read: &mut BytesMut,
     deadline: &mut Deadline,
-    expect: Expect,
+    mut parse: impl FnMut(&mut BytesMut) -> Result<Parsed<H>, FramingError>,
     limit: Duration,
-) -> Result<Head, ProxyError> {
+) -> Result<H, ProxyError> {
     poll_fn(|cx| {
         loop {
-            match framing::parse_head(read, expect) {
+            match parse(read) {
                 Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
                 Ok(Parsed::Interim) => continue,
                 Ok(Parsed::Partial) => {}

@@ -24,7 +24,6 @@ use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::StatusCode;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -32,8 +31,8 @@ use tokio::time::Instant;
 use super::body::{BodySource, ClientBodyError};
 use super::client::{Deadline, RequestBody, UpstreamConn, format_hex, poll_fill};
 use super::error::ProxyError;
-use super::framing::{Decoded, Decoder, Expect, Framing, Head};
-use super::headers::{self, VIA_10, VIA_11};
+use super::framing::{self, Decoded, Decoder, Expect, Framing, RawHead};
+use super::headers::{VIA_10, VIA_11};
 use super::request::{self, BodyFraming, Forwarding, Parsed, Request, RequestError};
 use super::worker::{ConnInfo, Finish, Worker};
 
@@ -335,23 +334,34 @@ impl Connection {
             upgrade: req.upgrade,
         };
         let limit = worker.settings.upstream_timeout;
-        let (head, body_done) = match req.body {
-            BodyFraming::None => (
-                up.response::<RawBody>(None, expect, start + limit, limit)
+        // The response head is written for the client straight from the upstream's bytes.
+        let out = &mut self.out;
+        let http10 = !req.http11;
+        let parse = |buf: &mut BytesMut| framing::parse_head_into(buf, expect, out, http10);
+        let body_framing = match req.body {
+            BodyFraming::None => None,
+            BodyFraming::Length(n) => Some(Framing::Length(n)),
+            BodyFraming::Chunked => Some(Framing::Chunked),
+        };
+        let (head, body_done) = match body_framing {
+            None => (
+                up.response_with::<RawBody, _>(None, start + limit, limit, parse)
                     .await,
                 true,
             ),
-            BodyFraming::Length(n) => {
-                let mut body = self.body(worker, Framing::Length(n));
+            Some(body_framing) => {
+                let mut body = RawBody {
+                    stream: &mut self.stream,
+                    buf: &mut self.buf,
+                    deadline: &mut self.deadline,
+                    decoder: Decoder::new(body_framing),
+                    timeout: worker.settings.request_body_timeout,
+                    max: worker.settings.limits.max_body,
+                    seen: 0,
+                    done: false,
+                };
                 let head = up
-                    .response(Some((&mut body, framing)), expect, start + limit, limit)
-                    .await;
-                (head, body.done)
-            }
-            BodyFraming::Chunked => {
-                let mut body = self.body(worker, Framing::Chunked);
-                let head = up
-                    .response(Some((&mut body, framing)), expect, start + limit, limit)
+                    .response_with(Some((&mut body, framing)), start + limit, limit, parse)
                     .await;
                 (head, body.done)
             }
@@ -364,8 +374,8 @@ impl Connection {
                 return self.answer(worker, err, body_done && req.keep_alive).await;
             }
         };
-        if head.status == StatusCode::SWITCHING_PROTOCOLS {
-            self.tunnel(worker, head, up, finish).await;
+        if head.status == 101 {
+            self.tunnel(worker, up, finish).await;
             return Err(End::Close);
         }
         self.served += 1;
@@ -382,40 +392,23 @@ impl Connection {
         if close { Err(End::Close) } else { Ok(()) }
     }
 
-    /// The client's body of the current request, delimited as `framing` says.
-    fn body(&mut self, worker: &Worker, framing: Framing) -> RawBody<'_> {
-        RawBody {
-            stream: &mut self.stream,
-            buf: &mut self.buf,
-            deadline: &mut self.deadline,
-            decoder: Decoder::new(framing),
-            timeout: worker.settings.request_body_timeout,
-            max: worker.settings.limits.max_body,
-            seen: 0,
-            done: false,
-        }
-    }
-
     /// Writes the response head and streams its body from `up`; the upstream connection goes
     /// back to the pool, and the request finishes, as soon as the body has been read to its end.
     async fn relay(
         &mut self,
         worker: &Worker,
-        mut head: Head,
+        head: RawHead,
         up: Box<UpstreamConn>,
         finish: Finish,
         http11: bool,
         close: bool,
     ) -> Step<()> {
-        headers::strip_hop_by_hop(&mut head.headers, false);
+        // The status line and the upstream's fields are in `out` already.
         let chunked = http11 && matches!(head.framing, Framing::Chunked | Framing::Close);
         let out = &mut self.out;
-        out.extend_from_slice(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
-        out.extend_from_slice(head.status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"via: ");
+        out.extend_from_slice(VIA_11.as_bytes());
         out.extend_from_slice(b"\r\n");
-        write_fields(out, &head.headers);
         if chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
@@ -482,19 +475,13 @@ impl Connection {
     /// After a 101 to an upgrade: the head goes to the client, then bytes flow both ways until
     /// either side closes (the request stays in flight until then). Early bytes of either side
     /// (read past the heads) go first.
-    async fn tunnel(
-        &mut self,
-        worker: &Worker,
-        mut head: Head,
-        mut up: Box<UpstreamConn>,
-        finish: Finish,
-    ) {
+    async fn tunnel(&mut self, worker: &Worker, mut up: Box<UpstreamConn>, finish: Finish) {
         let _finish = finish;
-        headers::strip_hop_by_hop(&mut head.headers, true);
+        // The 101's status line and fields (`Upgrade` kept) are in `out` already.
         let out = &mut self.out;
-        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-        write_fields(out, &head.headers);
-        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(b"connection: upgrade\r\nvia: ");
+        out.extend_from_slice(VIA_11.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
         let early = up.read.split().freeze();
         self.out.extend_from_slice(&early);
         if self.flush(worker).await.is_err() {
@@ -507,19 +494,6 @@ impl Connection {
         self.buf.clear();
         let _ = tokio::io::copy_bidirectional(&mut self.stream, upstream).await;
     }
-}
-
-/// Appends a response's fields and the proxy's `Via` to a head being written.
-fn write_fields(out: &mut Vec<u8>, headers: &http::HeaderMap) {
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"via: ");
-    out.extend_from_slice(VIA_11.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Checks the chunked body bytes that came with the head (usually all of a small body, and all
