@@ -225,3 +225,25 @@ async fn a_slowloris_client_is_closed_within_the_header_read_timeout() {
     );
     assert_eq!(server.upstream_log("solo"), ["GET /a"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let server = start("  idle_timeout: 1s\n").await;
+    let mut s = TcpStream::connect(server.proxy).await.expect("connect");
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: solo.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed within 5 s");
+    let took = idle.elapsed();
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took <= Duration::from_millis(2000),
+        "closed after {took:?} (idle_timeout 1s)"
+    );
+}
