@@ -59,6 +59,9 @@ pub(crate) struct Connection {
     served: u64,
     /// The current request is HTTP/1.0 (answers say so in their status line, as hyper's did).
     http10: bool,
+    /// The connection ends while the client may still be sending (an error answer, a body not
+    /// read to its end, a shutdown): close it lingering (see [`Connection::linger`]).
+    linger: bool,
 }
 
 /// Why a connection ends.
@@ -81,6 +84,7 @@ impl Connection {
             info,
             served: 0,
             http10: false,
+            linger: false,
         }
     }
 
@@ -122,7 +126,12 @@ impl Connection {
                 break;
             }
         }
-        self.linger().await;
+        if self.linger || !self.buf.is_empty() {
+            self.linger().await;
+        } else {
+            // The last answer ended the connection with nothing unread: close it at once.
+            let _ = self.stream.shutdown().await;
+        }
     }
 
     /// Closes gracefully: the write side first, then what the client still sends is read and
@@ -170,6 +179,7 @@ impl Connection {
                     }
                 }
             } else if worker.closing() {
+                self.linger = true;
                 return Err(End::Close);
             }
             let idle = self.buf.is_empty() && accepted.is_none();
@@ -183,7 +193,11 @@ impl Connection {
                 )
                 .await;
             match n {
-                Ok(0) | Err(_) => return Err(End::Close),
+                Ok(0) | Err(_) => {
+                    // Woken by a shutdown: the client may be sending a request right now.
+                    self.linger |= worker.closing();
+                    return Err(End::Close);
+                }
                 Ok(_) => {}
             }
         }
@@ -262,7 +276,10 @@ impl Connection {
     /// when the answer says so.
     async fn refuse(&mut self, worker: &Worker, err: ProxyError) -> bool {
         worker.count_refusal(&err);
+        // Nothing of another answer may precede this one.
+        self.out.clear();
         let close = err.closes() || worker.closing();
+        self.linger |= close;
         err.write_http1(&mut self.out, self.http10, close);
         self.flush(worker).await.is_ok() && !close
     }
@@ -382,6 +399,7 @@ impl Connection {
         let max = worker.settings.max_requests_per_connection;
         let mut close =
             !req.keep_alive || !body_done || worker.closing() || (max > 0 && self.served >= max);
+        self.linger |= !body_done || worker.closing();
         // An HTTP/1.0 client cannot take chunks: a body without a length ends with the connection.
         let chunked = matches!(head.framing, Framing::Chunked | Framing::Close);
         if chunked && !req.http11 {
