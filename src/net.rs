@@ -69,6 +69,7 @@ pub fn connection_cap(configured: usize, open_files: u64, share: u64) -> usize {
 pub struct Listener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    cap: usize,
     name: &'static str,
     errors: IntCounter,
     last_log: Option<Instant>,
@@ -91,12 +92,24 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 impl Listener {
     /// Serves at most `cap` connections of `inner` at once; `errors` counts failed accepts.
     pub fn new(inner: TcpListener, cap: usize, name: &'static str, errors: IntCounter) -> Listener {
+        let cap = cap.clamp(1, Semaphore::MAX_PERMITS);
         Listener {
             inner,
-            permits: Arc::new(Semaphore::new(cap.clamp(1, Semaphore::MAX_PERMITS))),
+            permits: Arc::new(Semaphore::new(cap)),
+            cap,
             name,
             errors,
             last_log: None,
+        }
+    }
+
+    /// A future that ends once every connection accepted so far has ended (all places under the
+    /// cap are free), for a shutdown that waits for them.
+    pub fn drained(&self) -> impl Future<Output = ()> + 'static {
+        let permits = Arc::clone(&self.permits);
+        let all = u32::try_from(self.cap).unwrap_or(u32::MAX);
+        async move {
+            let _ = permits.acquire_many(all).await;
         }
     }
 

@@ -161,16 +161,7 @@ async fn upgrade_passes_through_after_101() {
     let server = start().await;
     let mut s = TcpStream::connect(server.proxy).await.expect("connect");
     s.write_all(b"GET /__echo HTTP/1.1\r\nHost: solo.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").await.expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut byte))
-            .await
-            .expect("101 in time")
-            .expect("read");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = common::read_head(&mut s).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: echo"), "{head}");
     s.write_all(b"ping through the tunnel")

@@ -69,11 +69,19 @@ async fn ambiguous_or_malformed_hosts_are_400_and_absolute_form_sets_host() {
         let resp = raw(p, request, 10).await;
         assert_eq!(status_of(&resp), 400, "{what}: {resp}");
     }
-    // Absolute form: routed by the target's authority, and the instance gets that as its Host,
-    // not the other one the client sent.
+    // Absolute form: routed by the target's authority, and the instance gets that as its Host.
+    // A Host that names another host than the target is ambiguous (which one did the client
+    // mean, and which one will the instance read?): 400, as HAProxy answers it.
     let resp = raw(
         p,
         b"GET http://solo.localhost/__headers HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        10,
+    )
+    .await;
+    assert_eq!(status_of(&resp), 400, "{resp}");
+    let resp = raw(
+        p,
+        b"GET http://solo.localhost/__headers HTTP/1.1\r\nHost: Solo.Localhost\r\nConnection: close\r\n\r\n",
         10,
     )
     .await;

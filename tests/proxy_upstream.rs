@@ -153,7 +153,6 @@ mod reservation {
     use std::time::{Duration, Instant};
 
     use arc_swap::ArcSwap;
-    use autokill::config::{Balance, ProxyConfig};
     use autokill::controller::View;
     use autokill::metrics::Metrics;
     use autokill::proxy::meter::Meter;
@@ -212,20 +211,7 @@ mod reservation {
         let metrics =
             Metrics::new(Arc::new(ArcSwap::from_pointee(View::default()))).expect("metrics");
         let (events, mut asked) = tokio::sync::mpsc::unbounded_channel();
-        let cfg = ProxyConfig {
-            listen: ([127, 0, 0, 1], 0).into(),
-            workers: 1,
-            base_domain: "localhost".into(),
-            header_read_timeout: Duration::from_secs(10),
-            upstream_connect_timeout: Duration::from_secs(1),
-            upstream_timeout: Duration::from_secs(10),
-            pool_idle_per_instance: 4,
-            idle_timeout: Duration::from_secs(60),
-            max_connections_per_worker: 0,
-            request_body_timeout: Duration::from_secs(10),
-            response_write_timeout: Duration::from_secs(10),
-            balance: Balance::RoundRobin,
-        };
+        let cfg = super::common::proxy_config();
         let proxy = Proxy::start(&cfg, Duration::from_secs(1), table, events, &metrics, 1024)
             .expect("proxy");
         let addr = proxy.local_addr();

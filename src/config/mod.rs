@@ -91,6 +91,16 @@ pub struct ProxyConfig {
     pub response_write_timeout: Duration,
     /// How a group picks one of its instances.
     pub balance: Balance,
+    /// Longest request head (request line and fields) in bytes: 431 beyond.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request: 431 beyond.
+    pub max_header_fields: usize,
+    /// Longest request target in bytes: 414 beyond.
+    pub max_uri_bytes: usize,
+    /// Largest request body in bytes (413 beyond); `None` = no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Requests one client connection carries before the proxy closes it; 0 = no limit.
+    pub max_requests_per_connection: u64,
 }
 
 /// How a service group picks an instance.

@@ -84,6 +84,18 @@ pub(crate) struct RawProxy {
     pub response_write_timeout: Option<Spanned<RawDuration>>,
     /// How a group picks one of its instances. Default `round_robin`.
     pub balance: Option<RawBalance>,
+    /// Longest request head (request line and fields) in bytes: 431 beyond. Default 65536,
+    /// 1024 to 1048576.
+    pub max_header_bytes: Option<Spanned<u64>>,
+    /// Most header fields in a request: 431 beyond. Default 100, 1 to 512.
+    pub max_header_fields: Option<Spanned<u64>>,
+    /// Longest request target in bytes: 414 beyond. Default 8192, 16 to 1048576.
+    pub max_uri_bytes: Option<Spanned<u64>>,
+    /// Largest request body in bytes: 413 beyond; 0 = no limit. Default 0.
+    pub max_body_bytes: Option<Spanned<u64>>,
+    /// Requests one client connection carries before the proxy closes it; 0 = no limit.
+    /// Default 0.
+    pub max_requests_per_connection: Option<Spanned<u64>>,
 }
 
 /// `proxy.balance`

@@ -70,6 +70,11 @@ fn defaults() -> Config {
             max_connections_per_worker: 0,
             request_body_timeout: Duration::from_secs(10),
             response_write_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_header_fields: 100,
+            max_uri_bytes: 8 * 1024,
+            max_body_bytes: None,
+            max_requests_per_connection: 0,
             balance: Balance::RoundRobin,
         },
         admin: AdminConfig {
@@ -172,6 +177,11 @@ proxy:
   max_connections_per_worker: 100
   request_body_timeout: 5s
   response_write_timeout: 7s
+  max_header_bytes: 4096
+  max_header_fields: 20
+  max_uri_bytes: 1000
+  max_body_bytes: 1048576
+  max_requests_per_connection: 1000
   balance: least_inflight
 admin:
   listen: "[::1]:9001"
@@ -230,6 +240,11 @@ shutdown: leave_instances
             max_connections_per_worker: 100,
             request_body_timeout: Duration::from_secs(5),
             response_write_timeout: Duration::from_secs(7),
+            max_header_bytes: 4096,
+            max_header_fields: 20,
+            max_uri_bytes: 1000,
+            max_body_bytes: Some(1 << 20),
+            max_requests_per_connection: 1000,
             balance: Balance::LeastInflight,
         },
         admin: AdminConfig {

@@ -235,7 +235,56 @@ fn proxy(raw: RawProxy) -> Result<ProxyConfig, Problem> {
             None | Some(RawBalance::RoundRobin) => Balance::RoundRobin,
             Some(RawBalance::LeastInflight) => Balance::LeastInflight,
         },
+        max_header_bytes: within(
+            raw.max_header_bytes.as_ref(),
+            "proxy.max_header_bytes",
+            64 * 1024,
+            1024..=1 << 20,
+        )?,
+        max_header_fields: within(
+            raw.max_header_fields.as_ref(),
+            "proxy.max_header_fields",
+            100,
+            1..=crate::proxy::request::MAX_FIELD_SLOTS as u64,
+        )?,
+        max_uri_bytes: within(
+            raw.max_uri_bytes.as_ref(),
+            "proxy.max_uri_bytes",
+            8 * 1024,
+            16..=1 << 20,
+        )?,
+        max_body_bytes: raw
+            .max_body_bytes
+            .as_ref()
+            .map(|s| s.value)
+            .filter(|&n| n > 0),
+        max_requests_per_connection: raw
+            .max_requests_per_connection
+            .as_ref()
+            .map_or(0, |s| s.value),
     })
+}
+
+/// A count that must lie in `range` (`default` when absent).
+fn within(
+    spanned: Option<&Spanned<u64>>,
+    path: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<usize, Problem> {
+    match spanned {
+        Some(s) if !range.contains(&s.value) => Err(Place::of(s).fail(
+            path,
+            format!(
+                "{} is not between {} and {}",
+                s.value,
+                range.start(),
+                range.end()
+            ),
+        )),
+        // Bounded by the range's end, which fits in usize on every supported platform.
+        _ => Ok(usize::try_from(spanned.map_or(default, |s| s.value)).unwrap_or(usize::MAX)),
+    }
 }
 
 fn admin(raw: RawAdmin, proxy: &ProxyConfig) -> Result<AdminConfig, Problem> {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::future::Future;
 
@@ -17,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 use super::client::UpstreamConn;
 use super::error::UpstreamError;
 use super::framing::{Decoded, Decoder};
+use super::request::RequestError;
 use super::worker::Finish;
 
 /// A downstream response body.
@@ -182,15 +184,49 @@ impl Body for ProxyBody {
     }
 }
 
-/// Why a client's request body ended early; the proxy tells a timeout (408) from a broken stream.
+/// Why a client's request body ended early; the proxy tells a timeout (408) and a refused body
+/// (400, 413) from a broken stream.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBodyError {
     /// No frame arrived for the request body timeout.
     #[error("request body sent nothing for {0:?}")]
     Timeout(Duration),
-    /// Reading the body failed (the client closed or broke the stream).
+    /// Reading the body failed (the client closed or broke the stream; HTTP/2).
     #[error("reading the request body failed: {0}")]
     Read(hyper::Error),
+    /// Reading the body failed (HTTP/1, the proxy's own server).
+    #[error("reading the request body failed: {0}")]
+    Io(std::io::Error),
+    /// The client closed its connection before the body's end.
+    #[error("the client closed before the end of the request body")]
+    Closed,
+    /// A malformed chunk, or more than the body limit.
+    #[error(transparent)]
+    Refused(#[from] RequestError),
+}
+
+/// A request body on its way upstream, piece by piece (hyper's for HTTP/2, the proxy's own
+/// [`super::h1`] for HTTP/1).
+pub(crate) trait BodySource {
+    /// The next piece of data (never empty); `None` at the body's end.
+    async fn data(&mut self) -> Option<Result<Bytes, ClientBodyError>>;
+}
+
+impl BodySource for ClientBody {
+    async fn data(&mut self) -> Option<Result<Bytes, ClientBodyError>> {
+        loop {
+            match self.frame().await? {
+                Err(err) => return Some(Err(err)),
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        return Some(Ok(data));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The client's request body on its way upstream, with a timeout between frames. The timer is

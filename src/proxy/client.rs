@@ -26,14 +26,13 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::request::Parts;
 use http_body::Body;
-use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::body::{ClientBody, ClientBodyError};
+use super::body::{BodySource, ClientBody, ClientBodyError};
 use super::error::{ProxyError, UpstreamError};
-use super::framing::{self, Expect, Head, Parsed};
+use super::framing::{self, Expect, FramingError, Head, Parsed};
 use super::headers::X_FORWARDED_FOR;
 
 /// Read buffer reserved at a time; a response head and a small body arrive in one read.
@@ -168,6 +167,35 @@ impl UpstreamConn {
         w.extend_from_slice(b"\r\n");
     }
 
+    /// Takes a request head written elsewhere (by the HTTP/1 server, from the parsed bytes).
+    pub(crate) fn set_head(&mut self, head: &[u8]) {
+        self.write.clear();
+        self.write.extend_from_slice(head);
+    }
+
+    /// Reads more of a response body: `Ok(0)` at the connection's end; an error when nothing came
+    /// for `limit` (the response deadline is re-armed only when a read has to wait).
+    pub(crate) async fn fill(&mut self, limit: Duration) -> io::Result<usize> {
+        let mut armed = false;
+        poll_fn(|cx| {
+            if let Poll::Ready(read) = poll_fill(&mut self.stream, &mut self.read, cx) {
+                return Poll::Ready(read);
+            }
+            if !armed {
+                self.deadline.set(Instant::now() + limit);
+                armed = true;
+            }
+            ready!(self.deadline.poll(cx));
+            Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+        })
+        .await
+    }
+
+    /// The socket, for a tunnel after a 101 (with [`UpstreamConn::read`] holding early bytes).
+    pub(crate) fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
     /// Writes the head [`UpstreamConn::encode_head`] made. A failure before any byte left is
     /// [`Failed::sent`] false: the request may go to another connection.
     pub(crate) async fn send_head(&mut self) -> Result<(), Failed> {
@@ -195,13 +223,28 @@ impl UpstreamConn {
     /// Sends the request body (if any) while waiting for the response head, which must come by
     /// `deadline` (else [`ProxyError::Timeout`] with `limit`). An answer that comes before the
     /// body was sent whole ends the sending (the connection is then not reused).
-    pub(crate) async fn response(
+    pub(crate) async fn response<B: BodySource>(
         &mut self,
-        body: Option<(ClientBody, RequestBody)>,
+        body: Option<(&mut B, RequestBody)>,
         expect: Expect,
         deadline: Instant,
         limit: Duration,
     ) -> Result<Head, ProxyError> {
+        self.response_with(body, deadline, limit, |buf| {
+            framing::parse_head(buf, expect)
+        })
+        .await
+    }
+
+    /// Like [`UpstreamConn::response`], with the head parsed by `parse` (e.g.
+    /// [`framing::parse_head_into`], which writes it for the client instead of building a map).
+    pub(crate) async fn response_with<B: BodySource, H>(
+        &mut self,
+        body: Option<(&mut B, RequestBody)>,
+        deadline: Instant,
+        limit: Duration,
+        parse: impl FnMut(&mut BytesMut) -> Result<Parsed<H>, FramingError>,
+    ) -> Result<H, ProxyError> {
         self.deadline.set(deadline);
         self.request_complete = body.is_none();
         let UpstreamConn {
@@ -212,12 +255,12 @@ impl UpstreamConn {
             ..
         } = self;
         let (mut reader, mut writer) = stream.split();
-        let head = read_head(&mut reader, read, timer, expect, limit);
-        let Some((mut body, framing)) = body else {
+        let head = read_head(&mut reader, read, timer, parse, limit);
+        let Some((body, framing)) = body else {
             return head.await;
         };
         tokio::pin!(head);
-        let pump = pump(&mut writer, &mut body, framing == RequestBody::Chunked);
+        let pump = pump(&mut writer, body, framing == RequestBody::Chunked);
         tokio::pin!(pump);
         let mut pumping = true;
         loop {
@@ -231,7 +274,10 @@ impl UpstreamConn {
                         Err(PumpError::Client(ClientBodyError::Timeout(limit))) => {
                             return Err(ProxyError::BodyTimeout(limit));
                         }
-                        Err(PumpError::Client(ClientBodyError::Read(err))) => {
+                        Err(PumpError::Client(ClientBodyError::Refused(err))) => {
+                            return Err(ProxyError::Request(err));
+                        }
+                        Err(PumpError::Client(err)) => {
                             return Err(ProxyError::ClientBody(err));
                         }
                         // The upstream may still answer (e.g. it refused the body early).
@@ -267,16 +313,16 @@ impl UpstreamConn {
 }
 
 /// Reads and parses until a final response head (1xx interim responses skipped).
-async fn read_head<R: AsyncRead + Unpin>(
+async fn read_head<R: AsyncRead + Unpin, H>(
     reader: &mut R,
     read: &mut BytesMut,
     deadline: &mut Deadline,
-    expect: Expect,
+    mut parse: impl FnMut(&mut BytesMut) -> Result<Parsed<H>, FramingError>,
     limit: Duration,
-) -> Result<Head, ProxyError> {
+) -> Result<H, ProxyError> {
     poll_fn(|cx| {
         loop {
-            match framing::parse_head(read, expect) {
+            match parse(read) {
                 Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
                 Ok(Parsed::Interim) => continue,
                 Ok(Parsed::Partial) => {}
@@ -313,18 +359,13 @@ enum PumpError {
 /// Copies the client's body frames upstream as they come, chunk-framed when `chunked` (the size
 /// line, the data and its CRLF in one vectored write; the data is not copied). Trailers are
 /// dropped: the proxy does not ask the upstream whether it accepts them.
-async fn pump<W: AsyncWrite + Unpin>(
+async fn pump<W: AsyncWrite + Unpin, B: BodySource>(
     writer: &mut W,
-    body: &mut ClientBody,
+    body: &mut B,
     chunked: bool,
 ) -> Result<(), PumpError> {
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(PumpError::Client)?.into_data() else {
-            continue;
-        };
-        if data.is_empty() {
-            continue;
-        }
+    while let Some(data) = body.data().await {
+        let data = data.map_err(PumpError::Client)?;
         if chunked {
             let size = format_hex(data.len());
             write_all_vectored(writer, &[&size.0[size.1..], &data, b"\r\n"]).await
@@ -343,7 +384,7 @@ async fn pump<W: AsyncWrite + Unpin>(
 }
 
 /// `n` in hex followed by CRLF, in a fixed buffer: the bytes from the returned offset on.
-fn format_hex(mut n: usize) -> ([u8; 18], usize) {
+pub(crate) fn format_hex(mut n: usize) -> ([u8; 18], usize) {
     let mut out = [0u8; 18];
     out[16] = b'\r';
     out[17] = b'\n';
@@ -378,7 +419,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 /// Reads into the spare capacity of `buf` (reserving [`READ_CAPACITY`] when it runs short).
 /// Through `AsyncRead::poll_read`, which tells the reactor that a short read drained the socket,
 /// so an idle pooled connection reads as not ready without a system call.
-fn poll_fill<R: AsyncRead + Unpin>(
+pub(crate) fn poll_fill<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
@@ -400,13 +441,14 @@ fn poll_fill<R: AsyncRead + Unpin>(
 /// instant. Deadlines move forward request by request, so the timer fires and is re-armed about
 /// once per timeout period, not once per request.
 #[derive(Debug)]
-struct Deadline {
+pub(crate) struct Deadline {
     at: Instant,
     timer: Pin<Box<Sleep>>,
 }
 
 impl Deadline {
-    fn new() -> Deadline {
+    /// A deadline an hour away (set it before polling).
+    pub(crate) fn new() -> Deadline {
         let at = Instant::now() + Duration::from_secs(3600);
         Deadline {
             at,
@@ -414,12 +456,13 @@ impl Deadline {
         }
     }
 
-    fn set(&mut self, at: Instant) {
+    /// The instant wanted from now on (no timer is touched).
+    pub(crate) fn set(&mut self, at: Instant) {
         self.at = at;
     }
 
     /// Ready once the wanted instant has passed.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.timer.deadline() > self.at {
                 self.timer.as_mut().reset(self.at);

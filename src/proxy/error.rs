@@ -1,13 +1,15 @@
 //! Why the proxy answered a request itself, and with which status: every refusal and upstream
 //! failure is classified here, in one place (pingora's idea: by where it came from).
 
+use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::body::ProxyBody;
+use super::body::{ClientBodyError, ProxyBody};
 use super::framing::FramingError;
+use super::request::RequestError;
 
 /// A request the proxy answers without (successfully) forwarding it.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +30,11 @@ pub enum ProxyError {
     BodyTimeout(Duration),
     /// Downstream: reading the request body failed (the client closed or broke the stream).
     #[error("request body failed: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(ClientBodyError),
+    /// Downstream: a request head (or chunked body) refused by the framing rules or a limit
+    /// (400, 413, 414, 431); the connection is closed.
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// Downstream: the host matches no instance or service group.
     #[error("no route for host")]
     NoRoute,
@@ -73,7 +79,7 @@ pub enum UpstreamError {
 /// Every error kind: its metric label, and whether it is the upstream's failure
 /// (`autokill_upstream_errors_total{kind}`) rather than a refusal
 /// (`autokill_proxy_refused_total{reason}`). Indexed by [`ProxyError::index`].
-pub const KINDS: [(&str, bool); 12] = [
+pub const KINDS: [(&str, bool); 13] = [
     ("bad_request", false),
     ("no_route", false),
     ("unavailable", false),
@@ -86,6 +92,7 @@ pub const KINDS: [(&str, bool); 12] = [
     ("connect", true),
     ("timeout", true),
     ("protocol", true),
+    ("too_large", false),
 ];
 
 /// The methods a 405 names: all but `CONNECT`.
@@ -95,9 +102,10 @@ impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoHost | ProxyError::BadHost | ProxyError::ClientBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::NoHost | ProxyError::BadHost => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(ClientBodyError::Refused(err)) => err.status(),
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Request(err) => err.status(),
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
@@ -137,6 +145,8 @@ impl ProxyError {
             ProxyError::Connect(_) => 9,
             ProxyError::Timeout(_) => 10,
             ProxyError::Protocol(_) => 11,
+            ProxyError::Request(err) if err.is_limit() => 12,
+            ProxyError::Request(_) => 0,
         }
     }
 
@@ -151,14 +161,15 @@ impl ProxyError {
         }
     }
 
-    /// The response the client gets: the status, a one-line body, and `Retry-After` on 503.
-    pub fn response(&self) -> Response<ProxyBody> {
-        let body: &'static [u8] = match self {
+    /// The one-line body of the answer.
+    fn body(&self) -> &'static [u8] {
+        match self {
             ProxyError::NoHost => b"missing Host header\n",
             ProxyError::BadHost => b"bad or ambiguous Host\n",
             ProxyError::MethodNotAllowed => b"CONNECT is not supported\n",
             ProxyError::BodyTimeout(_) => b"request body timed out\n",
             ProxyError::ClientBody(_) => b"request body could not be read\n",
+            ProxyError::Request(err) => err.body(),
             ProxyError::NoRoute => b"no instance or service group for this host\n",
             ProxyError::Unavailable => b"no instance available\n",
             ProxyError::Exhausted => b"instance has served its request limit\n",
@@ -166,28 +177,75 @@ impl ProxyError {
                 b"bad gateway\n"
             }
             ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_) => b"gateway timeout\n",
-        };
-        let mut resp = Response::new(ProxyBody::full(Bytes::from_static(body)));
+        }
+    }
+
+    /// The field this answer carries besides its type and length.
+    fn extra(&self) -> Option<(header::HeaderName, &'static str)> {
+        match self {
+            ProxyError::Unavailable | ProxyError::Exhausted => Some((header::RETRY_AFTER, "1")),
+            ProxyError::MethodNotAllowed => Some((header::ALLOW, ALLOW)),
+            _ => None,
+        }
+    }
+
+    /// True when the connection cannot carry another request after this answer: the request
+    /// body was not read to its end, or the head was refused (what follows it is not known to
+    /// be a request).
+    pub fn closes(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BodyTimeout(_)
+                | ProxyError::ClientBody(_)
+                | ProxyError::Request(_)
+                | ProxyError::MethodNotAllowed
+                | ProxyError::NoHost
+                | ProxyError::BadHost
+        )
+    }
+
+    /// The response the client gets: the status, a one-line body, and `Retry-After` on 503.
+    pub fn response(&self) -> Response<ProxyBody> {
+        let mut resp = Response::new(ProxyBody::full(Bytes::from_static(self.body())));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        match self {
-            ProxyError::Unavailable | ProxyError::Exhausted => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            ProxyError::MethodNotAllowed => {
-                headers.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-            }
-            // The request body was not read to its end: this connection cannot carry another.
-            ProxyError::BodyTimeout(_) | ProxyError::ClientBody(_) => {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            _ => {}
+        if let Some((name, value)) = self.extra() {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        // The request body was not read to its end: this connection cannot carry another.
+        if matches!(self, ProxyError::BodyTimeout(_) | ProxyError::ClientBody(_)) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+
+    /// The same answer as [`ProxyError::response`], as HTTP/1.x bytes appended to `out` (the
+    /// status line in the request's version: `http10`), with `Connection: close` when `close`.
+    pub fn write_http1(&self, out: &mut Vec<u8>, http10: bool, close: bool) {
+        let status = self.status();
+        let body = self.body();
+        out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+        // Writing into a `Vec` cannot fail.
+        let _ = write!(out, "{}\r\n", body.len());
+        if let Some((name, value)) = self.extra() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
     }
 }
 

@@ -102,15 +102,15 @@ pub struct Head {
     pub keep_alive: bool,
 }
 
-/// What [`parse_head`] found at the front of the buffer.
+/// What [`parse_head`] (or [`parse_head_into`]) found at the front of the buffer.
 #[derive(Debug)]
-pub enum Parsed {
+pub enum Parsed<H = Head> {
     /// More bytes are needed.
     Partial,
     /// An interim (1xx) response, consumed from the buffer: read the next head.
     Interim,
     /// The final head, consumed from the buffer; the body follows in the buffer.
-    Final(Head),
+    Final(H),
 }
 
 /// What a request needs from the response framing: whether it was `HEAD` and whether it asked to
@@ -123,8 +123,43 @@ pub struct Expect {
     pub upgrade: bool,
 }
 
-/// Parses a response head at the front of `buf` and, when complete, takes it out of `buf`.
-pub fn parse_head(buf: &mut BytesMut, expect: Expect) -> Result<Parsed, FramingError> {
+/// A final response head written straight into the client's response buffer by
+/// [`parse_head_into`]: what framing and forwarding still need of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHead {
+    /// The status code.
+    pub status: u16,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// HTTP/1.1 without `Connection: close`: the connection may carry another request.
+    pub keep_alive: bool,
+}
+
+/// The facts of a whole head, before its fields are taken.
+struct Meta {
+    len: usize,
+    code: u16,
+    version: Version,
+    framing: Framing,
+    keep_alive: bool,
+    /// `Connection` names fields other than `close` and `keep-alive` (they are hop-by-hop too).
+    names_fields: bool,
+}
+
+/// What [`parse_with`] found: like [`Parsed`], but the head is still in the buffer (`len` bytes).
+enum Found<T> {
+    Partial,
+    Interim(usize),
+    Final(Meta, T),
+}
+
+/// Parses a response head at the front of `buf` and applies the framing rules; `take` gets the
+/// accepted head's fields while they are still borrowed from `buf`. Consumes nothing.
+fn parse_with<T>(
+    buf: &[u8],
+    expect: Expect,
+    take: impl FnOnce(&httparse::Response<'_, '_>, &Meta) -> Result<T, FramingError>,
+) -> Result<Found<T>, FramingError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -134,7 +169,7 @@ pub fn parse_head(buf: &mut BytesMut, expect: Expect) -> Result<Parsed, FramingE
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(FramingError::HeadTooLarge);
         }
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Ok(httparse::Status::Partial) => return Ok(Found::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(FramingError::HeadTooLarge),
         Err(err) => return Err(FramingError::Head(reason(err))),
     };
@@ -149,42 +184,65 @@ pub fn parse_head(buf: &mut BytesMut, expect: Expect) -> Result<Parsed, FramingE
         if code == 101 {
             return Err(FramingError::UnexpectedSwitch);
         }
-        buf.advance(len);
-        return Ok(Parsed::Interim);
+        return Ok(Found::Interim(len));
     }
     let mut framing = frame(resp.headers, version)?;
     if expect.head || code == 204 || code == 304 || status.is_informational() {
         framing = Framing::Empty;
     }
     let (close, names_fields) = connection_options(resp.headers);
-    let keep_alive = version == Version::HTTP_11 && !close;
-    // The usual hop-by-hop fields are left out here, so the map is built without them instead
-    // of emptied of them; a `Connection` that names other fields, or a 101 (which keeps
-    // `Upgrade`), is left whole to `headers::strip_hop_by_hop`.
-    let leave_out = !names_fields && code != 101;
     if len > MAX_HEAD {
         return Err(FramingError::HeadTooLarge);
     }
+    let meta = Meta {
+        len,
+        code,
+        version,
+        framing,
+        keep_alive: version == Version::HTTP_11 && !close,
+        names_fields,
+    };
+    let taken = take(&resp, &meta)?;
+    Ok(Found::Final(meta, taken))
+}
+
+/// Parses a response head at the front of `buf` and, when complete, takes it out of `buf`.
+pub fn parse_head(buf: &mut BytesMut, expect: Expect) -> Result<Parsed, FramingError> {
     // Where each name and value lies in the head (offsets fit `u32`: the head is at most
     // `MAX_HEAD`), so that once the head is frozen the values become slices of it, not copies.
     let base = buf.as_ptr() as usize;
-    let mut spans = [[0u32; 4]; MAX_FIELDS];
-    let mut fields = 0;
-    for field in resp.headers.iter() {
-        if leave_out && is_hop_by_hop(field.name.as_bytes()) {
-            continue;
+    let found = parse_with(buf, expect, |resp, meta| {
+        // The usual hop-by-hop fields are left out here, so the map is built without them
+        // instead of emptied of them; a `Connection` that names other fields, or a 101 (which
+        // keeps `Upgrade`), is left whole to `headers::strip_hop_by_hop`.
+        let leave_out = !meta.names_fields && meta.code != 101;
+        let mut spans = [[0u32; 4]; MAX_FIELDS];
+        let mut fields = 0;
+        for field in resp.headers.iter() {
+            if leave_out && is_hop_by_hop(field.name.as_bytes()) {
+                continue;
+            }
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            spans[fields] = [
+                name as u32,
+                (name + field.name.len()) as u32,
+                value as u32,
+                (value + field.value.len()) as u32,
+            ];
+            fields += 1;
         }
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        spans[fields] = [
-            name as u32,
-            (name + field.name.len()) as u32,
-            value as u32,
-            (value + field.value.len()) as u32,
-        ];
-        fields += 1;
-    }
-    let head = buf.split_to(len).freeze();
+        Ok((spans, fields))
+    })?;
+    let (meta, (spans, fields)) = match found {
+        Found::Partial => return Ok(Parsed::Partial),
+        Found::Interim(len) => {
+            buf.advance(len);
+            return Ok(Parsed::Interim);
+        }
+        Found::Final(meta, taken) => (meta, taken),
+    };
+    let head = buf.split_to(meta.len).freeze();
     let mut headers = HeaderMap::with_capacity(fields);
     for &[ns, ne, vs, ve] in &spans[..fields] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
@@ -194,16 +252,91 @@ pub fn parse_head(buf: &mut BytesMut, expect: Expect) -> Result<Parsed, FramingE
         headers.append(name, value);
     }
     Ok(Parsed::Final(Head {
-        status,
-        version,
+        // Checked by `parse_with`.
+        status: StatusCode::from_u16(meta.code).unwrap_or(StatusCode::BAD_GATEWAY),
+        version: meta.version,
         headers,
-        framing,
-        keep_alive,
+        framing: meta.framing,
+        keep_alive: meta.keep_alive,
     }))
 }
 
+/// Parses a response head at the front of `buf` and, when it is final, writes it for the client
+/// into `out` (the status line in HTTP/1.0 when `http10`, the upstream's reason phrase, the fields
+/// as received without the hop-by-hop ones: those RFC 9110 §7.6.1 lists and those `Connection`
+/// names; a 101 keeps `Upgrade`) and takes it out of `buf`. No field map, no allocation: the
+/// proxy's own HTTP/1 server relays heads this way. The caller ends the head (its own fields and
+/// the blank line).
+pub fn parse_head_into(
+    buf: &mut BytesMut,
+    expect: Expect,
+    out: &mut Vec<u8>,
+    http10: bool,
+) -> Result<Parsed<RawHead>, FramingError> {
+    let start = out.len();
+    let found = parse_with(buf, expect, |resp, meta| {
+        out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+        let code = meta.code;
+        out.extend_from_slice(&[
+            b'0' + (code / 100 % 10) as u8,
+            b'0' + (code / 10 % 10) as u8,
+            b'0' + (code % 10) as u8,
+            b' ',
+        ]);
+        out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let switching = code == 101;
+        for field in resp.headers.iter() {
+            let name = field.name.as_bytes();
+            // A 101 keeps `Upgrade` (its `Connection: upgrade` names it too).
+            let upgrade = switching && name.eq_ignore_ascii_case(b"upgrade");
+            let hop = is_hop_by_hop(name)
+                || (meta.names_fields && named_in_connection(resp.headers, name));
+            if hop && !upgrade {
+                continue;
+            }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(field.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        Ok(())
+    });
+    match found {
+        Ok(Found::Partial) => Ok(Parsed::Partial),
+        Ok(Found::Interim(len)) => {
+            buf.advance(len);
+            Ok(Parsed::Interim)
+        }
+        Ok(Found::Final(meta, ())) => {
+            buf.advance(meta.len);
+            Ok(Parsed::Final(RawHead {
+                status: meta.code,
+                framing: meta.framing,
+                keep_alive: meta.keep_alive,
+            }))
+        }
+        Err(err) => {
+            out.truncate(start);
+            Err(err)
+        }
+    }
+}
+
+/// Whether a `Connection` field of `fields` names `name`.
+fn named_in_connection(fields: &[httparse::Header<'_>], name: &[u8]) -> bool {
+    fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+        .any(|f| {
+            f.value
+                .split(|&b| b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(name))
+        })
+}
+
 /// `httparse`'s reason, as a static string.
-fn reason(err: httparse::Error) -> &'static str {
+pub(crate) fn reason(err: httparse::Error) -> &'static str {
     match err {
         httparse::Error::HeaderName => "invalid field name",
         httparse::Error::HeaderValue => "invalid field value",
@@ -248,7 +381,7 @@ fn frame(fields: &[httparse::Header<'_>], version: Version) -> Result<Framing, F
 }
 
 /// A `Content-Length` value: digits only, no sign, no overflow.
-fn parse_length(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
@@ -400,7 +533,16 @@ impl Decoder {
                     };
                     return Ok(Decoded::Data(buf.split_to(take).freeze()));
                 }
+                // `httparse` reads an empty size as 0 (HTTP Garden, trophy 17): a size is at
+                // least one hex digit.
+                State::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                    return Err(FramingError::BadChunk);
+                }
                 State::Size => match httparse::parse_chunk_size(buf) {
+                    // A size line longer than any sane one (extensions and all) is abuse.
+                    Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
+                        return Err(FramingError::BadChunk);
+                    }
                     Ok(httparse::Status::Complete((used, size))) => {
                         buf.advance(used);
                         self.state = if size == 0 {
@@ -693,6 +835,77 @@ mod tests {
     }
 
     #[test]
+    fn heads_written_for_the_client() {
+        let into = |text: &str, expect: Expect, http10: bool| {
+            let mut buf = BytesMut::from(text);
+            let mut out = b"kept".to_vec();
+            let got = parse_head_into(&mut buf, expect, &mut out, http10);
+            (got, String::from_utf8_lossy(&out).into_owned(), buf)
+        };
+        let (got, out, rest) = into(
+            "HTTP/1.1 200 Fine\r\nConnection: x-b, keep-alive\r\nX-B: 1\r\nKeep-Alive: 5\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\nTrailer: t\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTE: trailers\r\n\r\n5\r\n",
+            Expect::default(),
+            false,
+        );
+        assert!(
+            matches!(
+                got,
+                Ok(Parsed::Final(RawHead {
+                    status: 200,
+                    framing: Framing::Chunked,
+                    keep_alive: true
+                }))
+            ),
+            "{got:?}"
+        );
+        assert_eq!(out, "keptHTTP/1.1 200 Fine\r\nX-A: 1\r\n");
+        assert_eq!(&rest[..], b"5\r\n");
+        let (got, out, _) = into(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+            Expect {
+                head: false,
+                upgrade: true,
+            },
+            false,
+        );
+        assert!(
+            matches!(got, Ok(Parsed::Final(RawHead { status: 101, .. }))),
+            "{got:?}"
+        );
+        assert_eq!(
+            out,
+            "keptHTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n"
+        );
+        let (got, out, _) = into(
+            "HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n",
+            Expect::default(),
+            true,
+        );
+        assert!(
+            matches!(
+                got,
+                Ok(Parsed::Final(RawHead {
+                    status: 404,
+                    framing: Framing::Length(0),
+                    ..
+                }))
+            ),
+            "{got:?}"
+        );
+        assert_eq!(out, "keptHTTP/1.0 404 \r\nContent-Length: 0\r\n");
+        let (got, out, _) = into("HTTP/1.1 100 Continue\r\n\r\n", Expect::default(), false);
+        assert!(matches!(got, Ok(Parsed::Interim)), "{got:?}");
+        assert_eq!(out, "kept", "an interim head is not written");
+        let (got, out, _) = into(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            Expect::default(),
+            false,
+        );
+        assert_eq!(got.err(), Some(FramingError::DuplicateLength));
+        assert_eq!(out, "kept", "a refused head leaves nothing behind");
+    }
+
+    #[test]
     fn partial_and_oversized_heads() {
         assert!(matches!(
             parse("HTTP/1.1 200 OK\r\nX: 1\r\n"),
@@ -710,6 +923,20 @@ mod tests {
         many.push_str("\r\n");
         assert_eq!(parse(&many).err(), Some(FramingError::HeadTooLarge));
     }
+
+    /// A chunk whose size line (with its extension) is longer than `MAX_CHUNK_LINE`.
+    const LONG_EXTENSION: &[u8] = &{
+        let mut line = [b'x'; MAX_CHUNK_LINE + 16];
+        line[0] = b'1';
+        line[1] = b';';
+        line[MAX_CHUNK_LINE + 10] = b'\r';
+        line[MAX_CHUNK_LINE + 11] = b'\n';
+        line[MAX_CHUNK_LINE + 12] = b'Z';
+        line[MAX_CHUNK_LINE + 13] = b'\r';
+        line[MAX_CHUNK_LINE + 14] = b'\n';
+        line[MAX_CHUNK_LINE + 15] = b'0';
+        line
+    };
 
     /// Decodes `input` fed in pieces of `step` bytes; the body, or the first error.
     fn decode_all(
@@ -780,6 +1007,9 @@ mod tests {
             (Chunked, b"ffffffffffffffff\r\nab", true, Err(Truncated)),
             (Chunked, b"5\r\nhello\r\n", true, Err(Truncated)),
             (Chunked, b"0\r\nx: 1\n\r\n", false, Err(BadChunk)),
+            (Chunked, LONG_EXTENSION, false, Err(BadChunk)),
+            (Chunked, b"\r\n\r\n", false, Err(BadChunk)),
+            (Chunked, b";x\r\nab\r\n0\r\n\r\n", false, Err(BadChunk)),
         ];
         for (framing, input, eof, expected) in table {
             for step in [1, 2, 3, 7, input.len().max(1)] {

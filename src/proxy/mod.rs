@@ -11,8 +11,10 @@ pub mod body;
 mod client;
 pub mod error;
 pub mod framing;
+mod h1;
 pub mod headers;
 pub mod meter;
+pub mod request;
 pub mod route;
 mod worker;
 

@@ -27,23 +27,25 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Cache};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HOST, VIA};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus::IntCounter;
 use prometheus::local::LocalHistogram;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
@@ -53,8 +55,10 @@ use super::body::{ClientBody, ProxyBody};
 use super::client::{RequestBody, UpstreamConn};
 use super::error::{KINDS, ProxyError};
 use super::framing::{Decoder, Expect, Head};
+use super::h1;
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
 use super::meter::{Admission, Meter};
+use super::request::Limits;
 use super::route::{RouteMemo, RouteTable, Target, Upstream};
 use crate::config::{Balance, ProxyConfig};
 use crate::metrics::Metrics;
@@ -73,6 +77,10 @@ pub(crate) struct Settings {
     pub response_write_timeout: Duration,
     /// Connections this worker serves at once.
     pub max_connections: usize,
+    /// What a request head and body may be (HTTP/1).
+    pub limits: Limits,
+    /// Requests one HTTP/1 connection carries before the proxy closes it; 0 = no limit.
+    pub max_requests_per_connection: u64,
 }
 
 impl Settings {
@@ -91,6 +99,13 @@ impl Settings {
             request_body_timeout: cfg.request_body_timeout,
             response_write_timeout: cfg.response_write_timeout,
             max_connections,
+            limits: Limits {
+                max_head: cfg.max_header_bytes,
+                max_fields: cfg.max_header_fields,
+                max_uri: cfg.max_uri_bytes,
+                max_body: cfg.max_body_bytes.unwrap_or(u64::MAX),
+            },
+            max_requests_per_connection: cfg.max_requests_per_connection,
         }
     }
 
@@ -131,13 +146,18 @@ pub(crate) struct Worker {
     /// Round-robin cursor, per worker: workers need not agree for the spread to be even.
     cursor: Cell<usize>,
     events: mpsc::UnboundedSender<ProxyEvent>,
-    settings: Settings,
+    pub(crate) settings: Settings,
     histogram: LocalHistogram,
     /// One counter per [`ProxyError`] kind, indexed by [`ProxyError::index`], resolved once.
     errors: Box<[IntCounter]>,
     accept_errors: IntCounter,
     /// `X-Forwarded-For` values by client address (see [`MAX_CLIENTS`]).
     clients: RefCell<HashMap<IpAddr, HeaderValue>>,
+    /// The worker is shutting down: connections close after their current request.
+    closing: Cell<bool>,
+    /// Open HTTP/1 connections, so that a shutdown can wake those waiting between requests
+    /// (pruned of closed ones as it grows).
+    conns: RefCell<Vec<Weak<ConnInfo>>>,
 }
 
 /// What happens when a request that was admitted ends (its response body ended or was dropped,
@@ -164,6 +184,23 @@ impl std::fmt::Debug for Finish {
 }
 
 impl Finish {
+    /// A request admitted to `local` at `start`, not sent yet.
+    pub(crate) fn new(
+        local: Rc<LocalUpstream>,
+        worker: Rc<Worker>,
+        conn: Rc<ConnInfo>,
+        start: Instant,
+    ) -> Finish {
+        Finish {
+            local,
+            worker,
+            conn,
+            start,
+            sent: false,
+            handed: false,
+        }
+    }
+
     /// The response was read to its end on `conn`, which may carry another request: back to
     /// the pool (if it has room), and the request finishes.
     pub(crate) fn pool(self, conn: Box<UpstreamConn>) {
@@ -239,16 +276,79 @@ impl Worker {
             errors,
             accept_errors: metrics.accept_errors.with_label_values(&["proxy"]),
             clients: RefCell::new(HashMap::new()),
+            closing: Cell::new(false),
+            conns: RefCell::new(Vec::new()),
         }
     }
 
-    /// Picks the instance for `req` and admits the request against its budget.
-    fn route(
+    /// The worker is shutting down.
+    #[inline]
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// A connection waits between requests: a shutdown wakes it through `waker` (stored once per
+    /// connection; its task's waker does not change).
+    #[inline]
+    pub(crate) fn watch_idle(&self, conn: &ConnInfo, waker: &Waker) {
+        let mut slot = conn.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// Notes a new connection for [`Worker::shut_down`].
+    fn track(&self, conn: &Rc<ConnInfo>) {
+        let mut conns = self.conns.borrow_mut();
+        if conns.len() == conns.capacity() {
+            conns.retain(|c| c.strong_count() > 0);
+        }
+        conns.push(Rc::downgrade(conn));
+    }
+
+    /// Starts the shutdown: connections close after their current request (which says
+    /// `Connection: close`), and those waiting between requests are woken to close now.
+    fn shut_down(&self) {
+        self.closing.set(true);
+        for conn in self.conns.borrow_mut().drain(..) {
+            if let Some(waker) = conn.upgrade().and_then(|c| c.waker.borrow_mut().take()) {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Counts a request the proxy answered itself (one shared counter bump).
+    pub(crate) fn count_refusal(&self, err: &ProxyError) {
+        self.errors[err.index()].inc();
+    }
+
+    /// Routes and admits a request for `host`, waiting (bounded by [`RESERVE_WAIT`] from
+    /// `start`) while the instance's durable reservation is used up.
+    pub(crate) async fn route_waiting(
         &self,
-        req: &Request<Incoming>,
+        host: &[u8],
         conn: &ConnInfo,
-    ) -> Result<Rc<LocalUpstream>, Unrouted> {
-        let host = request_host(req).map_err(Unrouted::Refuse)?;
+        start: Instant,
+    ) -> Result<Rc<LocalUpstream>, ProxyError> {
+        loop {
+            match self.route(host, conn) {
+                Ok(local) => return Ok(local),
+                Err(Unrouted::Refuse(err)) => return Err(err),
+                // One deadline for the whole wait, however often the ceiling rises in between.
+                Err(Unrouted::Wait(meter, seen)) => {
+                    if timeout_at(start + RESERVE_WAIT, meter.wait_raised(seen))
+                        .await
+                        .is_err()
+                    {
+                        return Err(ProxyError::Unavailable);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks the instance for `host` and admits the request against its budget.
+    fn route(&self, host: &[u8], conn: &ConnInfo) -> Result<Rc<LocalUpstream>, Unrouted> {
         let mut cache = self.table.borrow_mut();
         let table = cache.load();
         let mut synced = self.synced.borrow_mut();
@@ -335,7 +435,7 @@ impl Worker {
 
     /// Answers a request the proxy could not forward, and counts why (one shared counter bump).
     fn refuse(&self, err: ProxyError) -> Response<ProxyBody> {
-        self.errors[err.index()].inc();
+        self.count_refusal(&err);
         err.response()
     }
 
@@ -359,16 +459,15 @@ impl Worker {
         value
     }
 
-    /// Writes the request head on a pooled connection, or a new one. A connection that fails
-    /// before the head left moves the request on unharmed, so this is never a retry of a request
-    /// the upstream saw. Upgrades always get a connection of their own.
-    async fn send_head(
+    /// Writes the request head (`encode` puts it into the connection's buffer) on a pooled
+    /// connection, or a new one. A connection that fails before the head left moves the request on
+    /// unharmed, so this is never a retry of a request the upstream saw. Upgrades always get a
+    /// connection of their own.
+    pub(crate) async fn send_head(
         &self,
         finish: &mut Finish,
-        parts: &Parts,
-        via: &HeaderValue,
-        body: RequestBody,
         upgrade: bool,
+        encode: impl Fn(&mut UpstreamConn),
     ) -> Result<Box<UpstreamConn>, ProxyError> {
         loop {
             let pooled = if upgrade {
@@ -385,7 +484,7 @@ impl Worker {
                         .await?
                 }
             };
-            conn.encode_head(parts, &finish.conn.client, via, body);
+            encode(&mut conn);
             match conn.send_head().await {
                 Ok(()) => {
                     finish.sent = true;
@@ -410,12 +509,18 @@ impl Worker {
         upgrade: bool,
     ) -> Result<(Head, Box<UpstreamConn>), ProxyError> {
         let framing = RequestBody::of(parts, &body);
-        let mut conn = self.send_head(finish, parts, via, framing, upgrade).await?;
+        let client = finish.conn.client.clone();
+        let mut conn = self
+            .send_head(finish, upgrade, |c| {
+                c.encode_head(parts, &client, via, framing)
+            })
+            .await?;
         let expect = Expect {
             head: parts.method == Method::HEAD,
             upgrade,
         };
-        let body = (framing != RequestBody::None).then_some((body, framing));
+        let mut body = body;
+        let body = (framing != RequestBody::None).then_some((&mut body, framing));
         let limit = self.settings.upstream_timeout;
         let head = conn
             .response(body, expect, finish.start + limit, limit)
@@ -544,12 +649,15 @@ enum Admit {
 const RESERVE_WAIT: Duration = Duration::from_secs(5);
 
 /// Per-connection facts the request path needs.
-struct ConnInfo {
-    client: HeaderValue,
+pub(crate) struct ConnInfo {
+    /// The client's address as `X-Forwarded-For` gives it.
+    pub(crate) client: HeaderValue,
     /// Where this connection's last host led.
     route: RefCell<RouteMemo>,
-    /// Responses of this connection waiting for the client to take a body frame.
+    /// Responses of this connection waiting for the client to take a body frame (HTTP/2).
     waiting: Cell<u32>,
+    /// Wakes the connection's task while it waits between requests (HTTP/1), for a shutdown.
+    waker: RefCell<Option<Waker>>,
 }
 
 /// Handles one request: route, count, rewrite, forward, stream back.
@@ -562,29 +670,15 @@ async fn handle(
     if req.method() == Method::CONNECT {
         return Ok(worker.refuse(ProxyError::MethodNotAllowed));
     }
-    let local = loop {
-        match worker.route(&req, &conn) {
-            Ok(local) => break local,
-            Err(Unrouted::Refuse(err)) => return Ok(worker.refuse(err)),
-            // One deadline for the whole wait, however often the ceiling rises in between.
-            Err(Unrouted::Wait(meter, seen)) => {
-                if timeout_at(start + RESERVE_WAIT, meter.wait_raised(seen))
-                    .await
-                    .is_err()
-                {
-                    return Ok(worker.refuse(ProxyError::Unavailable));
-                }
-            }
-        }
+    let routed = match request_host(&req) {
+        Ok(host) => worker.route_waiting(host, &conn, start).await,
+        Err(err) => Err(err),
     };
-    let mut finish = Finish {
-        local,
-        worker: Rc::clone(&worker),
-        conn,
-        start,
-        sent: false,
-        handed: false,
+    let local = match routed {
+        Ok(local) => local,
+        Err(err) => return Ok(worker.refuse(err)),
     };
+    let mut finish = Finish::new(local, Rc::clone(&worker), conn, start);
 
     let (mut parts, body) = req.into_parts();
     let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
@@ -633,7 +727,9 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 }
 
 /// Runs the worker on the current thread until `shutdown` turns true, then lets open
-/// connections finish for up to the shutdown grace.
+/// connections finish for up to the shutdown grace: HTTP/1 connections end after their current
+/// request (answered with `Connection: close`) and at once when they wait between requests;
+/// HTTP/2 connections get a GOAWAY.
 pub(crate) fn run(
     worker: Worker,
     listener: std::net::TcpListener,
@@ -651,12 +747,9 @@ pub(crate) fn run(
             "proxy",
             worker.accept_errors.clone(),
         );
-        let mut builder = auto::Builder::new(LocalExec);
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(worker.settings.header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
+        let mut h2 = http2::Builder::new(LocalExec);
+        h2.timer(TokioTimer::new());
+        let h2 = Rc::new(h2);
         let graceful = GracefulShutdown::new();
 
         let flusher = Rc::clone(&worker);
@@ -670,15 +763,18 @@ pub(crate) fn run(
 
         loop {
             tokio::select! {
-                accepted = listener.accept() => serve(&builder, &graceful, &worker, accepted),
+                accepted = listener.accept() => serve(&h2, &graceful, &worker, accepted),
                 _ = shutdown.changed() => break,
             }
         }
+        let drained = listener.drained();
         drop(listener);
-        if timeout(worker.settings.shutdown_grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        worker.shut_down();
+        let all = async {
+            graceful.shutdown().await;
+            drained.await;
+        };
+        if timeout(worker.settings.shutdown_grace, all).await.is_err() {
             tracing::warn!(
                 worker = worker.index,
                 "connections still open after the shutdown grace; closing them"
@@ -689,9 +785,10 @@ pub(crate) fn run(
     })
 }
 
-/// Serves one accepted connection under its watchdog, holding its place under the cap.
+/// Serves one accepted connection, holding its place under the cap: HTTP/1 on the proxy's own
+/// server ([`h1`]), HTTP/2 with prior knowledge (told by its preface) on hyper's.
 fn serve(
-    builder: &auto::Builder<LocalExec>,
+    h2: &Rc<http2::Builder<LocalExec>>,
     graceful: &GracefulShutdown,
     worker: &Rc<Worker>,
     accepted: Accepted,
@@ -701,12 +798,42 @@ fn serve(
         peer,
         permit,
     } = accepted;
+    let start = Instant::now();
     let _ = stream.set_nodelay(true);
     let info = Rc::new(ConnInfo {
         client: worker.client_value(peer.ip()),
         route: RefCell::new(RouteMemo::default()),
         waiting: Cell::new(0),
+        waker: RefCell::new(None),
     });
+    worker.track(&info);
+    let worker = Rc::clone(worker);
+    let h2 = Rc::clone(h2);
+    let watcher = graceful.watcher();
+    tokio::task::spawn_local(async move {
+        let _permit = permit;
+        let mut conn = h1::Connection::new(stream, BytesMut::new(), Rc::clone(&info));
+        match conn.sniff(&worker, start).await {
+            Some(false) => conn.serve(&worker, start).await,
+            Some(true) => {
+                let (stream, early) = conn.into_parts();
+                serve_h2(&h2, watcher, &worker, info, stream, early, peer).await
+            }
+            None => tracing::debug!(%peer, "closed a silent client connection"),
+        }
+    });
+}
+
+/// Serves an HTTP/2 connection (its first bytes already read: `early`) under its watchdog.
+async fn serve_h2(
+    builder: &http2::Builder<LocalExec>,
+    watcher: Watcher,
+    worker: &Rc<Worker>,
+    info: Rc<ConnInfo>,
+    stream: tokio::net::TcpStream,
+    early: Bytes,
+    peer: std::net::SocketAddr,
+) {
     // The service holds one reference, the watchdog's look another; every request in progress
     // (and every response body still streaming) holds one more.
     let watched = Rc::downgrade(&info);
@@ -716,21 +843,76 @@ fn serve(
         _ => Busy::Idle,
     };
     let timeouts = worker.settings.timeouts();
-    let worker = Rc::clone(worker);
-    let service =
-        hyper::service::service_fn(move |req| handle(Rc::clone(&worker), Rc::clone(&info), req));
-    let activity = Arc::new(Activity::default());
-    let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
-    let conn = builder
-        .serve_connection_with_upgrades(io, service)
-        .into_owned();
-    let conn = graceful.watch(conn);
-    tokio::task::spawn_local(async move {
-        let _permit = permit;
-        match net::supervise(conn, &activity, timeouts, busy).await {
-            Some(Err(err)) => tracing::debug!(%err, "client connection ended with an error"),
-            None => tracing::debug!(%peer, "closed a silent, idle or stalled client connection"),
-            Some(Ok(())) => {}
-        }
+    let service_worker = Rc::clone(worker);
+    let service = hyper::service::service_fn(move |req| {
+        handle(Rc::clone(&service_worker), Rc::clone(&info), req)
     });
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(Rewind::new(
+        early,
+        Watched::new(stream, Arc::clone(&activity)),
+    ));
+    let conn = watcher.watch(builder.serve_connection(io, service));
+    match net::supervise(conn, &activity, timeouts, busy).await {
+        Some(Err(err)) => tracing::debug!(%err, "client connection ended with an error"),
+        None => tracing::debug!(%peer, "closed a silent, idle or stalled client connection"),
+        Some(Ok(())) => {}
+    }
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+struct Rewind<T> {
+    early: Bytes,
+    inner: T,
+}
+
+impl<T> Rewind<T> {
+    fn new(early: Bytes, inner: T) -> Rewind<T> {
+        Rewind { early, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

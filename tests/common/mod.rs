@@ -630,6 +630,116 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Reads one response head from `s`, byte by byte (so nothing after it is consumed), through
+/// its blank line; lower-cased.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
+            .await
+            .expect("a response head in time")
+            .expect("read");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_ascii_lowercase()
+}
+
+/// Reads one response from `s`: its head (lower-cased, see [`read_head`]) and a body of its
+/// `Content-Length`.
+pub async fn read_response(s: &mut tokio::net::TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let head = read_head(s).await;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut body))
+        .await
+        .expect("the body in time")
+        .expect("read");
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A proxy configuration for a proxy started in the test's own process (`Proxy::start`): one
+/// worker on an ephemeral loopback port, the documented defaults otherwise.
+pub fn proxy_config() -> autokill::config::ProxyConfig {
+    autokill::config::ProxyConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        workers: 1,
+        base_domain: "localhost".into(),
+        header_read_timeout: Duration::from_secs(10),
+        upstream_connect_timeout: Duration::from_secs(1),
+        upstream_timeout: Duration::from_secs(10),
+        pool_idle_per_instance: 4,
+        idle_timeout: Duration::from_secs(60),
+        max_connections_per_worker: 0,
+        request_body_timeout: Duration::from_secs(10),
+        response_write_timeout: Duration::from_secs(10),
+        balance: autokill::config::Balance::RoundRobin,
+        max_header_bytes: 64 * 1024,
+        max_header_fields: 100,
+        max_uri_bytes: 8192,
+        max_body_bytes: None,
+        max_requests_per_connection: 0,
+    }
+}
+
+/// A server with one instance `solo` (`autokill hello`, no request limit) and `proxy_extra` keys
+/// in its `proxy:` block, once `solo` is running.
+pub async fn start_solo(proxy_extra: &str) -> Server {
+    let server = Server::start_with(
+        |dir| {
+            format!(
+                "{}instances:\n  - name: solo\n    image: hello\n",
+                hello_runtime(dir, "")
+            )
+        },
+        proxy_extra,
+    )
+    .await;
+    server
+        .eventually(10, "solo running", async || {
+            server.admin_json("/v1/instances/solo").await["data"]["instances"][0]["state"]
+                == "running"
+        })
+        .await;
+    server
+}
+
+/// The proxy alone, in this process ([`proxy_config`]), routing `up.localhost` to the upstream
+/// at `addr` (an instance without a request limit).
+pub fn start_proxy(addr: SocketAddr) -> autokill::proxy::Proxy {
+    use autokill::proxy::route::{Target, Upstream};
+    let mut b = autokill::proxy::RouteTable::builder();
+    let i = b.upstream(std::sync::Arc::new(Upstream::new(
+        uuid::Uuid::new_v4(),
+        "up".into(),
+        addr,
+        std::sync::Arc::new(autokill::proxy::meter::Meter::new(0, 0)),
+        1,
+    )));
+    b.route("up.localhost", Target::Instance(Some(i)));
+    let table = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(b.build()));
+    let view = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+        autokill::controller::View::default(),
+    ));
+    let metrics = autokill::metrics::Metrics::new(view).expect("metrics");
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    autokill::proxy::Proxy::start(
+        &proxy_config(),
+        Duration::from_secs(1),
+        table,
+        events,
+        &metrics,
+        1024,
+    )
+    .expect("proxy")
+}
+
 /// Asserts that no row of a table test failed, listing those that did.
 #[track_caller]
 pub fn assert_rows(failures: &[String], total: usize) {

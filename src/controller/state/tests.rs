@@ -42,6 +42,11 @@ fn config() -> Config {
             request_body_timeout: Duration::from_secs(1),
             response_write_timeout: Duration::from_secs(1),
             balance: Balance::RoundRobin,
+            max_header_bytes: 64 * 1024,
+            max_header_fields: 100,
+            max_uri_bytes: 8192,
+            max_body_bytes: None,
+            max_requests_per_connection: 0,
         },
         admin: AdminConfig {
             listen: ([127, 0, 0, 1], 0).into(),
