@@ -213,3 +213,79 @@ mod resets {
         proxy.shutdown().await;
     }
 }
+
+/// Connections of this machine to `port` in TCP `state` (`/proc/net/tcp`'s code: 01
+/// established; 08 close-wait, the peer closed and this side has not).
+fn sockets_to(port: u16, state: &str) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote = fields.get(2).and_then(|a| a.split(':').nth(1));
+            fields.get(3) == Some(&state)
+                && remote.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+        })
+        .count()
+}
+
+/// A deleted instance's idle pooled connections are closed although no request comes after the
+/// delete: the workers take up the new route table on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_instances_pooled_connections_close_without_traffic() {
+    let server = common::Server::start(|dir| common::hello_runtime(dir, "")).await;
+    let made = server
+        .api(
+            "POST",
+            "/v1/instances",
+            serde_json::json!({"name": "pooled", "image": "hello", "autostart": true}),
+        )
+        .await;
+    assert_eq!(made.0, 200, "{}", made.1);
+    let shown =
+        async || server.admin_json("/v1/instances/pooled").await["data"]["instances"][0].clone();
+    server
+        .eventually(10, "pooled running", async || {
+            shown().await["state"] == "running"
+        })
+        .await;
+    let port = shown().await["private_port"]
+        .as_u64()
+        .expect("private_port") as u16;
+    // Several requests at once, each on its own client connection: as many upstream
+    // connections, pooled when their answers end.
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let addr = server.proxy;
+            tokio::spawn(async move {
+                common::request(
+                    addr,
+                    "GET",
+                    "pooled.localhost",
+                    &format!("/__sleep/300?{i}"),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.await.expect("client"), 200);
+    }
+    assert!(
+        sockets_to(port, "01") > 0,
+        "no pooled connection to the instance"
+    );
+    let deleted = server
+        .api("DELETE", "/v1/instances/pooled", serde_json::Value::Null)
+        .await;
+    assert_eq!(deleted.0, 200, "{}", deleted.1);
+    // The instance's process is gone, so its end of each pooled connection is closed; the
+    // proxy's end must follow with no request to prompt it.
+    server
+        .eventually(5, "the pooled connections closed", async || {
+            sockets_to(port, "08") == 0 && sockets_to(port, "01") == 0
+        })
+        .await;
+}

@@ -347,6 +347,18 @@ impl Worker {
         }
     }
 
+    /// Takes up the published table if it changed, without waiting for a request: the idle
+    /// connections of instances no longer in it are closed (a worker without traffic would
+    /// otherwise keep them, half-closed, until its next request).
+    fn sync(&self) {
+        let mut cache = self.table.borrow_mut();
+        let table = cache.load();
+        let mut synced = self.synced.borrow_mut();
+        if !std::ptr::eq(synced.table, Arc::as_ptr(table)) {
+            resync(&mut synced, table);
+        }
+    }
+
     /// Picks the instance for `host` and admits the request against its budget.
     fn route(&self, host: &[u8], conn: &ConnInfo) -> Result<Rc<LocalUpstream>, Unrouted> {
         let mut cache = self.table.borrow_mut();
@@ -758,6 +770,7 @@ pub(crate) fn run(
             loop {
                 tick.tick().await;
                 flusher.histogram.flush();
+                flusher.sync();
             }
         });
 
