@@ -173,14 +173,23 @@ impl Browser {
             .expect("window size");
     }
 
+    /// Clicks the element `selector` finds. A live update may replace the element between the
+    /// find and the click (WebDriver's "stale element"); then it is found again, as a user
+    /// would simply click the new one.
     async fn click(&self, selector: &str) {
-        self.c()
-            .find(Locator::Css(selector))
-            .await
-            .unwrap_or_else(|e| panic!("find {selector}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {selector}: {e}"));
+        let mut tries = 0;
+        loop {
+            let found = self
+                .c()
+                .find(Locator::Css(selector))
+                .await
+                .unwrap_or_else(|e| panic!("find {selector}: {e}"));
+            match found.click().await {
+                Ok(()) => return,
+                Err(e) if tries < 5 && e.to_string().contains("stale element") => tries += 1,
+                Err(e) => panic!("click {selector}: {e}"),
+            }
+        }
     }
 
     /// Waits until the browser is at `path`.
