@@ -973,35 +973,14 @@ async fn readyz_waits_for_recovery_while_livez_answers() {
     node.terminate();
 }
 
-/// A stored instance named `name` in `state`, stopped at `stopped` (ms since the epoch) with a
-/// stopped-time autokill of `time_ms`, as a test writes the store before a start.
+/// A stored instance named `name` in `state`; with `time`, `(time_ms, stopped_at)`: stopped by
+/// its user at `stopped_at` (ms since the epoch) with a stopped-time autokill of `time_ms`.
 fn stored(name: &str, state: &str, time: Option<(u64, u64)>) -> autokill::store::InstanceRecord {
     autokill::store::InstanceRecord {
-        id: uuid::Uuid::new_v4(),
-        name: name.to_owned(),
-        image: "hello".into(),
-        memory_mb: None,
-        group: None,
-        template: None,
-        template_name: None,
-        num_requests: 0,
         time_ms: time.map(|(ms, _)| ms),
-        restart_policy: "never".into(),
-        autodestroy: "OFF".into(),
-        state: state.into(),
-        exit_code: None,
         stop_reason: time.map(|_| "user_stop".into()),
         stopped_at: time.map(|(_, at)| at),
-        created_at: 0,
-        delete_lock: false,
-        last_used: 0,
-        unused_ms: None,
-        restarts: 0,
-        restart_at: None,
-        destroy_due: false,
-        deleting: None,
-        reserved: 0,
-        from_config: false,
+        ..common::stored_instance(name, state)
     }
 }
 

@@ -116,31 +116,12 @@ async fn only_live_or_recently_stopped_instances_have_series() {
         .map_or(0, |d| d.as_millis() as u64)
         - 3_600_000;
     let record = |name: &str, state: &str| InstanceRecord {
-        id: uuid::Uuid::new_v4(),
-        name: name.into(),
-        image: "hello".into(),
-        memory_mb: None,
-        group: None,
-        template: None,
-        template_name: None,
-        num_requests: 0,
-        time_ms: None,
-        restart_policy: "never".into(),
-        autodestroy: "OFF".into(),
-        state: state.into(),
         exit_code: Some(0),
         stop_reason: Some("user_stop".into()),
         stopped_at: Some(hour_ago),
         created_at: hour_ago,
-        delete_lock: false,
         last_used: hour_ago,
-        unused_ms: None,
-        restarts: 0,
-        restart_at: None,
-        destroy_due: false,
-        deleting: None,
-        reserved: 0,
-        from_config: false,
+        ..common::stored_instance(name, state)
     };
     let server = Server::start(|dir| {
         let (store, _) = Store::open(&dir.join("autokill.redb")).expect("store");

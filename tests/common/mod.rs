@@ -750,3 +750,36 @@ pub fn assert_rows(failures: &[String], total: usize) {
         failures.join("\n")
     );
 }
+
+/// A stored instance named `name` in `state` with nothing else set (no limit, no timer, never
+/// stopped, created at the epoch), for a test that writes the store before a start; tests set
+/// what they need with struct update syntax.
+pub fn stored_instance(name: &str, state: &str) -> autokill::store::InstanceRecord {
+    autokill::store::InstanceRecord {
+        id: uuid::Uuid::new_v4(),
+        name: name.to_owned(),
+        image: "hello".into(),
+        memory_mb: None,
+        group: None,
+        template: None,
+        template_name: None,
+        num_requests: 0,
+        time_ms: None,
+        restart_policy: "never".into(),
+        autodestroy: "OFF".into(),
+        state: state.into(),
+        exit_code: None,
+        stop_reason: None,
+        stopped_at: None,
+        created_at: 0,
+        delete_lock: false,
+        last_used: 0,
+        unused_ms: None,
+        restarts: 0,
+        restart_at: None,
+        destroy_due: false,
+        deleting: None,
+        reserved: 0,
+        from_config: false,
+    }
+}
