@@ -352,11 +352,7 @@ impl Worker {
     /// otherwise keep them, half-closed, until its next request).
     fn sync(&self) {
         let mut cache = self.table.borrow_mut();
-        let table = cache.load();
-        let mut synced = self.synced.borrow_mut();
-        if !std::ptr::eq(synced.table, Arc::as_ptr(table)) {
-            resync(&mut synced, table);
-        }
+        sync_with(&mut self.synced.borrow_mut(), cache.load());
     }
 
     /// Picks the instance for `host` and admits the request against its budget.
@@ -364,9 +360,7 @@ impl Worker {
         let mut cache = self.table.borrow_mut();
         let table = cache.load();
         let mut synced = self.synced.borrow_mut();
-        if !std::ptr::eq(synced.table, Arc::as_ptr(table)) {
-            resync(&mut synced, table);
-        }
+        sync_with(&mut synced, table);
         let target = conn
             .route
             .borrow_mut()
@@ -603,6 +597,15 @@ fn request_host(req: &Request<Incoming>) -> Result<&[u8], ProxyError> {
         (None, None) => Err(ProxyError::NoHost),
     }
 }
+/// Brings the worker's [`LocalUpstream`]s in line with `table` if it is not the one they were
+/// built for (a pointer comparison on the way of every request).
+#[inline]
+fn sync_with(synced: &mut Synced, table: &Arc<RouteTable>) {
+    if !std::ptr::eq(synced.table, Arc::as_ptr(table)) {
+        resync(synced, table);
+    }
+}
+
 /// Rebuilds the worker's [`LocalUpstream`]s for a new table, keeping those (and their idle
 /// connections) whose upstream is still the same incarnation. Runs once per published table.
 #[cold]
