@@ -3,7 +3,14 @@
 # budget) with the instances page open in headless Chromium and streaming, against without.
 # The page lists INSTANCES instances (one running, the rest stopped with a stopped-time
 # countdown); while wrk runs, the running one's counter moves, so the page's stream renders
-# and sends its row twice a second. Modes alternate within each round (ABBA), medians printed.
+# and sends its row twice a second. Three modes per round, order rotated: without the page; with
+# it open and Chromium running (on this machine the browser's own rendering takes CPU from the same
+# cores); and with it open but Chromium paused (SIGSTOP) once the stream is established, so the
+# server still renders and sends every update (into the socket buffer) but the browser costs
+# nothing: the cost the page puts on the node, where in production the browser runs elsewhere.
+# Per mode: median req/s and the server's CPU µs per request (/proc/PID/stat), with ratios.
+# First, the stream's own cost without load: the server's CPU time per second while one
+# request every 100 ms keeps a counter moving, without the page and with it open (paused).
 #
 #   benches/ui_live.sh [autokill binary]      (default target/release/autokill)
 #   ROUNDS=5 DURATION=10s CONNECTIONS=64 INSTANCES=1000
@@ -61,7 +68,7 @@ api /v1/instances "@$work/many.json"
 
 open_page() {
     rm -rf "$work/profile"
-    chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    setsid chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync \
         --user-data-dir="$work/profile" --window-size=1280,800 \
         "http://localhost:$admin/ui/instances" >/dev/null 2>&1 &
@@ -73,34 +80,76 @@ open_page() {
     done
     sleep 1
 }
+pause_page() { kill -STOP -- "-$browser_pid"; }
 close_page() {
-    kill "$browser_pid" 2>/dev/null || true
+    kill -CONT -- "-$browser_pid" 2>/dev/null || true
+    kill -- "-$browser_pid" 2>/dev/null || true
     wait "$browser_pid" 2>/dev/null || true
     browser_pid=""
 }
+# The server's user + system CPU time so far, in clock ticks.
+server_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+ticks_per_s=$(getconf CLK_TCK)
+# One wrk run; prints "req/s cpu_us_per_request".
 run_wrk() {
-    wrk -t1 -c"$connections" -d"$duration" -H 'Host: bench.localhost' "http://127.0.0.1:$proxy/" \
-        | awk '/Requests\/sec/ {print $2}'
+    local before after out rps
+    before=$(server_ticks)
+    out=$(wrk -t1 -c"$connections" -d"$duration" -H 'Host: bench.localhost' "http://127.0.0.1:$proxy/")
+    after=$(server_ticks)
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    local total
+    total=$(awk '/requests in/ {print $1}' <<<"$out")
+    awk -v r="$rps" -v t="$total" -v d="$((after - before))" -v hz="$ticks_per_s" \
+        'BEGIN {printf "%s %.2f\n", r, d / hz * 1e6 / t}'
 }
 
-without=()
-with=()
+# The stream's own cost: CPU ms per second of the server while a counter moves slowly.
+trickle_cost() {
+    local before after started ended
+    before=$(server_ticks)
+    started=$(date +%s%N)
+    for _ in $(seq 100); do
+        curl -s -o /dev/null -H 'Host: bench.localhost' "http://127.0.0.1:$proxy/"
+        sleep 0.1
+    done
+    after=$(server_ticks)
+    ended=$(date +%s%N)
+    awk -v d="$((after - before))" -v hz="$ticks_per_s" -v ns="$((ended - started))" \
+        'BEGIN {printf "%.1f", d / hz * 1e3 / (ns / 1e9)}'
+}
+idle_without=$(trickle_cost)
+open_page
+pause_page
+idle_with=$(trickle_cost)
+close_page
+echo "server CPU while one counter moves (10 req/s): ${idle_without} ms/s without the page," \
+    "${idle_with} ms/s with it open and streaming"
+
+modes=(without running paused)
+declare -A rps_of cpu_of
 for round in $(seq "$rounds"); do
-    if (( round % 2 )); then order="without with"; else order="with without"; fi
-    for mode in $order; do
-        if [[ $mode == with ]]; then
-            open_page
-            rps=$(run_wrk)
-            close_page
-            with+=("$rps")
-        else
-            rps=$(run_wrk)
-            without+=("$rps")
-        fi
-        echo "round $round $mode: $rps req/s"
+    shift_by=$(( (round - 1) % 3 ))
+    order=("${modes[@]:shift_by}" "${modes[@]:0:shift_by}")
+    for mode in "${order[@]}"; do
+        [[ $mode != without ]] && open_page
+        [[ $mode == paused ]] && pause_page
+        read -r rps cpu < <(run_wrk)
+        [[ $mode != without ]] && close_page
+        rps_of[$mode]+="$rps "
+        cpu_of[$mode]+="$cpu "
+        echo "round $round $mode: $rps req/s, $cpu µs server CPU per request"
     done
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-m_without=$(median "${without[@]}")
-m_with=$(median "${with[@]}")
-echo "median req/s without the page: $m_without; with the page open and streaming: $m_with; ratio $(awk -v a="$m_with" -v b="$m_without" 'BEGIN {printf "%.3f", a/b}')"
+declare -A rps_m cpu_m
+for mode in "${modes[@]}"; do
+    # shellcheck disable=SC2086 # the lists are space-separated numbers, split on purpose
+    rps_m[$mode]=$(median ${rps_of[$mode]})
+    cpu_m[$mode]=$(median ${cpu_of[$mode]})
+done
+for mode in running paused; do
+    echo "page open, browser $mode: req/s ${rps_m[$mode]} (÷ without ${rps_m[without]}:" \
+        "$(awk -v a="${rps_m[$mode]}" -v b="${rps_m[without]}" 'BEGIN {printf "%.3f", a/b}')); " \
+        "server CPU µs/request ${cpu_m[$mode]} (÷ without ${cpu_m[without]}:" \
+        "$(awk -v a="${cpu_m[$mode]}" -v b="${cpu_m[without]}" 'BEGIN {printf "%.3f", a/b}'))"
+done

@@ -373,6 +373,27 @@ async fn the_live_stream_sends_what_changed_and_ends_at_shutdown() {
         !sent.contains("\"id\":\"groups\""),
         "unchanged regions are not sent: {sent}"
     );
+    // That row-only event's version is the page's: a browser that shows it (a reload, a
+    // reconnect) is sent nothing.
+    let version = sent
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("the patch has a version")
+        .to_owned();
+    let (_, _, page) = exchange(server.admin, "GET", "/ui/instances", &[], "").await;
+    assert!(page.contains(&format!("?v={version}")), "{version}");
+    let mut current =
+        Events::open(server.admin, &format!("/ui/events/instances?v={version}")).await;
+    assert_eq!(
+        current
+            .until("event: patch", Duration::from_millis(1500))
+            .await,
+        Some(false),
+        "{}",
+        current.take()
+    );
+    drop(current);
 
     // Shutdown ends the stream, and the server does not wait out its grace for it.
     let started = Instant::now();

@@ -9,6 +9,11 @@
 //! version; a page (or a reconnecting browser, through `Last-Event-ID`) that already shows that
 //! version is sent nothing.
 //!
+//! On the instances page, when nothing was published since the last render and only counters
+//! (or the minute) moved, only the rows of the instances whose count moved are rendered again,
+//! not the whole page: with 1,000 instances and traffic on a few, a tick costs microseconds
+//! instead of a 1.2 MB render.
+//!
 //! Cost on the proxy: none on its path. The view is an `arc-swap` load, the meters are read
 //! with one atomic load each per render, and nothing here takes a lock the proxy takes.
 //! A stream ends when the server begins to shut down ([`AdminState::closing`]), so that the
@@ -102,6 +107,9 @@ struct Stream {
     /// The version the browser said it shows, until the first render.
     shown: Option<String>,
     fingerprint: Option<u64>,
+    /// Instances page only: the publish of the last render and, by position in that view,
+    /// each instance's count read before it.
+    counts: Option<(u64, Vec<u64>)>,
     last: Option<Instant>,
     started: bool,
 }
@@ -127,6 +135,7 @@ fn stream(ui: Ui, headers: &HeaderMap, q: Since, follow: Follow) -> Response {
         sent: None,
         shown,
         fingerprint: None,
+        counts: None,
         last: None,
         started: false,
     };
@@ -171,6 +180,16 @@ impl Stream {
             if self.fingerprint != Some(fingerprint) {
                 self.fingerprint = Some(fingerprint);
                 self.last = Some(Instant::now());
+                if let Some(moved) = self.counters_moved(publishes, &view) {
+                    if moved.is_some() {
+                        return moved;
+                    }
+                    continue;
+                }
+                if matches!(self.follow, Follow::Instances) {
+                    let counts = view.instances.iter().map(|i| i.meter.count()).collect();
+                    self.counts = Some((publishes, counts));
+                }
                 match self.render(&view) {
                     None => {
                         return Some(Event::default().event("gone").data("gone"));
@@ -189,6 +208,70 @@ impl Stream {
                 _ = self.tick.tick() => {}
             }
         }
+    }
+
+    /// The instances page when nothing was published since its last render: the event with the
+    /// rows of the instances whose count moved and the kills (which age by the minute), or
+    /// `Some(None)` when they render as sent. `None` when this does not apply (another page, a
+    /// new publish, nothing sent yet): render the whole page.
+    fn counters_moved(&mut self, publishes: u64, view: &View) -> Option<Option<Event>> {
+        if !matches!(self.follow, Follow::Instances) {
+            return None;
+        }
+        let (seen_publishes, counts) = self.counts.as_mut()?;
+        if *seen_publishes != publishes || counts.len() != view.instances.len() {
+            return None;
+        }
+        let sent = self.sent.as_mut()?;
+        let mut rows = Vec::new();
+        for (i, seen) in view.instances.iter().zip(counts.iter_mut()) {
+            let count = i.meter.count();
+            if count != *seen {
+                *seen = count;
+                rows.push(pages::instance_entry(view, i));
+            }
+        }
+        let kills = pages::kills_region(&self.ui.admin.metrics.kills_last_hour());
+        rows.extend(
+            kills
+                .rows
+                .into_iter()
+                .map(|(key, html)| (kills.id, key, html)),
+        );
+        let mut patch: Vec<(&'static str, Vec<Value>)> = Vec::new();
+        for (region, key, html) in rows {
+            let digest = render::digest(&html);
+            let Some(slot) = sent
+                .iter_mut()
+                .find(|(id, _)| *id == region)
+                .and_then(|(_, rows)| rows.iter_mut().find(|(k, _)| *k == key))
+            else {
+                // Not where the last render put it: that render is stale, do a whole one.
+                self.counts = None;
+                return None;
+            };
+            if slot.1 == digest {
+                continue;
+            }
+            slot.1 = digest;
+            match patch.iter_mut().find(|(id, _)| *id == region) {
+                Some((_, rows)) => rows.push(json!([key, html])),
+                None => patch.push((region, vec![json!([key, html])])),
+            }
+        }
+        if patch.is_empty() {
+            return Some(None);
+        }
+        let version = render::version_of(
+            sent.iter()
+                .map(|(id, rows)| (*id, rows.iter().map(|(k, d)| (k.as_str(), *d)))),
+        );
+        let regions: Vec<Value> = patch
+            .into_iter()
+            .map(|(id, rows)| json!({ "id": id, "rows": rows }))
+            .collect();
+        let data = json!({ "regions": regions }).to_string();
+        Some(Some(Event::default().event("patch").id(version).data(data)))
     }
 
     /// The page's regions now; `None` when the followed service is gone.

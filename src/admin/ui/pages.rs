@@ -357,33 +357,18 @@ pub fn instances_regions(view: &View, kills: &[KillCount]) -> Vec<Region> {
             " · " (view.groups.len()) " group" @if view.groups.len() != 1 { "s" }
         }
     };
-    let total: u64 = kills.iter().map(|k| k.count).sum();
-    let kills = html! {
-        div #kills-row {
-            @if kills.is_empty() {
-                p.muted { "No kills in the last hour." }
-            } @else {
-                p.total { strong { (total) } " kill" @if total != 1 { "s" } " in the last hour" }
-                ul.kills {
-                    @for k in kills {
-                        li { span.reason { (k.reason) } " " span.res { (k.resource.replace('_', " ")) } " " strong { (k.count) } }
-                    }
-                }
-            }
-        }
-    };
     let rows = instances
         .iter()
         .map(|i| {
-            let row = instance_row(i, view.due.get(&i.id).copied());
-            (format!("i-{}", i.id), row.into_string())
+            let (_, key, html) = instance_entry(view, i);
+            (key, html)
         })
         .collect();
     let template_rows = templates
         .iter()
         .map(|t| {
-            let row = template_row(t, view.due.get(&t.id).copied());
-            (format!("t-{}", t.id), row.into_string())
+            let (_, key, html) = instance_entry(view, t);
+            (key, html)
         })
         .collect();
     let group_rows = view
@@ -410,10 +395,7 @@ pub fn instances_regions(view: &View, kills: &[KillCount]) -> Vec<Region> {
             id: "instances-summary",
             rows: vec![("instances-summary-row".into(), summary.into_string())],
         },
-        Region {
-            id: "kills",
-            rows: vec![("kills-row".into(), kills.into_string())],
-        },
+        kills_region(kills),
         Region::new("instances", rows, || {
             html! { tr #instances-none { td.empty colspan="6" { "No instances." } } }
         }),
@@ -424,6 +406,49 @@ pub fn instances_regions(view: &View, kills: &[KillCount]) -> Vec<Region> {
             html! { tr #groups-none { td.empty colspan="5" { "No service groups." } } }
         }),
     ]
+}
+
+/// The instances page's kills of the last hour, by reason.
+pub fn kills_region(kills: &[KillCount]) -> Region {
+    let total: u64 = kills.iter().map(|k| k.count).sum();
+    let kills = html! {
+        div #kills-row {
+            @if kills.is_empty() {
+                p.muted { "No kills in the last hour." }
+            } @else {
+                p.total { strong { (total) } " kill" @if total != 1 { "s" } " in the last hour" }
+                ul.kills {
+                    @for k in kills {
+                        li { span.reason { (k.reason) } " " span.res { (k.resource.replace('_', " ")) } " " strong { (k.count) } }
+                    }
+                }
+            }
+        }
+    };
+    Region {
+        id: "kills",
+        rows: vec![("kills-row".into(), kills.into_string())],
+    }
+}
+
+/// One instance's row on the instances page: its region (`instances`, or `templates` for a
+/// template), key and HTML. A row is a function of the instance's record, its meter and its
+/// deadline, so when only a meter moved the row is all that needs rendering again.
+pub fn instance_entry(view: &View, i: &InstanceView) -> (&'static str, String, String) {
+    let next = view.due.get(&i.id).copied();
+    if i.state == InstanceState::Template {
+        (
+            "templates",
+            format!("t-{}", i.id),
+            template_row(i, next).into_string(),
+        )
+    } else {
+        (
+            "instances",
+            format!("i-{}", i.id),
+            instance_row(i, next).into_string(),
+        )
+    }
 }
 
 fn instance_row(i: &InstanceView, next: Option<Due>) -> Markup {

@@ -72,12 +72,28 @@ pub fn digest(s: &str) -> u64 {
 
 /// The version of a page's live regions: equal versions, equal rows.
 pub fn version(regions: &[Region]) -> String {
+    version_of(regions.iter().map(|r| {
+        (
+            r.id,
+            r.rows
+                .iter()
+                .map(|(key, html)| (key.as_str(), digest(html))),
+        )
+    }))
+}
+
+/// [`version`] from each region's id and its rows' keys and [`digest`]s, for a stream that
+/// keeps only those.
+pub fn version_of<'a, R>(regions: impl IntoIterator<Item = (&'a str, R)>) -> String
+where
+    R: IntoIterator<Item = (&'a str, u64)>,
+{
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for r in regions {
-        r.id.hash(&mut h);
-        for (key, html) in &r.rows {
+    for (id, rows) in regions {
+        id.hash(&mut h);
+        for (key, digest) in rows {
             key.hash(&mut h);
-            digest(html).hash(&mut h);
+            digest.hash(&mut h);
         }
     }
     format!("{:016x}", h.finish())
