@@ -52,10 +52,9 @@ fn table() -> RouteTable {
 #[inline]
 fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
     match table.lookup(host) {
-        Some(Target::Instance(Some(i))) => !matches!(
-            table.upstreams[*i].meter.admit(),
-            Admission::Refused | Admission::Wait(_)
-        ),
+        Some(Target::Instance(Some(i))) => table
+            .upstream(*i)
+            .is_some_and(|u| !matches!(u.meter.admit(), Admission::Refused | Admission::Wait(_))),
         _ => false,
     }
 }
@@ -64,10 +63,9 @@ fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
 #[inline]
 fn memo_and_count(memo: &mut RouteMemo, table: &RouteTable, host: &[u8]) -> bool {
     match memo.resolve(table, host) {
-        Ok(Some(Target::Instance(Some(i)))) => !matches!(
-            table.upstreams[*i].meter.admit(),
-            Admission::Refused | Admission::Wait(_)
-        ),
+        Ok(Some(Target::Instance(Some(i)))) => table
+            .upstream(*i)
+            .is_some_and(|u| !matches!(u.meter.admit(), Admission::Refused | Admission::Wait(_))),
         _ => false,
     }
 }

@@ -951,8 +951,8 @@ impl Task {
     /// Publishes the view, and the route table when routing changed since it was last built
     /// (most batches — a lock, a reservation, a timer on a stopped instance — leave it alone).
     fn publish(&self, state: &mut State) {
-        if std::mem::take(&mut state.routes_dirty) {
-            self.published.table.store(Arc::new(state.route_table()));
+        if let Some(table) = state.publish_routes() {
+            self.published.table.store(table);
         }
         self.published.view.store(Arc::new(state.view()));
         self.published

@@ -302,9 +302,17 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
             self.undo.insert(key.clone(), self.map.get(key).cloned());
         }
     }
-    /// Read access.
-    pub fn get(&self, key: &K) -> Option<&V> {
+    /// Read access (by any borrowed form of the key, e.g. a `&str` for an `Arc<str>`).
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
         self.map.get(key)
+    }
+    /// The keys.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.map.keys()
     }
     /// Write access; marks the entry.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
@@ -404,9 +412,18 @@ pub struct State {
     /// The armed deadline of every instance, template and group that has one, as of the last
     /// commit, kept up to date with `view_cache` and `group_cache` (published shared, like them).
     pub(super) due_cache: imbl::HashMap<Uuid, Due>,
-    /// A change since the last published route table touched routing (an instance's state,
-    /// incarnation, name or group; a group's domains or balance).
-    pub(super) routes_dirty: bool,
+    /// What changed routing since the last published route table (an instance's state,
+    /// incarnation, name or group; a group's domains or balance): [`State::publish_routes`]
+    /// changes only those routes.
+    pub(super) stale_routes: StaleRoutes,
+    /// The last published route table; the next one is an edit of it.
+    pub(super) routes: Arc<crate::proxy::RouteTable>,
+    /// The slot in the route table of each running incarnation, by instance.
+    pub(super) slots: HashMap<Uuid, usize>,
+    /// Slots given back, for the next instance to run.
+    pub(super) free_slots: Vec<usize>,
+    /// Group domains (as configured) -> group.
+    pub(super) domains: HashMap<String, Uuid>,
     base_domain: String,
     drain_timeout: Duration,
     workers: usize,
@@ -443,7 +460,14 @@ impl State {
             view_cache: Default::default(),
             group_cache: Default::default(),
             due_cache: Default::default(),
-            routes_dirty: true,
+            stale_routes: StaleRoutes {
+                everything: true,
+                ..StaleRoutes::default()
+            },
+            routes: Arc::default(),
+            slots: HashMap::new(),
+            free_slots: Vec::new(),
+            domains: HashMap::new(),
             base_domain: config.proxy.base_domain.clone(),
             drain_timeout: config.defaults.drain_timeout,
             workers,
@@ -1183,7 +1207,15 @@ impl State {
                 })
             };
             if routed(before) != routed(after) {
-                self.routes_dirty = true;
+                let stale = &mut self.stale_routes;
+                stale.instances.insert(*id);
+                if let Some(b) = live(before) {
+                    stale
+                        .hosts
+                        .insert(format!("{}.{}", b.name, self.base_domain));
+                }
+                stale.groups.extend(live(before).and_then(|i| i.group));
+                stale.groups.extend(live(after).and_then(|i| i.group));
             }
         }
         for (id, now) in deleting {
@@ -1238,10 +1270,20 @@ impl State {
                 }
             }
         }
-        for (_, before, after) in self.groups.changes() {
+        for (id, before, after) in self.groups.changes() {
             let routed = |g: Option<&Group>| g.map(|g| (g.domains.clone(), g.balance));
             if routed(before) != routed(after) {
-                self.routes_dirty = true;
+                let stale = &mut self.stale_routes;
+                stale.groups.insert(*id);
+                for d in before.iter().flat_map(|g| &g.domains) {
+                    stale.hosts.insert(d.clone());
+                    if self.domains.get(d) == Some(id) {
+                        self.domains.remove(d);
+                    }
+                }
+                for d in after.iter().flat_map(|g| &g.domains) {
+                    self.domains.insert(d.clone(), *id);
+                }
             }
         }
     }
@@ -1505,6 +1547,7 @@ pub fn backoff(n: u32) -> Duration {
 mod calls;
 pub(super) mod services;
 mod view;
+pub(super) use view::StaleRoutes;
 
 use services::{ServiceSpec, Tombstones};
 

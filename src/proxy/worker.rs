@@ -128,10 +128,17 @@ pub(crate) struct LocalUpstream {
     idle: RefCell<Vec<Box<UpstreamConn>>>,
 }
 
-/// The table a worker last synchronised with, and its [`LocalUpstream`]s in the table's order.
+/// The table a worker last synchronised with, and its [`LocalUpstream`]s by the table's slots.
 struct Synced {
     table: *const RouteTable,
-    locals: Vec<Rc<LocalUpstream>>,
+    locals: Vec<Option<Rc<LocalUpstream>>>,
+}
+
+/// The worker's side of the upstream in `slot`. A target only names filled slots; an empty one
+/// is answered as an instance that is not running.
+#[inline]
+fn local_at(locals: &[Option<Rc<LocalUpstream>>], slot: usize) -> Option<&Rc<LocalUpstream>> {
+    locals.get(slot).and_then(Option::as_ref)
 }
 
 /// Most client addresses a worker keeps a ready-made `X-Forwarded-For` value for; they are never
@@ -369,7 +376,8 @@ impl Worker {
         match target.ok_or(Unrouted::Refuse(ProxyError::NoRoute))? {
             Target::Instance(None) => Err(Unrouted::Refuse(ProxyError::Unavailable)),
             Target::Instance(Some(i)) => {
-                let local = &synced.locals[*i];
+                let local = local_at(&synced.locals, *i)
+                    .ok_or(Unrouted::Refuse(ProxyError::Unavailable))?;
                 match self.admit(local) {
                     Admit::Go => Ok(Rc::clone(local)),
                     Admit::Refused => Err(Unrouted::Refuse(ProxyError::Exhausted)),
@@ -392,7 +400,10 @@ impl Worker {
                 // waiting for its reservation is waited for only if no other member can take it.
                 let mut wait = None;
                 for k in 0..n {
-                    let local = &synced.locals[group.members[first.wrapping_add(k) % n]];
+                    let slot = group.members[first.wrapping_add(k) % n];
+                    let Some(local) = local_at(&synced.locals, slot) else {
+                        continue;
+                    };
                     match self.admit(local) {
                         Admit::Go => return Ok(Rc::clone(local)),
                         Admit::Refused => {}
@@ -607,23 +618,23 @@ fn sync_with(synced: &mut Synced, table: &Arc<RouteTable>) {
 }
 
 /// Rebuilds the worker's [`LocalUpstream`]s for a new table, keeping those (and their idle
-/// connections) whose upstream is still the same incarnation. Runs once per published table.
+/// connections) whose slot still holds the same incarnation; the others are dropped, which
+/// closes their pooled connections. Runs once per published table: one pointer compare per slot.
 #[cold]
 fn resync(synced: &mut Synced, table: &Arc<RouteTable>) {
-    let mut old: HashMap<*const Upstream, Rc<LocalUpstream>> = synced
-        .locals
-        .drain(..)
-        .map(|l| (Arc::as_ptr(&l.upstream), l))
-        .collect();
+    let mut old = std::mem::take(&mut synced.locals).into_iter();
     synced.locals = table
         .upstreams
         .iter()
         .map(|up| {
-            old.remove(&Arc::as_ptr(up)).unwrap_or_else(|| {
-                Rc::new(LocalUpstream {
+            let kept = old.next().flatten();
+            let up = up.as_ref()?;
+            Some(match kept {
+                Some(local) if Arc::ptr_eq(&local.upstream, up) => local,
+                _ => Rc::new(LocalUpstream {
                     upstream: Arc::clone(up),
                     idle: RefCell::new(Vec::new()),
-                })
+                }),
             })
         })
         .collect();
@@ -631,10 +642,10 @@ fn resync(synced: &mut Synced, table: &Arc<RouteTable>) {
 }
 
 /// The position in `members` of the instance with the fewest requests in flight.
-fn least_inflight(members: &[usize], locals: &[Rc<LocalUpstream>]) -> usize {
+fn least_inflight(members: &[usize], locals: &[Option<Rc<LocalUpstream>>]) -> usize {
     let mut best = (0, u64::MAX);
     for (pos, &i) in members.iter().enumerate() {
-        let n = locals[i].upstream.inflight.total();
+        let n = local_at(locals, i).map_or(u64::MAX, |l| l.upstream.inflight.total());
         if n < best.1 {
             best = (pos, n);
         }

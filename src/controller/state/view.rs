@@ -1,6 +1,5 @@
 //! What the controller publishes: the proxy's route table and the view the API and `/metrics` read.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,10 +13,12 @@ use crate::proxy::route::{GroupRoute, RouteTable, Target};
 impl State {
     // ---- what is published ---------------------------------------------------------------
 
-    /// The route table for the current state.
+    /// The route table for the current state, built from nothing: what
+    /// [`State::publish_routes`] must always equal (the tests compare the two).
+    #[cfg(test)]
     pub fn route_table(&self) -> RouteTable {
         let mut b = RouteTable::builder();
-        let mut index = HashMap::new();
+        let mut index = std::collections::HashMap::new();
         for inst in self.instances.values() {
             if matches!(inst.state, InstanceState::Template | InstanceState::Deleted) {
                 continue;
@@ -45,7 +46,6 @@ impl State {
                 })
                 .filter_map(|id| index.get(id).copied())
                 .collect();
-            // A stable order, so round-robin walks the same cycle across publishes.
             members.sort_unstable();
             for domain in &group.domains {
                 b.route(
@@ -58,6 +58,122 @@ impl State {
             }
         }
         b.build()
+    }
+
+    /// The route table to publish when routing changed since the last one, else `None`.
+    ///
+    /// Incremental: the new table is an edit of the last ([`RouteTable::edit`]) in which only
+    /// the hosts of what changed are routed again — the changed instances' old and new names,
+    /// the domains of their groups and of changed groups — so starting, stopping or deleting
+    /// one instance among 100,000 costs a few routes and the copy of one part of the table.
+    /// Running incarnations keep their slot while they run; a freed slot is reused.
+    pub fn publish_routes(&mut self) -> Option<Arc<RouteTable>> {
+        let mut stale = std::mem::take(&mut self.stale_routes);
+        if stale.everything {
+            stale.instances.extend(self.instances.keys().copied());
+            stale.groups.extend(self.groups.keys().copied());
+            stale.hosts.extend(
+                self.domains
+                    .keys()
+                    .cloned()
+                    .chain(self.groups.values().flat_map(|g| g.domains.iter().cloned())),
+            );
+            if self.domains.is_empty() {
+                self.domains = self
+                    .groups
+                    .values()
+                    .flat_map(|g| g.domains.iter().map(|d| (d.clone(), g.id)))
+                    .collect();
+            }
+        } else if stale.is_empty() {
+            return None;
+        }
+        let mut edit = self.routes.edit();
+        for id in &stale.instances {
+            let inst = self
+                .instances
+                .get(id)
+                .filter(|i| !matches!(i.state, InstanceState::Template | InstanceState::Deleted));
+            let up = inst.and_then(|i| {
+                i.upstream
+                    .as_ref()
+                    .filter(|_| matches!(i.state, InstanceState::Running | InstanceState::Draining))
+            });
+            match (self.slots.get(id).copied(), up) {
+                (Some(slot), Some(up)) => {
+                    if !edit.upstream_at(slot).is_some_and(|at| Arc::ptr_eq(at, up)) {
+                        edit.set_upstream(slot, Some(Arc::clone(up)));
+                    }
+                }
+                (Some(slot), None) => {
+                    edit.set_upstream(slot, None);
+                    self.slots.remove(id);
+                    self.free_slots.push(slot);
+                }
+                (None, Some(up)) => {
+                    let slot = self
+                        .free_slots
+                        .pop()
+                        .unwrap_or_else(|| self.slots.len() + self.free_slots.len());
+                    edit.set_upstream(slot, Some(Arc::clone(up)));
+                    self.slots.insert(*id, slot);
+                }
+                (None, None) => {}
+            }
+            if let Some(i) = inst {
+                stale
+                    .hosts
+                    .insert(format!("{}.{}", i.name, self.base_domain));
+                stale.groups.extend(i.group);
+            }
+        }
+        for id in &stale.groups {
+            if let Some(g) = self.groups.get(id) {
+                stale.hosts.extend(g.domains.iter().cloned());
+            }
+        }
+        for host in &stale.hosts {
+            match self.target_for(host) {
+                Some(target) => edit.route(host, target),
+                None => {
+                    edit.unroute(host);
+                }
+            }
+        }
+        self.routes = Arc::new(edit.build());
+        Some(Arc::clone(&self.routes))
+    }
+
+    /// Where `host` leads now: a group's domain (groups win, as in [`State::route_table`]), else
+    /// an instance's `<name>.<base domain>`; `None` for nowhere. Reads the slots, so the
+    /// instances' slots must already be up to date.
+    fn target_for(&self, host: &str) -> Option<Target> {
+        if let Some(group) = self.domains.get(host).and_then(|id| self.groups.get(id)) {
+            let mut members: Vec<usize> = self
+                .member_ids(group.id)
+                .iter()
+                .filter(|id| {
+                    self.instances
+                        .get(id)
+                        .is_some_and(|i| i.state == InstanceState::Running)
+                })
+                .filter_map(|id| self.slots.get(id).copied())
+                .collect();
+            // A stable order, so round-robin walks the same cycle across publishes.
+            members.sort_unstable();
+            return Some(Target::Group(GroupRoute {
+                members: members.into(),
+                balance: group.balance,
+            }));
+        }
+        let name = host
+            .strip_suffix(self.base_domain.as_str())?
+            .strip_suffix('.')?;
+        let inst = self.instances.get(self.names.get(name)?)?;
+        if matches!(inst.state, InstanceState::Template | InstanceState::Deleted) {
+            return None;
+        }
+        Some(Target::Instance(self.slots.get(&inst.id).copied()))
     }
 
     /// What the API and `/metrics` read: every instance and template but those being deleted.
@@ -162,4 +278,27 @@ fn unreachable_reply(id: Uuid) -> Reply {
         created_at: SystemTime::UNIX_EPOCH,
         deleted: true,
     })
+}
+
+/// What changed routing since the last published route table (see [`State::publish_routes`]).
+#[derive(Debug, Default)]
+pub struct StaleRoutes {
+    /// Route everything again (the first table).
+    pub(super) everything: bool,
+    /// Instances whose state, incarnation, name or group changed.
+    pub(super) instances: std::collections::HashSet<Uuid>,
+    /// Groups whose domains, balance or routable members changed.
+    pub(super) groups: std::collections::HashSet<Uuid>,
+    /// Hosts that may have led somewhere before: old names and old domains.
+    pub(super) hosts: std::collections::HashSet<String>,
+}
+
+impl StaleRoutes {
+    /// Nothing changed routing.
+    pub(super) fn is_empty(&self) -> bool {
+        !self.everything
+            && self.instances.is_empty()
+            && self.groups.is_empty()
+            && self.hosts.is_empty()
+    }
 }
