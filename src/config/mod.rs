@@ -168,6 +168,10 @@ pub struct RuntimeConfig {
     /// Docker runtime: the container port of an image that names none (no `port:` in its
     /// entry, no `EXPOSE` in the image); `None` = such an image is refused at create.
     pub default_port: Option<u16>,
+    /// Most runtime deletes and stops the controller has in progress at once; the others
+    /// wait their turn in the order they were asked for (none is dropped). Bounds what a kill
+    /// storm asks of the engine and the host at one time.
+    pub max_concurrent_kills: usize,
 }
 
 /// The runtime backend.

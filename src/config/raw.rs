@@ -173,6 +173,9 @@ pub(crate) struct RawRuntime {
     /// Docker only: the container port of an image that names none (no `port:`, no
     /// `EXPOSE`), 1-65535. Default: none (such an image is refused).
     pub default_port: Option<Spanned<u16>>,
+    /// Most runtime deletes and stops carried out at once; more wait their turn, in order.
+    /// Default 64, 1 to 100000.
+    pub max_concurrent_kills: Option<Spanned<u64>>,
 }
 
 /// `runtime.kind`

@@ -96,6 +96,7 @@ fn defaults() -> Config {
             start_timeout: Duration::from_secs(10),
             images: BTreeMap::new(),
             default_port: None,
+            max_concurrent_kills: 64,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
@@ -197,6 +198,7 @@ runtime:
   docker_host: unix:///run/podman/podman.sock
   stop_grace: 1s
   start_timeout: 1m30s
+  max_concurrent_kills: 8
   images:
     nginx:
       command: [nginx, -g, "daemon off;"]
@@ -267,6 +269,7 @@ shutdown: leave_instances
             stop_grace: Duration::from_secs(1),
             start_timeout: Duration::from_secs(90),
             default_port: None,
+            max_concurrent_kills: 8,
             images: BTreeMap::from([
                 (
                     "nginx".into(),
@@ -782,6 +785,24 @@ fn store_and_runtime_values_are_checked() {
         4,
         17,
         "runtime.images.hello.command[0]: contains a NUL character",
+    );
+    refused(
+        "runtime:\n  max_concurrent_kills: 0\n",
+        2,
+        25,
+        "runtime.max_concurrent_kills: 0 is not between 1 and 100000",
+    );
+    refused(
+        "runtime:\n  max_concurrent_kills: 100001\n",
+        2,
+        25,
+        "runtime.max_concurrent_kills: 100001 is not between 1 and 100000",
+    );
+    assert_eq!(
+        ok("runtime:\n  max_concurrent_kills: 1\n")
+            .runtime
+            .max_concurrent_kills,
+        1
     );
 }
 

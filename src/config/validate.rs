@@ -51,6 +51,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY_SIZE: u64 = 1 << 20;
 /// Bounds of `admin.max_body_size`: a body is held in memory whole before it is parsed.
 const BODY_SIZE_RANGE: std::ops::RangeInclusive<u64> = (1 << 10)..=(1 << 30);
+/// Default `runtime.max_concurrent_kills`. A kill storm (hundreds of instances spending their
+/// budgets in the same second) would otherwise ask the engine for hundreds of stops and removes
+/// at once; container engines serialise much of that work (network and cgroup teardown) and
+/// answer slowly or time out under it, and the host spends the burst of exits on the cores the
+/// proxy serves from. 64 keeps a storm of instances that exit on SIGTERM well under a second
+/// (see `benches/kill_storm.sh`); instances that ignore SIGTERM hold a place for the whole
+/// `stop_grace`, so a storm of those takes about (instances / 64) × `stop_grace`.
+const MAX_CONCURRENT_KILLS: u64 = 64;
+/// Upper bound of `runtime.max_concurrent_kills`: in effect unlimited.
+const MAX_KILLS_BOUND: u64 = 100_000;
 /// Longest host name (RFC 1035 §2.3.4, without the root dot).
 const MAX_HOST_LEN: usize = 253;
 
@@ -513,6 +523,12 @@ fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
         )?,
         images,
         default_port,
+        max_concurrent_kills: within(
+            raw.max_concurrent_kills.as_ref(),
+            "runtime.max_concurrent_kills",
+            MAX_CONCURRENT_KILLS,
+            1..=MAX_KILLS_BOUND,
+        )?,
     })
 }
 

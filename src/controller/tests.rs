@@ -3,6 +3,7 @@
 //! be checked; everything else is the real thing.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +16,16 @@ use crate::metrics::Metrics;
 use crate::runtime::{BoxFuture, InstanceSpec, Runtime, RuntimeError, RuntimeEvent};
 use crate::store::Store;
 
-/// A runtime that records what it is asked to do and starts everything at once.
+/// A runtime that records what it is asked to do and starts everything at once (at `addr`,
+/// port 9 unless a test gives an upstream of its own). A delete takes `delete_for`, and the
+/// most deletes it ever had in progress at once is kept.
 #[derive(Default)]
 struct Recorder {
     calls: Mutex<Vec<String>>,
+    addr: Option<SocketAddr>,
+    delete_for: Duration,
+    deleting: AtomicUsize,
+    most_deleting: AtomicUsize,
 }
 
 impl Recorder {
@@ -42,15 +49,22 @@ impl Runtime for Recorder {
     }
     fn start(&self, id: Uuid) -> BoxFuture<'_, Result<SocketAddr, RuntimeError>> {
         self.record(format!("start {id}"));
-        Box::pin(async { Ok(([127, 0, 0, 1], 9).into()) })
+        let addr = self.addr.unwrap_or(([127, 0, 0, 1], 9).into());
+        Box::pin(async move { Ok(addr) })
     }
     fn stop(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
         self.record(format!("stop {id}"));
         Box::pin(async { Ok(()) })
     }
     fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        self.record(format!("delete {id}"));
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            let now = self.deleting.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_deleting.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.delete_for).await;
+            self.deleting.fetch_sub(1, Ordering::SeqCst);
+            self.record(format!("delete {id}"));
+            Ok(())
+        })
     }
     fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>> {
         Box::pin(async { Ok(0) })
@@ -74,8 +88,19 @@ async fn start() -> Running {
 
 /// Starts a controller on the store in `dir`, whose first `failing` commits fail.
 async fn start_in(dir: tempfile::TempDir, failing: u32) -> Running {
+    start_with(dir, failing, "", Recorder::default()).await
+}
+
+/// Like [`start_in`], with `runtime_extra` keys in the `runtime:` block (indented by two
+/// spaces) and the runtime `runtime`.
+async fn start_with(
+    dir: tempfile::TempDir,
+    failing: u32,
+    runtime_extra: &str,
+    runtime: Recorder,
+) -> Running {
     let config = crate::config::parse(
-        "runtime:\n  images:\n    hello:\n      command: [\"x\"]\n",
+        &format!("runtime:\n{runtime_extra}  images:\n    hello:\n      command: [\"x\"]\n"),
         "test",
     )
     .expect("config");
@@ -84,7 +109,7 @@ async fn start_in(dir: tempfile::TempDir, failing: u32) -> Running {
     let store = Arc::new(store);
     let published = Published::new();
     let metrics = Metrics::new(Arc::clone(&published.view)).expect("metrics");
-    let runtime = Arc::new(Recorder::default());
+    let runtime = Arc::new(runtime);
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (_proxy_tx, proxy) = mpsc::unbounded_channel();
     let (events, runtime_rx) = mpsc::unbounded_channel();
@@ -289,4 +314,60 @@ async fn after_shutdown_exits_are_not_judged() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!r.runtime.calls().iter().any(|c| c.starts_with("delete")));
     assert_eq!(state_of(&r, "a"), Some("running"));
+}
+
+/// A kill storm is paced: with `runtime.max_concurrent_kills: 3`, twelve instances deleted in
+/// one batch never have more than three runtime deletes in progress, the places are used (three
+/// at once, not one), and every delete completes: none is lost in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_are_paced_and_none_is_lost() {
+    let recorder = Recorder {
+        delete_for: Duration::from_millis(100),
+        ..Recorder::default()
+    };
+    let r = start_with(
+        tempfile::tempdir().expect("temp dir"),
+        0,
+        "  max_concurrent_kills: 3\n",
+        recorder,
+    )
+    .await;
+    let names: Vec<String> = (0..12).map(|i| format!("i{i}")).collect();
+    for name in &names {
+        assert!(r.api.call(Call::CreateInstance(new(name))).await.is_ok());
+    }
+    for name in &names {
+        eventually("running", || state_of(&r, name) == Some("running")).await;
+    }
+    // All asked for at once: the deletes are spawned together, in one batch or few.
+    let deletes: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (api, name) = (r.api.clone(), name.clone());
+            tokio::spawn(async move { api.call(Call::DeleteInstance(Ref::Name(name))).await })
+        })
+        .collect();
+    for delete in deletes {
+        let answer = delete.await.expect("no panic");
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    eventually("every delete done", || {
+        r.runtime
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("delete"))
+            .count()
+            == 12
+    })
+    .await;
+    eventually("every instance gone", || {
+        r.published.view.load().instances.is_empty()
+    })
+    .await;
+    assert_eq!(
+        r.runtime.most_deleting.load(Ordering::SeqCst),
+        3,
+        "at most max_concurrent_kills deletes at once, and that many used"
+    );
+    stop(r).await;
 }

@@ -67,6 +67,7 @@ fn config() -> Config {
             start_timeout: Duration::from_secs(1),
             images,
             default_port: None,
+            max_concurrent_kills: 64,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
