@@ -14,15 +14,16 @@ use serde_saphyr::Spanned;
 
 use super::duration::RawDuration;
 use super::raw::{
-    RawAdmin, RawApiUser, RawAutodestroy, RawBalance, RawConfig, RawDefaults, RawGroup, RawImage,
-    RawInstance, RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawShutdown, RawStore,
-    key_path, sanitize,
+    RawAdmin, RawApiUser, RawAutodestroy, RawAutokillSettings, RawBalance, RawConfig, RawDefaults,
+    RawGroup, RawImage, RawInstance, RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind,
+    RawShutdown, RawStore, key_path, sanitize,
 };
+use super::scalar::RawScalar;
 use super::size::{self, RawSize};
 use super::{
-    AdminConfig, ApiUser, Autodestroy, Autokill, Balance, Config, Defaults, GroupConfig,
-    ImageConfig, InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig, RuntimeKind,
-    StoreConfig,
+    AdminConfig, ApiUser, Autodestroy, Autokill, AutokillConfig, Balance, Config, Defaults,
+    GroupConfig, ImageConfig, InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig,
+    RuntimeKind, StoreConfig,
 };
 
 /// Default `proxy.listen`.
@@ -71,6 +72,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problem> {
     let store = store(raw.store.unwrap_or_default())?;
     let runtime = runtime(raw.runtime.unwrap_or_default())?;
     let defaults = defaults(raw.defaults.unwrap_or_default())?;
+    let autokill = autokill(raw.autokill.unwrap_or_default())?;
     let shutdown = match raw.shutdown {
         Some(RawShutdown::StopInstances) => crate::config::Shutdown::StopInstances,
         Some(RawShutdown::LeaveInstances) => crate::config::Shutdown::LeaveInstances,
@@ -131,6 +133,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problem> {
         store,
         runtime,
         defaults,
+        autokill,
         service_groups,
         instances,
         shutdown,
@@ -660,6 +663,42 @@ fn defaults(raw: RawDefaults) -> Result<Defaults, Problem> {
             Duration::from_secs(10),
         )?,
     })
+}
+
+fn autokill(raw: RawAutokillSettings) -> Result<AutokillConfig, Problem> {
+    let path = "autokill.jitter";
+    let Some(spanned) = raw.jitter else {
+        return Ok(AutokillConfig::default());
+    };
+    let place = Place::of(&spanned);
+    let jitter = match spanned.value {
+        RawScalar::Float(f) => f,
+        // Only 0 is in range; any other whole number stays out of range through the cast.
+        RawScalar::Integer(i) => i as f64,
+        RawScalar::Text(t) => {
+            return Err(place.fail(
+                path,
+                format!("{t:?} is not a number; write a fraction such as 0.1"),
+            ));
+        }
+        RawScalar::Other(what) => {
+            return Err(place.fail(
+                path,
+                format!("expected a fraction such as 0.1, found {what}"),
+            ));
+        }
+    };
+    // A jitter of 1 or more would let a budget be cut to nothing; NaN compares false and is
+    // refused here too.
+    if !(0.0..1.0).contains(&jitter) {
+        return Err(place.fail(
+            path,
+            format!(
+                "{jitter} is out of range; use a fraction from 0 (off) up to, not including, 1"
+            ),
+        ));
+    }
+    Ok(AutokillConfig { jitter })
 }
 
 /// A validated group, with the places of its domains for the final collision check.
