@@ -21,7 +21,7 @@ use crate::config::{
     Autodestroy, Autokill, AutokillConfig, Balance, Config, GroupConfig, InstanceConfig,
     RestartPolicy,
 };
-use crate::proxy::meter::Meter;
+use crate::proxy::meter::{Ask, Meter};
 use crate::proxy::route::Upstream;
 use crate::runtime::InstanceSpec;
 
@@ -518,8 +518,16 @@ impl State {
                     tracing::warn!(instance = %id, %message, "stopping an instance failed");
                 }
             }
-            Command::LimitReached { id } => self.limit_reached(id, now, &mut fx),
-            Command::Reserve { id } => self.reserve(id, &mut fx),
+            Command::LimitReached { id } => {
+                // Taken off the channel: the proxy may report again (before the meter is read
+                // for this one, so a report it held back is seen here; see `Meter::ask`).
+                self.answered(id, Ask::LimitReached);
+                self.limit_reached(id, now, &mut fx)
+            }
+            Command::Reserve { id } => {
+                self.answered(id, Ask::Reserve);
+                self.reserve(id, &mut fx)
+            }
             Command::Drained { id } => self.drained(id, &mut fx),
             Command::Exited { id, exit_code } => self.exited(id, exit_code, now, &mut fx),
             Command::Deleted { id, result } => self.deleted(id, result, now, &mut fx),
@@ -746,6 +754,13 @@ impl State {
             self.check_stopped(id, now, fx);
         }
         id
+    }
+
+    /// The controller holds the proxy's `ask` about `id`'s meter: the next may be sent.
+    fn answered(&self, id: Uuid, ask: Ask) {
+        if let Some(inst) = self.instances.get(&id) {
+            inst.meter.answered(ask);
+        }
     }
 
     /// Raises the instance's durable reservation by the next block when the proxy has used half
