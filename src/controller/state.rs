@@ -615,7 +615,7 @@ impl State {
                 Some(id) if self.instances.get(&id).is_some_and(|i| i.from_config) => {
                     if let Some(i) = self.instances.get_mut(&id) {
                         // The budget drawn at creation stays while the file asks for the same
-                        // number; a new number is drawn for, as at creation.
+                        // number; a new number gets a draw of its own, as at creation.
                         let (kept, asked) = (i.autokill.num_requests, i.asked_autokill());
                         i.autokill = cfg.autokill;
                         if cfg.autokill.num_requests != asked.num_requests {
