@@ -43,36 +43,7 @@ if [[ ! -x "$bin" ]]; then
 fi
 bin=$(realpath "$bin")
 
-work=$(mktemp -d)
-server_pid=""
-pids=()
-cleanup() {
-    if [[ -n "${watchdog:-}" ]]; then kill "$watchdog" 2>/dev/null || true; fi
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    if [[ -n "$server_pid" ]] && ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "soak.sh: autokill is gone; the end of its log:" >&2
-        tail -n 30 "$work/server.log" >&2 || true
-    fi
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-# Every call to the admin API is bounded.
-curl() { command curl --max-time 10 "$@"; }
-(
-    trap 'kill "$nap" 2>/dev/null; exit 0' TERM
-    sleep $((duration + 180)) &
-    nap=$!
-    wait "$nap"
-    echo "soak.sh: the watchdog ends the run" >&2
-    kill -TERM $$
-) &
-watchdog=$!
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source benches/harness.sh soak.sh $((duration + 180))
 proxy=$(free_port)
 admin=$(free_port)
 

@@ -158,6 +158,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.defaults != new.defaults {
         keys.push("defaults");
     }
+    if old.autokill != new.autokill {
+        keys.push("autokill");
+    }
     if old.shutdown != new.shutdown {
         keys.push("shutdown");
     }

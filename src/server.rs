@@ -213,11 +213,18 @@ pub async fn serve(
     // `leave_instances` (docker's default) the next start adopts the containers, or removes and
     // restarts the processes (a process of an earlier run cannot be adopted).
     if config.shutdown == crate::config::Shutdown::StopInstances {
-        // Concurrently: one after another would add up their stop grace periods.
+        // Concurrently: one after another would add up their stop grace periods. At most
+        // `runtime.max_concurrent_kills` at once, as while running.
+        let kills = Arc::new(tokio::sync::Semaphore::new(
+            config.runtime.max_concurrent_kills.max(1),
+        ));
         let mut deletes = tokio::task::JoinSet::new();
         for inst in &published.view.load().instances {
-            let (runtime, id) = (Arc::clone(&runtime), inst.id);
-            deletes.spawn(async move { runtime.delete(id).await });
+            let (runtime, id, kills) = (Arc::clone(&runtime), inst.id, Arc::clone(&kills));
+            deletes.spawn(async move {
+                let _place = kills.acquire_owned().await;
+                runtime.delete(id).await
+            });
         }
         while let Some(result) = deletes.join_next().await {
             if let Ok(Err(err)) = result {

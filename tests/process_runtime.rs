@@ -71,6 +71,7 @@ impl Harness {
             stop_grace: GRACE,
             start_timeout,
             default_port: None,
+            max_concurrent_kills: 64,
             images: images
                 .into_iter()
                 .map(|(name, image)| (name.to_owned(), image))

@@ -42,6 +42,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Defaults applied where a resource does not say otherwise.
     pub defaults: Defaults,
+    /// How request budgets are given out to new instances.
+    pub autokill: AutokillConfig,
     /// Service groups declared by the file, each with its instances.
     pub service_groups: Vec<GroupConfig>,
     /// Instances declared by the file that belong to no group.
@@ -168,6 +170,10 @@ pub struct RuntimeConfig {
     /// Docker runtime: the container port of an image that names none (no `port:` in its
     /// entry, no `EXPOSE` in the image); `None` = such an image is refused at create.
     pub default_port: Option<u16>,
+    /// Most runtime deletes and stops the controller has in progress at once; the others
+    /// wait their turn in the order they were asked for (none is dropped). Bounds what a kill
+    /// storm asks of the engine and the host at one time.
+    pub max_concurrent_kills: usize,
 }
 
 /// The runtime backend.
@@ -203,6 +209,28 @@ pub struct ImageConfig {
 pub struct Defaults {
     /// How long a draining instance may finish in-flight requests before it is deleted anyway.
     pub drain_timeout: Duration,
+}
+
+/// `autokill:` — how request budgets are given out to new instances.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AutokillConfig {
+    /// A fraction in `[0, 1)`: an instance created with `num_requests` N is given a budget of
+    /// N minus a whole number drawn uniformly from `[0, jitter × N]` (never less than 1), so
+    /// that instances created together do not all reach their limits together. 0 = off.
+    pub jitter: f64,
+}
+
+impl AutokillConfig {
+    /// The budget to give an instance created with `num_requests` (0 = no limit, kept),
+    /// drawing the cut from `rng`.
+    pub fn draw(&self, num_requests: u64, rng: &mut fastrand::Rng) -> u64 {
+        if num_requests == 0 || self.jitter <= 0.0 {
+            return num_requests;
+        }
+        // `as` saturates; the product is below `num_requests` for a jitter below 1.
+        let most = (self.jitter * num_requests as f64) as u64;
+        num_requests.saturating_sub(rng.u64(0..=most)).max(1)
+    }
 }
 
 /// One entry of `service_groups`.

@@ -15,6 +15,7 @@ use serde_saphyr::{Error as YamlError, MessageFormatter, Spanned, UserMessageFor
 
 use super::Problem;
 use super::duration::RawDuration;
+use super::scalar::RawScalar;
 use super::size::RawSize;
 
 /// The whole file. An empty file is valid and means "all defaults".
@@ -31,6 +32,8 @@ pub(crate) struct RawConfig {
     pub runtime: Option<RawRuntime>,
     /// `defaults:` — settings applied where a resource does not say otherwise.
     pub defaults: Option<RawDefaults>,
+    /// `autokill:` — how request budgets are given out to new instances.
+    pub autokill: Option<RawAutokillSettings>,
     /// `service_groups:` — groups of instances that share host names. Default: none.
     pub service_groups: Option<Vec<RawGroup>>,
     /// `instances:` — instances that belong to no group. Default: none.
@@ -173,6 +176,9 @@ pub(crate) struct RawRuntime {
     /// Docker only: the container port of an image that names none (no `port:`, no
     /// `EXPOSE`), 1-65535. Default: none (such an image is refused).
     pub default_port: Option<Spanned<u16>>,
+    /// Most runtime deletes and stops carried out at once; more wait their turn, in order.
+    /// Default 64, 1 to 100000.
+    pub max_concurrent_kills: Option<Spanned<u64>>,
 }
 
 /// `runtime.kind`
@@ -201,6 +207,16 @@ pub(crate) struct RawImage {
     /// Port the instance listens on inside its container; docker runtime only (1-65535).
     /// Default: none.
     pub port: Option<Spanned<u16>>,
+}
+
+/// `autokill:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAutokillSettings {
+    /// Fraction of `num_requests` by which each new instance's budget may be cut, drawn per
+    /// instance (gunicorn's `max_requests_jitter`, as a fraction). Default 0 (off); at least 0
+    /// and less than 1.
+    pub jitter: Option<Spanned<RawScalar>>,
 }
 
 /// `defaults:`

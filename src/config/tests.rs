@@ -96,10 +96,12 @@ fn defaults() -> Config {
             start_timeout: Duration::from_secs(10),
             images: BTreeMap::new(),
             default_port: None,
+            max_concurrent_kills: 64,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
         },
+        autokill: AutokillConfig { jitter: 0.0 },
         service_groups: vec![],
         instances: vec![],
         shutdown: Shutdown::StopInstances,
@@ -114,8 +116,8 @@ fn empty_documents_are_all_defaults() {
         "# nothing but a comment\n",
         "---\n",
         "{}",
-        "proxy:\nadmin:\nstore:\nruntime:\ndefaults:\nservice_groups:\ninstances:\n",
-        "proxy: {}\nadmin: {}\nstore: {}\nruntime: {images: {}}\ndefaults: {}\nservice_groups: []\ninstances: []\n",
+        "proxy:\nadmin:\nstore:\nruntime:\ndefaults:\nautokill:\nservice_groups:\ninstances:\n",
+        "proxy: {}\nadmin: {}\nstore: {}\nruntime: {images: {}}\ndefaults: {}\nautokill: {jitter: 0}\nservice_groups: []\ninstances: []\n",
     ] {
         assert_eq!(ok(yaml), defaults(), "{yaml:?}");
     }
@@ -197,6 +199,7 @@ runtime:
   docker_host: unix:///run/podman/podman.sock
   stop_grace: 1s
   start_timeout: 1m30s
+  max_concurrent_kills: 8
   images:
     nginx:
       command: [nginx, -g, "daemon off;"]
@@ -205,6 +208,8 @@ runtime:
     plain:
 defaults:
   drain_timeout: 2s
+autokill:
+  jitter: 0.25
 service_groups:
   - name: web
     domains: [www, Example.ORG.]
@@ -267,6 +272,7 @@ shutdown: leave_instances
             stop_grace: Duration::from_secs(1),
             start_timeout: Duration::from_secs(90),
             default_port: None,
+            max_concurrent_kills: 8,
             images: BTreeMap::from([
                 (
                     "nginx".into(),
@@ -291,6 +297,7 @@ shutdown: leave_instances
         defaults: Defaults {
             drain_timeout: Duration::from_secs(2),
         },
+        autokill: AutokillConfig { jitter: 0.25 },
         service_groups: vec![GroupConfig {
             name: "web".into(),
             domains: vec!["www.apps.example.com".into(), "example.org".into()],
@@ -466,7 +473,7 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         1,
         1,
         "prox: unknown key \"prox\"; did you mean \"proxy\"? (expected one of: proxy, admin, \
-         store, runtime, defaults, service_groups, instances, shutdown)",
+         store, runtime, defaults, autokill, service_groups, instances, shutdown)",
     );
     refused(
         "admin:\n  listen: 127.0.0.1:1\n  tokn: x\n",
@@ -782,6 +789,24 @@ fn store_and_runtime_values_are_checked() {
         4,
         17,
         "runtime.images.hello.command[0]: contains a NUL character",
+    );
+    refused(
+        "runtime:\n  max_concurrent_kills: 0\n",
+        2,
+        25,
+        "runtime.max_concurrent_kills: 0 is not between 1 and 100000",
+    );
+    refused(
+        "runtime:\n  max_concurrent_kills: 100001\n",
+        2,
+        25,
+        "runtime.max_concurrent_kills: 100001 is not between 1 and 100000",
+    );
+    assert_eq!(
+        ok("runtime:\n  max_concurrent_kills: 1\n")
+            .runtime
+            .max_concurrent_kills,
+        1
     );
 }
 
@@ -1204,4 +1229,57 @@ fn the_docker_example_is_valid() {
     assert_eq!(config.runtime.kind, RuntimeKind::Docker { host: None });
     assert_eq!(config.shutdown, Shutdown::LeaveInstances);
     assert_eq!(config.service_groups[0].instances[0].image, "web");
+}
+
+#[test]
+fn jitter_is_a_fraction_below_one() {
+    assert_eq!(ok("autokill:\n  jitter: 0.5\n").autokill.jitter, 0.5);
+    assert_eq!(ok("autokill:\n  jitter: 0\n").autokill.jitter, 0.0);
+    for (yaml, message) in [
+        (
+            "autokill:\n  jitter: 1\n",
+            "autokill.jitter: 1 is out of range; use a fraction from 0 (off) up to, not including, 1",
+        ),
+        (
+            "autokill:\n  jitter: -0.1\n",
+            "autokill.jitter: -0.1 is out of range; use a fraction from 0 (off) up to, not including, 1",
+        ),
+        (
+            "autokill:\n  jitter: .nan\n",
+            "autokill.jitter: value `.nan` is not a finite number",
+        ),
+        (
+            "autokill:\n  jitter: 10%\n",
+            "autokill.jitter: \"10%\" is not a number; write a fraction such as 0.1",
+        ),
+        (
+            "autokill:\n  jitter: [0.1]\n",
+            "autokill.jitter: expected a fraction such as 0.1, found a list",
+        ),
+    ] {
+        refused(yaml, 2, 11, message);
+    }
+}
+
+/// The draw: within `[N - jitter × N, N]`, never below 1, spread out, and nothing drawn when
+/// off or for an unlimited budget.
+#[test]
+fn budgets_are_drawn_within_the_jitter() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let half = AutokillConfig { jitter: 0.5 };
+    let drawn: Vec<u64> = (0..1000).map(|_| half.draw(100, &mut rng)).collect();
+    assert!(drawn.iter().all(|n| (50..=100).contains(n)), "{drawn:?}");
+    assert!(
+        drawn.contains(&50) && drawn.contains(&100),
+        "both ends drawn"
+    );
+    assert_eq!(half.draw(0, &mut rng), 0, "no limit stays no limit");
+    assert!(
+        (0..100).all(|_| half.draw(1, &mut rng) == 1),
+        "never below 1"
+    );
+    let most = AutokillConfig { jitter: 0.999 };
+    assert!((0..100).all(|_| most.draw(2, &mut rng) >= 1));
+    let off = AutokillConfig::default();
+    assert!((0..100).all(|_| off.draw(100, &mut rng) == 100));
 }

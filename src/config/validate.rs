@@ -14,15 +14,16 @@ use serde_saphyr::Spanned;
 
 use super::duration::RawDuration;
 use super::raw::{
-    RawAdmin, RawApiUser, RawAutodestroy, RawBalance, RawConfig, RawDefaults, RawGroup, RawImage,
-    RawInstance, RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind, RawShutdown, RawStore,
-    key_path, sanitize,
+    RawAdmin, RawApiUser, RawAutodestroy, RawAutokillSettings, RawBalance, RawConfig, RawDefaults,
+    RawGroup, RawImage, RawInstance, RawProxy, RawRestartPolicy, RawRuntime, RawRuntimeKind,
+    RawShutdown, RawStore, key_path, sanitize,
 };
+use super::scalar::RawScalar;
 use super::size::{self, RawSize};
 use super::{
-    AdminConfig, ApiUser, Autodestroy, Autokill, Balance, Config, Defaults, GroupConfig,
-    ImageConfig, InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig, RuntimeKind,
-    StoreConfig,
+    AdminConfig, ApiUser, Autodestroy, Autokill, AutokillConfig, Balance, Config, Defaults,
+    GroupConfig, ImageConfig, InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig,
+    RuntimeKind, StoreConfig,
 };
 
 /// Default `proxy.listen`.
@@ -51,6 +52,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY_SIZE: u64 = 1 << 20;
 /// Bounds of `admin.max_body_size`: a body is held in memory whole before it is parsed.
 const BODY_SIZE_RANGE: std::ops::RangeInclusive<u64> = (1 << 10)..=(1 << 30);
+/// Default `runtime.max_concurrent_kills`. A kill storm (hundreds of instances spending their
+/// budgets in the same second) would otherwise ask the engine for hundreds of stops and removes
+/// at once; container engines serialise much of that work (network and cgroup teardown) and
+/// answer slowly or time out under it, and the host spends the burst of exits on the cores the
+/// proxy serves from. 64 keeps a storm of instances that exit on SIGTERM well under a second
+/// (see `benches/kill_storm.sh`); instances that ignore SIGTERM hold a place for the whole
+/// `stop_grace`, so a storm of those takes about (instances / 64) × `stop_grace`.
+const MAX_CONCURRENT_KILLS: u64 = 64;
+/// Upper bound of `runtime.max_concurrent_kills`: in effect unlimited.
+const MAX_KILLS_BOUND: u64 = 100_000;
 /// Longest host name (RFC 1035 §2.3.4, without the root dot).
 const MAX_HOST_LEN: usize = 253;
 
@@ -61,6 +72,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problem> {
     let store = store(raw.store.unwrap_or_default())?;
     let runtime = runtime(raw.runtime.unwrap_or_default())?;
     let defaults = defaults(raw.defaults.unwrap_or_default())?;
+    let autokill = autokill(raw.autokill.unwrap_or_default())?;
     let shutdown = match raw.shutdown {
         Some(RawShutdown::StopInstances) => crate::config::Shutdown::StopInstances,
         Some(RawShutdown::LeaveInstances) => crate::config::Shutdown::LeaveInstances,
@@ -121,6 +133,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problem> {
         store,
         runtime,
         defaults,
+        autokill,
         service_groups,
         instances,
         shutdown,
@@ -513,6 +526,12 @@ fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
         )?,
         images,
         default_port,
+        max_concurrent_kills: within(
+            raw.max_concurrent_kills.as_ref(),
+            "runtime.max_concurrent_kills",
+            MAX_CONCURRENT_KILLS,
+            1..=MAX_KILLS_BOUND,
+        )?,
     })
 }
 
@@ -644,6 +663,42 @@ fn defaults(raw: RawDefaults) -> Result<Defaults, Problem> {
             Duration::from_secs(10),
         )?,
     })
+}
+
+fn autokill(raw: RawAutokillSettings) -> Result<AutokillConfig, Problem> {
+    let path = "autokill.jitter";
+    let Some(spanned) = raw.jitter else {
+        return Ok(AutokillConfig::default());
+    };
+    let place = Place::of(&spanned);
+    let jitter = match spanned.value {
+        RawScalar::Float(f) => f,
+        // Only 0 is in range; any other whole number stays out of range through the cast.
+        RawScalar::Integer(i) => i as f64,
+        RawScalar::Text(t) => {
+            return Err(place.fail(
+                path,
+                format!("{t:?} is not a number; write a fraction such as 0.1"),
+            ));
+        }
+        RawScalar::Other(what) => {
+            return Err(place.fail(
+                path,
+                format!("expected a fraction such as 0.1, found {what}"),
+            ));
+        }
+    };
+    // A jitter of 1 or more would let a budget be cut to nothing; NaN compares false and is
+    // refused here too.
+    if !(0.0..1.0).contains(&jitter) {
+        return Err(place.fail(
+            path,
+            format!(
+                "{jitter} is out of range; use a fraction from 0 (off) up to, not including, 1"
+            ),
+        ));
+    }
+    Ok(AutokillConfig { jitter })
 }
 
 /// A validated group, with the places of its domains for the final collision check.

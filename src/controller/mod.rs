@@ -609,6 +609,9 @@ pub async fn run(
     };
     let mut task = Task {
         runtime,
+        kills: Arc::new(tokio::sync::Semaphore::new(
+            config.runtime.max_concurrent_kills.max(1),
+        )),
         published,
         metrics,
         tx: inputs.commands_tx.clone(),
@@ -778,6 +781,9 @@ fn runtime_command(ev: RuntimeEvent) -> Command {
 /// What the controller task needs to carry out effects.
 struct Task {
     runtime: Arc<dyn Runtime>,
+    /// Places for runtime stops and deletes (`runtime.max_concurrent_kills`): a kill storm
+    /// queues here, in order, instead of asking the engine for everything at once.
+    kills: Arc<tokio::sync::Semaphore>,
     published: Published,
     metrics: Metrics,
     tx: mpsc::UnboundedSender<Command>,
@@ -904,14 +910,19 @@ impl Task {
                 }
                 Effect::Stop(id) => {
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
+                    let kills = Arc::clone(&self.kills);
                     tokio::spawn(async move {
+                        // The semaphore is never closed, so a place always comes.
+                        let _place = kills.acquire_owned().await;
                         let result = runtime.stop(id).await.map_err(|e| e.to_string());
                         let _ = tx.send(Command::StopDone { id, result });
                     });
                 }
                 Effect::Delete(id) => {
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
+                    let kills = Arc::clone(&self.kills);
                     tokio::spawn(async move {
+                        let _place = kills.acquire_owned().await;
                         let result = runtime.delete(id).await.map_err(|e| e.to_string());
                         let _ = tx.send(Command::Deleted { id, result });
                     });

@@ -153,6 +153,7 @@ impl State {
                 at(r.last_used),
             );
             inst.memory_mb = r.memory_mb;
+            inst.asked_requests = r.asked_num_requests;
             inst.group = r.group;
             inst.template = r.template;
             inst.template_name = r.template_name;
@@ -288,6 +289,7 @@ fn record(i: &Instance) -> InstanceRecord {
         template: i.template,
         template_name: i.template_name.clone(),
         num_requests: i.autokill.num_requests,
+        asked_num_requests: i.asked_requests,
         time_ms: i.autokill.time.map(|t| t.as_millis() as u64),
         restart_policy: i.restart_policy.as_str().to_owned(),
         autodestroy: i.autodestroy.as_str().to_owned(),

@@ -18,9 +18,10 @@ use uuid::Uuid;
 
 use super::{Command, Due, DueKind, Effect, InstanceState, StopReason, TimerKey};
 use crate::config::{
-    Autodestroy, Autokill, Balance, Config, GroupConfig, InstanceConfig, RestartPolicy,
+    Autodestroy, Autokill, AutokillConfig, Balance, Config, GroupConfig, InstanceConfig,
+    RestartPolicy,
 };
-use crate::proxy::meter::Meter;
+use crate::proxy::meter::{Ask, Meter};
 use crate::proxy::route::Upstream;
 use crate::runtime::InstanceSpec;
 
@@ -63,8 +64,12 @@ pub struct Instance {
     pub template: Option<Uuid>,
     /// The name of the template it was cloned from (kept after the template is gone).
     pub template_name: Option<String>,
-    /// Its autokill policy (for a template: `time` is the unused time).
+    /// Its autokill policy (for a template: `time` is the unused time). `num_requests` is the
+    /// budget it was given: with `autokill.jitter`, drawn at creation at or below the one asked.
     pub autokill: Autokill,
+    /// The `num_requests` asked for, when the budget drawn for it is lower (see
+    /// [`crate::config::AutokillConfig`]); `None` when the budget is what was asked.
+    pub asked_requests: Option<u64>,
     /// Its restart policy.
     pub restart_policy: RestartPolicy,
     /// Its autodestroy policy.
@@ -135,6 +140,7 @@ impl Instance {
             template: None,
             template_name: None,
             autokill,
+            asked_requests: None,
             restart_policy: RestartPolicy::default(),
             autodestroy: Autodestroy::default(),
             state: InstanceState::Stopped,
@@ -167,6 +173,16 @@ impl Instance {
     pub fn spent(&self) -> bool {
         let limit = self.autokill.num_requests;
         limit != 0 && self.meter.reserved() >= limit && self.meter.count() >= limit
+    }
+
+    /// The autokill policy as it was asked for, before `autokill.jitter` cut its budget: what a
+    /// template made of it passes on, what a redeploy creates anew from, and what a reload
+    /// compares the file with.
+    pub fn asked_autokill(&self) -> Autokill {
+        Autokill {
+            num_requests: self.asked_requests.unwrap_or(self.autokill.num_requests),
+            ..self.autokill
+        }
     }
 
     pub(super) fn set_recovered(
@@ -437,6 +453,10 @@ pub struct State {
     engine_down: Option<String>,
     /// Services and containers terminated lately, for `/api/v1` (in memory only).
     tombstones: Tombstones,
+    /// How the budgets of new instances are drawn (`autokill.jitter`).
+    budgets: AutokillConfig,
+    /// The generator the budgets are drawn with.
+    rng: fastrand::Rng,
 }
 
 /// `(resource, reason)` labels of kills.
@@ -479,6 +499,8 @@ impl State {
             ),
             engine_down: None,
             tombstones: Tombstones::default(),
+            budgets: config.autokill,
+            rng: fastrand::Rng::new(),
         }
     }
 
@@ -520,8 +542,16 @@ impl State {
                     tracing::warn!(instance = %id, %message, "stopping an instance failed");
                 }
             }
-            Command::LimitReached { id } => self.limit_reached(id, now, &mut fx),
-            Command::Reserve { id } => self.reserve(id, &mut fx),
+            Command::LimitReached { id } => {
+                // Taken off the channel: the proxy may report again (before the meter is read
+                // for this one, so a report it held back is seen here; see `Meter::ask`).
+                self.answered(id, Ask::LimitReached);
+                self.limit_reached(id, now, &mut fx)
+            }
+            Command::Reserve { id } => {
+                self.answered(id, Ask::Reserve);
+                self.reserve(id, &mut fx)
+            }
             Command::Drained { id } => self.drained(id, &mut fx),
             Command::Exited { id, exit_code } => self.exited(id, exit_code, now, &mut fx),
             Command::Deleted { id, result } => self.deleted(id, result, now, &mut fx),
@@ -608,7 +638,17 @@ impl State {
             match self.names.get(&Arc::from(cfg.name.as_str())).copied() {
                 Some(id) if self.instances.get(&id).is_some_and(|i| i.from_config) => {
                     if let Some(i) = self.instances.get_mut(&id) {
+                        // The budget drawn at creation stays while the file asks for the same
+                        // number; a new number gets a draw of its own, as at creation.
+                        let (kept, asked) = (i.autokill.num_requests, i.asked_autokill());
                         i.autokill = cfg.autokill;
+                        if cfg.autokill.num_requests != asked.num_requests {
+                            let n = cfg.autokill.num_requests;
+                            i.autokill.num_requests = self.budgets.draw(n, &mut self.rng);
+                            i.asked_requests = (i.autokill.num_requests != n).then_some(n);
+                        } else {
+                            i.autokill.num_requests = kept;
+                        }
                         i.restart_policy = cfg.restart_policy;
                         i.autodestroy = cfg.autodestroy;
                         i.group = group;
@@ -663,7 +703,7 @@ impl State {
     #[allow(clippy::too_many_arguments)]
     fn add_instance(
         &mut self,
-        spec: Spec,
+        mut spec: Spec,
         group: Option<Uuid>,
         template: Option<(Uuid, String)>,
         start: bool,
@@ -672,6 +712,10 @@ impl State {
         fx: &mut Vec<Effect>,
     ) -> Uuid {
         let id = Uuid::new_v4();
+        // Its budget, drawn once here (`autokill.jitter`) and stored with it from now on.
+        let asked = spec.autokill.num_requests;
+        spec.autokill.num_requests = self.budgets.draw(asked, &mut self.rng);
+        let asked_requests = (spec.autokill.num_requests != asked).then_some(asked);
         let meter = Arc::new(Meter::new(0, spec.autokill.num_requests));
         let (state, attempt) = if start {
             (InstanceState::Starting, 1)
@@ -699,6 +743,7 @@ impl State {
                 template: template.as_ref().map(|t| t.0),
                 template_name: template.map(|t| t.1),
                 autokill: spec.autokill,
+                asked_requests,
                 restart_policy: spec.restart_policy,
                 autodestroy: spec.autodestroy,
                 state,
@@ -733,6 +778,13 @@ impl State {
             self.check_stopped(id, now, fx);
         }
         id
+    }
+
+    /// The controller holds the proxy's `ask` about `id`'s meter: the next may be sent.
+    fn answered(&self, id: Uuid, ask: Ask) {
+        if let Some(inst) = self.instances.get(&id) {
+            inst.meter.answered(ask);
+        }
     }
 
     /// Raises the instance's durable reservation by the next block when the proxy has used half

@@ -3,6 +3,7 @@
 //! be checked; everything else is the real thing.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,15 +11,22 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::api::{Call, Handle, InstancePatch, NewInstance, Ref, Reply};
-use super::{Inputs, Published, run};
+use super::{Inputs, Published, run, state};
 use crate::metrics::Metrics;
+use crate::proxy::ProxyEvent;
 use crate::runtime::{BoxFuture, InstanceSpec, Runtime, RuntimeError, RuntimeEvent};
 use crate::store::Store;
 
-/// A runtime that records what it is asked to do and starts everything at once.
+/// A runtime that records what it is asked to do and starts everything at once (at `addr`,
+/// port 9 unless a test gives an upstream of its own). A delete takes `delete_for`, and the
+/// most deletes it ever had in progress at once is kept.
 #[derive(Default)]
 struct Recorder {
     calls: Mutex<Vec<String>>,
+    addr: Option<SocketAddr>,
+    delete_for: Duration,
+    deleting: AtomicUsize,
+    most_deleting: AtomicUsize,
 }
 
 impl Recorder {
@@ -42,15 +50,22 @@ impl Runtime for Recorder {
     }
     fn start(&self, id: Uuid) -> BoxFuture<'_, Result<SocketAddr, RuntimeError>> {
         self.record(format!("start {id}"));
-        Box::pin(async { Ok(([127, 0, 0, 1], 9).into()) })
+        let addr = self.addr.unwrap_or(([127, 0, 0, 1], 9).into());
+        Box::pin(async move { Ok(addr) })
     }
     fn stop(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
         self.record(format!("stop {id}"));
         Box::pin(async { Ok(()) })
     }
     fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        self.record(format!("delete {id}"));
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            let now = self.deleting.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_deleting.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.delete_for).await;
+            self.deleting.fetch_sub(1, Ordering::SeqCst);
+            self.record(format!("delete {id}"));
+            Ok(())
+        })
     }
     fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>> {
         Box::pin(async { Ok(0) })
@@ -63,10 +78,17 @@ struct Running {
     store: Arc<Store>,
     events: mpsc::UnboundedSender<RuntimeEvent>,
     published: Published,
+    /// The controller's end of the proxy's control channel.
+    proxy: mpsc::UnboundedSender<ProxyEvent>,
+    metrics: Metrics,
+    config: crate::config::Config,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
+
+/// Proxy workers (and in-flight slots), for the tests that start the proxy too.
+const WORKERS: usize = 2;
 
 async fn start() -> Running {
     start_in(tempfile::tempdir().expect("temp dir"), 0).await
@@ -74,8 +96,22 @@ async fn start() -> Running {
 
 /// Starts a controller on the store in `dir`, whose first `failing` commits fail.
 async fn start_in(dir: tempfile::TempDir, failing: u32) -> Running {
+    start_with(dir, failing, "", Recorder::default()).await
+}
+
+/// Like [`start_in`], with `runtime_extra` keys in the `runtime:` block (indented by two
+/// spaces) and the runtime `runtime`.
+async fn start_with(
+    dir: tempfile::TempDir,
+    failing: u32,
+    runtime_extra: &str,
+    runtime: Recorder,
+) -> Running {
     let config = crate::config::parse(
-        "runtime:\n  images:\n    hello:\n      command: [\"x\"]\n",
+        &format!(
+            "proxy:\n  listen: 127.0.0.1:0\n  workers: {WORKERS}\nadmin:\n  listen: 127.0.0.1:0\n\
+             runtime:\n{runtime_extra}  images:\n    hello:\n      command: [\"x\"]\n"
+        ),
         "test",
     )
     .expect("config");
@@ -84,9 +120,9 @@ async fn start_in(dir: tempfile::TempDir, failing: u32) -> Running {
     let store = Arc::new(store);
     let published = Published::new();
     let metrics = Metrics::new(Arc::clone(&published.view)).expect("metrics");
-    let runtime = Arc::new(Recorder::default());
+    let runtime = Arc::new(runtime);
     let (commands_tx, commands) = mpsc::unbounded_channel();
-    let (_proxy_tx, proxy) = mpsc::unbounded_channel();
+    let (proxy_tx, proxy) = mpsc::unbounded_channel();
     let (events, runtime_rx) = mpsc::unbounded_channel();
     let (shutdown_tx, shutdown) = oneshot::channel();
     let (recovered_tx, recovered) = oneshot::channel();
@@ -100,10 +136,11 @@ async fn start_in(dir: tempfile::TempDir, failing: u32) -> Running {
     let task = {
         let (runtime, store, published): (Arc<dyn Runtime>, _, _) =
             (runtime.clone(), Arc::clone(&store), published.clone());
+        let (config, metrics, workers) = (config.clone(), metrics.clone(), config.proxy.workers);
         tokio::spawn(async move {
             run(
                 &config,
-                1,
+                workers,
                 runtime,
                 store,
                 snapshot,
@@ -113,11 +150,13 @@ async fn start_in(dir: tempfile::TempDir, failing: u32) -> Running {
                 recovered_tx,
             )
             .await;
-            drop(_proxy_tx);
         })
     };
     recovered.await.expect("recovered");
     Running {
+        proxy: proxy_tx,
+        metrics,
+        config,
         api: Handle::new(commands_tx),
         runtime,
         store,
@@ -289,4 +328,235 @@ async fn after_shutdown_exits_are_not_judged() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!r.runtime.calls().iter().any(|c| c.starts_with("delete")));
     assert_eq!(state_of(&r, "a"), Some("running"));
+}
+
+/// A kill storm is paced: with `runtime.max_concurrent_kills: 3`, twelve instances deleted in
+/// one batch never have more than three runtime deletes in progress, the places are used (three
+/// at once, not one), and every delete completes: none is lost in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_are_paced_and_none_is_lost() {
+    let recorder = Recorder {
+        delete_for: Duration::from_millis(100),
+        ..Recorder::default()
+    };
+    let r = start_with(
+        tempfile::tempdir().expect("temp dir"),
+        0,
+        "  max_concurrent_kills: 3\n",
+        recorder,
+    )
+    .await;
+    let names: Vec<String> = (0..12).map(|i| format!("i{i}")).collect();
+    for name in &names {
+        assert!(r.api.call(Call::CreateInstance(new(name))).await.is_ok());
+    }
+    for name in &names {
+        eventually("running", || state_of(&r, name) == Some("running")).await;
+    }
+    // All asked for at once: the deletes are spawned together, in one batch or few.
+    let deletes: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (api, name) = (r.api.clone(), name.clone());
+            tokio::spawn(async move { api.call(Call::DeleteInstance(Ref::Name(name))).await })
+        })
+        .collect();
+    for delete in deletes {
+        let answer = delete.await.expect("no panic");
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    eventually("every delete done", || {
+        r.runtime
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("delete"))
+            .count()
+            == 12
+    })
+    .await;
+    eventually("every instance gone", || {
+        r.published.view.load().instances.is_empty()
+    })
+    .await;
+    assert_eq!(
+        r.runtime.most_deleting.load(Ordering::SeqCst),
+        3,
+        "at most max_concurrent_kills deletes at once, and that many used"
+    );
+    stop(r).await;
+}
+
+/// An upstream on loopback that answers every request `200 ok` (keep-alive) and counts the
+/// requests that reached it.
+async fn counting_upstream() -> (SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let served = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&served);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // Requests without bodies: each ends at its blank line.
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if conn.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, served)
+}
+
+/// One request for `host` through the proxy on a connection of its own: the status code.
+async fn status_through(proxy: SocketAddr, host: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut conn) = tokio::net::TcpStream::connect(proxy).await else {
+        return 0;
+    };
+    let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if conn.write_all(head.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 15: the control channel stays bounded while the controller lags. The controller is
+/// stalled (nothing takes the proxy's messages) while 40 clients hit an instance at the end of
+/// its first reserved block: they wait for the next block, the proxy keeps serving another
+/// instance, and the channel holds at most one message for the instance (it held one per
+/// waiting request before). Once the controller takes the messages again, exactly
+/// `num_requests` requests are forwarded and the rest refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_controller_keeps_the_control_channel_bounded_and_counts_exact() {
+    const LIMIT: u64 = 100;
+    const CLIENTS: usize = 40;
+    const EACH: usize = 4;
+    let (upstream, served) = counting_upstream().await;
+    let recorder = Recorder {
+        addr: Some(upstream),
+        ..Recorder::default()
+    };
+    let r = start_with(tempfile::tempdir().expect("temp dir"), 0, "", recorder).await;
+    let (events, mut lagging) = mpsc::unbounded_channel();
+    let proxy = crate::proxy::Proxy::start(
+        &r.config.proxy,
+        Duration::from_secs(1),
+        Arc::clone(&r.published.table),
+        events,
+        &r.metrics,
+        1024,
+    )
+    .expect("proxy");
+    assert_eq!(proxy.workers(), WORKERS);
+    let limited = NewInstance {
+        autokill: Some(crate::controller::api::AutokillSpec {
+            num_requests: Some(LIMIT),
+            time: None,
+        }),
+        ..new("lim")
+    };
+    assert!(r.api.call(Call::CreateInstance(limited)).await.is_ok());
+    assert!(r.api.call(Call::CreateInstance(new("free"))).await.is_ok());
+    eventually("both run", || {
+        state_of(&r, "lim") == Some("running") && state_of(&r, "free") == Some("running")
+    })
+    .await;
+    let block = state::reservation_block(LIMIT, 0);
+
+    // Stalled: nothing is taken off the channel.
+    let addr = proxy.local_addr();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut codes = Vec::new();
+                for _ in 0..EACH {
+                    codes.push(status_through(addr, "lim.localhost").await);
+                }
+                codes
+            })
+        })
+        .collect();
+    eventually("the first block served", || {
+        served.load(Ordering::SeqCst) == block
+    })
+    .await;
+    // The clients come back for more and wait; let them all ask.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        block,
+        "never past the reservation"
+    );
+    assert_eq!(
+        status_through(addr, "free.localhost").await,
+        200,
+        "the rest is served"
+    );
+    let queued = lagging.len();
+    assert!(
+        (1..=2).contains(&queued),
+        "{queued} messages queued for one instance while {CLIENTS} requests wait"
+    );
+
+    // The controller takes them again.
+    let most = Arc::new(AtomicUsize::new(queued));
+    let relay = {
+        let (to, most) = (r.proxy.clone(), Arc::clone(&most));
+        tokio::spawn(async move {
+            while let Some(event) = lagging.recv().await {
+                most.fetch_max(lagging.len() + 1, Ordering::SeqCst);
+                let _ = to.send(event);
+            }
+        })
+    };
+    let mut codes = Vec::new();
+    for client in clients {
+        codes.extend(client.await.expect("no panic"));
+    }
+    let ok = codes.iter().filter(|c| **c == 200).count() as u64;
+    // Refused while it drains (503), or not found once it is deleted (404).
+    let refused = codes.iter().filter(|c| [503, 404].contains(*c)).count();
+    assert_eq!(ok, LIMIT, "exactly num_requests forwarded: {codes:?}");
+    assert_eq!(
+        refused,
+        CLIENTS * EACH - LIMIT as usize,
+        "the rest refused: {codes:?}"
+    );
+    // Both instances run on the one upstream: the request to `free` is counted there too.
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        LIMIT + 1,
+        "and reached the upstream"
+    );
+    assert!(
+        most.load(Ordering::SeqCst) <= 2,
+        "{} queued",
+        most.load(Ordering::SeqCst)
+    );
+    eventually("killed once spent", || state_of(&r, "lim").is_none()).await;
+    proxy.shutdown().await;
+    relay.abort();
+    stop(r).await;
 }

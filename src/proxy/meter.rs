@@ -2,7 +2,7 @@
 //!
 //! Cost per request: one `fetch_add` on the instance's [`Meter`] (a 128-byte-aligned line of its
 //! own, so two instances never share a line) and loads of its limit and reservation from the same
-//! line; a plain store to the worker's own in-flight slot when the request starts and one
+//! line (and, only for a request that must tell the controller something, one `fetch_or`); a plain store to the worker's own in-flight slot when the request starts and one
 //! uncontended read-modify-write of it when the request ends. No lock, no allocation, no map
 //! lookup. The controller and `/metrics` read the same atomics.
 //!
@@ -32,6 +32,23 @@
 //!    (releases its slot with a `SeqCst` read-modify-write, loads `draining`), the same
 //!    conclusion: the watcher sees the slot empty or the worker sees `draining` and notifies.
 //!
+//! 4. **The control channel holds at most one [`Ask::Reserve`] and one [`Ask::LimitReached`]
+//!    per meter**, however far the controller lags and however many requests wait for a
+//!    block. A worker sends an ask only when its `fetch_or` on the meter's `asked` bits found
+//!    that bit clear ([`Meter::ask`]); the controller clears it ([`Meter::answered`]) when it
+//!    takes the message off the channel, before it reads the meter to act on it. So the bit is
+//!    set from the send until the controller holds that message: no second one of the kind is
+//!    in the channel meanwhile. Nothing is lost by not sending: a worker whose `fetch_or` found
+//!    the bit set did its admission (count, ceiling) before that `fetch_or`, and both it and the
+//!    controller's clearing `fetch_and` are `SeqCst` read-modify-writes of `asked`, so the
+//!    clearing reads a value in the release sequence of the worker's write and the controller's
+//!    reading of the count and ceiling that follows sees the worker's admission. The reservation
+//!    it acts on is then a raise for every waiter at once (waiters wake on the raise, whoever
+//!    asked for it, and ask again if it was not enough); the limit it checks is the count
+//!    every reporter saw. The exactness of the count does not depend on the channel at all:
+//!    admission is decided on the meter alone, so a lagging controller delays reservations
+//!    (requests wait, bounded by the proxy's reservation wait) and kills, never the limit.
+//!
 //! `count` is changed only by read-modify-writes, and only a request that will be forwarded keeps
 //! its increment, so at rest it is exactly the number admitted. A request over the ceiling undoes
 //! its increment and is then decided again on a compare-and-swap that never overshoots, so an
@@ -40,7 +57,7 @@
 //!
 //! [`Upstream::drained`]: super::route::Upstream::drained
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
@@ -67,6 +84,19 @@ pub struct Meter {
     raised: Notify,
     /// The highest count `/metrics` has published, so the counter never goes down.
     published: AtomicU64,
+    /// The [`Ask`]s on their way to the controller, one bit each (see [`Meter::ask`]).
+    asked: AtomicU8,
+}
+
+/// A message about a meter that the proxy sends the controller, at most one of each kind on its
+/// way at a time (see [`Meter::ask`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Ask {
+    /// Reserve the next block ([`Admission::Refill`], [`Admission::Wait`]).
+    Reserve = 1,
+    /// The budget is spent ([`Admission::Last`]).
+    LimitReached = 2,
 }
 
 impl Default for Meter {
@@ -119,6 +149,7 @@ impl Meter {
             refill_at: AtomicU64::new(0),
             raised: Notify::new(),
             published: AtomicU64::new(count),
+            asked: AtomicU8::new(0),
         }
     }
 
@@ -188,6 +219,22 @@ impl Meter {
     /// count stays the number of requests forwarded.
     pub fn unadmit(&self) {
         self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Claims the sending of `ask` to the controller: true when none is on its way (the caller
+    /// sends it), false when one is (the caller sends nothing; the one on its way will be
+    /// acted on). Called only on the admissions that report ([`Admission::Refill`],
+    /// [`Admission::Wait`], [`Admission::Last`]), never on the plain path: one `fetch_or`.
+    #[inline]
+    pub fn ask(&self, ask: Ask) -> bool {
+        self.asked.fetch_or(ask as u8, Ordering::SeqCst) & ask as u8 == 0
+    }
+
+    /// The controller has taken `ask` off the channel: the next one may be sent. Called before
+    /// the controller reads the meter to act on it, so a request that found the ask on its way
+    /// (and sent nothing) is seen by that reading (see the module docs).
+    pub fn answered(&self, ask: Ask) {
+        self.asked.fetch_and(!(ask as u8), Ordering::SeqCst);
     }
 
     /// The durable ceiling of forwarded requests (`u64::MAX` when none applies).
@@ -451,6 +498,21 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), m.wait_raised(1))
             .await
             .unwrap_or_else(|_| panic!("not immediate"));
+    }
+
+    #[test]
+    fn one_ask_of_each_kind_is_on_its_way_at_a_time() {
+        let m = Meter::new(0, 10);
+        assert!(m.ask(Ask::Reserve), "the first is sent");
+        assert!(!m.ask(Ask::Reserve), "not a second while it is on its way");
+        assert!(m.ask(Ask::LimitReached), "the other kind is independent");
+        assert!(!m.ask(Ask::LimitReached));
+        m.answered(Ask::Reserve);
+        assert!(
+            m.ask(Ask::Reserve),
+            "taken by the controller: the next may go"
+        );
+        assert!(!m.ask(Ask::LimitReached), "still on its way");
     }
 
     #[test]

@@ -34,7 +34,13 @@ use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::net;
 
-/// What the proxy tells the controller.
+/// What the proxy tells the controller, on the control channel.
+///
+/// The channel is an unbounded `mpsc` so that a worker never waits on it, and is bounded by
+/// what is sent: at most one `Reserve` and one `LimitReached` per instance are on their way at a
+/// time (the meter's [`Ask`](meter::Ask) bits; the argument is in [`meter`]'s docs), so a
+/// lagging controller makes requests wait for their reservation, never the channel grow with
+/// traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyEvent {
     /// The request that took the instance's count to its `num_requests` was admitted.

@@ -57,7 +57,7 @@ use super::error::{KINDS, ProxyError};
 use super::framing::{Decoder, Expect, Head};
 use super::h1;
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
-use super::meter::{Admission, Meter};
+use super::meter::{Admission, Ask, Meter};
 use super::request::Limits;
 use super::route::{RouteMemo, RouteTable, Target, Upstream};
 use crate::config::{Balance, ProxyConfig};
@@ -426,16 +426,22 @@ impl Worker {
     fn admit(&self, local: &LocalUpstream) -> Admit {
         let up = &local.upstream;
         up.inflight.enter(self.index);
-        // The control channel is unbounded so the hot path never waits on it; it carries at most
-        // one message per reserved block and one per spent budget.
+        // The control channel is unbounded so the hot path never waits on it; what it holds is
+        // bounded by the meter's asks: at most one Reserve and one LimitReached per instance on
+        // their way, however many requests wait or the controller lags (the meter's module
+        // docs give the argument).
         match up.meter.admit() {
             Admission::Admitted => Admit::Go,
             Admission::Refill => {
-                let _ = self.events.send(ProxyEvent::Reserve { id: up.id });
+                if up.meter.ask(Ask::Reserve) {
+                    let _ = self.events.send(ProxyEvent::Reserve { id: up.id });
+                }
                 Admit::Go
             }
             Admission::Last => {
-                let _ = self.events.send(ProxyEvent::LimitReached { id: up.id });
+                if up.meter.ask(Ask::LimitReached) {
+                    let _ = self.events.send(ProxyEvent::LimitReached { id: up.id });
+                }
                 Admit::Go
             }
             Admission::Refused => {
@@ -444,7 +450,9 @@ impl Worker {
             }
             Admission::Wait(seen) => {
                 up.leave(self.index);
-                let _ = self.events.send(ProxyEvent::Reserve { id: up.id });
+                if up.meter.ask(Ask::Reserve) {
+                    let _ = self.events.send(ProxyEvent::Reserve { id: up.id });
+                }
                 Admit::Wait(seen)
             }
         }

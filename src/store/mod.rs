@@ -72,8 +72,11 @@ pub struct InstanceRecord {
     pub template: Option<Uuid>,
     /// That template's name.
     pub template_name: Option<String>,
-    /// `autokill.num_requests`.
+    /// `autokill.num_requests`: the budget the instance was given (drawn, with jitter).
     pub num_requests: u64,
+    /// The `num_requests` asked for, when `autokill.jitter` drew a lower budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_num_requests: Option<u64>,
     /// `autokill.time` in ms.
     pub time_ms: Option<u64>,
     /// `never`, `always`, `on-failure`.
@@ -410,6 +413,7 @@ mod tests {
             template: None,
             template_name: None,
             num_requests: 5,
+            asked_num_requests: None,
             time_ms: Some(300),
             restart_policy: "never".into(),
             autodestroy: "OFF".into(),

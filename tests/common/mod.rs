@@ -764,6 +764,7 @@ pub fn stored_instance(name: &str, state: &str) -> autokill::store::InstanceReco
         template: None,
         template_name: None,
         num_requests: 0,
+        asked_num_requests: None,
         time_ms: None,
         restart_policy: "never".into(),
         autodestroy: "OFF".into(),

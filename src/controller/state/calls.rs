@@ -241,7 +241,7 @@ impl State {
             ));
         }
         self.check_image(&image)?;
-        let mut autokill = base.map(|t| t.autokill).unwrap_or_default();
+        let mut autokill = base.map(|t| t.asked_autokill()).unwrap_or_default();
         if let Some(spec) = new.autokill {
             if let Some(n) = spec.num_requests {
                 autokill.num_requests = n;
@@ -317,13 +317,17 @@ impl State {
             inst.autodestroy,
             inst.delete_lock,
         );
+        let mut asked = inst.asked_requests;
         for p in patches {
             match p {
                 InstancePatch::Autokill(spec) => {
+                    // Exactly the number asked for: `autokill.jitter` applies at creation
+                    // only, and a user who sets a number expects that number.
                     autokill = Autokill {
                         num_requests: spec.num_requests.unwrap_or(0),
                         time: spec.time.filter(|t| !t.is_zero()),
                     };
+                    asked = None;
                 }
                 InstancePatch::DeleteLock(l) => lock = l,
                 InstancePatch::RestartPolicy(p) => restart = p,
@@ -335,6 +339,7 @@ impl State {
             return Err(ApiError::not_found(format!("no instance {r}")));
         };
         inst.autokill = autokill;
+        inst.asked_requests = asked;
         inst.restart_policy = restart;
         inst.autodestroy = destroy;
         self.limit_changed(id, fx);
@@ -362,6 +367,9 @@ impl State {
             )));
         }
         inst.state = InstanceState::Template;
+        // Clones inherit the policy as it was asked for, and each draws its own budget.
+        inst.autokill = inst.asked_autokill();
+        inst.asked_requests = None;
         if self.any_image {
             // Its clones run what it became, not what it was made from.
             inst.image = crate::runtime::template_image(id);

@@ -702,8 +702,9 @@ impl State {
             num_requests: a.num_requests.unwrap_or(0),
             time: a.time.filter(|t| !t.is_zero()),
         });
+        let autokill_changed = autokill.is_some();
         let policies_changed =
-            patch.autorestart.is_some() || patch.autodestroy.is_some() || autokill.is_some();
+            patch.autorestart.is_some() || patch.autodestroy.is_some() || autokill_changed;
         let Some(spec) = self.spec_mut(id) else {
             return Err(ApiError::not_found(format!("no service {r}")));
         };
@@ -726,14 +727,18 @@ impl State {
             // Every container takes the service's policies now, so they decide its next stop;
             // the instance PATCH is the one path that changes a policy (limits, reservations,
             // triggers that came due are all handled there).
-            let patches = vec![
+            // The budgets only when the PATCH sets them: each container keeps the one drawn
+            // for it at creation (`autokill.jitter`) through a change of other policies.
+            let mut patches = vec![
                 InstancePatch::RestartPolicy(autorestart),
                 InstancePatch::Autodestroy(autodestroy),
-                InstancePatch::Autokill(AutokillSpec {
+            ];
+            if autokill_changed {
+                patches.push(InstancePatch::Autokill(AutokillSpec {
                     num_requests: Some(autokill.num_requests),
                     time: autokill.time,
-                }),
-            ];
+                }));
+            }
             for c in self.containers_of(id) {
                 self.patch_instance(&Ref::Id(c), patches.clone(), now, fx)?;
             }
@@ -915,7 +920,8 @@ impl State {
                 name: old.name.to_string(),
                 image: old.image.clone(),
                 memory_mb: old.memory_mb,
-                autokill: old.autokill,
+                // A new container: its budget is drawn anew from what was asked.
+                autokill: old.asked_autokill(),
                 restart_policy: old.restart_policy,
                 autodestroy: old.autodestroy,
             },
@@ -1218,6 +1224,63 @@ mod tests {
             .collect();
         assert_eq!(names, ["web-1", "web-2"]);
         assert_eq!(ServiceSpec::restore(after.spec.record()), after.spec);
+    }
+
+    /// With `autokill.jitter`, each container of a service draws its own budget from the
+    /// service's `num_requests`; a PATCH of other policies keeps the drawn budgets, and a
+    /// PATCH of the autokill policy sets exactly what it asks on every container.
+    #[test]
+    fn containers_draw_their_budgets_and_keep_them_through_other_patches() {
+        let mut h = Harness::new();
+        let mut config = crate::config::parse(crate::config::EMBEDDED, "<embedded>")
+            .unwrap_or_else(|e| panic!("{e}"));
+        config.autokill.jitter = 0.5;
+        h.state = State::new(&config, 1);
+        let new = NewService {
+            name: Some("web".into()),
+            image: "hello".into(),
+            target: 20,
+            autokill: AutokillSpec {
+                num_requests: Some(100),
+                time: None,
+            },
+            ..NewService::default()
+        };
+        assert!(h.call(Call::CreateService(new)).is_ok());
+        let budgets = |h: &Harness| -> Vec<u64> {
+            let mut b: Vec<(String, u64)> = h
+                .state
+                .instances
+                .values()
+                .map(|i| (i.name.to_string(), i.autokill.num_requests))
+                .collect();
+            b.sort();
+            b.into_iter().map(|(_, n)| n).collect()
+        };
+        let drawn = budgets(&h);
+        assert_eq!(drawn.len(), 20);
+        assert!(drawn.iter().all(|n| (50..=100).contains(n)), "{drawn:?}");
+        assert!(drawn.iter().any(|n| *n != drawn[0]), "{drawn:?}");
+        let id = service(&h, "web").id;
+        let patch = ServicePatch {
+            autorestart: Some(RestartPolicy::OnFailure),
+            ..ServicePatch::default()
+        };
+        assert!(h.call(Call::PatchService(Ref::Id(id), patch)).is_ok());
+        assert_eq!(
+            budgets(&h),
+            drawn,
+            "another policy's PATCH keeps the budgets"
+        );
+        let patch = ServicePatch {
+            autokill: Some(AutokillSpec {
+                num_requests: Some(100),
+                time: None,
+            }),
+            ..ServicePatch::default()
+        };
+        assert!(h.call(Call::PatchService(Ref::Id(id), patch)).is_ok());
+        assert_eq!(budgets(&h), vec![100; 20], "the autokill PATCH is exact");
     }
 
     #[test]

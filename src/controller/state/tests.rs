@@ -67,10 +67,12 @@ fn config() -> Config {
             start_timeout: Duration::from_secs(1),
             images,
             default_port: None,
+            max_concurrent_kills: 64,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
         },
+        autokill: Default::default(),
         service_groups: vec![],
         instances: vec![],
         shutdown: Default::default(),
@@ -79,6 +81,8 @@ fn config() -> Config {
 
 /// A harness around `State` that keeps the API answers and the effects.
 struct H {
+    /// The configuration the state was made with (and is made with again after a crash).
+    config: Config,
     s: State,
     fx: Vec<Effect>,
     /// What the store holds: every committed record.
@@ -88,8 +92,13 @@ struct H {
 
 impl H {
     fn new() -> H {
+        H::with(config())
+    }
+
+    fn with(config: Config) -> H {
         H {
-            s: State::new(&config(), 1),
+            s: State::new(&config, 1),
+            config,
             fx: Vec::new(),
             disk: Default::default(),
             groups_disk: Default::default(),
@@ -103,7 +112,7 @@ impl H {
             instances: self.disk.values().cloned().collect(),
             groups: self.groups_disk.values().cloned().collect(),
         };
-        self.s = State::new(&config(), 1);
+        self.s = State::new(&self.config, 1);
         self.fx = self.s.recover(snapshot, now);
         self.committed(now);
     }
@@ -2130,4 +2139,172 @@ fn a_recovery_writes_back_only_what_it_changed() {
     assert_eq!(written, [busy]);
     s.committed();
     assert_eq!(s.view().instances.len(), 2, "both are indexed all the same");
+}
+
+/// `autokill.jitter`: the budget of each new instance is drawn once, at creation, in
+/// `[N - jitter × N, N]`; the drawn budget is what the meter enforces, what the API shows and
+/// what is stored, and it survives a crash. A PATCH sets exactly what it asks; a template passes
+/// on the number asked for, and each clone draws its own.
+#[test]
+fn jitter_draws_each_budget_once_at_creation() {
+    let budgets = |jitter: f64| {
+        let mut h = H::with(Config {
+            autokill: crate::config::AutokillConfig { jitter },
+            ..config()
+        });
+        let mut drawn = Vec::new();
+        for i in 0..50 {
+            let new = NewInstance {
+                autokill: Some(AutokillSpec {
+                    num_requests: Some(100),
+                    time: None,
+                }),
+                ..new(&format!("i{i}"))
+            };
+            match h.call(Call::CreateInstance(new), at(0)) {
+                Ok(Reply::Instance(v)) => drawn.push((v.id, v.autokill.num_requests)),
+                other => panic!("{other:?}"),
+            }
+        }
+        (h, drawn)
+    };
+
+    let (_, exact) = budgets(0.0);
+    assert!(exact.iter().all(|(_, n)| *n == 100), "jitter 0: {exact:?}");
+
+    let (mut h, drawn) = budgets(0.5);
+    let numbers: Vec<u64> = drawn.iter().map(|(_, n)| *n).collect();
+    assert!(
+        numbers.iter().all(|n| (50..=100).contains(n)),
+        "{numbers:?}"
+    );
+    assert!(
+        numbers.iter().any(|n| *n != numbers[0]),
+        "all equal: {numbers:?}"
+    );
+    for &(id, n) in &drawn {
+        h.running(id, at(1));
+        assert_eq!(h.s.instances[&id].meter.limit(), n, "the meter enforces it");
+        assert_eq!(h.disk[&id].num_requests, n, "it is stored");
+        assert_eq!(
+            h.s.view()
+                .instances
+                .get(&id)
+                .map(|v| v.autokill.num_requests),
+            Some(n)
+        );
+    }
+    // Not drawn again by a recovery.
+    h.crash_and_recover(at(2));
+    for &(id, n) in &drawn {
+        assert_eq!(h.s.instances[&id].autokill.num_requests, n);
+        assert_eq!(h.s.instances[&id].meter.limit(), n);
+    }
+    // A PATCH sets exactly what it asks for.
+    let (id, _) = drawn[0];
+    let patch = InstancePatch::Autokill(AutokillSpec {
+        num_requests: Some(100),
+        time: None,
+    });
+    match h.call(Call::PatchInstance(Ref::Id(id), vec![patch]), at(3)) {
+        Ok(Reply::Instance(v)) => assert_eq!(v.autokill.num_requests, 100),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.s.instances[&id].meter.limit(), 100);
+    assert_eq!(h.disk[&id].num_requests, 100);
+    assert_eq!(h.disk[&id].asked_num_requests, None);
+
+    // A template passes on the number asked for, not the one its instance drew.
+    let base = h.instance(
+        NewInstance {
+            autokill: Some(AutokillSpec {
+                num_requests: Some(1000),
+                time: None,
+            }),
+            autostart: false,
+            ..new("base")
+        },
+        at(4),
+    );
+    let base_budget = h.s.instances[&base].autokill.num_requests;
+    assert!((500..=1000).contains(&base_budget));
+    let template = NewTemplate {
+        instance: Ref::Id(base),
+        autokill_time: None,
+    };
+    match h.call(Call::CreateTemplate(template), at(5)) {
+        Ok(Reply::Instance(v)) => assert_eq!(v.autokill.num_requests, 1000),
+        other => panic!("{other:?}"),
+    }
+    let clones: Vec<u64> = (0..20)
+        .map(|i| {
+            let clone = NewInstance {
+                name: Some(format!("c{i}")),
+                template: Some(Ref::Id(base)),
+                autostart: true,
+                ..Default::default()
+            };
+            let c = h.instance(clone, at(6));
+            h.s.instances[&c].autokill.num_requests
+        })
+        .collect();
+    assert!(
+        clones.iter().all(|n| (500..=1000).contains(n)),
+        "{clones:?}"
+    );
+    assert!(clones.iter().any(|n| *n != clones[0]), "{clones:?}");
+}
+
+/// A declared instance draws its budget when the file first declares it; a reload (or a new
+/// start) that declares the same number keeps it, one that declares another number draws anew.
+#[test]
+fn declared_budgets_are_kept_while_the_file_asks_the_same() {
+    let declared = |n: u64| -> Vec<InstanceConfig> {
+        (0..30)
+            .map(|i| InstanceConfig {
+                name: format!("d{i}"),
+                image: "hello".into(),
+                autokill: Autokill {
+                    num_requests: n,
+                    time: None,
+                },
+                restart_policy: RestartPolicy::Never,
+                autodestroy: Autodestroy::Off,
+            })
+            .collect()
+    };
+    let budgets = |h: &H| -> std::collections::BTreeMap<String, u64> {
+        h.s.instances
+            .values()
+            .map(|i| (i.name.to_string(), i.autokill.num_requests))
+            .collect()
+    };
+    let mut h = H::with(Config {
+        autokill: crate::config::AutokillConfig { jitter: 0.5 },
+        ..config()
+    });
+    let declare = |n| Command::Declare {
+        groups: vec![],
+        instances: declared(n),
+    };
+    h.apply(declare(100), at(0));
+    let first = budgets(&h);
+    assert_eq!(first.len(), 30);
+    assert!(first.values().all(|n| (50..=100).contains(n)), "{first:?}");
+    assert!(first.values().any(|n| *n != first["d0"]), "{first:?}");
+    h.apply(declare(100), at(1));
+    assert_eq!(budgets(&h), first, "a reload of the same file keeps them");
+    h.crash_and_recover(at(2));
+    h.apply(declare(100), at(3));
+    assert_eq!(budgets(&h), first, "a new start keeps them");
+    h.apply(declare(200), at(4));
+    let second = budgets(&h);
+    assert!(
+        second.values().all(|n| (100..=200).contains(n)),
+        "{second:?}"
+    );
+    assert!(second.values().any(|n| *n != second["d0"]), "{second:?}");
+    for i in h.s.instances.values() {
+        assert_eq!(i.meter.limit(), i.autokill.num_requests);
+    }
 }
