@@ -4,9 +4,12 @@
 //! A file that does not parse or validate keeps the running configuration: the error is logged
 //! with its line and column and `autokill_config_last_reload_successful` turns 0 until a good
 //! file is read. What a reload applies at once: the declared service groups and instances
-//! (created, changed, deleted by name; those made through the API are never touched). Settings
-//! of the listeners, the store and the runtime are read at start only; a reload that changes
-//! them says so in the log.
+//! (created, changed, deleted by name; those made through the API are never touched), and the
+//! proxy's timeouts, limits, idle pool and requests per connection ([`ProxySettings`]: every
+//! worker takes them up within 250 ms, open connections at their next request). The listen
+//! addresses, the worker count, the base domain, the connection cap, and the admin, store and
+//! runtime sections are read at start only; a reload that changes them names each such key in
+//! a warning.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::config::{self, Config};
 use crate::controller::Command;
 use crate::metrics::Metrics;
+use crate::proxy::ProxySettings;
 
 /// Events that arrive this close together (an editor's write, rename and chmod) make one reload.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -27,6 +31,7 @@ pub fn spawn(
     path: PathBuf,
     current: Config,
     commands: mpsc::UnboundedSender<Command>,
+    proxy: ProxySettings,
     metrics: Metrics,
 ) {
     tokio::spawn(async move {
@@ -51,6 +56,7 @@ pub fn spawn(
             path,
             current,
             commands,
+            proxy,
             metrics,
         };
         loop {
@@ -102,6 +108,7 @@ struct Reloader {
     path: PathBuf,
     current: Config,
     commands: mpsc::UnboundedSender<Command>,
+    proxy: ProxySettings,
     metrics: Metrics,
 }
 
@@ -129,6 +136,10 @@ impl Reloader {
         if self.commands.send(declare).is_err() {
             return false;
         }
+        if self.current.proxy != new.proxy {
+            self.proxy.apply(&new.proxy);
+            tracing::info!("proxy settings applied");
+        }
         self.metrics.config_reload_ok.set(1);
         self.metrics.config_reload_time.set(
             SystemTime::now()
@@ -142,10 +153,7 @@ impl Reloader {
 
 /// The sections a reload does not apply, that differ between `old` and `new`.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    if old.proxy != new.proxy {
-        keys.push("proxy");
-    }
+    let mut keys = ProxySettings::restart_keys(&old.proxy, &new.proxy);
     if old.admin != new.admin {
         keys.push("admin");
     }

@@ -176,9 +176,13 @@ pub async fn serve(
         .await;
     });
     match path {
-        Some(path) => {
-            crate::reload::spawn(path, config.clone(), commands_tx.clone(), metrics.clone())
-        }
+        Some(path) => crate::reload::spawn(
+            path,
+            config.clone(),
+            commands_tx.clone(),
+            proxy.settings(),
+            metrics.clone(),
+        ),
         None => tracing::info!("running on the embedded configuration: nothing to reload"),
     }
     // Ready once the stored state is recovered, leftovers of a crash removed and timers re-armed.

@@ -276,3 +276,87 @@ async fn a_reload_under_load_loses_no_request_and_keeps_counts_exact() {
         total.ok
     );
 }
+
+/// Issue 15: a reload changes the proxy's limits without a restart, for new connections and for
+/// the next request of one already open; a key only a restart applies is named in a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_limits_change_on_reload_for_open_connections_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start_logged_with(
+        |dir| declared(dir, "  - {name: one, image: hello}\n"),
+        "  max_uri_bytes: 1000\n",
+    )
+    .await;
+    server
+        .eventually(10, "one running", async || {
+            server.get("one.localhost", "/").await.status == 200
+        })
+        .await;
+    let long = format!("/{}", "a".repeat(3000));
+    assert_eq!(server.get("one.localhost", &long).await.status, 414);
+
+    // A keep-alive connection opened before the reload.
+    let mut open = tokio::net::TcpStream::connect(server.proxy)
+        .await
+        .expect("connect");
+    let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: one.localhost\r\n\r\n");
+    open.write_all(ask("/").as_bytes()).await.expect("write");
+    let first = read_response(&mut open).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    let path = server.dir.path().join("autokill.yaml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text
+        .replace("max_uri_bytes: 1000", "max_uri_bytes: 8000")
+        .replace("workers: 2", "workers: 3");
+    let tmp = server.dir.path().join("autokill.yaml.new");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, &path).expect("rename");
+    server
+        .eventually(10, "the new limit applied", async || {
+            server.get("one.localhost", &long).await.status == 200
+        })
+        .await;
+    // Every worker has taken it up within its tick; the open connection's next request too.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for _ in 0..8 {
+        assert_eq!(server.get("one.localhost", &long).await.status, 200);
+    }
+    open.write_all(ask(&long).as_bytes()).await.expect("write");
+    let second = read_response(&mut open).await;
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "{}",
+        &second[..80.min(second.len())]
+    );
+    assert_eq!(reload_ok(&server).await, Some(1.0));
+    server
+        .eventually(5, "the restart-only key named", async || {
+            server.log().contains("proxy.workers")
+        })
+        .await;
+
+    async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    return text.into_owned();
+                }
+            }
+        }
+    }
+}

@@ -92,7 +92,7 @@ impl Connection {
     /// else (`Some(false)`); `None` when the client sent nothing within `header_read_timeout` of
     /// `accepted`, closed, or the worker is shutting down.
     pub(crate) async fn sniff(&mut self, worker: &Rc<Worker>, accepted: Instant) -> Option<bool> {
-        let at = accepted + worker.settings.header_read_timeout;
+        let at = accepted + worker.settings().header_read_timeout;
         loop {
             if self.buf.len() >= PREFACE.len() {
                 return Some(self.buf.starts_with(PREFACE));
@@ -154,7 +154,6 @@ impl Connection {
     /// Reads until a whole request head is in the buffer and parses it; refused heads are
     /// answered here. `accepted`: this is the connection's first request.
     async fn read_head(&mut self, worker: &Rc<Worker>, accepted: Option<Instant>) -> Step<Request> {
-        let settings = &worker.settings;
         let info = Rc::clone(&self.info);
         let fwd = Forwarding {
             client: info.client.as_bytes(),
@@ -162,8 +161,11 @@ impl Connection {
             via10: VIA_10.as_bytes(),
         };
         // When the head must be whole: from accept, or from the first byte of this head.
-        let mut head_deadline = accepted.map(|t| t + settings.header_read_timeout);
+        let mut head_deadline = accepted.map(|t| t + worker.settings().header_read_timeout);
         loop {
+            // Read again after each wait: a reload while the connection idled applies to the
+            // request that ends the wait.
+            let settings = worker.settings();
             if !self.buf.is_empty() {
                 match request::parse(&self.buf, &settings.limits, &fwd, &mut self.up_head) {
                     Ok(Parsed::Complete(req)) => return Ok(req),
@@ -243,7 +245,7 @@ impl Connection {
     /// Writes `self.out` whole (then clears it); fails when the client takes nothing of it for
     /// `response_write_timeout`.
     async fn flush(&mut self, worker: &Worker) -> io::Result<()> {
-        let limit = worker.settings.response_write_timeout;
+        let limit = worker.settings().response_write_timeout;
         let mut written = 0;
         let mut armed = false;
         let result = poll_fn(|cx| {
@@ -350,7 +352,7 @@ impl Connection {
             head: req.head,
             upgrade: req.upgrade,
         };
-        let limit = worker.settings.upstream_timeout;
+        let limit = worker.settings().upstream_timeout;
         // The response head is written for the client straight from the upstream's bytes.
         let out = &mut self.out;
         let http10 = !req.http11;
@@ -372,8 +374,8 @@ impl Connection {
                     buf: &mut self.buf,
                     deadline: &mut self.deadline,
                     decoder: Decoder::new(body_framing),
-                    timeout: worker.settings.request_body_timeout,
-                    max: worker.settings.limits.max_body,
+                    timeout: worker.settings().request_body_timeout,
+                    max: worker.settings().limits.max_body,
                     seen: 0,
                     done: false,
                 };
@@ -396,7 +398,7 @@ impl Connection {
             return Err(End::Close);
         }
         self.served += 1;
-        let max = worker.settings.max_requests_per_connection;
+        let max = worker.settings().max_requests_per_connection;
         let mut close =
             !req.keep_alive || !body_done || worker.closing() || (max > 0 && self.served >= max);
         self.linger |= !body_done || worker.closing();
@@ -440,7 +442,7 @@ impl Connection {
         let mut decoder = Decoder::new(head.framing);
         let mut up = Some(up);
         let mut finish = Some(finish);
-        let body_limit = worker.settings.upstream_timeout;
+        let body_limit = worker.settings().upstream_timeout;
         while let Some(conn) = up.as_mut() {
             match decoder.decode(&mut conn.read) {
                 Ok(Decoded::Data(data)) => {

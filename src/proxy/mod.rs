@@ -71,6 +71,51 @@ pub struct Proxy {
     workers: usize,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    settings: ProxySettings,
+}
+
+/// Changes the running proxy's settings (a configuration reload): timeouts, limits, the idle
+/// pool and requests per connection apply to every worker within its next tick (250 ms), to
+/// the next request of open connections too. The listen address, the worker count, the base
+/// domain, the connection cap and the default balance are read at start only
+/// ([`ProxySettings::restart_keys`]).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    shared: Arc<ArcSwap<worker::Settings>>,
+    shutdown_grace: Duration,
+    cap: usize,
+}
+
+impl ProxySettings {
+    /// Publishes the settings of `cfg` to the workers.
+    pub fn apply(&self, cfg: &ProxyConfig) {
+        self.shared.store(Arc::new(worker::Settings::new(
+            cfg,
+            self.shutdown_grace,
+            self.cap,
+        )));
+    }
+
+    /// The `proxy` keys that differ between `old` and `new` and that only a restart applies.
+    pub fn restart_keys(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if old.listen != new.listen {
+            keys.push("proxy.listen");
+        }
+        if old.workers != new.workers {
+            keys.push("proxy.workers");
+        }
+        if old.base_domain != new.base_domain {
+            keys.push("proxy.base_domain");
+        }
+        if old.max_connections_per_worker != new.max_connections_per_worker {
+            keys.push("proxy.max_connections_per_worker");
+        }
+        if old.balance != new.balance {
+            keys.push("proxy.balance");
+        }
+        keys
+    }
 }
 
 impl Proxy {
@@ -101,13 +146,21 @@ impl Proxy {
             listeners.push(bind(addr)?);
         }
         let (shutdown, rx) = watch::channel(false);
-        let settings = worker::Settings::new(cfg, shutdown_grace, cap);
+        let settings = ProxySettings {
+            shared: Arc::new(ArcSwap::from_pointee(worker::Settings::new(
+                cfg,
+                shutdown_grace,
+                cap,
+            ))),
+            shutdown_grace,
+            cap,
+        };
         let mut threads = Vec::with_capacity(workers);
         for (index, listener) in listeners.into_iter().enumerate() {
             let (table, events, settings, metrics, rx) = (
                 Arc::clone(&table),
                 events.clone(),
-                settings.clone(),
+                Arc::clone(&settings.shared),
                 metrics.clone(),
                 rx.clone(),
             );
@@ -128,7 +181,13 @@ impl Proxy {
             workers,
             shutdown,
             threads,
+            settings,
         })
+    }
+
+    /// What a configuration reload changes the running proxy's settings through.
+    pub fn settings(&self) -> ProxySettings {
+        self.settings.clone()
     }
 
     /// The address the proxy listens on.

@@ -153,7 +153,10 @@ pub(crate) struct Worker {
     /// Round-robin cursor, per worker: workers need not agree for the spread to be even.
     cursor: Cell<usize>,
     events: mpsc::UnboundedSender<ProxyEvent>,
-    pub(crate) settings: Settings,
+    /// The settings a reload may change ([`crate::proxy::ProxySettings`]), taken up by the
+    /// worker's tick; connections and requests read them through [`Worker::settings`].
+    shared_settings: Arc<ArcSwap<Settings>>,
+    settings: RefCell<(Rc<Settings>, *const Settings)>,
     histogram: LocalHistogram,
     /// One counter per [`ProxyError`] kind, indexed by [`ProxyError::index`], resolved once.
     errors: Box<[IntCounter]>,
@@ -212,7 +215,7 @@ impl Finish {
     /// the pool (if it has room), and the request finishes.
     pub(crate) fn pool(self, conn: Box<UpstreamConn>) {
         let mut idle = self.local.idle.borrow_mut();
-        if idle.len() < self.worker.settings.pool_idle {
+        if idle.len() < self.worker.settings().pool_idle {
             idle.push(conn);
         }
     }
@@ -256,9 +259,10 @@ impl Worker {
         index: usize,
         table: Arc<ArcSwap<RouteTable>>,
         events: mpsc::UnboundedSender<ProxyEvent>,
-        settings: Settings,
+        settings: Arc<ArcSwap<Settings>>,
         metrics: Metrics,
     ) -> Worker {
+        let first = settings.load_full();
         let errors = KINDS
             .iter()
             .map(|&(kind, upstream)| {
@@ -278,13 +282,31 @@ impl Worker {
             }),
             cursor: Cell::new(index),
             events,
-            settings,
+            settings: RefCell::new((Rc::new((*first).clone()), Arc::as_ptr(&first))),
+            shared_settings: settings,
             histogram: metrics.request_duration.local(),
             errors,
             accept_errors: metrics.accept_errors.with_label_values(&["proxy"]),
             clients: RefCell::new(HashMap::new()),
             closing: Cell::new(false),
             conns: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The settings now: those of the last reload this worker's tick took up. A connection
+    /// reads them per request (one non-atomic reference count), so a reload applies to the next
+    /// request, not only to new connections.
+    #[inline]
+    pub(crate) fn settings(&self) -> Rc<Settings> {
+        Rc::clone(&self.settings.borrow().0)
+    }
+
+    /// Takes up settings a reload published since the last look (a pointer compare when none).
+    fn sync_settings(&self) {
+        let latest = self.shared_settings.load();
+        let mut settings = self.settings.borrow_mut();
+        if !std::ptr::eq(settings.1, Arc::as_ptr(&latest)) {
+            *settings = (Rc::new((**latest).clone()), Arc::as_ptr(&latest));
         }
     }
 
@@ -360,6 +382,7 @@ impl Worker {
     fn sync(&self) {
         let mut cache = self.table.borrow_mut();
         sync_with(&mut self.synced.borrow_mut(), cache.load());
+        self.sync_settings();
     }
 
     /// Picks the instance for `host` and admits the request against its budget.
@@ -505,8 +528,11 @@ impl Worker {
                 Some(conn) if !conn.is_usable() => continue,
                 Some(conn) => conn,
                 None => {
-                    UpstreamConn::connect(finish.local.upstream.addr, self.settings.connect_timeout)
-                        .await?
+                    UpstreamConn::connect(
+                        finish.local.upstream.addr,
+                        self.settings().connect_timeout,
+                    )
+                    .await?
                 }
             };
             encode(&mut conn);
@@ -546,7 +572,7 @@ impl Worker {
         };
         let mut body = body;
         let body = (framing != RequestBody::None).then_some((&mut body, framing));
-        let limit = self.settings.upstream_timeout;
+        let limit = self.settings().upstream_timeout;
         let head = conn
             .response(body, expect, finish.start + limit, limit)
             .await?;
@@ -740,7 +766,7 @@ async fn handle(
     } else {
         None
     };
-    let body = ClientBody::new(body, worker.settings.request_body_timeout);
+    let body = ClientBody::new(body, worker.settings().request_body_timeout);
     match worker
         .forward(&mut finish, &parts, body, via, upgrade)
         .await
@@ -777,7 +803,7 @@ pub(crate) fn run(
         let worker = Rc::new(worker);
         let mut listener = net::Listener::new(
             TcpListener::from_std(listener)?,
-            worker.settings.max_connections,
+            worker.settings().max_connections,
             "proxy",
             worker.accept_errors.clone(),
         );
@@ -809,7 +835,10 @@ pub(crate) fn run(
             graceful.shutdown().await;
             drained.await;
         };
-        if timeout(worker.settings.shutdown_grace, all).await.is_err() {
+        if timeout(worker.settings().shutdown_grace, all)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 worker = worker.index,
                 "connections still open after the shutdown grace; closing them"
@@ -877,7 +906,7 @@ async fn serve_h2(
         Some(info) if Rc::strong_count(&info) > 2 => Busy::Working,
         _ => Busy::Idle,
     };
-    let timeouts = worker.settings.timeouts();
+    let timeouts = worker.settings().timeouts();
     let service_worker = Rc::clone(worker);
     let service = hyper::service::service_fn(move |req| {
         handle(Rc::clone(&service_worker), Rc::clone(&info), req)

@@ -81,6 +81,14 @@ impl Server {
         Server::start_config(body, "", "", None, true).await
     }
 
+    /// [`Server::start_logged`] with extra keys for the `proxy:` block.
+    pub async fn start_logged_with(
+        body: impl FnOnce(&Path) -> String,
+        proxy_extra: &str,
+    ) -> Server {
+        Server::start_config(body, proxy_extra, "", None, true).await
+    }
+
     /// Like [`Server::start_with`], with extra keys for both blocks, in a process whose open-file
     /// limit (soft and hard) is `open_files`.
     pub async fn start_with_file_limit(
