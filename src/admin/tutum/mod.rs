@@ -285,9 +285,11 @@ pub(in crate::admin) fn find_container(
     r: &Ref,
     now: SystemTime,
 ) -> Option<ContainerView> {
-    if let Some(i) = view.instances.iter().find(|i| {
-        i.state != crate::controller::InstanceState::Template && matches(r, i.id, &i.name)
-    }) {
+    let live = match r {
+        Ref::Id(id) => view.instances.get(id),
+        Ref::Name(name) => view.instances.named(name),
+    };
+    if let Some(i) = live.filter(|i| i.state != crate::controller::InstanceState::Template) {
         return Some(ContainerView::of(i));
     }
     view.tutum

@@ -65,16 +65,22 @@ fn matches(r: &Ref, id: uuid::Uuid, name: &str) -> bool {
     }
 }
 
-/// The instance or template `r` names, of the kind `res` (`None` if it is not in the view).
+/// The instance or template `r` names, of the kind `res` (`None` if it is not in the view):
+/// one map lookup, by id or by name, whatever the number of instances.
 fn find_instance<'v>(view: &'v View, r: &Ref, res: Resource) -> Option<&'v InstanceView> {
-    view.instances
-        .iter()
-        .find(|i| res.holds(i) && matches(r, i.id, &i.name))
+    match r {
+        Ref::Id(id) => view.instances.get(id),
+        Ref::Name(name) => view.instances.named(name),
+    }
+    .filter(|i| res.holds(i))
 }
 
 /// The service group `r` names.
 fn find_group<'v>(view: &'v View, r: &Ref) -> Option<&'v GroupView> {
-    view.groups.iter().find(|g| matches(r, g.id, &g.name))
+    match r {
+        Ref::Id(id) => view.groups.get(id),
+        Ref::Name(name) => view.groups.named(name),
+    }
 }
 
 /// The UUID `r` resolves to in the view, if the resource exists.
