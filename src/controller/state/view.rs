@@ -36,17 +36,7 @@ impl State {
             b.route(&format!("{}.{}", inst.name, self.base_domain), target);
         }
         for group in self.groups.values() {
-            let mut members: Vec<usize> = self
-                .member_ids(group.id)
-                .iter()
-                .filter(|id| {
-                    self.instances
-                        .get(id)
-                        .is_some_and(|i| i.state == InstanceState::Running)
-                })
-                .filter_map(|id| index.get(id).copied())
-                .collect();
-            members.sort_unstable();
+            let members = self.group_members(group.id, |id| index.get(id).copied());
             for domain in &group.domains {
                 b.route(
                     domain,
@@ -144,23 +134,29 @@ impl State {
         Some(Arc::clone(&self.routes))
     }
 
+    /// The upstream slots (`slot` of an instance) of group `id`'s running members, in a stable
+    /// order, so that round-robin walks the same cycle across publishes.
+    fn group_members(&self, id: Uuid, slot: impl Fn(&Uuid) -> Option<usize>) -> Vec<usize> {
+        let mut members: Vec<usize> = self
+            .member_ids(id)
+            .iter()
+            .filter(|id| {
+                self.instances
+                    .get(id)
+                    .is_some_and(|i| i.state == InstanceState::Running)
+            })
+            .filter_map(slot)
+            .collect();
+        members.sort_unstable();
+        members
+    }
+
     /// Where `host` leads now: a group's domain (groups win, as in [`State::route_table`]), else
     /// an instance's `<name>.<base domain>`; `None` for nowhere. Reads the slots, so the
     /// instances' slots must already be up to date.
     fn target_for(&self, host: &str) -> Option<Target> {
         if let Some(group) = self.domains.get(host).and_then(|id| self.groups.get(id)) {
-            let mut members: Vec<usize> = self
-                .member_ids(group.id)
-                .iter()
-                .filter(|id| {
-                    self.instances
-                        .get(id)
-                        .is_some_and(|i| i.state == InstanceState::Running)
-                })
-                .filter_map(|id| self.slots.get(id).copied())
-                .collect();
-            // A stable order, so round-robin walks the same cycle across publishes.
-            members.sort_unstable();
+            let members = self.group_members(group.id, |id| self.slots.get(id).copied());
             return Some(Target::Group(GroupRoute {
                 members: members.into(),
                 balance: group.balance,
