@@ -298,6 +298,8 @@ impl Connection {
 
     /// Serves one parsed request: route, count, forward, answer. `Err` ends the connection.
     async fn exchange(&mut self, worker: &Rc<Worker>, req: Request) -> Step<()> {
+        // One look at the settings per request (a reload applies from the next one).
+        let settings = worker.settings();
         let start = Instant::now();
         self.http10 = !req.http11;
         if req.connect {
@@ -352,7 +354,7 @@ impl Connection {
             head: req.head,
             upgrade: req.upgrade,
         };
-        let limit = worker.settings().upstream_timeout;
+        let limit = settings.upstream_timeout;
         // The response head is written for the client straight from the upstream's bytes.
         let out = &mut self.out;
         let http10 = !req.http11;
@@ -374,8 +376,8 @@ impl Connection {
                     buf: &mut self.buf,
                     deadline: &mut self.deadline,
                     decoder: Decoder::new(body_framing),
-                    timeout: worker.settings().request_body_timeout,
-                    max: worker.settings().limits.max_body,
+                    timeout: settings.request_body_timeout,
+                    max: settings.limits.max_body,
                     seen: 0,
                     done: false,
                 };
@@ -398,7 +400,7 @@ impl Connection {
             return Err(End::Close);
         }
         self.served += 1;
-        let max = worker.settings().max_requests_per_connection;
+        let max = settings.max_requests_per_connection;
         let mut close =
             !req.keep_alive || !body_done || worker.closing() || (max > 0 && self.served >= max);
         self.linger |= !body_done || worker.closing();
