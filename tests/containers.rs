@@ -200,12 +200,30 @@ impl Engine {
             repo: Some(rootfs.clone()),
             ..Default::default()
         };
-        let body = bollard::body_full(tar.into());
-        let mut progress = self.docker.create_image(Some(options), Some(body), None);
-        while let Some(item) = progress.next().await {
-            let info = item.map_err(|e| e.to_string())?;
-            if let Some(detail) = info.error_detail {
-                return Err(detail.message.unwrap_or_default());
+        // Every test imports the same tarball, so their images share its layer; a test that
+        // removes its image while another commits one can remove the layer under it, and Podman
+        // answers "layer not known". The import is then tried again (the layer is made anew).
+        let tar = bytes::Bytes::from(tar);
+        for attempt in 1.. {
+            let body = bollard::body_full(tar.clone());
+            let mut progress = self
+                .docker
+                .create_image(Some(options.clone()), Some(body), None);
+            let mut failed = None;
+            while let Some(item) = progress.next().await {
+                match item {
+                    Err(e) => failed = Some(e.to_string()),
+                    Ok(info) => {
+                        if let Some(detail) = info.error_detail {
+                            failed = Some(detail.message.unwrap_or_default());
+                        }
+                    }
+                }
+            }
+            match failed {
+                None => break,
+                Some(why) if why.contains("layer not known") && attempt < 3 => continue,
+                Some(why) => return Err(why),
             }
         }
         let settings = ContainerCreateBody {
