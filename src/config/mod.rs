@@ -231,6 +231,13 @@ impl AutokillConfig {
         let most = (self.jitter * num_requests as f64) as u64;
         num_requests.saturating_sub(rng.u64(0..=most)).max(1)
     }
+
+    /// [`AutokillConfig::draw`], with what an instance stores: the budget, and the number
+    /// asked for when the budget is lower (`None` when it is what was asked).
+    pub fn budget(&self, asked: u64, rng: &mut fastrand::Rng) -> (u64, Option<u64>) {
+        let drawn = self.draw(asked, rng);
+        (drawn, (drawn != asked).then_some(asked))
+    }
 }
 
 /// One entry of `service_groups`.

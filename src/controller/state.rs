@@ -326,10 +326,6 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
     {
         self.map.get(key)
     }
-    /// The keys.
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.map.keys()
-    }
     /// Write access; marks the entry.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         if self.map.contains_key(key) {
@@ -480,10 +476,7 @@ impl State {
             view_cache: Default::default(),
             group_cache: Default::default(),
             due_cache: Default::default(),
-            stale_routes: StaleRoutes {
-                everything: true,
-                ..StaleRoutes::default()
-            },
+            stale_routes: StaleRoutes::default(),
             routes: Arc::default(),
             slots: HashMap::new(),
             free_slots: Vec::new(),
@@ -643,9 +636,9 @@ impl State {
                         let (kept, asked) = (i.autokill.num_requests, i.asked_autokill());
                         i.autokill = cfg.autokill;
                         if cfg.autokill.num_requests != asked.num_requests {
-                            let n = cfg.autokill.num_requests;
-                            i.autokill.num_requests = self.budgets.draw(n, &mut self.rng);
-                            i.asked_requests = (i.autokill.num_requests != n).then_some(n);
+                            (i.autokill.num_requests, i.asked_requests) = self
+                                .budgets
+                                .budget(cfg.autokill.num_requests, &mut self.rng);
                         } else {
                             i.autokill.num_requests = kept;
                         }
@@ -713,9 +706,10 @@ impl State {
     ) -> Uuid {
         let id = Uuid::new_v4();
         // Its budget, drawn once here (`autokill.jitter`) and stored with it from now on.
-        let asked = spec.autokill.num_requests;
-        spec.autokill.num_requests = self.budgets.draw(asked, &mut self.rng);
-        let asked_requests = (spec.autokill.num_requests != asked).then_some(asked);
+        let asked_requests;
+        (spec.autokill.num_requests, asked_requests) = self
+            .budgets
+            .budget(spec.autokill.num_requests, &mut self.rng);
         let meter = Arc::new(Meter::new(0, spec.autokill.num_requests));
         let (state, attempt) = if start {
             (InstanceState::Starting, 1)

@@ -1988,7 +1988,7 @@ proptest::proptest! {
         let mut h = H::new();
         let mut hosts = BTreeSet::new();
         h.committed(at(0));
-        let mut published = h.s.publish_routes().expect("the first table");
+        let mut published = h.s.publish_routes().unwrap_or_default();
         for (t, step) in steps.iter().enumerate() {
             let now = at(10 * t as u64 + 1);
             h.fx.clear();

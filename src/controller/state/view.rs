@@ -58,26 +58,10 @@ impl State {
     /// one instance among 100,000 costs a few routes and the copy of one part of the table.
     /// Running incarnations keep their slot while they run; a freed slot is reused.
     pub fn publish_routes(&mut self) -> Option<Arc<RouteTable>> {
-        let mut stale = std::mem::take(&mut self.stale_routes);
-        if stale.everything {
-            stale.instances.extend(self.instances.keys().copied());
-            stale.groups.extend(self.groups.keys().copied());
-            stale.hosts.extend(
-                self.domains
-                    .keys()
-                    .cloned()
-                    .chain(self.groups.values().flat_map(|g| g.domains.iter().cloned())),
-            );
-            if self.domains.is_empty() {
-                self.domains = self
-                    .groups
-                    .values()
-                    .flat_map(|g| g.domains.iter().map(|d| (d.clone(), g.id)))
-                    .collect();
-            }
-        } else if stale.is_empty() {
+        if self.stale_routes.is_empty() {
             return None;
         }
+        let mut stale = std::mem::take(&mut self.stale_routes);
         let mut edit = self.routes.edit();
         for id in &stale.instances {
             let inst = self
@@ -279,8 +263,6 @@ fn unreachable_reply(id: Uuid) -> Reply {
 /// What changed routing since the last published route table (see [`State::publish_routes`]).
 #[derive(Debug, Default)]
 pub struct StaleRoutes {
-    /// Route everything again (the first table).
-    pub(super) everything: bool,
     /// Instances whose state, incarnation, name or group changed.
     pub(super) instances: std::collections::HashSet<Uuid>,
     /// Groups whose domains, balance or routable members changed.
@@ -292,9 +274,6 @@ pub struct StaleRoutes {
 impl StaleRoutes {
     /// Nothing changed routing.
     pub(super) fn is_empty(&self) -> bool {
-        !self.everything
-            && self.instances.is_empty()
-            && self.groups.is_empty()
-            && self.hosts.is_empty()
+        self.instances.is_empty() && self.groups.is_empty() && self.hosts.is_empty()
     }
 }
