@@ -456,15 +456,11 @@ impl Worker {
         match up.meter.admit() {
             Admission::Admitted => Admit::Go,
             Admission::Refill => {
-                if up.meter.ask(Ask::Reserve) {
-                    let _ = self.events.send(ProxyEvent::Reserve { id: up.id });
-                }
+                self.ask(up, Ask::Reserve);
                 Admit::Go
             }
             Admission::Last => {
-                if up.meter.ask(Ask::LimitReached) {
-                    let _ = self.events.send(ProxyEvent::LimitReached { id: up.id });
-                }
+                self.ask(up, Ask::LimitReached);
                 Admit::Go
             }
             Admission::Refused => {
@@ -473,11 +469,22 @@ impl Worker {
             }
             Admission::Wait(seen) => {
                 up.leave(self.index);
-                if up.meter.ask(Ask::Reserve) {
-                    let _ = self.events.send(ProxyEvent::Reserve { id: up.id });
-                }
+                self.ask(up, Ask::Reserve);
                 Admit::Wait(seen)
             }
+        }
+    }
+
+    /// Tells the controller `ask` about `up`, unless the same ask is already on its way
+    /// ([`Meter::ask`]).
+    #[inline]
+    fn ask(&self, up: &Upstream, ask: Ask) {
+        if up.meter.ask(ask) {
+            let event = match ask {
+                Ask::Reserve => ProxyEvent::Reserve { id: up.id },
+                Ask::LimitReached => ProxyEvent::LimitReached { id: up.id },
+            };
+            let _ = self.events.send(event);
         }
     }
 
