@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{read_head, read_response, start_solo as start};
+use common::{read_head, read_response, sockets_to, start_solo as start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -212,22 +212,6 @@ mod resets {
         }
         proxy.shutdown().await;
     }
-}
-
-/// Connections of this machine to `port` in TCP `state` (`/proc/net/tcp`'s code: 01
-/// established; 08 close-wait, the peer closed and this side has not).
-fn sockets_to(port: u16, state: &str) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let remote = fields.get(2).and_then(|a| a.split(':').nth(1));
-            fields.get(3) == Some(&state)
-                && remote.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
-        })
-        .count()
 }
 
 /// A deleted instance's idle pooled connections are closed although no request comes after the

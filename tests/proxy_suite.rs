@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Server, hello_runtime};
+use common::{Server, hello_runtime, sockets_to};
 use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -193,25 +193,6 @@ async fn request_bodies_are_streamed_not_buffered() {
     );
 }
 
-/// Established TCP connections to `port` on loopback, as the kernel lists them.
-fn connections_to(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() > 3
-                && fields[3] == "01"
-                && fields[2]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-                    == Some(port)
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     let server = Server::start(|dir| {
@@ -236,7 +217,7 @@ async fn upstream_connections_are_reused() {
     assert_eq!(server.upstream_log("solo").len(), 20);
     // Twenty requests, each on a new client connection that may land on either worker: at
     // most one pooled upstream connection per worker.
-    let open = connections_to(port);
+    let open = sockets_to(port, "01");
     assert!(
         (1..=2).contains(&open),
         "{open} upstream connections for 20 sequential requests"
