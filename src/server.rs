@@ -60,7 +60,15 @@ pub async fn serve(
             .map_or(0.0, |d| d.as_secs_f64()),
     );
 
+    let opened = std::time::Instant::now();
     let (store, snapshot) = Store::open(&config.store.path)?;
+    tracing::info!(
+        path = %config.store.path.display(),
+        instances = snapshot.instances.len(),
+        groups = snapshot.groups.len(),
+        read_ms = opened.elapsed().as_millis() as u64,
+        "store read"
+    );
     let store = Arc::new(store);
     // The store's absolute path marks this server's instance processes (see `Runtime::reclaim`).
     let owner = std::fs::canonicalize(store.path())

@@ -284,16 +284,17 @@ pub struct View {
     pub tutum: TutumView,
     /// The lifecycle deadline of each instance, template and group that has one armed (kept
     /// apart from their views, which API answers carry through the controller's queue).
-    pub due: imbl::HashMap<Uuid, Due>,
+    pub due: imbl::OrdMap<Uuid, Due>,
 }
 
 /// Records of a [`View`] (instances, groups) in persistent maps: the controller keeps them up to
 /// date record by record as batches are committed, and a publish shares all of it (a clone is
-/// O(1)), so publishing costs what changed, not what exists.
+/// O(1)), so publishing costs what changed, not what exists. Both maps are B-trees: imbl's
+/// hash map (a HAMT) took about 150 bytes per record at 100,000 of them, a B-tree about 40.
 #[derive(Debug)]
 pub struct Records<V> {
     by_name: imbl::OrdMap<Arc<str>, Arc<V>>,
-    by_id: imbl::HashMap<Uuid, Arc<V>>,
+    by_id: imbl::OrdMap<Uuid, Arc<V>>,
 }
 
 /// The instances and templates of a [`View`].
@@ -340,7 +341,7 @@ impl<V> Default for Records<V> {
     fn default() -> Self {
         Records {
             by_name: imbl::OrdMap::new(),
-            by_id: imbl::HashMap::new(),
+            by_id: imbl::OrdMap::new(),
         }
     }
 }
@@ -367,9 +368,8 @@ impl<V: Record> Records<V> {
         self.by_id.is_empty()
     }
     /// Puts (or replaces) one record.
-    pub(crate) fn put(&mut self, record: V) {
+    pub(crate) fn put(&mut self, record: Arc<V>) {
         self.remove(&record.id());
-        let record = Arc::new(record);
         self.by_name.insert(record.name(), Arc::clone(&record));
         self.by_id.insert(record.id(), record);
     }
@@ -616,10 +616,12 @@ pub async fn run(
         metrics,
         tx: inputs.commands_tx.clone(),
         timers,
-        armed: HashMap::new(),
+        armed: hashbrown::HashMap::new(),
         clock,
         store,
     };
+    let began = std::time::Instant::now();
+    let (instances, groups) = (snapshot.instances.len(), snapshot.groups.len());
     // What an earlier run left: adopted where the runtime can (containers), removed otherwise.
     let found = match task.runtime.adopt(&persist::stored_specs(&snapshot)).await {
         Ok(found) => found,
@@ -628,6 +630,7 @@ pub async fn run(
             HashMap::new()
         }
     };
+    let adopted = began.elapsed();
     let mut effects = state.recover(snapshot, clock.now());
     state.adopt(&found, &mut effects, clock.now());
     let declare = Command::Declare {
@@ -644,7 +647,16 @@ pub async fn run(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RETRY_MAX);
     }
+    let committed = began.elapsed();
     task.carry_out(effects, &mut state);
+    tracing::info!(
+        instances,
+        groups,
+        adopt_ms = adopted.as_millis() as u64,
+        recover_and_commit_ms = (committed - adopted).as_millis() as u64,
+        carry_out_ms = (began.elapsed() - committed).as_millis() as u64,
+        "state recovered"
+    );
     let _ = recovered.send(());
     // Commands of a batch whose commit failed, applied again first (API calls excepted: they
     // were answered with the error).
@@ -789,7 +801,7 @@ struct Task {
     tx: mpsc::UnboundedSender<Command>,
     timers: Timers<TimerKey>,
     /// The wheel's id of every armed timer, to cancel or move it.
-    armed: HashMap<TimerKey, TimerId>,
+    armed: hashbrown::HashMap<TimerKey, TimerId>,
     clock: Clock,
     store: Arc<Store>,
 }
@@ -876,6 +888,14 @@ impl Task {
                     }
                 }
                 Effect::Launch { spec, start } => {
+                    if start.is_none()
+                        && let Some(created) = self.runtime.create_now(&spec)
+                    {
+                        if let Err(err) = created {
+                            tracing::warn!(instance = %spec.name, %err, "creating instance failed");
+                        }
+                        continue;
+                    }
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
                     tokio::spawn(async move {
                         let id = spec.id;

@@ -51,29 +51,20 @@ fn kill_reason(s: &str) -> Option<&'static str> {
         .find(|r| *r == s)
 }
 
-/// The records a recovery read, until the first commit after it: what needs no writing back.
-#[derive(Debug, Default)]
-pub struct Stored {
-    instances: HashMap<Uuid, InstanceRecord>,
-    groups: HashMap<Uuid, GroupRecord>,
-}
-
 impl State {
     /// The records of everything changed since the last commit. After a recovery, a record
-    /// that reads as it was stored is not written again (recovering 100,000 stopped instances
-    /// writes none of them).
+    /// restored as it was stored is not written again (recovering 100,000 stopped instances
+    /// writes none of them; see [`Tracked::restore`](super::state::Tracked::restore)).
     pub fn changes(&self) -> Vec<Change> {
         let mut changes = Vec::new();
         for id in self.instances.changed() {
             match self.instances.get(id).map(record) {
-                Some(r) if self.stored.instances.get(id) == Some(&r) => {}
                 Some(r) => changes.push(Change::PutInstance(r)),
                 None => changes.push(Change::DeleteInstance(*id)),
             }
         }
         for id in self.groups.changed() {
             match self.groups.get(id).map(group_record) {
-                Some(r) if self.stored.groups.get(id) == Some(&r) => {}
                 Some(r) => changes.push(Change::PutGroup(r)),
                 None => changes.push(Change::DeleteGroup(*id)),
             }
@@ -83,7 +74,6 @@ impl State {
 
     /// The changes are durable: the next batch starts from here.
     pub fn committed(&mut self) {
-        self.stored = Stored::default();
         self.index_changes();
         self.instances.commit();
         self.groups.commit();
@@ -104,9 +94,11 @@ impl State {
     /// finished, and every timer is re-armed (or fires, if its deadline passed while down).
     pub fn recover(&mut self, snapshot: Snapshot, now: SystemTime) -> Vec<Effect> {
         let mut fx = Vec::new();
+        self.groups.reserve(snapshot.groups.len());
+        self.instances.reserve(snapshot.instances.len());
+        self.names.reserve(snapshot.instances.len());
         for r in snapshot.groups {
-            self.stored.groups.insert(r.id, r.clone());
-            self.groups.insert(
+            self.groups.restore(
                 r.id,
                 Group {
                     id: r.id,
@@ -127,7 +119,6 @@ impl State {
             );
         }
         for r in snapshot.instances {
-            self.stored.instances.insert(r.id, r.clone());
             let autokill = Autokill {
                 num_requests: r.num_requests,
                 time: r.time_ms.map(Duration::from_millis),
@@ -167,15 +158,21 @@ impl State {
             inst.unused_time = r.unused_ms.map(Duration::from_millis);
             inst.set_recovered(r.reserved, r.restarts, r.restart_at.map(at), r.destroy_due);
             let id = r.id;
+            // Left as it was stored (restored, not written back) unless recovery changes it.
+            let mut changed = true;
             match (deleting, stored) {
                 (Some(reason), _) => {
                     inst.state = InstanceState::Deleted;
                     inst.set_pending(Pending::Delete(kill_reason(reason)));
                     fx.push(Effect::Delete(id));
                 }
-                (None, InstanceState::Template) => inst.state = InstanceState::Template,
+                (None, InstanceState::Template) => {
+                    inst.state = InstanceState::Template;
+                    changed = false;
+                }
                 (None, InstanceState::Stopped) => {
                     inst.state = InstanceState::Stopped;
+                    changed = false;
                     fx.push(Effect::Launch { spec, start: None });
                 }
                 // Running, starting, draining or stopping when the process died: start it again.
@@ -197,9 +194,13 @@ impl State {
                 }
             }
             if inst.state != InstanceState::Deleted {
-                self.names.insert(Arc::clone(&inst.name), id);
+                self.names.restore(Arc::clone(&inst.name), id);
             }
-            self.instances.insert(id, inst);
+            if changed {
+                self.instances.insert(id, inst);
+            } else {
+                self.instances.restore(id, inst);
+            }
         }
         let ids: Vec<_> = self.instances.values().map(|i| i.id).collect();
         for id in ids {

@@ -9,7 +9,9 @@
 //! This file holds the records and the lifecycle (configuration, runtime answers, timers,
 //! triggers); `calls.rs` applies the admin API's calls and `view.rs` builds what is published.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use hashbrown::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -298,8 +300,21 @@ pub struct Group {
 #[derive(Debug)]
 pub struct Tracked<K, V> {
     map: HashMap<K, V>,
-    /// Pre-images of the entries changed since the last commit (`None`: it did not exist).
-    undo: HashMap<K, Option<V>>,
+    /// What the entries changed since the last commit were before it.
+    undo: HashMap<K, Before<V>>,
+}
+
+/// What an entry of a [`Tracked`] map was before the batch in hand changed it.
+#[derive(Debug)]
+enum Before<V> {
+    /// It did not exist.
+    Absent,
+    /// It was this. Boxed, so that the map of pre-images costs a pointer per entry, not a
+    /// record: a recovery's first batch touches every entry.
+    Was(Box<V>),
+    /// It did not exist before a recovery read it from the store, and it is still as stored:
+    /// new to the indexes, but nothing to write back.
+    Stored,
 }
 
 impl<K, V> Default for Tracked<K, V> {
@@ -311,12 +326,38 @@ impl<K, V> Default for Tracked<K, V> {
     }
 }
 
+/// What routing reads of an instance: a change of it routes the instance again.
+type RoutedAs<'a> = (
+    InstanceState,
+    &'a str,
+    Option<Uuid>,
+    Option<*const Upstream>,
+);
+
+/// A map of pre-images this large after a commit gives its memory back (a recovery's first
+/// batch holds one per stored record; a batch of API calls, a few hundred at most).
+const UNDO_KEPT: usize = 4096;
+
 impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
-    /// Saves the pre-image of `key` the first time it changes in a batch.
+    /// Saves the pre-image of `key` the first time it changes in a batch. A recovered entry
+    /// that changes is written like a new one.
     fn touch(&mut self, key: &K) {
-        if !self.undo.contains_key(key) {
-            self.undo.insert(key.clone(), self.map.get(key).cloned());
+        match self.undo.get_mut(key) {
+            Some(before @ Before::Stored) => *before = Before::Absent,
+            Some(_) => {}
+            None => {
+                let before = match self.map.get(key) {
+                    Some(v) => Before::Was(Box::new(v.clone())),
+                    None => Before::Absent,
+                };
+                self.undo.insert(key.clone(), before);
+            }
         }
+    }
+    /// Room for `n` more entries (a recovery knows how many it reads).
+    pub fn reserve(&mut self, n: usize) {
+        self.map.reserve(n);
+        self.undo.reserve(n);
     }
     /// Read access (by any borrowed form of the key, e.g. a `&str` for an `Arc<str>`).
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
@@ -336,6 +377,14 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
     /// Inserts; marks the entry.
     pub fn insert(&mut self, key: K, v: V) {
         self.touch(&key);
+        self.map.insert(key, v);
+    }
+    /// Inserts an entry as a recovery read it from the store: changed for the indexes (it is
+    /// new to them), but not written back unless something changes it before the commit.
+    pub fn restore(&mut self, key: K, v: V) {
+        if !self.undo.contains_key(&key) {
+            self.undo.insert(key.clone(), Before::Stored);
+        }
         self.map.insert(key, v);
     }
     /// Removes; marks the entry (its record is deleted).
@@ -361,26 +410,38 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-    /// The keys changed since the last commit.
+    /// The keys changed since the last commit, to write (what a recovery restored as stored
+    /// and nothing changed since is left out).
     pub(super) fn changed(&self) -> impl Iterator<Item = &K> {
-        self.undo.keys()
+        self.undo
+            .iter()
+            .filter(|(_, before)| !matches!(before, Before::Stored))
+            .map(|(k, _)| k)
     }
     /// Every entry changed since the last commit: its key, what it was then, what it is now.
     pub(super) fn changes(&self) -> impl Iterator<Item = (&K, Option<&V>, Option<&V>)> {
-        self.undo
-            .iter()
-            .map(|(k, before)| (k, before.as_ref(), self.map.get(k)))
+        self.undo.iter().map(|(k, before)| {
+            let before = match before {
+                Before::Was(v) => Some(&**v),
+                Before::Absent | Before::Stored => None,
+            };
+            (k, before, self.map.get(k))
+        })
     }
     /// The changes are durable: forget their pre-images.
     pub(super) fn commit(&mut self) {
-        self.undo.clear();
+        if self.undo.capacity() > UNDO_KEPT {
+            self.undo = HashMap::new();
+        } else {
+            self.undo.clear();
+        }
     }
     /// The changes could not be made durable: put back what was there before them.
     pub(super) fn rollback(&mut self) {
         for (key, before) in self.undo.drain() {
             match before {
-                Some(v) => self.map.insert(key, v),
-                None => self.map.remove(&key),
+                Before::Was(v) => self.map.insert(key, *v),
+                Before::Absent | Before::Stored => self.map.remove(&key),
             };
         }
     }
@@ -414,8 +475,6 @@ pub struct State {
     pub(super) clones: HashMap<Uuid, HashSet<Uuid>>,
     /// Instances (not templates) being deleted, as of the last commit.
     pub(super) deleting: HashSet<Uuid>,
-    /// What a recovery read from the store, until the next commit (see [`State::changes`]).
-    pub(super) stored: super::persist::Stored,
     /// The view of every instance and template as of the last commit, kept up to date record by
     /// record (published as it is: see [`crate::controller::Instances`]).
     pub(super) view_cache: crate::controller::Instances,
@@ -423,7 +482,7 @@ pub struct State {
     pub(super) group_cache: crate::controller::Groups,
     /// The armed deadline of every instance, template and group that has one, as of the last
     /// commit, kept up to date with `view_cache` and `group_cache` (published shared, like them).
-    pub(super) due_cache: imbl::HashMap<Uuid, Due>,
+    pub(super) due_cache: imbl::OrdMap<Uuid, Due>,
     /// What changed routing since the last published route table (an instance's state,
     /// incarnation, name or group; a group's domains or balance): [`State::publish_routes`]
     /// changes only those routes.
@@ -472,7 +531,6 @@ impl State {
             members: HashMap::new(),
             clones: HashMap::new(),
             deleting: HashSet::new(),
-            stored: Default::default(),
             view_cache: Default::default(),
             group_cache: Default::default(),
             due_cache: Default::default(),
@@ -1077,7 +1135,9 @@ impl State {
     /// delete it once `autokill.time` has passed since it stopped, or arm the timer for that; a
     /// delete lock holds them all back.
     fn check_stopped(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
-        let Some(inst) = self.instances.get_mut(&id) else {
+        // Read first: most checks change nothing, and an instance is only touched (and
+        // written) when something does.
+        let Some(inst) = self.instances.get(&id) else {
             return;
         };
         if inst.state != InstanceState::Stopped
@@ -1104,9 +1164,27 @@ impl State {
             }
         };
         match due {
-            None => inst.skipped = None,
-            Some(reason) if inst.delete_lock => skip(&mut inst.skipped, INSTANCE, reason, fx),
-            Some(reason) => self.delete_instance(id, Some(reason), fx),
+            Some(reason) if !inst.delete_lock => self.delete_instance(id, Some(reason), fx),
+            held => self.held_back(id, INSTANCE, held, fx),
+        }
+    }
+
+    /// Notes the kill of instance or template `id` that its delete lock holds back (`Some`),
+    /// or that none is held back (`None`), touching it only when that changes.
+    fn held_back(
+        &mut self,
+        id: Uuid,
+        resource: &'static str,
+        reason: Option<&'static str>,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.instances.get(&id).is_some_and(|i| i.skipped != reason)
+            && let Some(i) = self.instances.get_mut(&id)
+        {
+            match reason {
+                Some(reason) => skip(&mut i.skipped, resource, reason, fx),
+                None => i.skipped = None,
+            }
         }
     }
 
@@ -1123,7 +1201,7 @@ impl State {
         } else {
             0
         };
-        let Some(t) = self.instances.get_mut(&id) else {
+        let Some(t) = self.instances.get(&id) else {
             return;
         };
         if t.state != InstanceState::Template {
@@ -1135,12 +1213,12 @@ impl State {
         };
         let due = t.last_used + time;
         if now < due {
-            t.skipped = None;
             fx.push(Effect::Arm(TimerKey::Unused(id), due));
+            self.held_back(id, TEMPLATE, None, fx);
         } else if clones > 0 {
             // Re-checked when its last clone is deleted.
         } else if t.delete_lock {
-            skip(&mut t.skipped, TEMPLATE, "unused", fx);
+            self.held_back(id, TEMPLATE, Some("unused"), fx);
         } else {
             let t = self.instances.remove(&id);
             if let Some(t) = t {
@@ -1160,34 +1238,51 @@ impl State {
     /// A service group: delete it once it has been empty for its `autokill.time`.
     fn check_group(&mut self, id: Uuid, now: SystemTime, fx: &mut Vec<Effect>) {
         let members = self.members(id);
-        let Some(g) = self.groups.get_mut(&id) else {
+        let Some(g) = self.groups.get(&id) else {
             return;
         };
+        // Touched (and written) only when something changes, as instances are.
+        let (empty_since, skipped) = (g.empty_since, g.skipped);
         if members > 0 {
-            g.empty_since = None;
-            g.skipped = None;
             fx.push(Effect::Disarm(TimerKey::Empty(id)));
+            if (empty_since.is_some() || skipped.is_some())
+                && let Some(g) = self.groups.get_mut(&id)
+            {
+                g.empty_since = None;
+                g.skipped = None;
+            }
             return;
         }
-        let since = *g.empty_since.get_or_insert(now);
-        let Some(time) = g.autokill_time else {
-            fx.push(Effect::Disarm(TimerKey::Empty(id)));
-            return;
+        let since = empty_since.unwrap_or(now);
+        let held = match g.autokill_time {
+            None => {
+                fx.push(Effect::Disarm(TimerKey::Empty(id)));
+                skipped
+            }
+            Some(time) if now < since + time => {
+                fx.push(Effect::Arm(TimerKey::Empty(id), since + time));
+                None
+            }
+            Some(_) if g.delete_lock => Some("empty"),
+            Some(_) => {
+                tracing::info!(group = %g.name, "service group deleted: empty");
+                self.remove_group(id, now);
+                fx.push(Effect::Killed {
+                    resource: GROUP,
+                    reason: "empty",
+                });
+                fx.push(Effect::Publish);
+                return;
+            }
         };
-        let due = since + time;
-        if now < due {
-            g.skipped = None;
-            fx.push(Effect::Arm(TimerKey::Empty(id), due));
-        } else if g.delete_lock {
-            skip(&mut g.skipped, GROUP, "empty", fx);
-        } else {
-            tracing::info!(group = %g.name, "service group deleted: empty");
-            self.remove_group(id, now);
-            fx.push(Effect::Killed {
-                resource: GROUP,
-                reason: "empty",
-            });
-            fx.push(Effect::Publish);
+        if (empty_since.is_none() || skipped != held)
+            && let Some(g) = self.groups.get_mut(&id)
+        {
+            g.empty_since = Some(since);
+            match held {
+                Some(reason) => skip(&mut g.skipped, GROUP, reason, fx),
+                None => g.skipped = None,
+            }
         }
     }
 
@@ -1242,16 +1337,16 @@ impl State {
                 stale.extend(from);
                 stale.extend(to);
             }
-            let routed = |i: Option<&Instance>| {
+            fn routed(i: Option<&Instance>) -> Option<RoutedAs<'_>> {
                 i.map(|i| {
                     (
                         i.state,
-                        Arc::clone(&i.name),
+                        &*i.name,
                         i.group,
                         i.upstream.as_ref().map(Arc::as_ptr),
                     )
                 })
-            };
+            }
             if routed(before) != routed(after) {
                 let stale = &mut self.stale_routes;
                 stale.instances.insert(*id);
@@ -1277,28 +1372,39 @@ impl State {
         }
         move_between(&mut self.members, moves);
         move_between(&mut self.clones, clone_moves);
+        // Put in key order: a B-tree takes a run of sorted keys much faster than scattered
+        // ones, which matters for the first commit after a recovery (every record at once).
+        let mut views = Vec::with_capacity(stale.len());
+        let mut dues = Vec::with_capacity(stale.len());
         for id in stale {
             match self.instances.get(&id) {
                 Some(i) if i.state != InstanceState::Deleted => {
                     let clones = self.clones.get(&id).map_or(0, HashSet::len);
-                    let view = self.instance_view(i, clones);
-                    self.view_cache.put(view);
-                    match i.due() {
-                        Some(due) => self.due_cache.insert(id, due),
-                        None => self.due_cache.remove(&id),
-                    };
+                    views.push(Arc::new(self.instance_view(i, clones)));
+                    dues.push((id, i.due()));
                 }
                 _ => {
                     self.view_cache.remove(&id);
-                    self.due_cache.remove(&id);
+                    dues.push((id, None));
                 }
             }
+        }
+        views.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        for view in views {
+            self.view_cache.put(view);
+        }
+        dues.sort_unstable_by_key(|(id, _)| *id);
+        for (id, due) in dues {
+            match due {
+                Some(due) => self.due_cache.insert(id, due),
+                None => self.due_cache.remove(&id),
+            };
         }
         for id in stale_groups {
             match self.groups.get(&id) {
                 Some(g) => {
                     let view = self.group_view(g);
-                    self.group_cache.put(view);
+                    self.group_cache.put(Arc::new(view));
                     match g.empty_since.zip(g.autokill_time) {
                         Some((since, time)) => self.due_cache.insert(
                             id,

@@ -141,6 +141,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// Prepares an instance (records it; the docker runtime creates its container) without starting it.
     fn create<'a>(&'a self, spec: &'a InstanceSpec) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
+    /// Creates the instance at once when that needs no waiting, as [`Runtime::create`] would;
+    /// `None` when it must be awaited through `create`. The process runtime only records the
+    /// instance, and a recovery creates every stopped one: 100,000 tasks spared at start.
+    fn create_now(&self, spec: &InstanceSpec) -> Option<Result<(), RuntimeError>> {
+        let _ = spec;
+        None
+    }
+
     /// Starts a created or stopped instance and resolves once it accepts TCP connections,
     /// with the address the proxy should forward to.
     fn start(&self, id: Uuid) -> BoxFuture<'_, Result<SocketAddr, RuntimeError>>;

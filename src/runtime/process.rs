@@ -143,7 +143,7 @@ impl ProcessRuntime {
             .map(|running| running.pid)
     }
 
-    async fn create_instance(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    fn create_instance(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
         if !self.inner.images.contains_key(&spec.image) {
             return Err(RuntimeError::UnknownImage(spec.image.clone()));
         }
@@ -432,7 +432,11 @@ impl Runtime for ProcessRuntime {
     }
 
     fn create<'a>(&'a self, spec: &'a InstanceSpec) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(self.create_instance(spec))
+        Box::pin(std::future::ready(self.create_instance(spec)))
+    }
+
+    fn create_now(&self, spec: &InstanceSpec) -> Option<Result<(), RuntimeError>> {
+        Some(self.create_instance(spec))
     }
 
     fn start(&self, id: Uuid) -> BoxFuture<'_, Result<SocketAddr, RuntimeError>> {

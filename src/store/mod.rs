@@ -18,6 +18,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INSTANCES: TableDefinition<u128, &[u8]> = TableDefinition::new("instances");
 const GROUPS: TableDefinition<u128, &[u8]> = TableDefinition::new("service_groups");
+/// redb's page cache. Its default (1 GiB) keeps every page a batch of creations wrote or a
+/// start read, about 600 bytes per stored instance on top of the state itself, though the
+/// state is read once, at start, and a commit touches a few pages per record (the kernel's
+/// page cache holds the file as well). 16 MiB measured no slower for PATCH writes at
+/// 100,000 records.
+const CACHE_SIZE: usize = 16 << 20;
 
 /// Errors of the store, each naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +241,10 @@ impl Store {
             drop(db);
             check_version(path, found)?;
         }
-        let db = Database::create(path).map_err(|e| io(e.to_string()))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_SIZE)
+            .create(path)
+            .map_err(|e| io(e.to_string()))?;
         let store = Store {
             db,
             path: path.to_owned(),

@@ -1,7 +1,7 @@
 //! The admin API's calls as the controller applies them: create, start, stop, delete and patch
 //! of instances, templates and service groups, and the lookups by UUID or name they share.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 

@@ -2078,7 +2078,7 @@ fn a_name_taken_over_in_one_batch_leads_to_the_new_instance() {
         h.s.apply(Command::Api(Call::CreateInstance(new("a")), tx), at(1));
         let fresh = h.s.names.get(&Arc::from("a")).copied().expect("a");
         let mut cache = crate::controller::Instances::default();
-        let view = |h: &H, id: Uuid| h.s.instance_view(&h.s.instances[&id], 0);
+        let view = |h: &H, id: Uuid| Arc::new(h.s.instance_view(&h.s.instances[&id], 0));
         if old_first {
             cache.put(view(&h, old));
             cache.put(view(&h, fresh));
@@ -2139,6 +2139,42 @@ fn a_recovery_writes_back_only_what_it_changed() {
     assert_eq!(written, [busy]);
     s.committed();
     assert_eq!(s.view().instances.len(), 2, "both are indexed all the same");
+}
+
+/// What a recovery restores as stored is written back as soon as anything changes it: a stopped
+/// instance whose stopped time ran out while autokill was down is deleted at once, and that
+/// delete is durable before it is carried out (a crash now finishes it at the next start).
+#[test]
+fn a_recovery_writes_back_what_its_checks_changed() {
+    let mut h = H::new();
+    let late = h.instance(with_time("late", 1_000), at(0));
+    let kept = h.instance(with_time("kept", 600_000), at(0));
+    for id in [late, kept] {
+        h.running(id, at(0));
+        h.call(Call::StopInstance(Ref::Id(id)), at(10))
+            .expect("stop");
+        h.apply(Command::Exited { id, exit_code: 0 }, at(20));
+    }
+    let snapshot = crate::store::Snapshot {
+        instances: h.disk.values().cloned().collect(),
+        groups: h.groups_disk.values().cloned().collect(),
+    };
+    let mut s = State::new(&config(), 1);
+    let fx = s.recover(snapshot, at(60_000));
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Delete(id) if *id == late))
+    );
+    let written: Vec<_> = s
+        .changes()
+        .into_iter()
+        .filter_map(|c| match c {
+            crate::store::Change::PutInstance(r) => Some((r.id, r.deleting)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written, [(late, Some("stopped_time".to_owned()))]);
+    assert!(s.instances.get(&kept).is_some());
 }
 
 /// `autokill.jitter`: the budget of each new instance is drawn once, at creation, in

@@ -95,10 +95,15 @@ impl State {
                 (None, None) => {}
             }
             if let Some(i) = inst {
-                stale
-                    .hosts
-                    .insert(format!("{}.{}", i.name, self.base_domain));
                 stale.groups.extend(i.group);
+                // Its own host goes straight to it, unless a group's domain takes precedence
+                // or another change names the same host: those are decided below.
+                let host = format!("{}.{}", i.name, self.base_domain);
+                if stale.hosts.contains(&host) || self.domains.contains_key(&host) {
+                    stale.hosts.insert(host);
+                } else {
+                    edit.route(&host, Target::Instance(self.slots.get(id).copied()));
+                }
             }
         }
         for id in &stale.groups {
