@@ -453,6 +453,8 @@ pub struct State {
     budgets: AutokillConfig,
     /// The generator the budgets are drawn with.
     rng: fastrand::Rng,
+    /// Request body limits of declared groups and instances.
+    body_limits: body_limits::BodyLimits,
 }
 
 /// `(resource, reason)` labels of kills.
@@ -494,6 +496,7 @@ impl State {
             tombstones: Tombstones::default(),
             budgets: config.autokill,
             rng: fastrand::Rng::new(),
+            body_limits: Default::default(),
         }
     }
 
@@ -571,6 +574,7 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) {
+        self.body_limits.declare(&groups, &instances);
         // The file says which names are its own from now on (a reload may change them).
         self.declared_names = groups
             .iter()
@@ -622,6 +626,7 @@ impl State {
                 }
             };
             declared_groups.insert(id);
+            self.body_limits.group(id, g.max_body_bytes);
             declared_instances.extend(g.instances.into_iter().map(|i| (i, Some(id))));
         }
         declared_instances.extend(instances.into_iter().map(|i| (i, None)));
@@ -689,6 +694,7 @@ impl State {
         for id in all {
             self.check_group(id, now, fx);
         }
+        self.apply_body_limits();
         fx.push(Effect::Publish);
     }
 
@@ -838,6 +844,7 @@ impl State {
         fx: &mut Vec<Effect>,
     ) {
         let workers = self.workers;
+        let body_limit = self.instances.get(&id).and_then(|i| self.body_limit(i));
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
@@ -849,13 +856,15 @@ impl State {
                 inst.state = InstanceState::Running;
                 inst.start_error = None;
                 inst.running_since = Some(now);
-                inst.upstream = Some(Arc::new(Upstream::new(
+                let upstream = Upstream::new(
                     id,
                     Arc::clone(&inst.name),
                     addr,
                     Arc::clone(&inst.meter),
                     workers,
-                )));
+                );
+                upstream.set_max_body(body_limit);
+                inst.upstream = Some(Arc::new(upstream));
                 // A budget spent before this start drains at once (unless a lock holds it).
                 if inst.spent() {
                     self.limit_reached(id, now, fx);
@@ -1590,6 +1599,7 @@ pub fn backoff(n: u32) -> Duration {
     }
 }
 
+mod body_limits;
 mod calls;
 pub(super) mod services;
 mod view;

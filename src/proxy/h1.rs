@@ -315,8 +315,18 @@ impl Connection {
             return Err(End::Close);
         }
         let host = req.host.clone();
+        let length = match req.body {
+            BodyFraming::Length(n) => n,
+            BodyFraming::None | BodyFraming::Chunked => 0,
+        };
         let routed = worker
-            .route_waiting(&self.buf[host], &self.info, start)
+            .route_waiting(
+                &self.buf[host],
+                &self.info,
+                start,
+                length,
+                settings.max_body,
+            )
             .await;
         self.buf.advance(req.len);
         let local = match routed {
@@ -377,7 +387,7 @@ impl Connection {
                     deadline: &mut self.deadline,
                     decoder: Decoder::new(body_framing),
                     timeout: settings.request_body_timeout,
-                    max: settings.limits.max_body,
+                    max: finish.max_body(settings.max_body),
                     seen: 0,
                     done: false,
                 };

@@ -58,7 +58,7 @@ use super::framing::{Decoder, Expect, Head};
 use super::h1;
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
 use super::meter::{Admission, Ask, Meter};
-use super::request::Limits;
+use super::request::{Limits, RequestError};
 use super::route::{RouteMemo, RouteTable, Target, Upstream};
 use crate::config::{Balance, ProxyConfig};
 use crate::metrics::Metrics;
@@ -77,8 +77,11 @@ pub(crate) struct Settings {
     pub response_write_timeout: Duration,
     /// Connections this worker serves at once.
     pub max_connections: usize,
-    /// What a request head and body may be (HTTP/1).
+    /// What a request head may be (HTTP/1).
     pub limits: Limits,
+    /// Largest request body of an instance that sets no limit of its own (HTTP/1); `u64::MAX`
+    /// = no limit.
+    pub max_body: u64,
     /// Requests one HTTP/1 connection carries before the proxy closes it; 0 = no limit.
     pub max_requests_per_connection: u64,
 }
@@ -103,8 +106,8 @@ impl Settings {
                 max_head: cfg.max_header_bytes,
                 max_fields: cfg.max_header_fields,
                 max_uri: cfg.max_uri_bytes,
-                max_body: cfg.max_body_bytes.unwrap_or(u64::MAX),
             },
+            max_body: cfg.max_body_bytes.unwrap_or(u64::MAX),
             max_requests_per_connection: cfg.max_requests_per_connection,
         }
     }
@@ -218,6 +221,12 @@ impl Finish {
         if idle.len() < self.worker.settings().pool_idle {
             idle.push(conn);
         }
+    }
+
+    /// The largest request body the instance takes (`default`: the proxy's limit).
+    #[inline]
+    pub(crate) fn max_body(&self, default: u64) -> u64 {
+        self.local.upstream.max_body(default)
     }
 
     /// A body frame went to the client: until it asks for the next, the response waits for it.
@@ -351,16 +360,20 @@ impl Worker {
         self.errors[err.index()].inc();
     }
 
-    /// Routes and admits a request for `host`, waiting (bounded by [`RESERVE_WAIT`] from
-    /// `start`) while the instance's durable reservation is used up.
+    /// Routes and admits a request for `host` whose body announces `length` bytes (0 when
+    /// none is announced), waiting (bounded by [`RESERVE_WAIT`] from `start`) while the
+    /// instance's durable reservation is used up. `max_body` is the proxy's body limit, for an
+    /// instance that sets none.
     pub(crate) async fn route_waiting(
         &self,
         host: &[u8],
         conn: &ConnInfo,
         start: Instant,
+        length: u64,
+        max_body: u64,
     ) -> Result<Rc<LocalUpstream>, ProxyError> {
         loop {
-            match self.route(host, conn) {
+            match self.route(host, conn, length, max_body) {
                 Ok(local) => return Ok(local),
                 Err(Unrouted::Refuse(err)) => return Err(err),
                 // One deadline for the whole wait, however often the ceiling rises in between.
@@ -385,8 +398,16 @@ impl Worker {
         self.sync_settings();
     }
 
-    /// Picks the instance for `host` and admits the request against its budget.
-    fn route(&self, host: &[u8], conn: &ConnInfo) -> Result<Rc<LocalUpstream>, Unrouted> {
+    /// Picks the instance for `host` and admits the request against its budget. A body of
+    /// `length` bytes above the instance's limit (its own or its group's, else `max_body`) is
+    /// refused with 413 before it is counted; a group passes it to a member that takes it.
+    fn route(
+        &self,
+        host: &[u8],
+        conn: &ConnInfo,
+        length: u64,
+        max_body: u64,
+    ) -> Result<Rc<LocalUpstream>, Unrouted> {
         let mut cache = self.table.borrow_mut();
         let table = cache.load();
         let mut synced = self.synced.borrow_mut();
@@ -401,6 +422,9 @@ impl Worker {
             Target::Instance(Some(i)) => {
                 let local = local_at(&synced.locals, *i)
                     .ok_or(Unrouted::Refuse(ProxyError::Unavailable))?;
+                if length > local.upstream.max_body(max_body) {
+                    return Err(Unrouted::Refuse(TOO_LARGE));
+                }
                 match self.admit(local) {
                     Admit::Go => Ok(Rc::clone(local)),
                     Admit::Refused => Err(Unrouted::Refuse(ProxyError::Exhausted)),
@@ -422,11 +446,16 @@ impl Worker {
                 // An exhausted member (its drain not yet published) passes the request on; one
                 // waiting for its reservation is waited for only if no other member can take it.
                 let mut wait = None;
+                let mut too_large = false;
                 for k in 0..n {
                     let slot = group.members[first.wrapping_add(k) % n];
                     let Some(local) = local_at(&synced.locals, slot) else {
                         continue;
                     };
+                    if length > local.upstream.max_body(max_body) {
+                        too_large = true;
+                        continue;
+                    }
                     match self.admit(local) {
                         Admit::Go => return Ok(Rc::clone(local)),
                         Admit::Refused => {}
@@ -437,7 +466,11 @@ impl Worker {
                         }
                     }
                 }
-                Err(wait.unwrap_or(Unrouted::Refuse(ProxyError::Unavailable)))
+                Err(wait.unwrap_or(Unrouted::Refuse(if too_large {
+                    TOO_LARGE
+                } else {
+                    ProxyError::Unavailable
+                })))
             }
         }
     }
@@ -703,6 +736,9 @@ enum Unrouted {
     Wait(Arc<Meter>, u64),
 }
 
+/// A body above the routed instance's limit.
+const TOO_LARGE: ProxyError = ProxyError::Request(RequestError::BodyTooLarge);
+
 /// What [`Worker::admit`] decided.
 enum Admit {
     Go,
@@ -738,7 +774,8 @@ async fn handle(
         return Ok(worker.refuse(ProxyError::MethodNotAllowed));
     }
     let routed = match request_host(&req) {
-        Ok(host) => worker.route_waiting(host, &conn, start).await,
+        // HTTP/2 request bodies are not held to the body limits (HTTP/1 only), so no length.
+        Ok(host) => worker.route_waiting(host, &conn, start, 0, u64::MAX).await,
         Err(err) => Err(err),
     };
     let local = match routed {
