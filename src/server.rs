@@ -175,10 +175,12 @@ pub async fn serve(
         })
         .await;
     });
+    // The configuration in force: a reload changes it (the shutdown below reads it).
+    let running = Arc::new(arc_swap::ArcSwap::from_pointee(config.clone()));
     match path {
         Some(path) => crate::reload::spawn(
             path,
-            config.clone(),
+            Arc::clone(&running),
             commands_tx.clone(),
             proxy.settings(),
             metrics.clone(),
@@ -215,12 +217,14 @@ pub async fn serve(
     let _ = ctl.await;
     // Stopping them here (the process runtime's default) leaves nothing behind; with
     // `leave_instances` (docker's default) the next start adopts the containers, or removes and
-    // restarts the processes (a process of an earlier run cannot be adopted).
-    if config.shutdown == crate::config::Shutdown::StopInstances {
+    // restarts the processes (a process of an earlier run cannot be adopted). As the last
+    // reload left `shutdown` and `runtime.max_concurrent_kills`.
+    let running = running.load();
+    if running.shutdown == crate::config::Shutdown::StopInstances {
         // Concurrently: one after another would add up their stop grace periods. At most
         // `runtime.max_concurrent_kills` at once, as while running.
         let kills = Arc::new(tokio::sync::Semaphore::new(
-            config.runtime.max_concurrent_kills.max(1),
+            running.runtime.max_concurrent_kills.max(1),
         ));
         let mut deletes = tokio::task::JoinSet::new();
         for inst in &published.view.load().instances {

@@ -528,6 +528,11 @@ impl State {
         let mut fx = Vec::new();
         match cmd {
             Command::Declare { groups, instances } => self.declare(groups, instances, now, &mut fx),
+            Command::Settings(live) => {
+                // The kill places are the task's (see `run`).
+                self.drain_timeout = live.drain_timeout;
+                self.budgets = live.autokill;
+            }
             Command::Started {
                 id,
                 attempt,

@@ -76,32 +76,46 @@ pub struct Proxy {
 
 /// Changes the running proxy's settings (a configuration reload): timeouts, limits, the idle
 /// pool and requests per connection apply to every worker within its next tick (250 ms), to
-/// the next request of open connections too. The listen address, the worker count, the base
-/// domain, the connection cap and the default balance are read at start only
-/// ([`ProxySettings::restart_keys`]).
+/// the next request of open connections too; a new listen address is bound and taken over
+/// ([`ProxySettings::rebind`]). The worker count, the base domain, the connection cap and the
+/// default balance are read at start only ([`ProxySettings::restart_keys`]).
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     shared: Arc<ArcSwap<worker::Settings>>,
-    shutdown_grace: Duration,
     cap: usize,
+    /// Each worker's way to a listener on a new address ([`ProxySettings::rebind`]).
+    rebind: Arc<[mpsc::UnboundedSender<std::net::TcpListener>]>,
 }
 
 impl ProxySettings {
-    /// Publishes the settings of `cfg` to the workers.
-    pub fn apply(&self, cfg: &ProxyConfig) {
+    /// Publishes the settings of `cfg` to the workers; `shutdown_grace` bounds how long open
+    /// connections may finish at shutdown (`defaults.drain_timeout`).
+    pub fn apply(&self, cfg: &ProxyConfig, shutdown_grace: Duration) {
         self.shared.store(Arc::new(worker::Settings::new(
             cfg,
-            self.shutdown_grace,
+            shutdown_grace,
             self.cap,
         )));
+    }
+
+    /// Moves the proxy to `addr` (a reload that changed `proxy.listen`): one `SO_REUSEPORT`
+    /// listener per worker is bound there first (any failure, e.g. the address in use, leaves
+    /// everything as it was), then each worker accepts on its new one and closes its old one.
+    /// Connections accepted on the old address go on until they end, as any other; one that
+    /// the old address's accept queue held but no worker had accepted yet is reset. Returns the
+    /// address bound (port 0 resolved).
+    pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let (listeners, bound) = bind_all(addr, self.rebind.len())?;
+        for (worker, listener) in self.rebind.iter().zip(listeners) {
+            // A worker that is gone (shutting down) has nothing to move.
+            let _ = worker.send(listener);
+        }
+        Ok(bound)
     }
 
     /// The `proxy` keys that differ between `old` and `new` and that only a restart applies.
     pub fn restart_keys(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        if old.listen != new.listen {
-            keys.push("proxy.listen");
-        }
         if old.workers != new.workers {
             keys.push("proxy.workers");
         }
@@ -138,13 +152,9 @@ impl Proxy {
             open_files,
             4 * workers as u64,
         );
-        let first = bind(cfg.listen)?;
-        // Port 0 resolves on the first bind; the other workers share that port.
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..workers {
-            listeners.push(bind(addr)?);
-        }
+        let (listeners, addr) = bind_all(cfg.listen, workers)?;
+        let (rebind, rebound): (Vec<_>, Vec<_>) =
+            (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
         let (shutdown, rx) = watch::channel(false);
         let settings = ProxySettings {
             shared: Arc::new(ArcSwap::from_pointee(worker::Settings::new(
@@ -152,11 +162,11 @@ impl Proxy {
                 shutdown_grace,
                 cap,
             ))),
-            shutdown_grace,
             cap,
+            rebind: rebind.into(),
         };
         let mut threads = Vec::with_capacity(workers);
-        for (index, listener) in listeners.into_iter().enumerate() {
+        for (index, (listener, rebound)) in listeners.into_iter().zip(rebound).enumerate() {
             let (table, events, settings, metrics, rx) = (
                 Arc::clone(&table),
                 events.clone(),
@@ -169,7 +179,7 @@ impl Proxy {
                 .spawn(move || {
                     // The worker is `Rc`-based: it is built on, and never leaves, its own thread.
                     let worker = worker::Worker::new(index, table, events, settings, metrics);
-                    if let Err(err) = worker::run(worker, listener, rx) {
+                    if let Err(err) = worker::run(worker, listener, rebound, rx) {
                         tracing::error!(%err, worker = index, "proxy worker failed");
                     }
                 })?;
@@ -212,6 +222,21 @@ impl Proxy {
         })
         .await;
     }
+}
+
+/// `workers` listeners on `addr`, and the address they listen on: port 0 resolves on the first
+/// bind, and the others share that port.
+fn bind_all(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    let first = bind(addr)?;
+    let bound = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(bound)?);
+    }
+    Ok((listeners, bound))
 }
 
 /// A non-blocking listener with `SO_REUSEPORT`, so that every worker has its own accept queue.

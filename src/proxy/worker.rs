@@ -834,9 +834,13 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 /// connections finish for up to the shutdown grace: HTTP/1 connections end after their current
 /// request (answered with `Connection: close`) and at once when they wait between requests;
 /// HTTP/2 connections get a GOAWAY.
+///
+/// A listener that arrives on `rebind` (the proxy moved to another address) replaces the one
+/// accepted on: the old one is closed, the connections it gave go on.
 pub(crate) fn run(
     worker: Worker,
     listener: std::net::TcpListener,
+    mut rebind: mpsc::UnboundedReceiver<std::net::TcpListener>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -869,6 +873,10 @@ pub(crate) fn run(
         loop {
             tokio::select! {
                 accepted = listener.accept() => serve(&h2, &graceful, &worker, accepted),
+                Some(new) = rebind.recv() => match TcpListener::from_std(new) {
+                    Ok(new) => drop(listener.replace(new)),
+                    Err(err) => tracing::error!(%err, worker = worker.index, "cannot accept on the new proxy address; the old one is kept"),
+                },
                 _ = shutdown.changed() => break,
             }
         }
