@@ -10,10 +10,14 @@
 //! * the declared `service_groups` and `instances` (created, changed, deleted by name; those made
 //!   through the API are never touched), their `max_body_bytes` included;
 //! * `proxy.listen`: the new address is bound (one `SO_REUSEPORT` listener per worker, as at
-//!   start), then every worker accepts there and closes its old listener; connections accepted
-//!   on the old address go on until they end. A bind that fails (address in use, no
-//!   permission) keeps the old listener, logs the key and the address, applies the rest of the
-//!   file and sets `autokill_config_last_reload_successful` to 0; the next reload tries again;
+//!   start), then every worker accepts there and closes its old listener; HTTP/1 connections
+//!   accepted on the old address end as at shutdown (their current request is answered, with
+//!   `Connection: close`). A bind that fails (address in use, no permission) keeps the old
+//!   listener, logs the key and the address, applies the rest of the file and sets
+//!   `autokill_config_last_reload_successful` to 0; the next reload tries again;
+//! * `admin.listen`, likewise: a server starts on the new address (its Host guard built for
+//!   it) and the old one stops as at shutdown. A non-loopback address is refused while the
+//!   running server has no token (`admin.token` itself is read at start);
 //! * the proxy's timeouts, limits, idle pool and requests per connection ([`ProxySettings`]:
 //!   every worker takes them up within 250 ms, open connections at their next request);
 //! * `defaults.drain_timeout`, for drains that start from then on (and as the proxy's
@@ -26,12 +30,13 @@
 //!
 //! Read at start only, each named in a warning when a reload changes it: `proxy.workers`,
 //! `proxy.base_domain`, `proxy.max_connections_per_worker`, `proxy.balance` (a group keeps the
-//! balance it was made with), every `admin.*` key (the admin server's listener, its guard and
-//! its limits are built once), `store.path`, and the runtime backend's own keys:
+//! balance it was made with), every other `admin.*` key (the admin server's token, guard and
+//! limits are built once), `store.path`, and the runtime backend's own keys:
 //! `runtime.kind`, `runtime.docker_host`, `runtime.images`, `runtime.default_port`,
 //! `runtime.stop_grace` and `runtime.start_timeout` (the backend holds them from its start; the
 //! Docker client's request timeout is derived from `stop_grace`).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,6 +61,7 @@ pub fn spawn(
     current: Arc<ArcSwap<Config>>,
     commands: mpsc::UnboundedSender<Command>,
     proxy: ProxySettings,
+    admin: mpsc::UnboundedSender<tokio::net::TcpListener>,
     metrics: Metrics,
 ) {
     tokio::spawn(async move {
@@ -81,6 +87,7 @@ pub fn spawn(
             current,
             commands,
             proxy,
+            admin,
             metrics,
         };
         loop {
@@ -136,6 +143,8 @@ struct Reloader {
     current: Arc<ArcSwap<Config>>,
     commands: mpsc::UnboundedSender<Command>,
     proxy: ProxySettings,
+    /// Where a new admin listener goes ([`crate::admin::serve_moving`]).
+    admin: mpsc::UnboundedSender<tokio::net::TcpListener>,
     metrics: Metrics,
 }
 
@@ -157,23 +166,24 @@ impl Reloader {
                 "changed in the configuration file; takes effect at the next start"
             );
         }
-        let mut ok = true;
-        if current.proxy.listen != new.proxy.listen {
-            match self.proxy.rebind(new.proxy.listen) {
-                Ok(addr) => tracing::info!(
-                    key = "proxy.listen",
-                    %addr,
-                    old = %current.proxy.listen,
-                    "proxy listening on the new address; the old one accepts no more"
-                ),
-                Err(err) => {
-                    tracing::error!(key = "proxy.listen", addr = %new.proxy.listen, %err, "cannot listen on the new address; the old listener is kept (the rest of the file is applied)");
-                    // Kept as it runs, so that the next reload tries again.
-                    new.proxy.listen = current.proxy.listen;
-                    ok = false;
-                }
-            }
-        }
+        // A listener that cannot move keeps its address in the configuration in force, so that
+        // the next reload tries again.
+        let proxy =
+            (current.proxy.listen != new.proxy.listen).then(|| self.proxy.rebind(new.proxy.listen));
+        let mut ok = settle(
+            "proxy.listen",
+            current.proxy.listen,
+            &mut new.proxy.listen,
+            proxy,
+        );
+        let admin = (current.admin.listen != new.admin.listen)
+            .then(|| self.move_admin(&current, new.admin.listen));
+        ok &= settle(
+            "admin.listen",
+            current.admin.listen,
+            &mut new.admin.listen,
+            admin,
+        );
         let declare = Command::Declare {
             groups: new.service_groups.clone(),
             instances: new.instances.clone(),
@@ -204,6 +214,53 @@ impl Reloader {
     }
 }
 
+impl Reloader {
+    /// Binds the admin listener at `addr` and hands it to the admin server. A non-loopback
+    /// address is refused while the running server has no token (`admin.token` is read at
+    /// start: a token the new file adds does not protect the API yet).
+    fn move_admin(&self, current: &Config, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        if !addr.ip().is_loopback() && current.admin.token.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "not a loopback address, and the running server has no admin.token (a token \
+                 takes effect at the next start)",
+            ));
+        }
+        let listener = std::net::TcpListener::bind(addr).map_err(|err| {
+            std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
+        })?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let bound = listener.local_addr()?;
+        self.admin
+            .send(listener)
+            .map_err(|_| std::io::Error::other("the admin server has stopped"))?;
+        Ok(bound)
+    }
+}
+
+/// Logs how moving the listener `key` from `old` to `*new` went (`None`: it was not asked to
+/// move); on failure `*new` goes back to `old`. False on failure.
+fn settle(
+    key: &'static str,
+    old: SocketAddr,
+    new: &mut SocketAddr,
+    moved: Option<std::io::Result<SocketAddr>>,
+) -> bool {
+    match moved {
+        None => true,
+        Some(Ok(addr)) => {
+            tracing::info!(key, %addr, %old, "listening on the new address; the old one accepts no more");
+            true
+        }
+        Some(Err(err)) => {
+            tracing::error!(key, addr = %new, %err, "cannot listen on the new address; the old listener is kept (the rest of the file is applied)");
+            *new = old;
+            false
+        }
+    }
+}
+
 /// The keys a reload does not apply, that differ between `old` and `new`.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut keys = ProxySettings::restart_keys(&old.proxy, &new.proxy);
@@ -225,7 +282,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     ];
     let (a, b) = (&old.runtime, &new.runtime);
     let rest = [
-        ("admin.listen", old.admin.listen != new.admin.listen),
         ("store.path", old.store.path != new.store.path),
         ("runtime.kind", kind(&a.kind).0 != kind(&b.kind).0),
         ("runtime.docker_host", kind(&a.kind).1 != kind(&b.kind).1),

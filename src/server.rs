@@ -161,16 +161,15 @@ pub async fn serve(
         )),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_listener = net::Listener::new(
-        admin_listener,
-        net::connection_cap(config.admin.max_connections, open_files, 16),
-        "admin",
-        metrics.accept_errors.with_label_values(&["admin"]),
-    );
-    let admin_config = config.admin.clone();
+    let listen = admin::AdminListen {
+        cfg: config.admin.clone(),
+        cap: net::connection_cap(config.admin.max_connections, open_files, 16),
+        errors: metrics.accept_errors.with_label_values(&["admin"]),
+    };
+    // A reload that changes `admin.listen` sends the new listener here.
+    let (admin_moves, moves) = mpsc::unbounded_channel();
     let admin = tokio::spawn(async move {
-        let app = admin::router(admin_state);
-        admin::serve(admin_listener, app, &admin_config, async move {
+        admin::serve_moving(admin_listener, admin_state, listen, moves, async move {
             let _ = admin_stopped.await;
         })
         .await;
@@ -183,6 +182,7 @@ pub async fn serve(
             Arc::clone(&running),
             commands_tx.clone(),
             proxy.settings(),
+            admin_moves,
             metrics.clone(),
         ),
         None => tracing::info!("running on the embedded configuration: nothing to reload"),

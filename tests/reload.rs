@@ -397,9 +397,30 @@ async fn serving_one() -> Server {
     server
 }
 
+/// Waits until a listener moved from `old` to `new`: `new` answers GET `path` for `host` with
+/// 200, and `old` refuses connections.
+async fn moved(
+    server: &Server,
+    old: std::net::SocketAddr,
+    new: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) {
+    server
+        .eventually(10, "the new address answers", async || {
+            common::try_get(new, host, path).await == Ok(hyper::StatusCode::OK)
+        })
+        .await;
+    server
+        .eventually(5, "the old address refuses", async || {
+            tokio::net::TcpStream::connect(old).await.is_err()
+        })
+        .await;
+}
+
 /// Issue 15: a reload that changes `proxy.listen` binds the new address and stops accepting on
 /// the old one, while a request in flight on a keep-alive connection of the old address is
-/// answered.
+/// answered (and that connection then closed, as at shutdown).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_proxy_listen_address_is_taken_over_on_reload() {
     use tokio::io::AsyncWriteExt;
@@ -422,22 +443,22 @@ async fn a_new_proxy_listen_address_is_taken_over_on_reload() {
         &format!("listen: {new}"),
     );
     server.hangup();
-    server
-        .eventually(10, "the new address answers", async || {
-            common::try_get(new, "one.localhost", "/").await == Ok(hyper::StatusCode::OK)
-        })
-        .await;
-    server
-        .eventually(5, "the old address refuses", async || {
-            tokio::net::TcpStream::connect(old).await.is_err()
-        })
-        .await;
+    moved(&server, old, new, "one.localhost", "/").await;
     let answer = read_one(&mut open).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         answer.ends_with("hello from one: /__sleep/2000\n"),
         "{answer}"
     );
+    // Then the old address's connection ends, as at shutdown.
+    assert!(answer.contains("connection: close"), "{answer}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut open, &mut rest),
+    )
+    .await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?} {rest:?}");
     assert_eq!(
         request(new, "GET", "one.localhost", "/after").await.status,
         200
@@ -491,6 +512,68 @@ async fn a_proxy_listen_address_in_use_keeps_the_old_listener() {
         .await;
     assert_eq!(reload_ok(&server).await, Some(1.0));
     drop(taken);
+}
+
+/// Issue 15: `admin.listen` moves on reload: the API answers on the new address (its Host
+/// guard taking the new port), the old one refuses; a non-loopback address is not taken while
+/// the running server has no token (one the new file adds is only read at the next start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_admin_listen_address_is_taken_over_on_reload() {
+    let server = serving_one().await;
+    let old = server.admin;
+    let new: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    edit(
+        &server,
+        &format!("listen: {old}"),
+        &format!("listen: {new}"),
+    );
+    let metrics_at = async |addr| request(addr, "GET", "localhost", "/metrics").await.text();
+    moved(&server, old, new, "localhost", "/livez").await;
+    let host = format!("localhost:{}", new.port());
+    assert_eq!(
+        request(new, "GET", &host, "/v1/instances/one").await.status,
+        200,
+        "the Host guard takes the new port"
+    );
+    assert_eq!(
+        sample(
+            &metrics_at(new).await,
+            "autokill_config_last_reload_successful"
+        ),
+        Some(1.0)
+    );
+
+    // Not to the network without a running token.
+    let open: std::net::SocketAddr = ([0, 0, 0, 0], free_port()).into();
+    edit(
+        &server,
+        &format!("listen: {new}\n"),
+        &format!("listen: {open}\n  token: s3cret\n"),
+    );
+    server
+        .eventually(10, "the refusal reported", async || {
+            sample(
+                &metrics_at(new).await,
+                "autokill_config_last_reload_successful",
+            ) == Some(0.0)
+        })
+        .await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", open.port()))
+            .await
+            .is_err(),
+        "nothing listens on the open address"
+    );
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("admin.listen") && l.contains("admin.token")),
+        "{log}"
+    );
+    assert!(
+        log.contains("key=\"admin.token\""),
+        "the token named as start-only: {log}"
+    );
 }
 
 /// Issue 15: `defaults.drain_timeout`, `autokill.jitter` and `runtime.max_concurrent_kills`

@@ -101,9 +101,11 @@ impl ProxySettings {
     /// Moves the proxy to `addr` (a reload that changed `proxy.listen`): one `SO_REUSEPORT`
     /// listener per worker is bound there first (any failure, e.g. the address in use, leaves
     /// everything as it was), then each worker accepts on its new one and closes its old one.
-    /// Connections accepted on the old address go on until they end, as any other; one that
-    /// the old address's accept queue held but no worker had accepted yet is reset. Returns the
-    /// address bound (port 0 resolved).
+    /// HTTP/1 connections accepted on the old address end as at shutdown: their current
+    /// request is answered (with `Connection: close`), and those waiting between requests
+    /// close; HTTP/2 ones go on until they end or idle out. A connection that the old
+    /// address's accept queue held but no worker had accepted yet is reset. Returns the address
+    /// bound (port 0 resolved).
     pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
         let (listeners, bound) = bind_all(addr, self.rebind.len())?;
         for (worker, listener) in self.rebind.iter().zip(listeners) {

@@ -168,6 +168,9 @@ pub(crate) struct Worker {
     clients: RefCell<HashMap<IpAddr, HeaderValue>>,
     /// The worker is shutting down: connections close after their current request.
     closing: Cell<bool>,
+    /// Which listener the worker accepts on: bumped each time the proxy moves to another
+    /// address, so that connections of an older one close as at shutdown.
+    listener: Cell<u32>,
     /// Open HTTP/1 connections, so that a shutdown can wake those waiting between requests
     /// (pruned of closed ones as it grows).
     conns: RefCell<Vec<Weak<ConnInfo>>>,
@@ -298,6 +301,7 @@ impl Worker {
             accept_errors: metrics.accept_errors.with_label_values(&["proxy"]),
             clients: RefCell::new(HashMap::new()),
             closing: Cell::new(false),
+            listener: Cell::new(0),
             conns: RefCell::new(Vec::new()),
         }
     }
@@ -319,10 +323,23 @@ impl Worker {
         }
     }
 
-    /// The worker is shutting down.
+    /// `conn` closes after its current request: the worker is shutting down, or the proxy
+    /// moved to another address since `conn` was accepted (one `Cell` compare more).
     #[inline]
-    pub(crate) fn closing(&self) -> bool {
-        self.closing.get()
+    pub(crate) fn closing(&self, conn: &ConnInfo) -> bool {
+        self.closing.get() || conn.listener != self.listener.get()
+    }
+
+    /// The proxy moved to another address ([`run`] swapped the listener): the connections
+    /// accepted on the old one close after their current request, as at shutdown, and those
+    /// waiting between requests are woken to close now.
+    fn moved(&self) {
+        self.listener.set(self.listener.get().wrapping_add(1));
+        for conn in self.conns.borrow().iter() {
+            if let Some(waker) = conn.upgrade().and_then(|c| c.waker.borrow_mut().take()) {
+                waker.wake();
+            }
+        }
     }
 
     /// A connection waits between requests: a shutdown wakes it through `waker` (stored once per
@@ -761,6 +778,8 @@ pub(crate) struct ConnInfo {
     waiting: Cell<u32>,
     /// Wakes the connection's task while it waits between requests (HTTP/1), for a shutdown.
     waker: RefCell<Option<Waker>>,
+    /// The worker's listener it was accepted on ([`Worker::closing`]).
+    listener: u32,
 }
 
 /// Handles one request: route, count, rewrite, forward, stream back.
@@ -836,7 +855,8 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 /// HTTP/2 connections get a GOAWAY.
 ///
 /// A listener that arrives on `rebind` (the proxy moved to another address) replaces the one
-/// accepted on: the old one is closed, the connections it gave go on.
+/// accepted on: the old one is closed, and the HTTP/1 connections it gave end as at shutdown
+/// (after their current request); HTTP/2 ones go on until they end or idle out.
 pub(crate) fn run(
     worker: Worker,
     listener: std::net::TcpListener,
@@ -874,7 +894,10 @@ pub(crate) fn run(
             tokio::select! {
                 accepted = listener.accept() => serve(&h2, &graceful, &worker, accepted),
                 Some(new) = rebind.recv() => match TcpListener::from_std(new) {
-                    Ok(new) => drop(listener.replace(new)),
+                    Ok(new) => {
+                        drop(listener.replace(new));
+                        worker.moved();
+                    }
                     Err(err) => tracing::error!(%err, worker = worker.index, "cannot accept on the new proxy address; the old one is kept"),
                 },
                 _ = shutdown.changed() => break,
@@ -921,6 +944,7 @@ fn serve(
         route: RefCell::new(RouteMemo::default()),
         waiting: Cell::new(0),
         waker: RefCell::new(None),
+        listener: worker.listener.get(),
     });
     worker.track(&info);
     let worker = Rc::clone(worker);
