@@ -26,15 +26,16 @@
 //!   declared instance whose `num_requests` changed); budgets drawn before are kept;
 //! * `runtime.max_concurrent_kills`: more places go to waiting kills at once; fewer are taken
 //!   back as kills in progress end (none is cut short);
+//! * `runtime.stop_grace` and `runtime.start_timeout`, for stops and starts that begin from then
+//!   on (with docker, a stop grace is cut to what the engine client's request timeout, set at
+//!   start from the stop grace then, leaves room for; a warning says so);
 //! * `shutdown`, which the next SIGTERM follows.
 //!
 //! Read at start only, each named in a warning when a reload changes it: `proxy.workers`,
 //! `proxy.base_domain`, `proxy.max_connections_per_worker`, `proxy.balance` (a group keeps the
 //! balance it was made with), every other `admin.*` key (the admin server's token, guard and
-//! limits are built once), `store.path`, and the runtime backend's own keys:
-//! `runtime.kind`, `runtime.docker_host`, `runtime.images`, `runtime.default_port`,
-//! `runtime.stop_grace` and `runtime.start_timeout` (the backend holds them from its start; the
-//! Docker client's request timeout is derived from `stop_grace`).
+//! limits are built once), `store.path`, and the runtime backend's own keys (it is built with
+//! them): `runtime.kind`, `runtime.docker_host`, `runtime.images`, `runtime.default_port`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -285,8 +286,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("store.path", old.store.path != new.store.path),
         ("runtime.kind", kind(&a.kind).0 != kind(&b.kind).0),
         ("runtime.docker_host", kind(&a.kind).1 != kind(&b.kind).1),
-        ("runtime.stop_grace", a.stop_grace != b.stop_grace),
-        ("runtime.start_timeout", a.start_timeout != b.start_timeout),
         ("runtime.default_port", a.default_port != b.default_port),
         ("runtime.images", a.images != b.images),
     ];

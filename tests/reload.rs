@@ -51,6 +51,17 @@ async fn reload_ok(server: &Server) -> Option<f64> {
     )
 }
 
+/// Writes `text` as the configuration file and waits until a reload of it succeeded.
+async fn reload_with(server: &Server, text: &str) {
+    let before = reloaded_at(server).await;
+    replace_config(server, text);
+    server
+        .eventually(10, "the file reloaded", async || {
+            reloaded_at(server).await != before
+        })
+        .await;
+}
+
 /// When the last reload that succeeded was.
 async fn reloaded_at(server: &Server) -> Option<f64> {
     let metrics = server.metrics().await;
@@ -576,8 +587,9 @@ async fn a_new_admin_listen_address_is_taken_over_on_reload() {
     );
 }
 
-/// Issue 15: `defaults.drain_timeout`, `autokill.jitter` and `runtime.max_concurrent_kills`
-/// apply on reload (no warning); keys that need a restart are named one by one.
+/// Issue 15: `defaults.drain_timeout`, `autokill.jitter`, `runtime.max_concurrent_kills`,
+/// `stop_grace` and `start_timeout` apply on reload (no warning); keys that need a restart
+/// are named one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_settings_apply_on_reload_and_restart_keys_are_named() {
     use tokio::io::AsyncWriteExt;
@@ -598,7 +610,6 @@ async fn controller_settings_apply_on_reload_and_restart_keys_are_named() {
                     == "running"
         })
         .await;
-    let before = reloaded_at(&server).await;
     let text = config_of(&server)
         .replace("drain_timeout: 30s", "drain_timeout: 1s")
         .replace(
@@ -606,13 +617,10 @@ async fn controller_settings_apply_on_reload_and_restart_keys_are_named() {
             "stop_grace: 3s\n  max_concurrent_kills: 3",
         )
         .replace("start_timeout: 5s", "start_timeout: 6s")
+        .replace("autokill.redb", "elsewhere.redb")
+        .replacen("admin:\n", "admin:\n  max_body_size: 64KiB\n", 1)
         + "autokill:\n  jitter: 0.5\nshutdown: leave_instances\n";
-    replace_config(&server, &text);
-    server
-        .eventually(10, "the file reloaded", async || {
-            reloaded_at(&server).await != before
-        })
-        .await;
+    reload_with(&server, &text).await;
     assert_eq!(reload_ok(&server).await, Some(1.0));
 
     // drain_timeout: one's budget is spent while a request is in flight; the drain gives up
@@ -654,7 +662,7 @@ async fn controller_settings_apply_on_reload_and_restart_keys_are_named() {
 
     // Named by key: what needs a restart; nothing about what applied.
     let log = server.log();
-    for key in ["runtime.stop_grace", "runtime.start_timeout"] {
+    for key in ["store.path", "admin.max_body_size"] {
         assert!(
             log.lines()
                 .any(|l| l.contains(key) && l.contains("next start")),
@@ -664,6 +672,8 @@ async fn controller_settings_apply_on_reload_and_restart_keys_are_named() {
     for key in [
         "drain_timeout",
         "max_concurrent_kills",
+        "stop_grace",
+        "start_timeout",
         "jitter",
         "shutdown",
         "key=\"runtime\"",
@@ -673,22 +683,86 @@ async fn controller_settings_apply_on_reload_and_restart_keys_are_named() {
     }
 }
 
+/// Issue 15: `runtime.stop_grace` and `runtime.start_timeout` apply on reload to the stops and
+/// starts that begin afterwards: both 30 s at start, 1 s after the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_timeouts_apply_on_reload() {
+    let server = Server::start_logged(|dir| {
+        let runtime = hello_runtime(dir, "")
+            .replace("stop_grace: 2s", "stop_grace: 30s")
+            .replace("start_timeout: 5s", "start_timeout: 30s");
+        // silent never listens; stubborn's shell ignores SIGTERM (its hello does not) and
+        // lives on until the SIGKILL that follows the stop grace.
+        format!(
+            "{runtime}    silent:\n      command: [sleep, \"300\"]\n    stubborn:\n      command: [sh, -c, \"trap '' TERM; {{autokill}} hello --listen 127.0.0.1:{{port}} --name {{name}} & while :; do sleep 1; done\"]\n"
+        )
+    })
+    .await;
+    let create = async |name: &str, image: &str| {
+        let (status, v) = server
+            .api(
+                "POST",
+                "/v1/instances",
+                serde_json::json!({"name": name, "image": image, "autostart": true}),
+            )
+            .await;
+        assert!(status.is_success(), "{v}");
+    };
+    let state = async |name: &str| {
+        server.admin_json(&format!("/v1/instances/{name}")).await["data"]["instances"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    create("stubborn", "stubborn").await;
+    server
+        .eventually(20, "stubborn running", async || {
+            state("stubborn").await == "running"
+        })
+        .await;
+    let text = config_of(&server)
+        .replace("stop_grace: 30s", "stop_grace: 1s")
+        .replace("start_timeout: 30s", "start_timeout: 1s");
+    reload_with(&server, &text).await;
+    let (status, v) = server
+        .api(
+            "PUT",
+            "/v1/instances/stubborn/stop",
+            serde_json::Value::Null,
+        )
+        .await;
+    assert!(status.is_success(), "{v}");
+    server
+        .eventually(8, "stubborn stopped after the new stop_grace", async || {
+            state("stubborn").await == "stopped"
+        })
+        .await;
+    create("silent", "silent").await;
+    server
+        .eventually(
+            8,
+            "silent failed its start after the new start_timeout",
+            async || state("silent").await == "stopped",
+        )
+        .await;
+    let log = server.log();
+    assert!(
+        !log.contains("stop_grace") && !log.contains("start_timeout"),
+        "{log}"
+    );
+}
+
 /// Issue 15: `shutdown` applies on reload: a server started with `stop_instances` (the process
 /// runtime's default) and reloaded with `leave_instances` leaves its instances running at
 /// SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shutdown_setting_applies_on_reload() {
     let mut server = serving_one().await;
-    let before = reloaded_at(&server).await;
-    replace_config(
+    reload_with(
         &server,
         &(config_of(&server) + "shutdown: leave_instances\n"),
-    );
-    server
-        .eventually(10, "the file reloaded", async || {
-            reloaded_at(&server).await != before
-        })
-        .await;
+    )
+    .await;
     let pids = server.instance_pids();
     assert!(!pids.is_empty(), "one's process");
     assert!(server.terminate().success());

@@ -1,6 +1,6 @@
 //! The controller's settings that a configuration reload changes while it runs
-//! ([`Command::Settings`](super::Command::Settings)), and the kill places whose number is one
-//! of them.
+//! ([`Command::Settings`](super::Command::Settings)): its own, the runtime's timeouts it hands
+//! on, and the kill places whose number is one of them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,10 @@ pub struct LiveSettings {
     pub autokill: AutokillConfig,
     /// `runtime.max_concurrent_kills`.
     pub max_concurrent_kills: usize,
+    /// `runtime.stop_grace`, for stops that begin from now on.
+    pub stop_grace: Duration,
+    /// `runtime.start_timeout`, for starts that begin from now on.
+    pub start_timeout: Duration,
 }
 
 impl LiveSettings {
@@ -28,6 +32,8 @@ impl LiveSettings {
             drain_timeout: config.defaults.drain_timeout,
             autokill: config.autokill,
             max_concurrent_kills: config.runtime.max_concurrent_kills,
+            stop_grace: config.runtime.stop_grace,
+            start_timeout: config.runtime.start_timeout,
         }
     }
 }
