@@ -69,7 +69,7 @@ fn worker_count(cfg: &ProxyConfig) -> usize {
 pub struct Proxy {
     addr: SocketAddr,
     workers: usize,
-    shutdown: watch::Sender<bool>,
+    control: Arc<watch::Sender<worker::Control>>,
     threads: Vec<JoinHandle<()>>,
     settings: ProxySettings,
 }
@@ -83,8 +83,11 @@ pub struct Proxy {
 pub struct ProxySettings {
     shared: Arc<ArcSwap<worker::Settings>>,
     cap: usize,
-    /// Each worker's way to a listener on a new address ([`ProxySettings::rebind`]).
-    rebind: Arc<[mpsc::UnboundedSender<std::net::TcpListener>]>,
+    /// Tells the workers to look at their slot in `moves` ([`ProxySettings::rebind`]); weak,
+    /// so that the workers still end when the [`Proxy`] is dropped.
+    control: std::sync::Weak<watch::Sender<worker::Control>>,
+    /// Each worker's listener on a new address, until it takes it.
+    moves: worker::Moves,
 }
 
 impl ProxySettings {
@@ -107,11 +110,19 @@ impl ProxySettings {
     /// address's accept queue held but no worker had accepted yet is reset. Returns the address
     /// bound (port 0 resolved).
     pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-        let (listeners, bound) = bind_all(addr, self.rebind.len())?;
-        for (worker, listener) in self.rebind.iter().zip(listeners) {
-            // A worker that is gone (shutting down) has nothing to move.
-            let _ = worker.send(listener);
+        let (listeners, bound) = bind_all(addr, self.moves.len())?;
+        for (slot, listener) in self.moves.iter().zip(listeners) {
+            // A listener a worker has not taken yet (two moves in a row) is replaced.
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(listener);
+            }
         }
+        // Through the watch the workers poll anyway, so that a move costs nothing per request.
+        let control = self
+            .control
+            .upgrade()
+            .ok_or_else(|| std::io::Error::other("the proxy has stopped"))?;
+        control.send_modify(|c| c.moves += 1);
         Ok(bound)
     }
 
@@ -155,9 +166,9 @@ impl Proxy {
             4 * workers as u64,
         );
         let (listeners, addr) = bind_all(cfg.listen, workers)?;
-        let (rebind, rebound): (Vec<_>, Vec<_>) =
-            (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
-        let (shutdown, rx) = watch::channel(false);
+        let moves: worker::Moves = (0..workers).map(|_| Default::default()).collect();
+        let (control, rx) = watch::channel(worker::Control::default());
+        let control = Arc::new(control);
         let settings = ProxySettings {
             shared: Arc::new(ArcSwap::from_pointee(worker::Settings::new(
                 cfg,
@@ -165,23 +176,25 @@ impl Proxy {
                 cap,
             ))),
             cap,
-            rebind: rebind.into(),
+            control: Arc::downgrade(&control),
+            moves: Arc::clone(&moves),
         };
         let mut threads = Vec::with_capacity(workers);
-        for (index, (listener, rebound)) in listeners.into_iter().zip(rebound).enumerate() {
-            let (table, events, settings, metrics, rx) = (
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (table, events, settings, metrics, rx, moves) = (
                 Arc::clone(&table),
                 events.clone(),
                 Arc::clone(&settings.shared),
                 metrics.clone(),
                 rx.clone(),
+                Arc::clone(&moves),
             );
             let thread = std::thread::Builder::new()
                 .name(format!("autokill-proxy-{index}"))
                 .spawn(move || {
                     // The worker is `Rc`-based: it is built on, and never leaves, its own thread.
                     let worker = worker::Worker::new(index, table, events, settings, metrics);
-                    if let Err(err) = worker::run(worker, listener, rebound, rx) {
+                    if let Err(err) = worker::run(worker, listener, moves, rx) {
                         tracing::error!(%err, worker = index, "proxy worker failed");
                     }
                 })?;
@@ -191,7 +204,7 @@ impl Proxy {
         Ok(Proxy {
             addr,
             workers,
-            shutdown,
+            control,
             threads,
             settings,
         })
@@ -215,7 +228,7 @@ impl Proxy {
     /// Stops accepting, lets open connections finish (bounded by the shutdown grace), and waits for
     /// the workers to end.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.control.send_modify(|c| c.closing = true);
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {

@@ -849,19 +849,34 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
-/// Runs the worker on the current thread until `shutdown` turns true, then lets open
+/// What the proxy tells its workers, through a `watch` they poll anyway: shut down, or take
+/// the listener waiting in your slot of [`Moves`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Control {
+    /// Stop accepting and let open connections finish.
+    pub closing: bool,
+    /// Bumped by each move to another address.
+    pub moves: u64,
+}
+
+/// Each worker's listener on a new address, by worker index, until the worker takes it (a
+/// lock taken once per move, never per request).
+pub(crate) type Moves = Arc<[std::sync::Mutex<Option<std::net::TcpListener>>]>;
+
+/// Runs the worker on the current thread until `control` says closing, then lets open
 /// connections finish for up to the shutdown grace: HTTP/1 connections end after their current
 /// request (answered with `Connection: close`) and at once when they wait between requests;
 /// HTTP/2 connections get a GOAWAY.
 ///
-/// A listener that arrives on `rebind` (the proxy moved to another address) replaces the one
-/// accepted on: the old one is closed, and the HTTP/1 connections it gave end as at shutdown
-/// (after their current request); HTTP/2 ones go on until they end or idle out.
+/// A listener that arrives in the worker's slot of `moves` (the proxy moved to another
+/// address) replaces the one accepted on: the old one is closed, and the HTTP/1 connections it
+/// gave end as at shutdown (after their current request); HTTP/2 ones go on until they end or
+/// idle out.
 pub(crate) fn run(
     worker: Worker,
     listener: std::net::TcpListener,
-    mut rebind: mpsc::UnboundedReceiver<std::net::TcpListener>,
-    mut shutdown: watch::Receiver<bool>,
+    moves: Moves,
+    mut control: watch::Receiver<Control>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -890,17 +905,27 @@ pub(crate) fn run(
             }
         });
 
+        // The main future of the worker's `LocalSet` is polled whenever any of its tasks was
+        // woken, that is for every request: what it waits on must cost nothing when idle.
         loop {
             tokio::select! {
                 accepted = listener.accept() => serve(&h2, &graceful, &worker, accepted),
-                Some(new) = rebind.recv() => match TcpListener::from_std(new) {
-                    Ok(new) => {
-                        drop(listener.replace(new));
-                        worker.moved();
+                changed = control.changed() => {
+                    if changed.is_err() || control.borrow_and_update().closing {
+                        break;
                     }
-                    Err(err) => tracing::error!(%err, worker = worker.index, "cannot accept on the new proxy address; the old one is kept"),
-                },
-                _ = shutdown.changed() => break,
+                    let new = moves
+                        .get(worker.index)
+                        .and_then(|slot| slot.lock().ok()?.take());
+                    match new.map(TcpListener::from_std) {
+                        Some(Ok(new)) => {
+                            drop(listener.replace(new));
+                            worker.moved();
+                        }
+                        Some(Err(err)) => tracing::error!(%err, worker = worker.index, "cannot accept on the new proxy address; the old one is kept"),
+                        None => {}
+                    }
+                }
             }
         }
         let drained = listener.drained();
