@@ -103,6 +103,13 @@ impl Listener {
         }
     }
 
+    /// Accepts from `inner` from now on, keeping the cap and the connections accepted so far
+    /// (a listener moved to another address); returns the old socket, which stops accepting
+    /// once dropped.
+    pub fn replace(&mut self, inner: TcpListener) -> TcpListener {
+        std::mem::replace(&mut self.inner, inner)
+    }
+
     /// A future that ends once every connection accepted so far has ended (all places under the
     /// cap are free), for a shutdown that waits for them.
     pub fn drained(&self) -> impl Future<Output = ()> + 'static {

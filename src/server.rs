@@ -169,26 +169,28 @@ pub async fn serve(
         )),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_listener = net::Listener::new(
-        admin_listener,
-        net::connection_cap(config.admin.max_connections, open_files, 16),
-        "admin",
-        metrics.accept_errors.with_label_values(&["admin"]),
-    );
-    let admin_config = config.admin.clone();
+    let listen = admin::AdminListen {
+        cfg: config.admin.clone(),
+        cap: net::connection_cap(config.admin.max_connections, open_files, 16),
+        errors: metrics.accept_errors.with_label_values(&["admin"]),
+    };
+    // A reload that changes `admin.listen` sends the new listener here.
+    let (admin_moves, moves) = mpsc::unbounded_channel();
     let admin = tokio::spawn(async move {
-        let app = admin::router(admin_state);
-        admin::serve(admin_listener, app, &admin_config, async move {
+        admin::serve_moving(admin_listener, admin_state, listen, moves, async move {
             let _ = admin_stopped.await;
         })
         .await;
     });
+    // The configuration in force: a reload changes it (the shutdown below reads it).
+    let running = Arc::new(arc_swap::ArcSwap::from_pointee(config.clone()));
     match path {
         Some(path) => crate::reload::spawn(
             path,
-            config.clone(),
+            Arc::clone(&running),
             commands_tx.clone(),
             proxy.settings(),
+            admin_moves,
             metrics.clone(),
         ),
         None => tracing::info!("running on the embedded configuration: nothing to reload"),
@@ -223,12 +225,14 @@ pub async fn serve(
     let _ = ctl.await;
     // Stopping them here (the process runtime's default) leaves nothing behind; with
     // `leave_instances` (docker's default) the next start adopts the containers, or removes and
-    // restarts the processes (a process of an earlier run cannot be adopted).
-    if config.shutdown == crate::config::Shutdown::StopInstances {
+    // restarts the processes (a process of an earlier run cannot be adopted). As the last
+    // reload left `shutdown` and `runtime.max_concurrent_kills`.
+    let running = running.load();
+    if running.shutdown == crate::config::Shutdown::StopInstances {
         // Concurrently: one after another would add up their stop grace periods. At most
         // `runtime.max_concurrent_kills` at once, as while running.
         let kills = Arc::new(tokio::sync::Semaphore::new(
-            config.runtime.max_concurrent_kills.max(1),
+            running.runtime.max_concurrent_kills.max(1),
         ));
         let mut deletes = tokio::task::JoinSet::new();
         for inst in &published.view.load().instances {

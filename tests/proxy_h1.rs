@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, read_response, start_solo as start};
+use common::{Server, hello_runtime, read_response, start_solo as start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -172,6 +172,106 @@ async fn limits_are_answered_and_nothing_is_forwarded() {
         .expect("write");
     let resp = read_all(&mut s, 10).await;
     assert!(resp.starts_with("HTTP/1.1 200 "), "{resp}");
+}
+
+/// `max_body_bytes` of a group and of an instance (issue 15): instance over group over the
+/// proxy's. A `Content-Length` above the routed instance's limit is 413 with nothing forwarded
+/// and nothing counted; a chunked body that grows past it is cut off with 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_and_instance_body_limits() {
+    let server = Server::start_with(
+        |dir| {
+            format!(
+                "{}service_groups:\n  - name: grp\n    domains: [grp]\n    max_body_bytes: 20\n    instances:\n      - {{name: member, image: hello}}\n      - {{name: roomy, image: hello, max_body_bytes: 0}}\n  - name: tight\n    domains: [tight]\n    max_body_bytes: 5\n    instances:\n      - {{name: t1, image: hello}}\ninstances:\n  - {{name: solo, image: hello, max_body_bytes: 10}}\n  - {{name: plain, image: hello}}\n",
+                hello_runtime(dir, "")
+            )
+        },
+        "  max_body_bytes: 30\n",
+    )
+    .await;
+    for name in ["member", "roomy", "t1", "solo", "plain"] {
+        server
+            .eventually(10, "instances running", async || {
+                server.admin_json(&format!("/v1/instances/{name}")).await["data"]["instances"][0]
+                    ["state"]
+                    == "running"
+            })
+            .await;
+    }
+    let count = async |name: &str| {
+        server.admin_json(&format!("/v1/instances/{name}")).await["data"]["instances"][0]
+            ["requests"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+    };
+    let post = async |host: &str, path: &str, len: usize| {
+        let mut s = TcpStream::connect(server.proxy).await.expect("connect");
+        let body = "x".repeat(len);
+        let _ = s
+            .write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{body}"
+                )
+                .as_bytes(),
+            )
+            .await;
+        let resp = read_all(&mut s, 10).await;
+        resp.split(' ').nth(1).unwrap_or("").to_owned()
+    };
+    // (host, body length, status)
+    let cases = [
+        ("solo.localhost", 11, "413"), // the instance's 10 wins over the proxy's 30
+        ("solo.localhost", 10, "200"),
+        ("member.localhost", 21, "413"), // the group's 20, by the member's own name too
+        ("member.localhost", 20, "200"),
+        ("plain.localhost", 31, "413"), // neither sets one: the proxy's 30
+        ("plain.localhost", 30, "200"),
+        ("roomy.localhost", 1000, "200"), // 0 = no limit, whatever group and proxy say
+    ];
+    for (host, len, status) in cases {
+        let path = format!("/{len}");
+        assert_eq!(
+            post(host, &path, len).await,
+            status,
+            "{host} with {len} bytes"
+        );
+    }
+    // A request to a group whose members all refuse the body: 413, to the group's domain too.
+    assert_eq!(post("tight.localhost", "/6", 6).await, "413");
+    assert_eq!(post("tight.localhost", "/5", 5).await, "200");
+    // A member that takes the body (roomy, no limit) gets it when another (member) would not.
+    for _ in 0..2 {
+        assert_eq!(post("grp.localhost", "/mid", 25).await, "200");
+    }
+    assert_eq!(server.upstream_log("solo"), ["POST /10"]);
+    assert_eq!(server.upstream_log("member"), ["POST /20"]);
+    assert_eq!(server.upstream_log("plain"), ["POST /30"]);
+    assert_eq!(
+        server.upstream_log("roomy"),
+        ["POST /1000", "POST /mid", "POST /mid"]
+    );
+    assert_eq!(server.upstream_log("t1"), ["POST /5"]);
+    assert_eq!(count("solo").await, 1, "a refused body is not counted");
+    assert_eq!(count("member").await, 1);
+    assert_eq!(count("plain").await, 1);
+    assert_eq!(count("t1").await, 1);
+    // A chunked body that grows past the limit is cut off with 413: the instance's own (solo),
+    // its group's (member), the proxy's (plain).
+    for (host, chunks) in [
+        ("solo.localhost", 2),
+        ("member.localhost", 3),
+        ("plain.localhost", 4),
+    ] {
+        let mut s = TcpStream::connect(server.proxy).await.expect("connect");
+        let body = "8\r\n01234567\r\n".repeat(chunks);
+        s.write_all(
+            format!("POST /chunked HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n{body}0\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+        let resp = read_all(&mut s, 10).await;
+        assert!(resp.starts_with("HTTP/1.1 413 "), "{host}: {resp}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,7 @@
 //! [`serve`] runs the router on its own accept loop with the proxy's protections ([`crate::net`]):
 //! a connection cap, a header read timeout from accept, an idle timeout, back-off when files run
 //! out.
+//! [`serve_moving`] runs it on the configured listener, and on each new one a reload binds.
 
 mod challenge;
 mod guard;
@@ -358,6 +359,59 @@ pub async fn serve(
     {
         tracing::warn!("admin connections still open after the shutdown grace; closing them");
     }
+}
+
+/// The admin listener's settings [`serve_moving`] needs.
+#[derive(Debug, Clone)]
+pub struct AdminListen {
+    /// The admin configuration the server started with.
+    pub cfg: AdminConfig,
+    /// Connections served at once, per listener.
+    pub cap: usize,
+    /// Counts failed accepts.
+    pub errors: prometheus::IntCounter,
+}
+
+/// Serves the admin API on `listener` until `stop` resolves, and moves to each listener that
+/// `moves` brings (a reload that changed `admin.listen`): a server starts on the new listener,
+/// its Host guard built for the new address, and the one on the old listener stops as at
+/// shutdown (it accepts no more; requests in progress finish, at most [`SHUTDOWN_GRACE`]).
+pub async fn serve_moving(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    listen: AdminListen,
+    mut moves: tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpListener>,
+    stop: impl Future<Output = ()>,
+) {
+    let mut servers = tokio::task::JoinSet::new();
+    let mut start = |listener: tokio::net::TcpListener| {
+        let mut state = state.clone();
+        if let Ok(addr) = listener.local_addr() {
+            state.hosts = Arc::new(Hosts::new(addr, &listen.cfg.allowed_hosts));
+        }
+        let listener = net::Listener::new(listener, listen.cap, "admin", listen.errors.clone());
+        let cfg = listen.cfg.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        servers.spawn(async move {
+            serve(listener, router(state), &cfg, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        stop
+    };
+    let mut current = start(listener);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            Some(listener) = moves.recv() => {
+                let _ = std::mem::replace(&mut current, start(listener)).send(());
+            }
+            () = &mut stop => break,
+        }
+    }
+    let _ = current.send(());
+    while servers.join_next().await.is_some() {}
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

@@ -99,7 +99,8 @@ pub struct ProxyConfig {
     pub max_header_fields: usize,
     /// Longest request target in bytes: 414 beyond.
     pub max_uri_bytes: usize,
-    /// Largest request body in bytes (413 beyond); `None` = no limit.
+    /// Largest request body in bytes (413 beyond) of an instance whose group and itself set
+    /// none; `None` = no limit.
     pub max_body_bytes: Option<u64>,
     /// Requests one client connection carries before the proxy closes it; 0 = no limit.
     pub max_requests_per_connection: u64,
@@ -251,6 +252,40 @@ pub struct GroupConfig {
     pub autokill_time: Option<Duration>,
     /// Instances that belong to the group.
     pub instances: Vec<InstanceConfig>,
+    /// Largest request body its instances take (those that set none of their own).
+    pub max_body_bytes: BodyLimit,
+}
+
+/// A group's or an instance's own request body limit (`max_body_bytes`), which takes
+/// precedence: instance over group over `proxy.max_body_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyLimit {
+    /// Not set: the group's, else the proxy's limit applies.
+    #[default]
+    Inherit,
+    /// No limit, whatever the group or the proxy say (`0` in the file).
+    Unlimited,
+    /// At most this many bytes.
+    Bytes(u64),
+}
+
+impl BodyLimit {
+    /// This limit, else `outer` (the group's, for an instance).
+    pub fn or(self, outer: BodyLimit) -> BodyLimit {
+        match self {
+            BodyLimit::Inherit => outer,
+            own => own,
+        }
+    }
+
+    /// As the proxy's route target carries it: `None` = the proxy's limit applies.
+    pub fn bytes(self) -> Option<u64> {
+        match self {
+            BodyLimit::Inherit => None,
+            BodyLimit::Unlimited => Some(u64::MAX),
+            BodyLimit::Bytes(n) => Some(n),
+        }
+    }
 }
 
 /// One instance declared in the file.
@@ -266,6 +301,8 @@ pub struct InstanceConfig {
     pub restart_policy: RestartPolicy,
     /// Whether a stopped instance is destroyed, by exit code.
     pub autodestroy: Autodestroy,
+    /// Largest request body the instance takes; [`BodyLimit::Inherit`] = its group's.
+    pub max_body_bytes: BodyLimit,
 }
 
 /// `autokill: {num_requests, time}`; zero or absent disables a trigger.

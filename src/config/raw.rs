@@ -87,15 +87,16 @@ pub(crate) struct RawProxy {
     pub response_write_timeout: Option<Spanned<RawDuration>>,
     /// How a group picks one of its instances. Default `round_robin`.
     pub balance: Option<RawBalance>,
-    /// Longest request head (request line and fields) in bytes: 431 beyond. Default 65536,
-    /// 1024 to 1048576.
-    pub max_header_bytes: Option<Spanned<u64>>,
+    /// Longest request head (request line and fields), a size (`64KiB`, or a whole number of
+    /// bytes): 431 beyond. Default `64KiB`, `1KiB` to `1MiB`.
+    pub max_header_bytes: Option<Spanned<RawSize>>,
     /// Most header fields in a request: 431 beyond. Default 100, 1 to 512.
     pub max_header_fields: Option<Spanned<u64>>,
-    /// Longest request target in bytes: 414 beyond. Default 8192, 16 to 1048576.
-    pub max_uri_bytes: Option<Spanned<u64>>,
-    /// Largest request body in bytes: 413 beyond; 0 = no limit. Default 0.
-    pub max_body_bytes: Option<Spanned<u64>>,
+    /// Longest request target, a size: 414 beyond. Default `8KiB`, 16 bytes to `1MiB`.
+    pub max_uri_bytes: Option<Spanned<RawSize>>,
+    /// Largest request body, a size: 413 beyond; 0 = no limit. Default 0. A group or an
+    /// instance may set its own.
+    pub max_body_bytes: Option<Spanned<RawSize>>,
     /// Requests one client connection carries before the proxy closes it; 0 = no limit.
     /// Default 0.
     pub max_requests_per_connection: Option<Spanned<u64>>,
@@ -241,6 +242,9 @@ pub(crate) struct RawGroup {
     pub autokill: Option<RawGroupAutokill>,
     /// The group's instances. Default: none.
     pub instances: Option<Vec<RawInstance>>,
+    /// Largest request body its instances take, a size; 0 = no limit. Default: the proxy's
+    /// `max_body_bytes`; an instance's own setting wins.
+    pub max_body_bytes: Option<Spanned<RawSize>>,
 }
 
 /// `service_groups[].autokill`
@@ -265,6 +269,9 @@ pub(crate) struct RawInstance {
     pub restart_policy: Option<Spanned<RawRestartPolicy>>,
     /// `OFF`, `ON_FAILURE`, `ON_SUCCESS` or `ALWAYS` (lower case accepted). Default `OFF`.
     pub autodestroy: Option<Spanned<RawAutodestroy>>,
+    /// Largest request body the instance takes, a size; 0 = no limit. Default: its group's,
+    /// else the proxy's `max_body_bytes`.
+    pub max_body_bytes: Option<Spanned<RawSize>>,
 }
 
 /// `...instances[].autokill`

@@ -135,6 +135,7 @@ fn the_embedded_sample_is_what_the_docs_say() {
         },
         restart_policy: RestartPolicy::Never,
         autodestroy: Autodestroy::Off,
+        max_body_bytes: BodyLimit::Inherit,
     };
     let mut want = defaults();
     want.runtime.images.insert(
@@ -160,6 +161,7 @@ fn the_embedded_sample_is_what_the_docs_say() {
         domains: vec!["hello.localhost".into()],
         autokill_time: None,
         instances: vec![hello("hello-1"), hello("hello-2")],
+        max_body_bytes: BodyLimit::Inherit,
     });
     assert_eq!(config, want);
 }
@@ -179,10 +181,10 @@ proxy:
   max_connections_per_worker: 100
   request_body_timeout: 5s
   response_write_timeout: 7s
-  max_header_bytes: 4096
+  max_header_bytes: 4KiB
   max_header_fields: 20
   max_uri_bytes: 1000
-  max_body_bytes: 1048576
+  max_body_bytes: 1MiB
   max_requests_per_connection: 1000
   balance: least_inflight
 admin:
@@ -214,18 +216,21 @@ service_groups:
   - name: web
     domains: [www, Example.ORG.]
     autokill: {time: 1h}
+    max_body_bytes: 2MB
     instances:
       - name: web-1
         image: nginx
         autokill: {num_requests: 10, time: 0}
         restart_policy: on-failure
         autodestroy: on_success
+        max_body_bytes: 0
 instances:
   - name: solo
     image: plain
     autokill: {time: "0s"}
     restart_policy: always
     autodestroy: OFF
+    max_body_bytes: 512
   - name: solo-2
     image: plain
     autokill: {num_requests: 0, time: 2h}
@@ -311,7 +316,9 @@ shutdown: leave_instances
                 },
                 restart_policy: RestartPolicy::OnFailure,
                 autodestroy: Autodestroy::OnSuccess,
+                max_body_bytes: BodyLimit::Unlimited,
             }],
+            max_body_bytes: BodyLimit::Bytes(2_000_000),
         }],
         instances: vec![
             InstanceConfig {
@@ -320,6 +327,7 @@ shutdown: leave_instances
                 autokill: Autokill::default(),
                 restart_policy: RestartPolicy::Always,
                 autodestroy: Autodestroy::Off,
+                max_body_bytes: BodyLimit::Bytes(512),
             },
             InstanceConfig {
                 name: "solo-2".into(),
@@ -330,6 +338,7 @@ shutdown: leave_instances
                 },
                 restart_policy: RestartPolicy::Never,
                 autodestroy: Autodestroy::Always,
+                max_body_bytes: BodyLimit::Inherit,
             },
         ],
         shutdown: Shutdown::LeaveInstances,
@@ -497,7 +506,7 @@ fn unknown_keys_are_refused_with_the_expected_ones() {
         10,
         9,
         "service_groups[0].instances[0].colour: unknown key \"colour\" (expected one of: \
-         name, image, autokill, restart_policy, autodestroy)",
+         name, image, autokill, restart_policy, autodestroy, max_body_bytes)",
     );
     refused(
         "runtime:\n  images:\n    hello:\n      cmd: [x]\n",
@@ -726,6 +735,87 @@ fn body_sizes_are_checked() {
         18,
         "admin.max_body_size: expected a size such as \"1MiB\" or a whole number of bytes, \
          found a list",
+    );
+}
+
+/// Every size key takes the same forms as `admin.max_body_size` (a whole number of bytes, or a
+/// number and a unit), with the same refusals; plain integers stay valid.
+#[test]
+fn proxy_sizes_take_units() {
+    let p = ok("proxy:\n  max_header_bytes: 16KiB\n  max_uri_bytes: 2KB\n  max_body_bytes: 1MiB\n")
+        .proxy;
+    assert_eq!(
+        (p.max_header_bytes, p.max_uri_bytes, p.max_body_bytes),
+        (16 << 10, 2_000, Some(1 << 20))
+    );
+    let p =
+        ok("proxy:\n  max_header_bytes: 2048\n  max_uri_bytes: 100\n  max_body_bytes: 0\n").proxy;
+    assert_eq!(
+        (p.max_header_bytes, p.max_uri_bytes, p.max_body_bytes),
+        (2048, 100, None)
+    );
+    refused(
+        "proxy:\n  max_header_bytes: 2MiB\n",
+        2,
+        21,
+        "proxy.max_header_bytes: 2 MiB is out of range; use 1 KiB to 1 MiB",
+    );
+    refused(
+        "proxy:\n  max_uri_bytes: 8\n",
+        2,
+        18,
+        "proxy.max_uri_bytes: 8 bytes is out of range; use 16 bytes to 1 MiB",
+    );
+    refused(
+        "proxy:\n  max_body_bytes: 1mb\n",
+        2,
+        19,
+        "proxy.max_body_bytes: \"1mb\": unknown unit \"mb\" (units: B, KiB, MiB, GiB, KB, MB, GB)",
+    );
+    refused(
+        "proxy:\n  max_body_bytes: -1\n",
+        2,
+        19,
+        "proxy.max_body_bytes: \"-1\" is not a size; write a whole number of bytes or e.g. \
+         \"64KiB\", \"1MiB\" (units: B, KiB, MiB, GiB, KB, MB, GB)",
+    );
+}
+
+/// `max_body_bytes` of a group and of an instance: a size, 0 = no limit, absent = inherited;
+/// a bad one is refused at its place, named by its path.
+#[test]
+fn group_and_instance_body_limits() {
+    let c = ok(
+        "runtime:\n  images: {hello: {command: [x]}}\nservice_groups:\n  - name: g\n    max_body_bytes: 64KiB\n    instances:\n      - {name: a, image: hello, max_body_bytes: 0}\n      - {name: b, image: hello}\ninstances:\n  - {name: c, image: hello, max_body_bytes: 100}\n",
+    );
+    let g = &c.service_groups[0];
+    assert_eq!(g.max_body_bytes, BodyLimit::Bytes(64 << 10));
+    assert_eq!(g.instances[0].max_body_bytes, BodyLimit::Unlimited);
+    assert_eq!(g.instances[1].max_body_bytes, BodyLimit::Inherit);
+    assert_eq!(c.instances[0].max_body_bytes, BodyLimit::Bytes(100));
+    assert_eq!(
+        BodyLimit::Inherit.or(BodyLimit::Bytes(5)).bytes(),
+        Some(5),
+        "an instance without a limit takes its group's"
+    );
+    assert_eq!(BodyLimit::Bytes(7).or(BodyLimit::Bytes(5)).bytes(), Some(7));
+    assert_eq!(
+        BodyLimit::Unlimited.or(BodyLimit::Bytes(5)).bytes(),
+        Some(u64::MAX)
+    );
+    assert_eq!(BodyLimit::Inherit.or(BodyLimit::Inherit).bytes(), None);
+    refused(
+        "runtime:\n  images: {hello: {command: [x]}}\nservice_groups:\n  - name: g\n    max_body_bytes: 1.5MiB\n",
+        5,
+        21,
+        "service_groups[0].max_body_bytes: \"1.5MiB\" is not a size; write a whole number of \
+         bytes or e.g. \"64KiB\", \"1MiB\" (units: B, KiB, MiB, GiB, KB, MB, GB)",
+    );
+    refused(
+        "runtime:\n  images: {hello: {command: [x]}}\ninstances:\n  - {name: c, image: hello, max_body_bytes: 5TiB}\n",
+        4,
+        45,
+        "instances[0].max_body_bytes: \"5TiB\": unknown unit \"TiB\" (units: B, KiB, MiB, GiB, KB, MB, GB)",
     );
 }
 

@@ -21,9 +21,9 @@ use super::raw::{
 use super::scalar::RawScalar;
 use super::size::{self, RawSize};
 use super::{
-    AdminConfig, ApiUser, Autodestroy, Autokill, AutokillConfig, Balance, Config, Defaults,
-    GroupConfig, ImageConfig, InstanceConfig, Problem, ProxyConfig, RestartPolicy, RuntimeConfig,
-    RuntimeKind, StoreConfig,
+    AdminConfig, ApiUser, Autodestroy, Autokill, AutokillConfig, Balance, BodyLimit, Config,
+    Defaults, GroupConfig, ImageConfig, InstanceConfig, Problem, ProxyConfig, RestartPolicy,
+    RuntimeConfig, RuntimeKind, StoreConfig,
 };
 
 /// Default `proxy.listen`.
@@ -49,7 +49,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `admin.max_body_size`: nginx's `client_max_body_size`, and far above what a batch of
 /// the API's largest items (1000 per call) takes.
-const MAX_BODY_SIZE: u64 = 1 << 20;
+const MAX_BODY_SIZE: usize = 1 << 20;
 /// Bounds of `admin.max_body_size`: a body is held in memory whole before it is parsed.
 const BODY_SIZE_RANGE: std::ops::RangeInclusive<u64> = (1 << 10)..=(1 << 30);
 /// Default `runtime.max_concurrent_kills`. A kill storm (hundreds of instances spending their
@@ -248,7 +248,7 @@ fn proxy(raw: RawProxy) -> Result<ProxyConfig, Problem> {
             None | Some(RawBalance::RoundRobin) => Balance::RoundRobin,
             Some(RawBalance::LeastInflight) => Balance::LeastInflight,
         },
-        max_header_bytes: within(
+        max_header_bytes: byte_size(
             raw.max_header_bytes.as_ref(),
             "proxy.max_header_bytes",
             64 * 1024,
@@ -260,17 +260,16 @@ fn proxy(raw: RawProxy) -> Result<ProxyConfig, Problem> {
             100,
             1..=crate::proxy::request::MAX_FIELD_SLOTS as u64,
         )?,
-        max_uri_bytes: within(
+        max_uri_bytes: byte_size(
             raw.max_uri_bytes.as_ref(),
             "proxy.max_uri_bytes",
             8 * 1024,
             16..=1 << 20,
         )?,
-        max_body_bytes: raw
-            .max_body_bytes
-            .as_ref()
-            .map(|s| s.value)
-            .filter(|&n| n > 0),
+        max_body_bytes: match body_limit(raw.max_body_bytes.as_ref(), "proxy.max_body_bytes")? {
+            BodyLimit::Bytes(n) => Some(n),
+            BodyLimit::Inherit | BodyLimit::Unlimited => None,
+        },
         max_requests_per_connection: raw
             .max_requests_per_connection
             .as_ref()
@@ -764,6 +763,10 @@ fn group(
             domains,
             autokill_time,
             instances,
+            max_body_bytes: body_limit(
+                raw.max_body_bytes.as_ref(),
+                &format!("{path}.max_body_bytes"),
+            )?,
         },
         domain_places,
     })
@@ -862,6 +865,10 @@ fn instance(
         autokill,
         restart_policy,
         autodestroy,
+        max_body_bytes: body_limit(
+            raw.max_body_bytes.as_ref(),
+            &format!("{path}.max_body_bytes"),
+        )?,
     })
 }
 
@@ -1078,37 +1085,46 @@ fn timeout(
     Ok(duration)
 }
 
-/// A size in bytes within `range`.
-fn byte_size(
+/// A size in bytes within `range` (`default` when absent), as `T` (`usize` for sizes that
+/// index memory, `u64` for body limits).
+fn byte_size<T: TryFrom<u64>>(
     spanned: Option<&Spanned<RawSize>>,
     path: &str,
-    default: u64,
+    default: T,
     range: std::ops::RangeInclusive<u64>,
-) -> Result<usize, Problem> {
-    let bytes = match spanned {
-        None => default,
-        Some(spanned) => {
-            let place = Place::of(spanned);
-            let bytes = spanned
-                .value
-                .to_bytes()
-                .map_err(|why| place.fail(path, why))?;
-            if !range.contains(&bytes) {
-                return Err(place.fail(
-                    path,
-                    format!(
-                        "{} is out of range; use {} to {}",
-                        size::display(bytes),
-                        size::display(*range.start()),
-                        size::display(*range.end())
-                    ),
-                ));
-            }
-            bytes
-        }
+) -> Result<T, Problem> {
+    let Some(spanned) = spanned else {
+        return Ok(default);
     };
-    // Bounded by `range`, which fits in usize on every supported platform.
-    Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
+    let place = Place::of(spanned);
+    let bytes = spanned
+        .value
+        .to_bytes()
+        .map_err(|why| place.fail(path, why))?;
+    if !range.contains(&bytes) {
+        return Err(place.fail(
+            path,
+            format!(
+                "{} is out of range; use {} to {}",
+                size::display(bytes),
+                size::display(*range.start()),
+                size::display(*range.end())
+            ),
+        ));
+    }
+    T::try_from(bytes).map_err(|_| place.fail(path, "too large for this platform"))
+}
+
+/// A request body limit (`max_body_bytes` of the proxy, a group or an instance): a size, 0 = no
+/// limit; absent = inherited.
+fn body_limit(spanned: Option<&Spanned<RawSize>>, path: &str) -> Result<BodyLimit, Problem> {
+    if spanned.is_none() {
+        return Ok(BodyLimit::Inherit);
+    }
+    Ok(match byte_size(spanned, path, 0, 0..=u64::MAX)? {
+        0 => BodyLimit::Unlimited,
+        n => BodyLimit::Bytes(n),
+    })
 }
 
 /// A trigger time: 0 or absent disables it.

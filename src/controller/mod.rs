@@ -7,6 +7,7 @@
 //! publishing a new route table and [`View`].
 
 pub mod api;
+mod live;
 mod persist;
 mod state;
 
@@ -24,6 +25,8 @@ pub use state::services::{
     ServiceState, ServiceView, TERMINATED_RETENTION, Transition, TutumView,
 };
 pub use state::{Group, Instance, State};
+
+pub use live::LiveSettings;
 
 use crate::config::{Autodestroy, Autokill, Config, RestartPolicy};
 use crate::metrics::Metrics;
@@ -106,7 +109,9 @@ impl StopReason {
 
 /// Everything that can change the controller's state.
 #[derive(Debug)]
-#[expect(
+// `allow`, not `expect`: whether the lint fires depends on the size of the next-largest
+// variant (`Settings`), which is not what the reason is about.
+#[allow(
     clippy::large_enum_variant,
     reason = "an API call is moved once through the controller's queue; boxing it would \
               allocate per call to save bytes only while it waits"
@@ -119,6 +124,8 @@ pub enum Command {
         /// Stand-alone instances.
         instances: Vec<crate::config::InstanceConfig>,
     },
+    /// A configuration reload changed settings that apply while running.
+    Settings(LiveSettings),
     /// A launch or start the controller asked for finished.
     Started {
         /// The instance.
@@ -609,9 +616,7 @@ pub async fn run(
     };
     let mut task = Task {
         runtime,
-        kills: Arc::new(tokio::sync::Semaphore::new(
-            config.runtime.max_concurrent_kills.max(1),
-        )),
+        kills: live::KillPlaces::new(config.runtime.max_concurrent_kills),
         published,
         metrics,
         tx: inputs.commands_tx.clone(),
@@ -697,6 +702,11 @@ pub async fn run(
             if let Command::Timer(key) = &cmd {
                 task.armed.remove(key);
             }
+            if let Command::Settings(live) = &cmd {
+                task.kills.resize(live.max_concurrent_kills);
+                task.runtime
+                    .set_timeouts(live.stop_grace, live.start_timeout);
+            }
             retry.extend(cmd.retry_copy());
             effects.extend(state.apply(cmd, clock.now()));
         }
@@ -743,6 +753,7 @@ impl Command {
                 groups: groups.clone(),
                 instances: instances.clone(),
             },
+            Command::Settings(live) => Command::Settings(*live),
             Command::Started {
                 id,
                 attempt,
@@ -793,9 +804,8 @@ fn runtime_command(ev: RuntimeEvent) -> Command {
 /// What the controller task needs to carry out effects.
 struct Task {
     runtime: Arc<dyn Runtime>,
-    /// Places for runtime stops and deletes (`runtime.max_concurrent_kills`): a kill storm
-    /// queues here, in order, instead of asking the engine for everything at once.
-    kills: Arc<tokio::sync::Semaphore>,
+    /// Places for runtime stops and deletes (`runtime.max_concurrent_kills`).
+    kills: live::KillPlaces,
     published: Published,
     metrics: Metrics,
     tx: mpsc::UnboundedSender<Command>,
@@ -930,7 +940,7 @@ impl Task {
                 }
                 Effect::Stop(id) => {
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
-                    let kills = Arc::clone(&self.kills);
+                    let kills = self.kills.semaphore();
                     tokio::spawn(async move {
                         // The semaphore is never closed, so a place always comes.
                         let _place = kills.acquire_owned().await;
@@ -940,7 +950,7 @@ impl Task {
                 }
                 Effect::Delete(id) => {
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
-                    let kills = Arc::clone(&self.kills);
+                    let kills = self.kills.semaphore();
                     tokio::spawn(async move {
                         let _place = kills.acquire_owned().await;
                         let result = runtime.delete(id).await.map_err(|e| e.to_string());

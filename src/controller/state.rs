@@ -512,6 +512,8 @@ pub struct State {
     budgets: AutokillConfig,
     /// The generator the budgets are drawn with.
     rng: fastrand::Rng,
+    /// Request body limits of declared groups and instances.
+    body_limits: body_limits::BodyLimits,
 }
 
 /// `(resource, reason)` labels of kills.
@@ -552,6 +554,7 @@ impl State {
             tombstones: Tombstones::default(),
             budgets: config.autokill,
             rng: fastrand::Rng::new(),
+            body_limits: Default::default(),
         }
     }
 
@@ -583,6 +586,11 @@ impl State {
         let mut fx = Vec::new();
         match cmd {
             Command::Declare { groups, instances } => self.declare(groups, instances, now, &mut fx),
+            Command::Settings(live) => {
+                // The kill places are the task's (see `run`).
+                self.drain_timeout = live.drain_timeout;
+                self.budgets = live.autokill;
+            }
             Command::Started {
                 id,
                 attempt,
@@ -629,6 +637,7 @@ impl State {
         now: SystemTime,
         fx: &mut Vec<Effect>,
     ) {
+        self.body_limits.declare(&groups, &instances);
         // The file says which names are its own from now on (a reload may change them).
         self.declared_names = groups
             .iter()
@@ -680,6 +689,7 @@ impl State {
                 }
             };
             declared_groups.insert(id);
+            self.body_limits.group(id, g.max_body_bytes);
             declared_instances.extend(g.instances.into_iter().map(|i| (i, Some(id))));
         }
         declared_instances.extend(instances.into_iter().map(|i| (i, None)));
@@ -747,6 +757,7 @@ impl State {
         for id in all {
             self.check_group(id, now, fx);
         }
+        self.apply_body_limits();
         fx.push(Effect::Publish);
     }
 
@@ -896,6 +907,7 @@ impl State {
         fx: &mut Vec<Effect>,
     ) {
         let workers = self.workers;
+        let body_limit = self.instances.get(&id).and_then(|i| self.body_limit(i));
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
@@ -907,13 +919,15 @@ impl State {
                 inst.state = InstanceState::Running;
                 inst.start_error = None;
                 inst.running_since = Some(now);
-                inst.upstream = Some(Arc::new(Upstream::new(
+                let upstream = Upstream::new(
                     id,
                     Arc::clone(&inst.name),
                     addr,
                     Arc::clone(&inst.meter),
                     workers,
-                )));
+                );
+                upstream.set_max_body(body_limit);
+                inst.upstream = Some(Arc::new(upstream));
                 // A budget spent before this start drains at once (unless a lock holds it).
                 if inst.spent() {
                     self.limit_reached(id, now, fx);
@@ -1696,6 +1710,7 @@ pub fn backoff(n: u32) -> Duration {
     }
 }
 
+mod body_limits;
 mod calls;
 pub(super) mod services;
 mod view;

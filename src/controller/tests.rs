@@ -57,6 +57,9 @@ impl Runtime for Recorder {
         self.record(format!("stop {id}"));
         Box::pin(async { Ok(()) })
     }
+    fn set_timeouts(&self, stop_grace: Duration, start_timeout: Duration) {
+        self.record(format!("timeouts {stop_grace:?} {start_timeout:?}"));
+    }
     fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let now = self.deleting.fetch_add(1, Ordering::SeqCst) + 1;

@@ -180,7 +180,7 @@ impl Connection {
                         return Err(End::Close);
                     }
                 }
-            } else if worker.closing() {
+            } else if worker.closing(&self.info) {
                 self.linger = true;
                 return Err(End::Close);
             }
@@ -197,7 +197,7 @@ impl Connection {
             match n {
                 Ok(0) | Err(_) => {
                     // Woken by a shutdown: the client may be sending a request right now.
-                    self.linger |= worker.closing();
+                    self.linger |= worker.closing(&self.info);
                     return Err(End::Close);
                 }
                 Ok(_) => {}
@@ -223,7 +223,7 @@ impl Connection {
                 return Poll::Ready(read);
             }
             if watch {
-                if worker.closing() {
+                if worker.closing(&self.info) {
                     return Poll::Ready(Ok(0));
                 }
                 worker.watch_idle(&self.info, cx.waker());
@@ -280,7 +280,7 @@ impl Connection {
         worker.count_refusal(&err);
         // Nothing of another answer may precede this one.
         self.out.clear();
-        let close = err.closes() || worker.closing();
+        let close = err.closes() || worker.closing(&self.info);
         self.linger |= close;
         err.write_http1(&mut self.out, self.http10, close);
         self.flush(worker).await.is_ok() && !close
@@ -315,8 +315,18 @@ impl Connection {
             return Err(End::Close);
         }
         let host = req.host.clone();
+        let length = match req.body {
+            BodyFraming::Length(n) => n,
+            BodyFraming::None | BodyFraming::Chunked => 0,
+        };
         let routed = worker
-            .route_waiting(&self.buf[host], &self.info, start)
+            .route_waiting(
+                &self.buf[host],
+                &self.info,
+                start,
+                length,
+                settings.max_body,
+            )
             .await;
         self.buf.advance(req.len);
         let local = match routed {
@@ -377,7 +387,7 @@ impl Connection {
                     deadline: &mut self.deadline,
                     decoder: Decoder::new(body_framing),
                     timeout: settings.request_body_timeout,
-                    max: settings.limits.max_body,
+                    max: finish.max_body(settings.max_body),
                     seen: 0,
                     done: false,
                 };
@@ -401,9 +411,11 @@ impl Connection {
         }
         self.served += 1;
         let max = settings.max_requests_per_connection;
-        let mut close =
-            !req.keep_alive || !body_done || worker.closing() || (max > 0 && self.served >= max);
-        self.linger |= !body_done || worker.closing();
+        let mut close = !req.keep_alive
+            || !body_done
+            || worker.closing(&self.info)
+            || (max > 0 && self.served >= max);
+        self.linger |= !body_done || worker.closing(&self.info);
         // An HTTP/1.0 client cannot take chunks: a body without a length ends with the connection.
         let chunked = matches!(head.framing, Framing::Chunked | Framing::Close);
         if chunked && !req.http11 {

@@ -69,39 +69,66 @@ fn worker_count(cfg: &ProxyConfig) -> usize {
 pub struct Proxy {
     addr: SocketAddr,
     workers: usize,
-    shutdown: watch::Sender<bool>,
+    control: Arc<watch::Sender<worker::Control>>,
     threads: Vec<JoinHandle<()>>,
     settings: ProxySettings,
 }
 
 /// Changes the running proxy's settings (a configuration reload): timeouts, limits, the idle
 /// pool and requests per connection apply to every worker within its next tick (250 ms), to
-/// the next request of open connections too. The listen address, the worker count, the base
-/// domain, the connection cap and the default balance are read at start only
-/// ([`ProxySettings::restart_keys`]).
+/// the next request of open connections too; a new listen address is bound and taken over
+/// ([`ProxySettings::rebind`]). The worker count, the base domain, the connection cap and the
+/// default balance are read at start only ([`ProxySettings::restart_keys`]).
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     shared: Arc<ArcSwap<worker::Settings>>,
-    shutdown_grace: Duration,
     cap: usize,
+    /// Tells the workers to look at their slot in `moves` ([`ProxySettings::rebind`]); weak,
+    /// so that the workers still end when the [`Proxy`] is dropped.
+    control: std::sync::Weak<watch::Sender<worker::Control>>,
+    /// Each worker's listener on a new address, until it takes it.
+    moves: worker::Moves,
 }
 
 impl ProxySettings {
-    /// Publishes the settings of `cfg` to the workers.
-    pub fn apply(&self, cfg: &ProxyConfig) {
+    /// Publishes the settings of `cfg` to the workers; `shutdown_grace` bounds how long open
+    /// connections may finish at shutdown (`defaults.drain_timeout`).
+    pub fn apply(&self, cfg: &ProxyConfig, shutdown_grace: Duration) {
         self.shared.store(Arc::new(worker::Settings::new(
             cfg,
-            self.shutdown_grace,
+            shutdown_grace,
             self.cap,
         )));
+    }
+
+    /// Moves the proxy to `addr` (a reload that changed `proxy.listen`): one `SO_REUSEPORT`
+    /// listener per worker is bound there first (any failure, e.g. the address in use, leaves
+    /// everything as it was), then each worker accepts on its new one and closes its old one.
+    /// HTTP/1 connections accepted on the old address end as at shutdown: their current
+    /// request is answered (with `Connection: close`), and those waiting between requests
+    /// close; HTTP/2 ones go on until they end or idle out. A connection that the old
+    /// address's accept queue held but no worker had accepted yet is reset. Returns the address
+    /// bound (port 0 resolved).
+    pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let (listeners, bound) = bind_all(addr, self.moves.len())?;
+        for (slot, listener) in self.moves.iter().zip(listeners) {
+            // A listener a worker has not taken yet (two moves in a row) is replaced.
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(listener);
+            }
+        }
+        // Through the watch the workers poll anyway, so that a move costs nothing per request.
+        let control = self
+            .control
+            .upgrade()
+            .ok_or_else(|| std::io::Error::other("the proxy has stopped"))?;
+        control.send_modify(|c| c.moves += 1);
+        Ok(bound)
     }
 
     /// The `proxy` keys that differ between `old` and `new` and that only a restart applies.
     pub fn restart_keys(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        if old.listen != new.listen {
-            keys.push("proxy.listen");
-        }
         if old.workers != new.workers {
             keys.push("proxy.workers");
         }
@@ -138,38 +165,36 @@ impl Proxy {
             open_files,
             4 * workers as u64,
         );
-        let first = bind(cfg.listen)?;
-        // Port 0 resolves on the first bind; the other workers share that port.
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..workers {
-            listeners.push(bind(addr)?);
-        }
-        let (shutdown, rx) = watch::channel(false);
+        let (listeners, addr) = bind_all(cfg.listen, workers)?;
+        let moves: worker::Moves = (0..workers).map(|_| Default::default()).collect();
+        let (control, rx) = watch::channel(worker::Control::default());
+        let control = Arc::new(control);
         let settings = ProxySettings {
             shared: Arc::new(ArcSwap::from_pointee(worker::Settings::new(
                 cfg,
                 shutdown_grace,
                 cap,
             ))),
-            shutdown_grace,
             cap,
+            control: Arc::downgrade(&control),
+            moves: Arc::clone(&moves),
         };
         let mut threads = Vec::with_capacity(workers);
         for (index, listener) in listeners.into_iter().enumerate() {
-            let (table, events, settings, metrics, rx) = (
+            let (table, events, settings, metrics, rx, moves) = (
                 Arc::clone(&table),
                 events.clone(),
                 Arc::clone(&settings.shared),
                 metrics.clone(),
                 rx.clone(),
+                Arc::clone(&moves),
             );
             let thread = std::thread::Builder::new()
                 .name(format!("autokill-proxy-{index}"))
                 .spawn(move || {
                     // The worker is `Rc`-based: it is built on, and never leaves, its own thread.
                     let worker = worker::Worker::new(index, table, events, settings, metrics);
-                    if let Err(err) = worker::run(worker, listener, rx) {
+                    if let Err(err) = worker::run(worker, listener, moves, rx) {
                         tracing::error!(%err, worker = index, "proxy worker failed");
                     }
                 })?;
@@ -179,7 +204,7 @@ impl Proxy {
         Ok(Proxy {
             addr,
             workers,
-            shutdown,
+            control,
             threads,
             settings,
         })
@@ -203,7 +228,7 @@ impl Proxy {
     /// Stops accepting, lets open connections finish (bounded by the shutdown grace), and waits for
     /// the workers to end.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.control.send_modify(|c| c.closing = true);
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -212,6 +237,21 @@ impl Proxy {
         })
         .await;
     }
+}
+
+/// `workers` listeners on `addr`, and the address they listen on: port 0 resolves on the first
+/// bind, and the others share that port.
+fn bind_all(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    let first = bind(addr)?;
+    let bound = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(bound)?);
+    }
+    Ok((listeners, bound))
 }
 
 /// A non-blocking listener with `SO_REUSEPORT`, so that every worker has its own accept queue.

@@ -20,8 +20,9 @@
 //!   uncounted HTTP/2 requests past the proxy), and an upgrade request with a body.
 //!
 //! Limits answer with their own status: a head longer than `max_head` or with more than
-//! `max_fields` fields is 431, a target longer than `max_uri` 414, a `Content-Length` above
-//! `max_body` 413.
+//! `max_fields` fields is 431, a target longer than `max_uri` 414. The body limit (413) depends
+//! on the instance the request is routed to, so it is checked after routing
+//! ([`Request::body`] gives the length), not here.
 //!
 //! Cost: one `httparse` pass with field slots on the stack (not initialised), one classification
 //! of each name (a switch on its length, then one compare), one count of CR and LF bytes over the
@@ -46,9 +47,6 @@ pub struct Limits {
     pub max_fields: usize,
     /// Longest request target: 414 beyond.
     pub max_uri: usize,
-    /// Largest request body: 413 beyond (a `Content-Length` above it is refused before anything is
-    /// forwarded; a chunked body is cut off when it passes it).
-    pub max_body: u64,
 }
 
 impl Default for Limits {
@@ -57,7 +55,6 @@ impl Default for Limits {
             max_head: 64 * 1024,
             max_fields: 100,
             max_uri: 8 * 1024,
-            max_body: u64::MAX,
         }
     }
 }
@@ -440,7 +437,6 @@ pub fn parse(
     }
     request.body = match (chunked, length) {
         (true, _) => BodyFraming::Chunked,
-        (false, Some(n)) if n > limits.max_body => return Err(RequestError::BodyTooLarge),
         (false, Some(0) | None) => BodyFraming::None,
         (false, Some(n)) => BodyFraming::Length(n),
     };
@@ -645,7 +641,6 @@ mod tests {
             max_head: 200,
             max_fields: 4,
             max_uri: 50,
-            max_body: 10,
         };
         let mut out = Vec::new();
         let mut check = |text: &[u8], want: Result<(), RequestError>| {
@@ -673,12 +668,9 @@ mod tests {
             &big.as_bytes()[..big.len() - 4],
             Err(RequestError::HeadTooLarge),
         );
+        // The body limit is the routed instance's, checked after routing: not the parser's.
         check(
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
-            Err(RequestError::BodyTooLarge),
-        );
-        check(
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n",
             Ok(()),
         );
         assert_eq!(RequestError::UriTooLong.status(), StatusCode::URI_TOO_LONG);

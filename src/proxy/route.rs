@@ -44,6 +44,11 @@ pub struct Upstream {
     pub meter: Arc<Meter>,
     /// Requests in flight, per worker.
     pub inflight: Inflight,
+    /// The instance's own request body limit (its own, else its group's), set by the
+    /// controller: 0 = none set (the proxy's `max_body_bytes` applies), `u64::MAX` = no limit.
+    /// An atomic so that a reload changes it without a new incarnation (which would drop the
+    /// pooled connections); read with one relaxed load per request that carries a body length.
+    max_body: AtomicU64,
     /// Set while a watcher waits for the drain, so that the request that ends last says so.
     draining: AtomicBool,
     /// Bumped by [`Upstream::retire`]: a watcher that started before it gives up.
@@ -76,10 +81,28 @@ impl Upstream {
             addr,
             meter,
             inflight: Inflight::new(workers),
+            max_body: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             watch: AtomicU64::new(0),
             idle: Notify::new(),
         }
+    }
+
+    /// The largest request body this upstream takes: its own limit, else `default` (the
+    /// proxy's). Cost: one relaxed load.
+    #[inline]
+    pub fn max_body(&self, default: u64) -> u64 {
+        match self.max_body.load(Ordering::Relaxed) {
+            0 => default,
+            own => own,
+        }
+    }
+
+    /// Sets the upstream's own body limit: `None` = the proxy's applies, `Some(u64::MAX)` = no
+    /// limit (`Some(0)` is taken as 1: 0 marks "none set").
+    pub fn set_max_body(&self, limit: Option<u64>) {
+        self.max_body
+            .store(limit.map_or(0, |l| l.max(1)), Ordering::Relaxed);
     }
 
     /// Called by worker `worker` when one of its requests to this upstream ends (forwarded or

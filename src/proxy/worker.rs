@@ -58,7 +58,7 @@ use super::framing::{Decoder, Expect, Head};
 use super::h1;
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
 use super::meter::{Admission, Ask, Meter};
-use super::request::Limits;
+use super::request::{Limits, RequestError};
 use super::route::{RouteMemo, RouteTable, Target, Upstream};
 use crate::config::{Balance, ProxyConfig};
 use crate::metrics::Metrics;
@@ -77,8 +77,11 @@ pub(crate) struct Settings {
     pub response_write_timeout: Duration,
     /// Connections this worker serves at once.
     pub max_connections: usize,
-    /// What a request head and body may be (HTTP/1).
+    /// What a request head may be (HTTP/1).
     pub limits: Limits,
+    /// Largest request body of an instance that sets no limit of its own (HTTP/1); `u64::MAX`
+    /// = no limit.
+    pub max_body: u64,
     /// Requests one HTTP/1 connection carries before the proxy closes it; 0 = no limit.
     pub max_requests_per_connection: u64,
 }
@@ -103,8 +106,8 @@ impl Settings {
                 max_head: cfg.max_header_bytes,
                 max_fields: cfg.max_header_fields,
                 max_uri: cfg.max_uri_bytes,
-                max_body: cfg.max_body_bytes.unwrap_or(u64::MAX),
             },
+            max_body: cfg.max_body_bytes.unwrap_or(u64::MAX),
             max_requests_per_connection: cfg.max_requests_per_connection,
         }
     }
@@ -165,6 +168,9 @@ pub(crate) struct Worker {
     clients: RefCell<HashMap<IpAddr, HeaderValue>>,
     /// The worker is shutting down: connections close after their current request.
     closing: Cell<bool>,
+    /// Which listener the worker accepts on: bumped each time the proxy moves to another
+    /// address, so that connections of an older one close as at shutdown.
+    listener: Cell<u32>,
     /// Open HTTP/1 connections, so that a shutdown can wake those waiting between requests
     /// (pruned of closed ones as it grows).
     conns: RefCell<Vec<Weak<ConnInfo>>>,
@@ -218,6 +224,12 @@ impl Finish {
         if idle.len() < self.worker.settings().pool_idle {
             idle.push(conn);
         }
+    }
+
+    /// The largest request body the instance takes (`default`: the proxy's limit).
+    #[inline]
+    pub(crate) fn max_body(&self, default: u64) -> u64 {
+        self.local.upstream.max_body(default)
     }
 
     /// A body frame went to the client: until it asks for the next, the response waits for it.
@@ -289,6 +301,7 @@ impl Worker {
             accept_errors: metrics.accept_errors.with_label_values(&["proxy"]),
             clients: RefCell::new(HashMap::new()),
             closing: Cell::new(false),
+            listener: Cell::new(0),
             conns: RefCell::new(Vec::new()),
         }
     }
@@ -310,10 +323,23 @@ impl Worker {
         }
     }
 
-    /// The worker is shutting down.
+    /// `conn` closes after its current request: the worker is shutting down, or the proxy
+    /// moved to another address since `conn` was accepted (one `Cell` compare more).
     #[inline]
-    pub(crate) fn closing(&self) -> bool {
-        self.closing.get()
+    pub(crate) fn closing(&self, conn: &ConnInfo) -> bool {
+        self.closing.get() || conn.listener != self.listener.get()
+    }
+
+    /// The proxy moved to another address ([`run`] swapped the listener): the connections
+    /// accepted on the old one close after their current request, as at shutdown, and those
+    /// waiting between requests are woken to close now.
+    fn moved(&self) {
+        self.listener.set(self.listener.get().wrapping_add(1));
+        for conn in self.conns.borrow().iter() {
+            if let Some(waker) = conn.upgrade().and_then(|c| c.waker.borrow_mut().take()) {
+                waker.wake();
+            }
+        }
     }
 
     /// A connection waits between requests: a shutdown wakes it through `waker` (stored once per
@@ -351,16 +377,20 @@ impl Worker {
         self.errors[err.index()].inc();
     }
 
-    /// Routes and admits a request for `host`, waiting (bounded by [`RESERVE_WAIT`] from
-    /// `start`) while the instance's durable reservation is used up.
+    /// Routes and admits a request for `host` whose body announces `length` bytes (0 when
+    /// none is announced), waiting (bounded by [`RESERVE_WAIT`] from `start`) while the
+    /// instance's durable reservation is used up. `max_body` is the proxy's body limit, for an
+    /// instance that sets none.
     pub(crate) async fn route_waiting(
         &self,
         host: &[u8],
         conn: &ConnInfo,
         start: Instant,
+        length: u64,
+        max_body: u64,
     ) -> Result<Rc<LocalUpstream>, ProxyError> {
         loop {
-            match self.route(host, conn) {
+            match self.route(host, conn, length, max_body) {
                 Ok(local) => return Ok(local),
                 Err(Unrouted::Refuse(err)) => return Err(err),
                 // One deadline for the whole wait, however often the ceiling rises in between.
@@ -385,8 +415,16 @@ impl Worker {
         self.sync_settings();
     }
 
-    /// Picks the instance for `host` and admits the request against its budget.
-    fn route(&self, host: &[u8], conn: &ConnInfo) -> Result<Rc<LocalUpstream>, Unrouted> {
+    /// Picks the instance for `host` and admits the request against its budget. A body of
+    /// `length` bytes above the instance's limit (its own or its group's, else `max_body`) is
+    /// refused with 413 before it is counted; a group passes it to a member that takes it.
+    fn route(
+        &self,
+        host: &[u8],
+        conn: &ConnInfo,
+        length: u64,
+        max_body: u64,
+    ) -> Result<Rc<LocalUpstream>, Unrouted> {
         let mut cache = self.table.borrow_mut();
         let table = cache.load();
         let mut synced = self.synced.borrow_mut();
@@ -401,6 +439,9 @@ impl Worker {
             Target::Instance(Some(i)) => {
                 let local = local_at(&synced.locals, *i)
                     .ok_or(Unrouted::Refuse(ProxyError::Unavailable))?;
+                if length > local.upstream.max_body(max_body) {
+                    return Err(Unrouted::Refuse(TOO_LARGE));
+                }
                 match self.admit(local) {
                     Admit::Go => Ok(Rc::clone(local)),
                     Admit::Refused => Err(Unrouted::Refuse(ProxyError::Exhausted)),
@@ -422,11 +463,16 @@ impl Worker {
                 // An exhausted member (its drain not yet published) passes the request on; one
                 // waiting for its reservation is waited for only if no other member can take it.
                 let mut wait = None;
+                let mut too_large = false;
                 for k in 0..n {
                     let slot = group.members[first.wrapping_add(k) % n];
                     let Some(local) = local_at(&synced.locals, slot) else {
                         continue;
                     };
+                    if length > local.upstream.max_body(max_body) {
+                        too_large = true;
+                        continue;
+                    }
                     match self.admit(local) {
                         Admit::Go => return Ok(Rc::clone(local)),
                         Admit::Refused => {}
@@ -437,7 +483,11 @@ impl Worker {
                         }
                     }
                 }
-                Err(wait.unwrap_or(Unrouted::Refuse(ProxyError::Unavailable)))
+                Err(wait.unwrap_or(Unrouted::Refuse(if too_large {
+                    TOO_LARGE
+                } else {
+                    ProxyError::Unavailable
+                })))
             }
         }
     }
@@ -703,6 +753,9 @@ enum Unrouted {
     Wait(Arc<Meter>, u64),
 }
 
+/// A body above the routed instance's limit.
+const TOO_LARGE: ProxyError = ProxyError::Request(RequestError::BodyTooLarge);
+
 /// What [`Worker::admit`] decided.
 enum Admit {
     Go,
@@ -725,6 +778,8 @@ pub(crate) struct ConnInfo {
     waiting: Cell<u32>,
     /// Wakes the connection's task while it waits between requests (HTTP/1), for a shutdown.
     waker: RefCell<Option<Waker>>,
+    /// The worker's listener it was accepted on ([`Worker::closing`]).
+    listener: u32,
 }
 
 /// Handles one request: route, count, rewrite, forward, stream back.
@@ -738,7 +793,8 @@ async fn handle(
         return Ok(worker.refuse(ProxyError::MethodNotAllowed));
     }
     let routed = match request_host(&req) {
-        Ok(host) => worker.route_waiting(host, &conn, start).await,
+        // HTTP/2 request bodies are not held to the body limits (HTTP/1 only), so no length.
+        Ok(host) => worker.route_waiting(host, &conn, start, 0, u64::MAX).await,
         Err(err) => Err(err),
     };
     let local = match routed {
@@ -793,14 +849,34 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
-/// Runs the worker on the current thread until `shutdown` turns true, then lets open
+/// What the proxy tells its workers, through a `watch` they poll anyway: shut down, or take
+/// the listener waiting in your slot of [`Moves`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Control {
+    /// Stop accepting and let open connections finish.
+    pub closing: bool,
+    /// Bumped by each move to another address.
+    pub moves: u64,
+}
+
+/// Each worker's listener on a new address, by worker index, until the worker takes it (a
+/// lock taken once per move, never per request).
+pub(crate) type Moves = Arc<[std::sync::Mutex<Option<std::net::TcpListener>>]>;
+
+/// Runs the worker on the current thread until `control` says closing, then lets open
 /// connections finish for up to the shutdown grace: HTTP/1 connections end after their current
 /// request (answered with `Connection: close`) and at once when they wait between requests;
 /// HTTP/2 connections get a GOAWAY.
+///
+/// A listener that arrives in the worker's slot of `moves` (the proxy moved to another
+/// address) replaces the one accepted on: the old one is closed, and the HTTP/1 connections it
+/// gave end as at shutdown (after their current request); HTTP/2 ones go on until they end or
+/// idle out.
 pub(crate) fn run(
     worker: Worker,
     listener: std::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    moves: Moves,
+    mut control: watch::Receiver<Control>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -829,10 +905,27 @@ pub(crate) fn run(
             }
         });
 
+        // The main future of the worker's `LocalSet` is polled whenever any of its tasks was
+        // woken, that is for every request: what it waits on must cost nothing when idle.
         loop {
             tokio::select! {
                 accepted = listener.accept() => serve(&h2, &graceful, &worker, accepted),
-                _ = shutdown.changed() => break,
+                changed = control.changed() => {
+                    if changed.is_err() || control.borrow_and_update().closing {
+                        break;
+                    }
+                    let new = moves
+                        .get(worker.index)
+                        .and_then(|slot| slot.lock().ok()?.take());
+                    match new.map(TcpListener::from_std) {
+                        Some(Ok(new)) => {
+                            drop(listener.replace(new));
+                            worker.moved();
+                        }
+                        Some(Err(err)) => tracing::error!(%err, worker = worker.index, "cannot accept on the new proxy address; the old one is kept"),
+                        None => {}
+                    }
+                }
             }
         }
         let drained = listener.drained();
@@ -876,6 +969,7 @@ fn serve(
         route: RefCell::new(RouteMemo::default()),
         waiting: Cell::new(0),
         waker: RefCell::new(None),
+        listener: worker.listener.get(),
     });
     worker.track(&info);
     let worker = Rc::clone(worker);

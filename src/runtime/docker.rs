@@ -51,7 +51,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    BoxFuture, EventSender, Found, InstanceSpec, Runtime, RuntimeError, RuntimeEvent,
+    BoxFuture, EventSender, Found, InstanceSpec, Runtime, RuntimeError, RuntimeEvent, Timeouts,
     template_image,
 };
 use crate::config::{ImageConfig, RuntimeConfig, RuntimeKind};
@@ -83,6 +83,9 @@ const INSPECT_PATIENCE: Duration = Duration::from_millis(800);
 /// The least request timeout: long enough for a slow pull's first answer or a commit.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What a stop's request timeout leaves beyond the stop grace, for the engine's own work.
+const STOP_MARGIN: Duration = Duration::from_secs(60);
+
 /// Runs instances as containers. See the module documentation.
 pub struct DockerRuntime {
     inner: Arc<Inner>,
@@ -95,8 +98,10 @@ struct Inner {
     address: String,
     images: BTreeMap<String, ImageConfig>,
     default_port: Option<u16>,
-    stop_grace: Duration,
-    start_timeout: Duration,
+    timeouts: Timeouts,
+    /// The engine client's request timeout, which a stop waits within (set at connect from
+    /// `stop_grace`): a stop grace raised later is cut to fit it.
+    request_timeout: Duration,
     /// The canonical store path: the value of [`LABEL_STORE`] on everything made here.
     store: String,
     events: EventSender,
@@ -192,7 +197,7 @@ impl DockerRuntime {
             )));
         }
         // Stops wait for the grace period inside one request.
-        let timeout = MIN_REQUEST_TIMEOUT.max(config.stop_grace + Duration::from_secs(60));
+        let timeout = MIN_REQUEST_TIMEOUT.max(config.stop_grace + STOP_MARGIN);
         let offered = headers
             .get("api-version")
             .and_then(|v| v.to_str().ok())
@@ -226,8 +231,8 @@ impl DockerRuntime {
                 address,
                 images: config.images.clone(),
                 default_port: config.default_port,
-                stop_grace: config.stop_grace,
-                start_timeout: config.start_timeout,
+                timeouts: Timeouts::new(config),
+                request_timeout: timeout,
                 store,
                 events,
                 containers: Mutex::new(HashMap::new()),
@@ -266,6 +271,13 @@ pub fn container_name(instance: &str) -> String {
 }
 
 impl Inner {
+    /// The stop grace now, cut to what the engine client's request timeout leaves room for.
+    fn stop_grace(&self) -> Duration {
+        self.timeouts
+            .stop_grace()
+            .min(self.request_timeout.saturating_sub(STOP_MARGIN))
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Container>> {
         // Every critical section is a few map operations; a panic cannot leave one half-done.
         self.containers
@@ -667,7 +679,7 @@ impl Inner {
             message: format!("the engine published no host port for {port}/tcp"),
         })?;
 
-        let ready = tokio::time::timeout(self.start_timeout, async {
+        let ready = tokio::time::timeout(self.timeouts.start_timeout(), async {
             tokio::select! {
                 biased;
                 code = exited.wait_for(Option::is_some) => Err(code.ok().and_then(|c| *c).unwrap_or(-1)),
@@ -694,7 +706,7 @@ impl Inner {
                 Err(RuntimeError::StartTimeout {
                     id,
                     addr,
-                    secs: self.start_timeout.as_secs_f64(),
+                    secs: self.timeouts.start_timeout().as_secs_f64(),
                 })
             }
         }
@@ -734,7 +746,7 @@ impl Inner {
         };
         // The engine takes whole seconds; round up so that the grace is never shorter.
         let grace = self
-            .stop_grace
+            .stop_grace()
             .as_secs_f64()
             .ceil()
             .clamp(1.0, f64::from(i32::MAX)) as i32;
@@ -1169,6 +1181,19 @@ impl Runtime for DockerRuntime {
 
     fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(self.inner.delete_instance(id))
+    }
+
+    fn set_timeouts(&self, stop_grace: Duration, start_timeout: Duration) {
+        let most = self.inner.request_timeout.saturating_sub(STOP_MARGIN);
+        if stop_grace > most {
+            tracing::warn!(
+                key = "runtime.stop_grace",
+                ?stop_grace,
+                ?most,
+                "longer than the engine client's request timeout allows until the next start; stops wait this long at most"
+            );
+        }
+        self.inner.timeouts.set(stop_grace, start_timeout);
     }
 
     fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>> {

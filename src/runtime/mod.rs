@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -129,6 +131,45 @@ pub enum RuntimeError {
     },
 }
 
+/// `runtime.stop_grace` and `runtime.start_timeout` as a backend holds them: a reload changes
+/// them while it runs ([`Runtime::set_timeouts`]); stops and starts from then on use the new
+/// values (in whole milliseconds, the file's finest unit).
+#[derive(Debug)]
+pub struct Timeouts {
+    stop_grace_ms: AtomicU64,
+    start_timeout_ms: AtomicU64,
+}
+
+impl Timeouts {
+    /// The timeouts of `config`.
+    pub fn new(config: &crate::config::RuntimeConfig) -> Timeouts {
+        let t = Timeouts {
+            stop_grace_ms: AtomicU64::new(0),
+            start_timeout_ms: AtomicU64::new(0),
+        };
+        t.set(config.stop_grace, config.start_timeout);
+        t
+    }
+
+    /// Replaces both.
+    pub fn set(&self, stop_grace: Duration, start_timeout: Duration) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.stop_grace_ms.store(ms(stop_grace), Ordering::Relaxed);
+        self.start_timeout_ms
+            .store(ms(start_timeout), Ordering::Relaxed);
+    }
+
+    /// Time between the polite stop and the forced one.
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_millis(self.stop_grace_ms.load(Ordering::Relaxed))
+    }
+
+    /// Time a started instance has to accept connections.
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_millis(self.start_timeout_ms.load(Ordering::Relaxed))
+    }
+}
+
 /// A backend that runs instances.
 ///
 /// Every method is idempotent where that makes sense: stopping a stopped instance and deleting a
@@ -159,6 +200,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Stops the instance if it runs and removes everything the runtime holds for it.
     fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>>;
+
+    /// A reload changed `runtime.stop_grace` or `runtime.start_timeout`: stops and starts
+    /// that begin from now on use these.
+    fn set_timeouts(&self, stop_grace: Duration, start_timeout: Duration);
 
     /// At start, before any instance is created: removes whatever an earlier run of the same
     /// store left behind (after a crash), and returns how many it removed.

@@ -34,7 +34,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::logs::LogFiles;
-use super::{BoxFuture, EventSender, InstanceSpec, LogChunk, Runtime, RuntimeError, RuntimeEvent};
+use super::{
+    BoxFuture, EventSender, InstanceSpec, LogChunk, Runtime, RuntimeError, RuntimeEvent, Timeouts,
+};
 use crate::config::{ImageConfig, RuntimeConfig};
 
 /// How often `start` tries to connect to a starting instance.
@@ -51,8 +53,7 @@ pub struct ProcessRuntime {
 /// State shared with the exit watchers.
 struct Inner {
     images: BTreeMap<String, ImageConfig>,
-    stop_grace: Duration,
-    start_timeout: Duration,
+    timeouts: Timeouts,
     self_exe: PathBuf,
     events: EventSender,
     /// Marks this runtime's children (`AUTOKILL_OWNER` in their environment), so that a later
@@ -98,8 +99,7 @@ impl ProcessRuntime {
         ProcessRuntime {
             inner: Arc::new(Inner {
                 images: config.images.clone(),
-                stop_grace: config.stop_grace,
-                start_timeout: config.start_timeout,
+                timeouts: Timeouts::new(config),
                 self_exe,
                 events,
                 owner: String::new(),
@@ -200,7 +200,7 @@ impl ProcessRuntime {
             }
         };
 
-        let started = tokio::time::timeout(self.inner.start_timeout, async {
+        let started = tokio::time::timeout(self.inner.timeouts.start_timeout(), async {
             tokio::select! {
                 // An exit wins over a successful connect: a grandchild may hold the port.
                 biased;
@@ -226,7 +226,7 @@ impl ProcessRuntime {
                 Err(RuntimeError::StartTimeout {
                     id,
                     addr,
-                    secs: self.inner.start_timeout.as_secs_f64(),
+                    secs: self.inner.timeouts.start_timeout().as_secs_f64(),
                 })
             }
         }
@@ -245,7 +245,8 @@ impl ProcessRuntime {
             }
         };
         signal_group(pid, libc::SIGTERM);
-        let polite = tokio::time::timeout(self.inner.stop_grace, exit_code(&mut exited)).await;
+        let polite =
+            tokio::time::timeout(self.inner.timeouts.stop_grace(), exit_code(&mut exited)).await;
         match polite {
             Ok(code) => {
                 code?;
@@ -449,6 +450,10 @@ impl Runtime for ProcessRuntime {
 
     fn delete(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(self.delete_instance(id))
+    }
+
+    fn set_timeouts(&self, stop_grace: Duration, start_timeout: Duration) {
+        self.inner.timeouts.set(stop_grace, start_timeout);
     }
 
     fn logs(

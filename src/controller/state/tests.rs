@@ -1107,7 +1107,9 @@ fn declared_group_routes_by_domain() {
             autokill: Autokill::default(),
             restart_policy: RestartPolicy::Never,
             autodestroy: Autodestroy::Off,
+            max_body_bytes: Default::default(),
         }],
+        max_body_bytes: Default::default(),
     };
     h.apply(
         Command::Declare {
@@ -1424,6 +1426,7 @@ fn generated_names_never_take_declared_ones() {
         autokill: Autokill::default(),
         restart_policy: RestartPolicy::Never,
         autodestroy: Autodestroy::Off,
+        max_body_bytes: Default::default(),
     };
     let mut h = H::new();
     h.apply(
@@ -2306,6 +2309,7 @@ fn declared_budgets_are_kept_while_the_file_asks_the_same() {
                 },
                 restart_policy: RestartPolicy::Never,
                 autodestroy: Autodestroy::Off,
+                max_body_bytes: Default::default(),
             })
             .collect()
     };
