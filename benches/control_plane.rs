@@ -264,11 +264,13 @@ async fn fill(bin: &Path, instances: usize, running: usize, http: &Http) -> Node
     )
     .await;
     create(http, admin, "w", 64, "").await;
-    // Memory once the running ones run.
+    // Memory at rest once the running ones run: the controller gives what the burst of
+    // creations freed back to the system after a second without work (`TRIM_AFTER_IDLE`).
     let deadline = Instant::now() + Duration::from_secs(300);
     while call(http, proxy, "GET", "/", "").await.is_err() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_per_instance = (server.rss_bytes().saturating_sub(before)) as f64 / instances as f64;
     Node {
         server,

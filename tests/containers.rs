@@ -1089,7 +1089,7 @@ async fn the_event_stream_reconnects_and_an_exit_while_the_engine_was_down_is_se
     assert!(runtime.adopt(&[]).await.expect("adopt").is_empty());
     let spec = |name: &str| InstanceSpec {
         id: Uuid::new_v4(),
-        name: name.to_owned(),
+        name: name.into(),
         image: "hello".to_owned(),
         memory_mb: None,
     };

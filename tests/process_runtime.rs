@@ -94,7 +94,7 @@ impl Harness {
         let id = Uuid::new_v4();
         let spec = InstanceSpec {
             id,
-            name: name.to_owned(),
+            name: name.into(),
             image: image.to_owned(),
             memory_mb: None,
         };
@@ -108,7 +108,7 @@ impl Harness {
     async fn create_again(&self, id: Uuid, name: &str, image: &str) {
         let spec = InstanceSpec {
             id,
-            name: name.to_owned(),
+            name: name.into(),
             image: image.to_owned(),
             memory_mb: None,
         };
@@ -257,7 +257,7 @@ async fn unknown_image_is_refused() {
     let h = Harness::new(vec![("hello", hello_image())], PATIENCE);
     let spec = InstanceSpec {
         id: Uuid::new_v4(),
-        name: "nope".to_owned(),
+        name: "nope".into(),
         image: "nginx".to_owned(),
         memory_mb: None,
     };

@@ -591,6 +591,28 @@ impl Clock {
 /// Most commands applied together and committed in one write transaction.
 const BATCH: usize = 256;
 
+/// Memory freed by a burst of work (request bodies, a grown table's old buckets, a recovery's
+/// snapshot) stays resident in the allocator's free lists; once the controller has been idle
+/// this long after a batch it is given back to the system. At 100,000 instances created in
+/// batches that was about 300 bytes per instance, 15 % of the state's own size.
+const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Gives freed heap pages back to the system (glibc's `malloc_trim`, as HAProxy does after its
+/// pools shrink), off the controller's task: it walks the heap. Elsewhere it does nothing.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::task::spawn_blocking(|| {
+        let began = std::time::Instant::now();
+        // SAFETY: malloc_trim only releases free memory; it takes the allocator's own locks.
+        let released = unsafe { libc::malloc_trim(0) };
+        tracing::debug!(
+            released = released != 0,
+            took_us = began.elapsed().as_micros() as u64,
+            "freed memory given back"
+        );
+    });
+}
+
 /// Runs the controller until every input is closed: recovers the stored state, reconciles the
 /// configuration, then applies commands in batches, each committed to the store before its
 /// effects are carried out (so nothing is acknowledged before it is durable).
@@ -667,6 +689,8 @@ pub async fn run(
     // were answered with the error).
     let mut again: VecDeque<Command> = VecDeque::new();
     let mut backoff = RETRY_FIRST;
+    // Whether a batch ran since freed memory was last given back (see `TRIM_AFTER_IDLE`).
+    let mut untrimmed = true;
     loop {
         let first = match again.pop_front() {
             Some(cmd) => cmd,
@@ -676,9 +700,15 @@ pub async fn run(
                 Some(cmd) = inputs.commands.recv() => cmd,
                 Some(ev) = inputs.proxy.recv() => proxy_command(ev),
                 Some(ev) = inputs.runtime.recv() => runtime_command(ev),
+                () = tokio::time::sleep(TRIM_AFTER_IDLE), if untrimmed => {
+                    untrimmed = false;
+                    give_back_freed_memory();
+                    continue;
+                }
                 else => break,
             },
         };
+        untrimmed = true;
         let mut batch = vec![first];
         while batch.len() < BATCH {
             let next = match again.pop_front() {

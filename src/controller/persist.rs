@@ -128,15 +128,16 @@ impl State {
             meter.set_limit(r.num_requests, r.delete_lock);
             let stored = state_from(&r.state);
             let deleting = r.deleting.as_deref();
+            let name: Arc<str> = r.name.as_str().into();
             let spec = InstanceSpec {
                 id: r.id,
-                name: r.name.clone(),
+                name: Arc::clone(&name),
                 image: r.image.clone(),
                 memory_mb: r.memory_mb,
             };
             let mut inst = Instance::restored(
                 r.id,
-                r.name.as_str().into(),
+                name,
                 r.image,
                 autokill,
                 meter,
@@ -222,7 +223,7 @@ pub fn stored_specs(snapshot: &Snapshot) -> Vec<InstanceSpec> {
         .iter()
         .map(|r| InstanceSpec {
             id: r.id,
-            name: r.name.clone(),
+            name: r.name.as_str().into(),
             image: r.image.clone(),
             memory_mb: r.memory_mb,
         })

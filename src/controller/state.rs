@@ -785,10 +785,11 @@ impl State {
         } else {
             (InstanceState::Stopped, 0)
         };
+        let name: Arc<str> = spec.name.as_str().into();
         fx.push(Effect::Launch {
             spec: InstanceSpec {
                 id,
-                name: spec.name.clone(),
+                name: Arc::clone(&name),
                 image: spec.image.clone(),
                 memory_mb: spec.memory_mb,
             },
@@ -798,7 +799,7 @@ impl State {
             id,
             Instance {
                 id,
-                name: spec.name.as_str().into(),
+                name,
                 image: spec.image,
                 memory_mb: spec.memory_mb,
                 start_error: None,

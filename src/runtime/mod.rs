@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -25,8 +26,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct InstanceSpec {
     /// The instance's identity; the runtime keys everything by it.
     pub id: Uuid,
-    /// The instance's name (given to the process as `{name}`).
-    pub name: String,
+    /// The instance's name (given to the process as `{name}`); shared with the controller's
+    /// record of it, not copied per instance.
+    pub name: Arc<str>,
     /// Key into the runtime's image table (docker: or an image reference).
     pub image: String,
     /// Memory limit in MiB, where the runtime can enforce one (docker); `None` = no limit.

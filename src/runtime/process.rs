@@ -52,7 +52,7 @@ pub struct ProcessRuntime {
 
 /// State shared with the exit watchers.
 struct Inner {
-    images: BTreeMap<String, ImageConfig>,
+    images: BTreeMap<Arc<str>, ImageConfig>,
     timeouts: Timeouts,
     self_exe: PathBuf,
     events: EventSender,
@@ -76,8 +76,9 @@ struct Table {
 
 /// An instance the runtime knows about, running or not.
 struct Instance {
-    name: String,
-    image: String,
+    name: Arc<str>,
+    /// The key of `runtime.images`, shared with the table's (not copied per instance).
+    image: Arc<str>,
     running: Option<Running>,
 }
 
@@ -98,7 +99,11 @@ impl ProcessRuntime {
     pub fn new(config: &RuntimeConfig, self_exe: PathBuf, events: EventSender) -> ProcessRuntime {
         ProcessRuntime {
             inner: Arc::new(Inner {
-                images: config.images.clone(),
+                images: config
+                    .images
+                    .iter()
+                    .map(|(k, v)| (Arc::from(k.as_str()), v.clone()))
+                    .collect(),
                 timeouts: Timeouts::new(config),
                 self_exe,
                 events,
@@ -144,16 +149,16 @@ impl ProcessRuntime {
     }
 
     fn create_instance(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
-        if !self.inner.images.contains_key(&spec.image) {
+        let Some((image, _)) = self.inner.images.get_key_value(spec.image.as_str()) else {
             return Err(RuntimeError::UnknownImage(spec.image.clone()));
-        }
+        };
         self.inner
             .lock()
             .instances
             .entry(spec.id)
             .or_insert_with(|| Instance {
-                name: spec.name.clone(),
-                image: spec.image.clone(),
+                name: Arc::clone(&spec.name),
+                image: Arc::clone(image),
                 running: None,
             });
         tracing::debug!(instance = %spec.id, name = %spec.name, "process instance created");
@@ -305,7 +310,7 @@ impl Inner {
         let image = self
             .images
             .get(&instance.image)
-            .ok_or_else(|| RuntimeError::UnknownImage(instance.image.clone()))?;
+            .ok_or_else(|| RuntimeError::UnknownImage(instance.image.to_string()))?;
         let port = port.to_string();
         let id_text = id.to_string();
         let values = Placeholders {
@@ -342,7 +347,7 @@ impl Inner {
                     .map(|(key, value)| (key.as_str(), values.fill(value))),
             )
             .env("AUTOKILL_INSTANCE_ID", id.to_string())
-            .env("AUTOKILL_INSTANCE_NAME", &instance.name)
+            .env("AUTOKILL_INSTANCE_NAME", &*instance.name)
             .env("AUTOKILL_OWNER", &self.owner)
             .stdin(Stdio::null())
             .stdout(stdout)
