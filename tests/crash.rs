@@ -854,10 +854,11 @@ async fn api_changes_and_their_timers_survive_kill_9() {
             assert!(Instant::now() < deadline, "flaky did not run");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        failed_at = Instant::now();
-        let _ = common::try_get(node.proxy, "flaky.localhost", "/__exit/3").await;
         // Published means committed: the first exit restarted it at once (then it runs), the
-        // second one starts a 5 s back-off (it stays stopped).
+        // second one starts a 5 s back-off (it stays stopped). The exit is asked again while it
+        // still runs: a request that reached no process (a 502 while the proxy's worker had
+        // yet to take up the new incarnation) would otherwise leave it running.
+        let mut asked = Instant::now() - Duration::from_secs(1);
         while node
             .get("instances/flaky", "instances")
             .await
@@ -865,6 +866,11 @@ async fn api_changes_and_their_timers_survive_kill_9() {
             == "running"
         {
             assert!(Instant::now() < deadline, "flaky did not exit");
+            if asked.elapsed() >= Duration::from_millis(500) {
+                failed_at = Instant::now();
+                asked = failed_at;
+                let _ = common::try_get(node.proxy, "flaky.localhost", "/__exit/3").await;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

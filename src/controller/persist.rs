@@ -57,13 +57,13 @@ impl State {
     /// writes none of them; see [`Tracked::restore`](super::state::Tracked::restore)).
     pub fn changes(&self) -> Vec<Change> {
         let mut changes = Vec::new();
-        for id in self.instances.changed() {
+        for id in self.instances.to_write() {
             match self.instances.get(id).map(record) {
                 Some(r) => changes.push(Change::PutInstance(r)),
                 None => changes.push(Change::DeleteInstance(*id)),
             }
         }
-        for id in self.groups.changed() {
+        for id in self.groups.to_write() {
             match self.groups.get(id).map(group_record) {
                 Some(r) => changes.push(Change::PutGroup(r)),
                 None => changes.push(Change::DeleteGroup(*id)),

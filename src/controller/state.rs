@@ -410,9 +410,10 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> Tracked<K, V> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-    /// The keys changed since the last commit, to write (what a recovery restored as stored
-    /// and nothing changed since is left out).
-    pub(super) fn changed(&self) -> impl Iterator<Item = &K> {
+    /// The keys whose records a commit writes: those changed since the last commit, but not
+    /// what a recovery restored as stored and nothing changed since (which
+    /// [`Tracked::changes`] does list: the indexes have yet to take it in).
+    pub(super) fn to_write(&self) -> impl Iterator<Item = &K> {
         self.undo
             .iter()
             .filter(|(_, before)| !matches!(before, Before::Stored))
@@ -1381,7 +1382,7 @@ impl State {
                 self.deleting.remove(&id);
             }
         }
-        let mut stale_groups: HashSet<Uuid> = self.groups.changed().copied().collect();
+        let mut stale_groups: HashSet<Uuid> = self.groups.changes().map(|(id, ..)| *id).collect();
         for (_, from, to) in &moves {
             stale_groups.extend(from.iter().chain(to));
         }

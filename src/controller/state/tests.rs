@@ -2152,6 +2152,17 @@ fn a_recovery_writes_back_what_its_checks_changed() {
     let mut h = H::new();
     let late = h.instance(with_time("late", 1_000), at(0));
     let kept = h.instance(with_time("kept", 600_000), at(0));
+    let group = match h.call(
+        Call::CreateGroup(NewGroup {
+            name: Some("g".into()),
+            autokill_time: Some(Duration::from_millis(600_000)),
+            ..Default::default()
+        }),
+        at(0),
+    ) {
+        Ok(Reply::Group(v)) => v.id,
+        other => panic!("{other:?}"),
+    };
     for id in [late, kept] {
         h.running(id, at(0));
         h.call(Call::StopInstance(Ref::Id(id)), at(10))
@@ -2177,7 +2188,14 @@ fn a_recovery_writes_back_what_its_checks_changed() {
         })
         .collect();
     assert_eq!(written, [(late, Some("stopped_time".to_owned()))]);
-    assert!(s.instances.get(&kept).is_some());
+    // What was restored as stored is published all the same.
+    s.committed();
+    let view = s.view();
+    assert!(view.instances.get(&kept).is_some());
+    assert!(
+        view.groups.get(&group).is_some(),
+        "the restored group is published"
+    );
 }
 
 /// `autokill.jitter`: the budget of each new instance is drawn once, at creation, in
