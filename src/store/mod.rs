@@ -7,6 +7,7 @@
 //! `restart_at`), and the controller re-arms every timer from them at start.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ const GROUPS: TableDefinition<u128, &[u8]> = TableDefinition::new("service_group
 /// page cache holds the file as well). 16 MiB measured no slower for PATCH writes at
 /// 100,000 records.
 const CACHE_SIZE: usize = 16 << 20;
+/// How long opening waits for another process's lock on the file to go (see [`Store::open`]).
+const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// Errors of the store, each naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -228,23 +231,39 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| io(format!("cannot create directory {}: {e}", dir.display())))?;
         }
-        // Read the version before anything of ours is written to the file. A file left by a
-        // crash needs redb's repair, which a read-only open cannot do; then the repair (redb's
-        // own bookkeeping, none of our records) happens first and the version is checked after.
-        let readonly = if path.exists() {
-            redb::ReadOnlyDatabase::open(path).ok()
-        } else {
-            None
+        // A server killed while it was starting instance processes leaves its lock with the
+        // children it had forked and not yet exec'd (they hold a copy of the file's descriptor
+        // until then): a start right after it waits for them a moment.
+        let waiting = std::time::Instant::now();
+        let db = loop {
+            // Read the version before anything of ours is written to the file. A file left by
+            // a crash needs redb's repair, which a read-only open cannot do; then the repair
+            // (redb's own bookkeeping, none of our records) happens first and the version is
+            // checked after.
+            let readonly = if path.exists() {
+                redb::ReadOnlyDatabase::open(path).ok()
+            } else {
+                None
+            };
+            if let Some(db) = readonly {
+                let found = read_version(&db).map_err(|e| io(e.to_string()))?;
+                drop(db);
+                check_version(path, found)?;
+            }
+            match redb::Builder::new().set_cache_size(CACHE_SIZE).create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if waiting.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(io(format!(
+                        "the file is locked by another process (another autokill serving this \
+                         store?); waited {} s",
+                        LOCK_WAIT.as_secs()
+                    )));
+                }
+                opened => break opened.map_err(|e| io(e.to_string()))?,
+            }
         };
-        if let Some(db) = readonly {
-            let found = read_version(&db).map_err(|e| io(e.to_string()))?;
-            drop(db);
-            check_version(path, found)?;
-        }
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_SIZE)
-            .create(path)
-            .map_err(|e| io(e.to_string()))?;
         let store = Store {
             db,
             path: path.to_owned(),
@@ -464,6 +483,31 @@ mod tests {
         }
         let (_, snap) = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(snap.instances, vec![a]);
+    }
+
+    /// A lock that goes within the wait (a crashed server's forked child exec'ing) is waited
+    /// for; one that stays (another server on the same file) is refused, naming the lock.
+    #[test]
+    fn a_lock_held_a_moment_is_waited_for_and_one_that_stays_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("autokill.redb");
+        let (held, _) = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let (store, _) = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        release
+            .join()
+            .unwrap_or_else(|_| panic!("the releasing thread"));
+        match Store::open(&path) {
+            Err(err) => assert!(
+                err.to_string().contains("locked by another process"),
+                "{err}"
+            ),
+            Ok(_) => panic!("opened a store another holds"),
+        }
+        drop(store);
     }
 
     #[test]
