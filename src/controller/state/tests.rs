@@ -108,16 +108,21 @@ impl H {
     /// A crash and a new start: the state is rebuilt from what was committed, and the meters
     /// start again at their stored reservations, as `controller::run` does.
     fn crash_and_recover(&mut self, now: SystemTime) {
-        let snapshot = crate::store::Snapshot {
-            instances: self.disk.values().cloned().collect(),
-            groups: self.groups_disk.values().cloned().collect(),
-        };
+        let snapshot = self.snapshot();
         self.s = State::new(&self.config, 1);
         self.fx = self.s.recover(snapshot, now);
         self.committed(now);
     }
 
     /// The durable ceiling of requests forwarded to `id`.
+    /// What the store holds, as a start reads it.
+    fn snapshot(&self) -> crate::store::Snapshot {
+        crate::store::Snapshot {
+            instances: self.disk.values().cloned().collect(),
+            groups: self.groups_disk.values().cloned().collect(),
+        }
+    }
+
     fn stored_reserved(&self, id: Uuid) -> u64 {
         self.disk.get(&id).map_or(0, |r| r.reserved)
     }
@@ -1675,10 +1680,7 @@ fn restarted(
     found: &[(Uuid, crate::runtime::Found)],
     now: SystemTime,
 ) -> (H, Vec<Effect>) {
-    let snapshot = crate::store::Snapshot {
-        instances: h.disk.values().cloned().collect(),
-        groups: h.groups_disk.values().cloned().collect(),
-    };
+    let snapshot = h.snapshot();
     let mut next = H::new();
     let mut fx = next.s.recover(snapshot, now);
     next.s.adopt(&found.iter().copied().collect(), &mut fx, now);
@@ -2120,10 +2122,7 @@ fn a_recovery_writes_back_only_what_it_changed() {
     );
     let busy = h.instance(new("busy"), at(30));
     h.running(busy, at(30));
-    let snapshot = crate::store::Snapshot {
-        instances: h.disk.values().cloned().collect(),
-        groups: h.groups_disk.values().cloned().collect(),
-    };
+    let snapshot = h.snapshot();
     let mut s = State::new(&config(), 1);
     let fx = s.recover(snapshot, at(40));
     assert!(
@@ -2169,10 +2168,7 @@ fn a_recovery_writes_back_what_its_checks_changed() {
             .expect("stop");
         h.apply(Command::Exited { id, exit_code: 0 }, at(20));
     }
-    let snapshot = crate::store::Snapshot {
-        instances: h.disk.values().cloned().collect(),
-        groups: h.groups_disk.values().cloned().collect(),
-    };
+    let snapshot = h.snapshot();
     let mut s = State::new(&config(), 1);
     let fx = s.recover(snapshot, at(60_000));
     assert!(
