@@ -159,21 +159,19 @@ impl State {
             inst.unused_time = r.unused_ms.map(Duration::from_millis);
             inst.set_recovered(r.reserved, r.restarts, r.restart_at.map(at), r.destroy_due);
             let id = r.id;
-            // Left as it was stored (restored, not written back) unless recovery changes it.
-            let mut changed = true;
+            // Left as it was stored (restored, not written back) unless a check changes it:
+            // a template, or a stopped instance with no delete in progress.
+            let as_stored = deleting.is_none()
+                && matches!(stored, InstanceState::Template | InstanceState::Stopped);
             match (deleting, stored) {
                 (Some(reason), _) => {
                     inst.state = InstanceState::Deleted;
                     inst.set_pending(Pending::Delete(kill_reason(reason)));
                     fx.push(Effect::Delete(id));
                 }
-                (None, InstanceState::Template) => {
-                    inst.state = InstanceState::Template;
-                    changed = false;
-                }
+                (None, InstanceState::Template) => inst.state = InstanceState::Template,
                 (None, InstanceState::Stopped) => {
                     inst.state = InstanceState::Stopped;
-                    changed = false;
                     fx.push(Effect::Launch { spec, start: None });
                 }
                 // Running, starting, draining or stopping when the process died: start it again.
@@ -197,10 +195,10 @@ impl State {
             if inst.state != InstanceState::Deleted {
                 self.names.restore(Arc::clone(&inst.name), id);
             }
-            if changed {
-                self.instances.insert(id, inst);
-            } else {
+            if as_stored {
                 self.instances.restore(id, inst);
+            } else {
+                self.instances.insert(id, inst);
             }
         }
         let ids: Vec<_> = self.instances.values().map(|i| i.id).collect();
