@@ -369,6 +369,21 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// The README's size of a meter: 96 bytes with its `Arc`'s two counts, allocated at
+    /// malloc's own alignment (a padded meter took 256 with its `Arc`), the request's fields
+    /// first.
+    #[test]
+    fn a_meter_is_small_and_its_counters_come_first() {
+        assert!(
+            std::mem::size_of::<Meter>() + 16 <= 96,
+            "{}",
+            std::mem::size_of::<Meter>()
+        );
+        assert!(std::mem::align_of::<Meter>() <= 16);
+        assert_eq!(std::mem::offset_of!(Meter, count), 0);
+        assert_eq!(std::mem::offset_of!(Meter, refill_at), 24);
+    }
+
     #[test]
     fn admits_exactly_the_limit() {
         let m = Meter::new(0, 3);
