@@ -128,10 +128,9 @@ impl Connection {
         }
         if self.linger || !self.buf.is_empty() {
             self.linger().await;
-        } else {
-            // The last answer ended the connection with nothing unread: close it at once.
-            let _ = self.stream.shutdown().await;
         }
+        // Otherwise the last answer ended the connection with nothing unread: dropping the
+        // socket closes it at once, which sends the FIN (no `shutdown` call before it).
     }
 
     /// Closes gracefully: the write side first, then what the client still sends is read and

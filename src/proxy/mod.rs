@@ -239,6 +239,10 @@ impl Proxy {
     }
 }
 
+/// Whether a connection accepted from a listener with `TCP_NODELAY` has it too (Linux copies the
+/// listener's options into the new socket); elsewhere each accepted connection sets it itself.
+pub(crate) const ACCEPTED_INHERIT_NODELAY: bool = cfg!(target_os = "linux");
+
 /// `workers` listeners on `addr`, and the address they listen on: port 0 resolves on the first
 /// bind, and the others share that port.
 fn bind_all(
@@ -255,14 +259,38 @@ fn bind_all(
 }
 
 /// A non-blocking listener with `SO_REUSEPORT`, so that every worker has its own accept queue.
+/// `TCP_NODELAY` is set on the listener: Linux copies it to every connection accepted from it,
+/// which saves a `setsockopt` per connection ([`ACCEPTED_INHERIT_NODELAY`]).
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into()).map_err(|err| {
         std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
     })?;
     socket.listen(4096)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-connection `setsockopt` is skipped where the listener's `TCP_NODELAY` is inherited:
+    /// a connection accepted from a proxy listener must have it all the same.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let (listeners, addr) = bind_all(([127, 0, 0, 1], 0).into(), 1).unwrap();
+        let listener =
+            tokio::net::TcpListener::from_std(listeners.into_iter().next().unwrap()).unwrap();
+        let connect = tokio::net::TcpStream::connect(addr);
+        let (accepted, connected) = tokio::join!(listener.accept(), connect);
+        let (stream, _) = accepted.unwrap();
+        drop(connected);
+        if ACCEPTED_INHERIT_NODELAY {
+            assert!(stream.nodelay().unwrap(), "TCP_NODELAY not inherited");
+        }
+    }
 }

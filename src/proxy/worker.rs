@@ -963,7 +963,9 @@ fn serve(
         permit,
     } = accepted;
     let start = Instant::now();
-    let _ = stream.set_nodelay(true);
+    if !super::ACCEPTED_INHERIT_NODELAY {
+        let _ = stream.set_nodelay(true);
+    }
     let info = Rc::new(ConnInfo {
         client: worker.client_value(peer.ip()),
         route: RefCell::new(RouteMemo::default()),
