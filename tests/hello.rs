@@ -9,26 +9,22 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
-/// Starts `autokill hello --name x` on a free port and waits until it accepts connections.
+/// Starts `autokill hello --name x` on a port the system picks, and reads that port from its
+/// first line on stderr: a port chosen here and let go could be taken meanwhile (by another test
+/// of this file binding port 0), and the connections then go to someone else.
 async fn hello(log: Option<&Path>, allow_exit: bool) -> (Child, SocketAddr) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut command = Command::new(env!("CARGO_BIN_EXE_autokill"));
     command
-        .args(["hello", "--listen", &addr.to_string(), "--name", "x"])
+        .args(["hello", "--listen", "127.0.0.1:0", "--name", "x"])
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(log) = log {
         command.arg("--log").arg(log);
@@ -37,16 +33,19 @@ async fn hello(log: Option<&Path>, allow_exit: bool) -> (Child, SocketAddr) {
         command.arg("--allow-exit");
     }
     let mut child = command.spawn().expect("spawn autokill hello");
-    timeout(PATIENCE, async {
-        while TcpStream::connect(addr).await.is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("autokill hello exited before listening: {status}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("autokill hello listens within 5 s");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let line = timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("autokill hello listens within 5 s")
+        .expect("read stderr")
+        .expect("autokill hello exited before listening");
+    let addr = line
+        .rsplit_once("listening on ")
+        .and_then(|(_, addr)| addr.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    // Keep reading what it writes, so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
 }
 

@@ -650,15 +650,40 @@ pub async fn run(
     let began = std::time::Instant::now();
     let (instances, groups) = (snapshot.instances.len(), snapshot.groups.len());
     // What an earlier run left: adopted where the runtime can (containers), removed otherwise.
-    let found = match task.runtime.adopt(&persist::stored_specs(&snapshot)).await {
-        Ok(found) => found,
-        Err(err) => {
-            tracing::error!(%err, "taking over instances left by an earlier run failed");
-            HashMap::new()
-        }
+    // The runtime does that while the stored state is recovered on a blocking thread: nothing
+    // of it is needed before the two meet in `State::adopt`, and no instance is created or
+    // started before that (effects are carried out after the commit below).
+    let stored = if task.runtime.adopts() {
+        persist::stored_specs(&snapshot)
+    } else {
+        Vec::new()
     };
+    let now = clock.now();
+    let recovering = tokio::task::spawn_blocking(move || {
+        let began = std::time::Instant::now();
+        let effects = state.recover(snapshot, now);
+        (state, effects, began.elapsed())
+    });
+    let adopting = async {
+        let began = std::time::Instant::now();
+        let found = task.runtime.adopt(&stored).await;
+        (found, began.elapsed())
+    };
+    let (recovered_state, (found, adopt_took)) = tokio::join!(recovering, adopting);
+    let (mut effects, recover_took) = match recovered_state {
+        Ok((recovered, effects, took)) => {
+            state = recovered;
+            (effects, took)
+        }
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => return,
+    };
+    let found = found.unwrap_or_else(|err| {
+        tracing::error!(%err, "taking over instances left by an earlier run failed");
+        HashMap::new()
+    });
     let adopted = began.elapsed();
-    let mut effects = state.recover(snapshot, clock.now());
     state.adopt(&found, &mut effects, clock.now());
     let declare = Command::Declare {
         groups: config.service_groups.clone(),
@@ -679,8 +704,9 @@ pub async fn run(
     tracing::info!(
         instances,
         groups,
-        adopt_ms = adopted.as_millis() as u64,
-        recover_and_commit_ms = (committed - adopted).as_millis() as u64,
+        recover_ms = recover_took.as_millis() as u64,
+        adopt_ms = adopt_took.as_millis() as u64,
+        commit_ms = (committed - adopted).as_millis() as u64,
         carry_out_ms = (began.elapsed() - committed).as_millis() as u64,
         "state recovered"
     );

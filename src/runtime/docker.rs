@@ -1201,6 +1201,10 @@ impl Runtime for DockerRuntime {
         Box::pin(async { Ok(0) })
     }
 
+    fn adopts(&self) -> bool {
+        true
+    }
+
     fn adopt<'a>(
         &'a self,
         stored: &'a [InstanceSpec],

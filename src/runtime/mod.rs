@@ -211,6 +211,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// store left behind (after a crash), and returns how many it removed.
     fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>>;
 
+    /// Whether [`Runtime::adopt`] can take over instances an earlier run left, and so needs the
+    /// stored ones; a runtime that cannot is given none.
+    fn adopts(&self) -> bool {
+        false
+    }
+
     /// At start, before any instance is created, with every stored instance and template:
     /// takes over what an earlier run left of them ([`Found`]) and removes what the store does
     /// not know. An instance missing from the answer has nothing left (or nothing that runs or

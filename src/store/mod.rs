@@ -6,10 +6,11 @@
 //! the wall-clock instants they derive from (`stopped_at`, `last_used`, `empty_since`,
 //! `restart_at`), and the controller re-arms every timer from them at start.
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,6 +20,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INSTANCES: TableDefinition<u128, &[u8]> = TableDefinition::new("instances");
 const GROUPS: TableDefinition<u128, &[u8]> = TableDefinition::new("service_groups");
+
+/// From this many stored instances on, a start reads them on two threads.
+const PARALLEL_READ_FROM: usize = 4096;
 /// redb's page cache. Its default (1 GiB) keeps every page a batch of creations wrote or a
 /// start read, about 600 bytes per stored instance on top of the state itself, though the
 /// state is read once, at start, and a commit touches a few pages per record (the kernel's
@@ -302,10 +306,44 @@ impl Store {
         let txn = self.db.begin_read().map_err(|e| io(e.into()))?;
         let mut snapshot = Snapshot::default();
         let instances = txn.open_table(INSTANCES).map_err(|e| io(e.into()))?;
-        for entry in instances.iter().map_err(|e| io(e.into()))? {
-            let (k, v) = entry.map_err(|e| io(e.into()))?;
-            snapshot.instances.push(self.decode(k.value(), v.value())?);
-        }
+        // Decoding is most of a start's read: a large store is read in two halves of the key
+        // space at once (keys are random UUIDs, so the halves are about even), the lower half
+        // on a thread of its own. The records stay in key order.
+        let count = instances.len().map_err(|e| io(e.into()))? as usize;
+        let read = |range: (Bound<u128>, Bound<u128>), capacity: usize| {
+            let mut out = Vec::with_capacity(capacity);
+            for entry in instances.range(range).map_err(|e| io(e.into()))? {
+                let (k, v) = entry.map_err(|e| io(e.into()))?;
+                out.push(self.decode(k.value(), v.value())?);
+            }
+            Ok::<_, StoreError>(out)
+        };
+        let all = (Bound::Unbounded, Bound::Unbounded);
+        snapshot.instances = if count < PARALLEL_READ_FROM {
+            read(all, count)?
+        } else {
+            const MIDDLE: u128 = 1 << 127;
+            let half = count / 2 + count / 16;
+            let (lower, upper) = std::thread::scope(|scope| {
+                let lower = std::thread::Builder::new()
+                    .name("autokill-read".into())
+                    .spawn_scoped(scope, || {
+                        read((Bound::Unbounded, Bound::Excluded(MIDDLE)), half)
+                    });
+                let upper = read((Bound::Included(MIDDLE), Bound::Unbounded), half);
+                let lower = match lower {
+                    Ok(thread) => thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    // No thread to be had: read the lower half here.
+                    Err(_) => read((Bound::Unbounded, Bound::Excluded(MIDDLE)), half),
+                };
+                (lower, upper)
+            });
+            let mut records = lower?;
+            records.append(&mut upper?);
+            records
+        };
         let groups = txn.open_table(GROUPS).map_err(|e| io(e.into()))?;
         for entry in groups.iter().map_err(|e| io(e.into()))? {
             let (k, v) = entry.map_err(|e| io(e.into()))?;
@@ -483,6 +521,32 @@ mod tests {
         }
         let (_, snap) = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(snap.instances, vec![a]);
+    }
+
+    /// A store large enough to be read on two threads gives every record once, in key order,
+    /// with the ids on both sides of the split (the middle of the key space) among them.
+    #[test]
+    fn a_large_store_is_read_whole_and_in_key_order() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("autokill.redb");
+        let mut records: Vec<InstanceRecord> = (0..PARALLEL_READ_FROM + 100)
+            .map(|i| record(&format!("i{i}")))
+            .collect();
+        // The keys next to the split.
+        records[0].id = Uuid::from_u128((1 << 127) - 1);
+        records[1].id = Uuid::from_u128(1 << 127);
+        {
+            let (store, _) = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let changes: Vec<Change> = records.iter().cloned().map(Change::PutInstance).collect();
+            store.commit(&changes).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (_, snap) = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        records.sort_by_key(|r| r.id);
+        assert_eq!(snap.instances.len(), records.len());
+        assert!(
+            snap.instances == records,
+            "records lost, doubled or out of order"
+        );
     }
 
     /// A lock that goes within the wait (a crashed server's forked child exec'ing) is waited
