@@ -21,6 +21,7 @@ pub mod controller;
 pub mod hello;
 pub mod metrics;
 pub mod net;
+mod par;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;

@@ -1333,6 +1333,9 @@ impl State {
         fn live(i: Option<&Instance>) -> Option<&Instance> {
             i.filter(|i| i.state != InstanceState::Deleted)
         }
+        fn deleted(i: Option<&Instance>) -> bool {
+            i.is_some_and(|i| i.state == InstanceState::Deleted)
+        }
         let mut moves = Vec::new();
         let mut clone_moves = Vec::new();
         // Views to build again: every changed instance, and the templates whose clones changed.
@@ -1340,8 +1343,6 @@ impl State {
         let mut deleting = Vec::new();
         for (id, before, after) in self.instances.changes() {
             stale.insert(*id);
-            let deleted =
-                |i: Option<&Instance>| i.is_some_and(|i| i.state == InstanceState::Deleted);
             if deleted(before) != deleted(after) {
                 deleting.push((*id, deleted(after)));
             }
@@ -1402,36 +1403,24 @@ impl State {
         // Views go into the cache in name order (see above).
         let by_name =
             |a: &Arc<super::InstanceView>, b: &Arc<super::InstanceView>| a.name.cmp(&b.name);
-        let (views, mut dues) = if stale.len() < PARALLEL_VIEWS_FROM {
-            let (mut views, dues) = self.views_of(&stale);
+        let this = &*self;
+        let sorted = |ids: &[Uuid]| {
+            let (mut views, dues) = this.views_of(ids);
             views.sort_unstable_by(by_name);
             (views, dues)
+        };
+        let (views, mut dues) = if stale.len() < PARALLEL_VIEWS_FROM {
+            sorted(&stale)
         } else {
             // The first commit after a recovery builds every view: on two threads, each
             // sorting its half; the stable sort of the two sorted runs is then one merge.
             let (lower, upper) = stale.split_at(stale.len() / 2);
-            let this = &*self;
-            let sorted = |ids: &[Uuid]| {
-                let (mut views, dues) = this.views_of(ids);
-                views.sort_unstable_by(by_name);
-                (views, dues)
-            };
-            std::thread::scope(|scope| {
-                let other = std::thread::Builder::new()
-                    .name("autokill-views".into())
-                    .spawn_scoped(scope, || sorted(lower));
-                let (mut views, mut dues) = sorted(upper);
-                let (v, d) = match other {
-                    Ok(thread) => thread
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    Err(_) => sorted(lower),
-                };
-                views.extend(v);
-                views.sort_by(by_name);
-                dues.extend(d);
-                (views, dues)
-            })
+            let ((mut views, mut dues), (v, d)) =
+                crate::par::join("autokill-views", || sorted(lower), || sorted(upper));
+            views.extend(v);
+            views.sort_by(by_name);
+            dues.extend(d);
+            (views, dues)
         };
         for (id, due) in &dues {
             if due.is_none() {

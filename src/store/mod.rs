@@ -324,22 +324,11 @@ impl Store {
         } else {
             const MIDDLE: u128 = 1 << 127;
             let half = count / 2 + count / 16;
-            let (lower, upper) = std::thread::scope(|scope| {
-                let lower = std::thread::Builder::new()
-                    .name("autokill-read".into())
-                    .spawn_scoped(scope, || {
-                        read((Bound::Unbounded, Bound::Excluded(MIDDLE)), half)
-                    });
-                let upper = read((Bound::Included(MIDDLE), Bound::Unbounded), half);
-                let lower = match lower {
-                    Ok(thread) => thread
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    // No thread to be had: read the lower half here.
-                    Err(_) => read((Bound::Unbounded, Bound::Excluded(MIDDLE)), half),
-                };
-                (lower, upper)
-            });
+            let (lower, upper) = crate::par::join(
+                "autokill-read",
+                || read((Bound::Unbounded, Bound::Excluded(MIDDLE)), half),
+                || read((Bound::Included(MIDDLE), Bound::Unbounded), half),
+            );
             let mut records = lower?;
             records.append(&mut upper?);
             records

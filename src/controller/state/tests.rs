@@ -114,7 +114,6 @@ impl H {
         self.committed(now);
     }
 
-    /// The durable ceiling of requests forwarded to `id`.
     /// What the store holds, as a start reads it.
     fn snapshot(&self) -> crate::store::Snapshot {
         crate::store::Snapshot {
@@ -123,6 +122,7 @@ impl H {
         }
     }
 
+    /// The durable ceiling of requests forwarded to `id`.
     fn stored_reserved(&self, id: Uuid) -> u64 {
         self.disk.get(&id).map_or(0, |r| r.reserved)
     }
