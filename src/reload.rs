@@ -24,8 +24,9 @@
 //!   shutdown grace);
 //! * `autokill.jitter`, for budgets drawn from then on (instances created after the reload, or a
 //!   declared instance whose `num_requests` changed); budgets drawn before are kept;
-//! * `runtime.max_concurrent_kills`: more places go to waiting kills at once; fewer are taken
-//!   back as kills in progress end (none is cut short);
+//! * `runtime.max_concurrent_kills` and `runtime.max_concurrent_starts`: more places go to
+//!   waiting kills (or starts) at once; fewer are taken back as those in progress end (none is
+//!   cut short);
 //! * `runtime.stop_grace` and `runtime.start_timeout`, for stops and starts that begin from then
 //!   on (with docker, a stop grace is cut to what the engine client's request timeout, set at
 //!   start from the stop grace then, leaves room for; a warning says so);

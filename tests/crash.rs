@@ -613,6 +613,61 @@ async fn after_a_clean_stop_running_instances_run_again_and_leftovers_are_remove
     node.terminate();
 }
 
+/// After `kill -9`, the instances that were running start again at most
+/// `runtime.max_concurrent_starts` at a time: with two places, twelve instances all run again
+/// and the earlier run's processes are gone; a second `kill -9` in the middle of that restart
+/// (some started, the rest waiting their turn) loses none either, and leaves no process behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_running_instances_start_again_in_turn_and_none_is_lost() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let body =
+        runtime(dir.path()).replacen("runtime:\n", "runtime:\n  max_concurrent_starts: 2\n", 1);
+    let mut node = Node::new(dir.path(), &body);
+    node.start().await;
+    let names: Vec<String> = (0..12).map(|i| format!("turn{i}")).collect();
+    let items: Vec<Value> = names
+        .iter()
+        .map(|name| json!({"name": name, "image": "hello", "autostart": true}))
+        .collect();
+    let r = node
+        .api("POST", "/v1/instances", Some(Value::Array(items)))
+        .await;
+    assert!(matches!(r, Ok((200 | 201, _))), "{r:?}");
+    node.wait_until_all("running", "instances did not start")
+        .await;
+    let first = node.instance_pids();
+    assert_eq!(first.len(), 12, "{first:?}");
+
+    node.kill9();
+    node.start().await;
+    // Early in the restart: some may run, the others wait their turn (`starting`).
+    let early = node.instances().await;
+    assert_eq!(early.len(), 12);
+    for i in &early {
+        assert!(
+            i["state"] == "running" || i["state"] == "starting",
+            "after kill -9: {i}"
+        );
+    }
+    node.kill9();
+    node.start().await;
+    node.wait_until_all("running", "instances did not run again after two kill -9")
+        .await;
+    let pids = node.instance_pids();
+    assert_eq!(
+        pids.len(),
+        12,
+        "one process per instance, none left over: {pids:?}"
+    );
+    for pid in first {
+        assert!(
+            !common_alive(pid),
+            "a process of the first run is left: {pid}"
+        );
+    }
+    node.terminate();
+}
+
 /// Issue 9.3: a clean stop with `shutdown: stop_instances` (the default) stops the controller
 /// before it stops the instances, so the exits it causes are never judged: an `ON_SUCCESS`
 /// instance is not destroyed, none comes back `stopped`, and the next start runs them all again.

@@ -72,6 +72,7 @@ impl Harness {
             start_timeout,
             default_port: None,
             max_concurrent_kills: 64,
+            max_concurrent_starts: 16,
             images: images
                 .into_iter()
                 .map(|(name, image)| (name.to_owned(), image))

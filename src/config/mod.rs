@@ -175,6 +175,10 @@ pub struct RuntimeConfig {
     /// wait their turn in the order they were asked for (none is dropped). Bounds what a kill
     /// storm asks of the engine and the host at one time.
     pub max_concurrent_kills: usize,
+    /// Most runtime starts the controller has in progress at once, each from its spawn until
+    /// the instance answers (or its start fails); the others wait their turn in the order they
+    /// were asked for. Bounds what a restart of every instance after a crash asks of the host.
+    pub max_concurrent_starts: usize,
 }
 
 /// The runtime backend.

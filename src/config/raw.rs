@@ -180,6 +180,9 @@ pub(crate) struct RawRuntime {
     /// Most runtime deletes and stops carried out at once; more wait their turn, in order.
     /// Default 64, 1 to 100000.
     pub max_concurrent_kills: Option<Spanned<u64>>,
+    /// Most runtime starts in progress at once (each from its spawn until the instance
+    /// answers or fails); more wait their turn, in order. Default 16, 1 to 100000.
+    pub max_concurrent_starts: Option<Spanned<u64>>,
 }
 
 /// `runtime.kind`

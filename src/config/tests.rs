@@ -97,6 +97,7 @@ fn defaults() -> Config {
             images: BTreeMap::new(),
             default_port: None,
             max_concurrent_kills: 64,
+            max_concurrent_starts: 16,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
@@ -202,6 +203,7 @@ runtime:
   stop_grace: 1s
   start_timeout: 1m30s
   max_concurrent_kills: 8
+  max_concurrent_starts: 4
   images:
     nginx:
       command: [nginx, -g, "daemon off;"]
@@ -278,6 +280,7 @@ shutdown: leave_instances
             start_timeout: Duration::from_secs(90),
             default_port: None,
             max_concurrent_kills: 8,
+            max_concurrent_starts: 4,
             images: BTreeMap::from([
                 (
                     "nginx".into(),
@@ -897,6 +900,24 @@ fn store_and_runtime_values_are_checked() {
             .runtime
             .max_concurrent_kills,
         1
+    );
+    refused(
+        "runtime:\n  max_concurrent_starts: 0\n",
+        2,
+        26,
+        "runtime.max_concurrent_starts: 0 is not between 1 and 100000",
+    );
+    refused_starting(
+        "runtime:\n  max_concurrent_starts: -3\n",
+        2,
+        26,
+        "runtime.max_concurrent_starts",
+    );
+    assert_eq!(
+        ok("runtime:\n  max_concurrent_starts: 100000\n")
+            .runtime
+            .max_concurrent_starts,
+        100_000
     );
 }
 

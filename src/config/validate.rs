@@ -60,7 +60,16 @@ const BODY_SIZE_RANGE: std::ops::RangeInclusive<u64> = (1 << 10)..=(1 << 30);
 /// (see `benches/kill_storm.sh`); instances that ignore SIGTERM hold a place for the whole
 /// `stop_grace`, so a storm of those takes about (instances / 64) × `stop_grace`.
 const MAX_CONCURRENT_KILLS: u64 = 64;
-/// Upper bound of `runtime.max_concurrent_kills`: in effect unlimited.
+/// Default `runtime.max_concurrent_starts`. A restart after a crash starts again every instance
+/// that was running; a thousand processes spawned at once (or a thousand container starts asked
+/// of the engine) take both cores of a small host for seconds, and the proxy and the admin API
+/// wait for their share. A start holds its place only until its instance answers, which takes
+/// milliseconds for most programs, so 16 keeps the cores for the rest without slowing a usual
+/// burst of starts (see `benches/control_plane.rs`, `kill -9` to `/readyz`). Programs that take
+/// long to listen start in about (instances / 16) × their start time.
+const MAX_CONCURRENT_STARTS: u64 = 16;
+/// Upper bound of `runtime.max_concurrent_kills` and `runtime.max_concurrent_starts`: in
+/// effect unlimited.
 const MAX_KILLS_BOUND: u64 = 100_000;
 /// Longest host name (RFC 1035 §2.3.4, without the root dot).
 const MAX_HOST_LEN: usize = 253;
@@ -529,6 +538,12 @@ fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
             raw.max_concurrent_kills.as_ref(),
             "runtime.max_concurrent_kills",
             MAX_CONCURRENT_KILLS,
+            1..=MAX_KILLS_BOUND,
+        )?,
+        max_concurrent_starts: within(
+            raw.max_concurrent_starts.as_ref(),
+            "runtime.max_concurrent_starts",
+            MAX_CONCURRENT_STARTS,
             1..=MAX_KILLS_BOUND,
         )?,
     })

@@ -1,6 +1,6 @@
 //! The controller's settings that a configuration reload changes while it runs
 //! ([`Command::Settings`](super::Command::Settings)): its own, the runtime's timeouts it hands
-//! on, and the kill places whose number is one of them.
+//! on, and the kill and start places whose numbers are two of them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ pub struct LiveSettings {
     pub autokill: AutokillConfig,
     /// `runtime.max_concurrent_kills`.
     pub max_concurrent_kills: usize,
+    /// `runtime.max_concurrent_starts`.
+    pub max_concurrent_starts: usize,
     /// `runtime.stop_grace`, for stops that begin from now on.
     pub stop_grace: Duration,
     /// `runtime.start_timeout`, for starts that begin from now on.
@@ -32,37 +34,40 @@ impl LiveSettings {
             drain_timeout: config.defaults.drain_timeout,
             autokill: config.autokill,
             max_concurrent_kills: config.runtime.max_concurrent_kills,
+            max_concurrent_starts: config.runtime.max_concurrent_starts,
             stop_grace: config.runtime.stop_grace,
             start_timeout: config.runtime.start_timeout,
         }
     }
 }
 
-/// Places for runtime stops and deletes (`runtime.max_concurrent_kills`): a kill storm queues
-/// on the semaphore, in order, instead of asking the engine for everything at once.
+/// Places for runtime calls of one kind: stops and deletes (`runtime.max_concurrent_kills`), or
+/// starts (`runtime.max_concurrent_starts`). A kill storm, or a restart of everything after a
+/// crash, queues on the semaphore, in order, instead of asking the engine (or the host's cores)
+/// for everything at once.
 #[derive(Debug)]
-pub(super) struct KillPlaces {
+pub(super) struct Places {
     semaphore: Arc<Semaphore>,
     size: usize,
 }
 
-impl KillPlaces {
+impl Places {
     /// `size` places (at least one).
-    pub(super) fn new(size: usize) -> KillPlaces {
+    pub(super) fn new(size: usize) -> Places {
         let size = size.max(1);
-        KillPlaces {
+        Places {
             semaphore: Arc::new(Semaphore::new(size)),
             size,
         }
     }
 
-    /// The semaphore a kill takes its place from (never closed).
+    /// The semaphore a call takes its place from.
     pub(super) fn semaphore(&self) -> Arc<Semaphore> {
         Arc::clone(&self.semaphore)
     }
 
-    /// Changes the number of places. More: the waiting kills go at once. Fewer: the places
-    /// are taken back as kills in progress give them back (none is cut short), and kills that
+    /// Changes the number of places. More: the waiting calls go at once. Fewer: the places
+    /// are taken back as calls in progress give them back (none is cut short), and calls that
     /// wait meanwhile wait behind the taking back, in order.
     pub(super) fn resize(&mut self, size: usize) {
         let size = size.max(1);
@@ -89,7 +94,7 @@ mod tests {
     /// fewer once those in progress have given their places back.
     #[tokio::test]
     async fn kill_places_grow_and_shrink() {
-        let mut places = KillPlaces::new(2);
+        let mut places = Places::new(2);
         let sem = places.semaphore();
         let a = Arc::clone(&sem).acquire_owned().await.expect("open");
         let b = Arc::clone(&sem).acquire_owned().await.expect("open");

@@ -9,6 +9,7 @@
 pub mod api;
 mod live;
 mod persist;
+mod starts;
 mod state;
 
 use std::collections::{HashMap, VecDeque};
@@ -638,7 +639,8 @@ pub async fn run(
     };
     let mut task = Task {
         runtime,
-        kills: live::KillPlaces::new(config.runtime.max_concurrent_kills),
+        kills: live::Places::new(config.runtime.max_concurrent_kills),
+        starts: starts::Starts::new(config.runtime.max_concurrent_starts),
         published,
         metrics,
         tx: inputs.commands_tx.clone(),
@@ -700,6 +702,9 @@ pub async fn run(
         backoff = (backoff * 2).min(RETRY_MAX);
     }
     let committed = began.elapsed();
+    // The starts of the instances that were running go once the server is ready: a thousand
+    // of them spawning would otherwise take the cores the last of the recovery needs.
+    task.starts.hold();
     task.carry_out(effects, &mut state);
     tracing::info!(
         instances,
@@ -711,6 +716,7 @@ pub async fn run(
         "state recovered"
     );
     let _ = recovered.send(());
+    task.starts.unhold();
     // Commands of a batch whose commit failed, applied again first (API calls excepted: they
     // were answered with the error).
     let mut again: VecDeque<Command> = VecDeque::new();
@@ -755,11 +761,16 @@ pub async fn run(
         let mut effects = Vec::new();
         let mut retry = Vec::new();
         for cmd in batch {
-            if let Command::Timer(key) = &cmd {
-                task.armed.remove(key);
+            match &cmd {
+                Command::Timer(key) => {
+                    task.armed.remove(key);
+                }
+                Command::Started { id, attempt, .. } => task.starts.reported(*id, *attempt),
+                _ => {}
             }
             if let Command::Settings(live) = &cmd {
                 task.kills.resize(live.max_concurrent_kills);
+                task.starts.resize(live.max_concurrent_starts);
                 task.runtime
                     .set_timeouts(live.stop_grace, live.start_timeout);
             }
@@ -794,6 +805,9 @@ pub async fn run(
             }
         }
     }
+    // Starts still waiting for a place never begin: nothing would hear how they went, and the
+    // shutdown that follows stops what the state says runs.
+    task.starts.close();
 }
 
 /// Pauses between attempts to commit after the store refused a write.
@@ -861,7 +875,9 @@ fn runtime_command(ev: RuntimeEvent) -> Command {
 struct Task {
     runtime: Arc<dyn Runtime>,
     /// Places for runtime stops and deletes (`runtime.max_concurrent_kills`).
-    kills: live::KillPlaces,
+    kills: live::Places,
+    /// Places for runtime starts (`runtime.max_concurrent_starts`), and the starts waiting.
+    starts: starts::Starts,
     published: Published,
     metrics: Metrics,
     tx: mpsc::UnboundedSender<Command>,
@@ -963,30 +979,34 @@ impl Task {
                         continue;
                     }
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
-                    tokio::spawn(async move {
+                    let turn = start.map(|attempt| (attempt, self.starts.ask(spec.id, attempt)));
+                    self.starts.spawn(async move {
                         let id = spec.id;
                         let created = runtime.create(&spec).await;
-                        let Some(attempt) = start else {
+                        let Some((attempt, turn)) = turn else {
                             if let Err(err) = created {
                                 tracing::warn!(instance = %spec.name, %err, "creating instance failed");
                             }
                             return;
                         };
+                        // The place is taken after the create: a pull of a missing image is
+                        // not a start, and must not hold up the starts of others.
                         let result = match created {
-                            Ok(()) => runtime.start(id).await,
-                            Err(err) => Err(err),
+                            Ok(()) => turn.start(&*runtime, id).await,
+                            Err(err) => Err(err.to_string()),
                         };
                         let _ = tx.send(Command::Started {
                             id,
                             attempt,
-                            result: result.map_err(|e| e.to_string()),
+                            result,
                         });
                     });
                 }
                 Effect::Start { id, attempt } => {
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
-                    tokio::spawn(async move {
-                        let result = runtime.start(id).await.map_err(|e| e.to_string());
+                    let turn = self.starts.ask(id, attempt);
+                    self.starts.spawn(async move {
+                        let result = turn.start(&*runtime, id).await;
                         let _ = tx.send(Command::Started {
                             id,
                             attempt,
@@ -995,6 +1015,9 @@ impl Task {
                     });
                 }
                 Effect::Stop(id) => {
+                    // A start still waiting for its place would begin after this stop, and
+                    // leave running what the state says is stopped.
+                    self.starts.overtake(id);
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
                     let kills = self.kills.semaphore();
                     tokio::spawn(async move {
@@ -1005,6 +1028,7 @@ impl Task {
                     });
                 }
                 Effect::Delete(id) => {
+                    self.starts.overtake(id);
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
                     let kills = self.kills.semaphore();
                     tokio::spawn(async move {
@@ -1040,6 +1064,8 @@ impl Task {
         for (to, result) in replies {
             let _ = to.send(result);
         }
+        // Last, so that the processes they spawn do not take the cores from the rest.
+        self.starts.release();
         self.metrics
             .timers_pending
             .set(self.timers.pending() as i64);

@@ -920,7 +920,24 @@ impl State {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        if inst.state != InstanceState::Starting || inst.attempt != attempt {
+        if inst.attempt != attempt {
+            return;
+        }
+        if inst.state == InstanceState::Stopping && inst.pending == Pending::Stop {
+            if result.is_err() {
+                // Stopped while starting, and the start did not get as far as running: a
+                // start the stop overtook while it waited for its place never began, and no
+                // exit will be reported for it. The user's stop is done.
+                inst.pending = Pending::None;
+                inst.state = InstanceState::Stopped;
+                inst.stop_reason = Some(StopReason::UserStop);
+                inst.stopped_at = Some(now);
+                self.check_stopped(id, now, fx);
+                fx.push(Effect::Publish);
+            }
+            return;
+        }
+        if inst.state != InstanceState::Starting {
             return;
         }
         match result {

@@ -17,13 +17,16 @@ use crate::proxy::ProxyEvent;
 use crate::runtime::{BoxFuture, InstanceSpec, Runtime, RuntimeError, RuntimeEvent};
 use crate::store::Store;
 
-/// A runtime that records what it is asked to do and starts everything at once (at `addr`,
-/// port 9 unless a test gives an upstream of its own). A delete takes `delete_for`, and the
-/// most deletes it ever had in progress at once is kept.
+/// A runtime that records what it is asked to do and starts everything (at `addr`, port 9
+/// unless a test gives an upstream of its own). A start takes `start_for` and a delete
+/// `delete_for`, and the most of each it ever had in progress at once is kept.
 #[derive(Default)]
 struct Recorder {
     calls: Mutex<Vec<String>>,
     addr: Option<SocketAddr>,
+    start_for: Duration,
+    starting: AtomicUsize,
+    most_starting: AtomicUsize,
     delete_for: Duration,
     deleting: AtomicUsize,
     most_deleting: AtomicUsize,
@@ -51,7 +54,13 @@ impl Runtime for Recorder {
     fn start(&self, id: Uuid) -> BoxFuture<'_, Result<SocketAddr, RuntimeError>> {
         self.record(format!("start {id}"));
         let addr = self.addr.unwrap_or(([127, 0, 0, 1], 9).into());
-        Box::pin(async move { Ok(addr) })
+        Box::pin(async move {
+            let now = self.starting.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_starting.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.start_for).await;
+            self.starting.fetch_sub(1, Ordering::SeqCst);
+            Ok(addr)
+        })
     }
     fn stop(&self, id: Uuid) -> BoxFuture<'_, Result<(), RuntimeError>> {
         self.record(format!("stop {id}"));
@@ -386,6 +395,102 @@ async fn deletes_are_paced_and_none_is_lost() {
         3,
         "at most max_concurrent_kills deletes at once, and that many used"
     );
+    stop(r).await;
+}
+
+/// Starts are paced: with `runtime.max_concurrent_starts: 3`, twelve instances created at once
+/// never have more than three runtime starts in progress, the places are used (three at once),
+/// and every instance ends up running: none is lost in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_are_paced_and_none_is_lost() {
+    let recorder = Recorder {
+        start_for: Duration::from_millis(100),
+        ..Recorder::default()
+    };
+    let r = start_with(
+        tempfile::tempdir().expect("temp dir"),
+        0,
+        "  max_concurrent_starts: 3\n",
+        recorder,
+    )
+    .await;
+    let names: Vec<String> = (0..12).map(|i| format!("i{i}")).collect();
+    let creates: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (api, name) = (r.api.clone(), name.clone());
+            tokio::spawn(async move { api.call(Call::CreateInstance(new(&name))).await })
+        })
+        .collect();
+    for create in creates {
+        let answer = create.await.expect("no panic");
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    for name in &names {
+        eventually("running", || state_of(&r, name) == Some("running")).await;
+    }
+    assert_eq!(
+        r.runtime.most_starting.load(Ordering::SeqCst),
+        3,
+        "at most max_concurrent_starts starts at once, and that many used"
+    );
+    stop(r).await;
+}
+
+/// A start that waits for its place is overtaken by a stop or a delete: it never reaches the
+/// runtime (which would leave running what the state says is stopped), and the instance ends
+/// stopped (or gone). The start in progress meanwhile completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_start_overtaken_by_a_stop_or_delete_never_begins() {
+    let recorder = Recorder {
+        start_for: Duration::from_millis(300),
+        ..Recorder::default()
+    };
+    let r = start_with(
+        tempfile::tempdir().expect("temp dir"),
+        0,
+        "  max_concurrent_starts: 1\n",
+        recorder,
+    )
+    .await;
+    let id_of = |reply: Result<Reply, super::api::ApiError>| match reply {
+        Ok(Reply::Instance(view)) => view.id,
+        other => panic!("{other:?}"),
+    };
+    let first = id_of(r.api.call(Call::CreateInstance(new("first"))).await);
+    let stopped = id_of(r.api.call(Call::CreateInstance(new("stopped"))).await);
+    let deleted = id_of(r.api.call(Call::CreateInstance(new("deleted"))).await);
+    assert_eq!(state_of(&r, "stopped"), Some("starting"));
+    let answer = r
+        .api
+        .call(Call::StopInstance(Ref::Name("stopped".into())))
+        .await;
+    assert!(answer.is_ok(), "{answer:?}");
+    let answer = r
+        .api
+        .call(Call::DeleteInstance(Ref::Name("deleted".into())))
+        .await;
+    assert!(answer.is_ok(), "{answer:?}");
+    eventually("the first running", || {
+        state_of(&r, "first") == Some("running")
+    })
+    .await;
+    eventually("the overtaken one stopped", || {
+        state_of(&r, "stopped") == Some("stopped")
+    })
+    .await;
+    eventually("the deleted one gone", || state_of(&r, "deleted").is_none()).await;
+    // Long enough for a start that (wrongly) began after the first's to be recorded.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let calls = r.runtime.calls();
+    assert!(calls.contains(&format!("start {first}")), "{calls:?}");
+    for overtaken in [stopped, deleted] {
+        assert!(
+            !calls.contains(&format!("start {overtaken}")),
+            "a start overtaken while it waited reached the runtime: {calls:?}"
+        );
+    }
+    assert_eq!(state_of(&r, "stopped"), Some("stopped"));
     stop(r).await;
 }
 

@@ -68,6 +68,7 @@ fn config() -> Config {
             images,
             default_port: None,
             max_concurrent_kills: 64,
+            max_concurrent_starts: 16,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
