@@ -134,6 +134,42 @@ async fn call(
     Ok((status, size))
 }
 
+/// How many instances run (`autokill_instances{state="running"}` on `/metrics`).
+async fn running_now(http: &Http, admin: SocketAddr) -> Option<u64> {
+    let req = hyper::Request::get(format!("http://{admin}/metrics"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let body = http
+        .request(req)
+        .await
+        .ok()?
+        .into_body()
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    std::str::from_utf8(&body)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("autokill_instances{state=\"running\"} "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Waits (at most 5 minutes) until `running` instances run: starts go in turn
+/// (`runtime.max_concurrent_starts`), so a restart's last ones run some time after `/readyz`.
+async fn wait_running(http: &Http, admin: SocketAddr, running: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while running_now(http, admin).await.unwrap_or(0) < running as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "{running} instances did not run within 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `clients` tasks each PATCH-ing their own instance's lock for `for_how_long`: acknowledged/s.
 async fn writes_per_second(
     http: &Http,
@@ -270,6 +306,7 @@ async fn fill(bin: &Path, instances: usize, running: usize, http: &Http) -> Node
     while call(http, proxy, "GET", "/", "").await.is_err() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    wait_running(http, admin, running).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_per_instance = (server.rss_bytes().saturating_sub(before)) as f64 / instances as f64;
     Node {
@@ -324,6 +361,9 @@ async fn finish(node: Node, bin: &Path, http: &Http) -> Figures {
     for _ in 0..3 {
         let (server, t) = Server::start(bin, &config, admin, http).await;
         ready.push(t);
+        // Every instance that ran is running again before the next crash, as before the
+        // first: each start then has all of them to remove and start anew.
+        wait_running(http, admin, figures.running).await;
         server.kill9();
     }
     ready.sort();

@@ -452,12 +452,7 @@ async fn check_budgets(node: &Node, budgets: &[Budget], when: &str) {
 async fn restart_and_check(node: &mut Node, acked: &HashMap<String, bool>, when: &str) -> Duration {
     let earlier = node.instance_pids();
     let ready = node.start().await;
-    for pid in &earlier {
-        assert!(
-            !common_alive(*pid),
-            "{when}: process {pid} of an earlier run is still alive"
-        );
-    }
+    leftovers_go_first(node, &earlier, when).await;
     let listed = node.instances().await;
     for (name, lock) in acked {
         let found = listed
@@ -471,6 +466,37 @@ async fn restart_and_check(node: &mut Node, acked: &HashMap<String, bool>, when:
         );
     }
     ready
+}
+
+/// Waits (at most 10 s) until every process of `earlier` is gone, and checks meanwhile that no
+/// instance process of the new run appears while one of them lives: the server may be ready
+/// while the leftovers of a crashed run are removed, but no instance starts before they are.
+async fn leftovers_go_first(node: &Node, earlier: &[u32], when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let living: Vec<u32> = earlier
+            .iter()
+            .copied()
+            .filter(|p| common_alive(*p))
+            .collect();
+        if living.is_empty() {
+            return;
+        }
+        let new: Vec<u32> = node
+            .instance_pids()
+            .into_iter()
+            .filter(|p| !earlier.contains(p))
+            .collect();
+        assert!(
+            new.is_empty() || earlier.iter().all(|p| !common_alive(*p)),
+            "{when}: instance processes {new:?} started while {living:?} of an earlier run lived"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{when}: processes {living:?} of an earlier run are still alive"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 fn common_alive(pid: u32) -> bool {
@@ -592,12 +618,9 @@ async fn after_a_clean_stop_running_instances_run_again_and_leftovers_are_remove
     // leave_instances: the process outlives the server…
     let left = node.instance_pids();
     assert_eq!(left.len(), 1, "the instance was left running: {left:?}");
-    // …and the next start removes it and starts the instance anew.
+    // …and the next start removes it and starts the instance anew, not before it is gone.
     node.start().await;
-    assert!(
-        !common_alive(left[0]),
-        "the process of the earlier run was removed"
-    );
+    leftovers_go_first(&node, &left, "after a clean stop").await;
     while node
         .instances()
         .await

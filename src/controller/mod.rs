@@ -652,13 +652,17 @@ pub async fn run(
     let began = std::time::Instant::now();
     let (instances, groups) = (snapshot.instances.len(), snapshot.groups.len());
     // What an earlier run left: adopted where the runtime can (containers), removed otherwise.
-    // The runtime does that while the stored state is recovered on a blocking thread: nothing
-    // of it is needed before the two meet in `State::adopt`, and no instance is created or
-    // started before that (effects are carried out after the commit below).
-    let stored = if task.runtime.adopts() {
-        persist::stored_specs(&snapshot)
+    // Adopting is done while the stored state is recovered on a blocking thread: nothing of it
+    // is needed before the two meet in `State::adopt`, and no instance is created or started
+    // before that (effects are carried out after the commit below). Removing (processes, which
+    // cannot be adopted) waits until the server is ready, and holds back only the starts: a
+    // thousand processes dying at once take both cores for a while, the leftovers sleep
+    // meanwhile (nothing routes to them), and nothing but a start has to wait for them to go.
+    let adopts = task.runtime.adopts();
+    let (stored, clearing) = if adopts {
+        (persist::stored_specs(&snapshot), None)
     } else {
-        Vec::new()
+        (Vec::new(), Some(task.starts.wait_for_clearing()))
     };
     let now = clock.now();
     let recovering = tokio::task::spawn_blocking(move || {
@@ -668,7 +672,11 @@ pub async fn run(
     });
     let adopting = async {
         let began = std::time::Instant::now();
-        let found = task.runtime.adopt(&stored).await;
+        let found = if adopts {
+            task.runtime.adopt(&stored).await
+        } else {
+            Ok(HashMap::new())
+        };
         (found, began.elapsed())
     };
     let (recovered_state, (found, adopt_took)) = tokio::join!(recovering, adopting);
@@ -702,8 +710,14 @@ pub async fn run(
         backoff = (backoff * 2).min(RETRY_MAX);
     }
     let committed = began.elapsed();
-    // The starts of the instances that were running go once the server is ready: a thousand
-    // of them spawning would otherwise take the cores the last of the recovery needs.
+    // Ready once what the proxy and the API serve from is published. The timers (one per
+    // stored instance with a deadline) are armed right after, before any command is taken:
+    // none can tell, except that a deadline already past fires a moment later. The starts of
+    // the instances that were running go last: a thousand of them spawning would otherwise
+    // take the cores the rest of the recovery needs.
+    let (timers, effects): (Vec<Effect>, Vec<Effect>) = effects
+        .into_iter()
+        .partition(|e| matches!(e, Effect::Arm(..) | Effect::Disarm(..)));
     task.starts.hold();
     task.carry_out(effects, &mut state);
     tracing::info!(
@@ -716,6 +730,24 @@ pub async fn run(
         "state recovered"
     );
     let _ = recovered.send(());
+    task.carry_out(timers, &mut state);
+    if let Some(cleared) = clearing {
+        let runtime = Arc::clone(&task.runtime);
+        tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            match runtime.reclaim().await {
+                Ok(removed) => tracing::info!(
+                    removed,
+                    took_ms = began.elapsed().as_millis() as u64,
+                    "leftovers of an earlier run removed; starts may begin"
+                ),
+                Err(err) => {
+                    tracing::error!(%err, "removing what an earlier run left failed; starting anyway")
+                }
+            }
+            let _ = cleared.send(true);
+        });
+    }
     task.starts.unhold();
     // Commands of a batch whose commit failed, applied again first (API calls excepted: they
     // were answered with the error).

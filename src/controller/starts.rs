@@ -1,6 +1,7 @@
 //! Starts in turn: each runtime start waits for one of `runtime.max_concurrent_starts` places,
 //! and holds it until the instance answers or its start fails. A start that a stop or a delete
-//! overtakes while it waits never begins.
+//! overtakes while it waits never begins. At start, no start begins before what a crashed run
+//! left is removed ([`Starts::wait_for_clearing`]).
 //!
 //! Without the places, a restart after a crash with a thousand instances running would spawn a
 //! thousand processes (or ask the engine for a thousand container starts) in one go, and the
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
 
 use super::live::Places;
@@ -26,6 +27,9 @@ pub(super) struct Starts {
     tasks: Vec<BoxFuture<'static, ()>>,
     /// While set, [`Starts::release`] keeps the tasks (see [`Starts::hold`]).
     held: bool,
+    /// True once no leftover of an earlier run stands in the way (see
+    /// [`Starts::wait_for_clearing`]).
+    cleared: watch::Receiver<bool>,
 }
 
 impl Starts {
@@ -36,7 +40,16 @@ impl Starts {
             asked: hashbrown::HashMap::new(),
             tasks: Vec::new(),
             held: false,
+            cleared: watch::channel(true).1,
         }
+    }
+
+    /// From now on starts wait, before they take a place, until the sender returned says
+    /// `true` (or is dropped): what an earlier run left is being removed meanwhile.
+    pub(super) fn wait_for_clearing(&mut self) -> watch::Sender<bool> {
+        let (tx, rx) = watch::channel(false);
+        self.cleared = rx;
+        tx
     }
 
     /// Keeps the task of a start (or a create and start) until [`Starts::release`].
@@ -76,6 +89,7 @@ impl Starts {
         Turn {
             places: self.places.semaphore(),
             ticket,
+            cleared: self.cleared.clone(),
         }
     }
 
@@ -107,12 +121,20 @@ pub(super) const NOT_BEGUN: &str = "stopped or deleted before its start began";
 pub(super) struct Turn {
     places: Arc<Semaphore>,
     ticket: Arc<Ticket>,
+    cleared: watch::Receiver<bool>,
 }
 
 impl Turn {
-    /// Waits for a place, then starts `id` unless it was overtaken meanwhile; the place is held
-    /// until the runtime's start ends.
-    pub(super) async fn start(self, runtime: &dyn Runtime, id: Uuid) -> Result<SocketAddr, String> {
+    /// Waits until the leftovers of an earlier run are gone, then for a place, then starts `id`
+    /// unless it was overtaken meanwhile; the place is held until the runtime's start ends.
+    pub(super) async fn start(
+        mut self,
+        runtime: &dyn Runtime,
+        id: Uuid,
+    ) -> Result<SocketAddr, String> {
+        // An error: the clearing task is gone without saying (it panicked); it will not
+        // say later, and holding every start back for good would be worse.
+        let _ = self.cleared.wait_for(|cleared| *cleared).await;
         let Ok(_place) = self.places.acquire_owned().await else {
             return Err("autokill is shutting down".to_owned());
         };

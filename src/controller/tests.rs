@@ -18,13 +18,15 @@ use crate::runtime::{BoxFuture, InstanceSpec, Runtime, RuntimeError, RuntimeEven
 use crate::store::Store;
 
 /// A runtime that records what it is asked to do and starts everything (at `addr`, port 9
-/// unless a test gives an upstream of its own). A start takes `start_for` and a delete
-/// `delete_for`, and the most of each it ever had in progress at once is kept.
+/// unless a test gives an upstream of its own). A start takes `start_for`, a delete
+/// `delete_for` (the most of each it ever had in progress at once is kept), and removing what
+/// an earlier run left `reclaim_for` (then it records `reclaimed`).
 #[derive(Default)]
 struct Recorder {
     calls: Mutex<Vec<String>>,
     addr: Option<SocketAddr>,
     start_for: Duration,
+    reclaim_for: Duration,
     starting: AtomicUsize,
     most_starting: AtomicUsize,
     delete_for: Duration,
@@ -80,7 +82,11 @@ impl Runtime for Recorder {
         })
     }
     fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>> {
-        Box::pin(async { Ok(0) })
+        Box::pin(async move {
+            tokio::time::sleep(self.reclaim_for).await;
+            self.record("reclaimed".to_owned());
+            Ok(0)
+        })
     }
 }
 
@@ -491,6 +497,40 @@ async fn a_waiting_start_overtaken_by_a_stop_or_delete_never_begins() {
         );
     }
     assert_eq!(state_of(&r, "stopped"), Some("stopped"));
+    stop(r).await;
+}
+
+/// After a restart, an instance that was running starts again only once what the earlier run
+/// left is removed, and the server is ready before that: the removal holds back the starts,
+/// not the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_after_a_restart_wait_for_the_leftovers_to_be_removed() {
+    let r = start().await;
+    let id = match r.api.call(Call::CreateInstance(new("a"))).await {
+        Ok(Reply::Instance(view)) => view.id,
+        other => panic!("{other:?}"),
+    };
+    eventually("running", || state_of(&r, "a") == Some("running")).await;
+    let dir = stop_keeping(r).await;
+    let recorder = Recorder {
+        reclaim_for: Duration::from_secs(1),
+        ..Recorder::default()
+    };
+    // `start_with` returns once the controller says it recovered (`/readyz`).
+    let r = start_with(dir, 0, "", recorder).await;
+    assert!(
+        !r.runtime.calls().contains(&"reclaimed".to_owned()),
+        "ready only after the leftovers were removed"
+    );
+    assert_eq!(state_of(&r, "a"), Some("starting"));
+    eventually("running again", || state_of(&r, "a") == Some("running")).await;
+    let calls = r.runtime.calls();
+    let at = |call: &str| calls.iter().position(|c| c == call);
+    let (reclaimed, started) = (at("reclaimed"), at(&format!("start {id}")));
+    assert!(
+        reclaimed.is_some() && started.is_some() && reclaimed < started,
+        "started before the leftovers were removed: {calls:?}"
+    );
     stop(r).await;
 }
 

@@ -207,8 +207,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// that begin from now on use these.
     fn set_timeouts(&self, stop_grace: Duration, start_timeout: Duration);
 
-    /// At start, before any instance is created: removes whatever an earlier run of the same
-    /// store left behind (after a crash), and returns how many it removed.
+    /// At start, before any instance is started: removes whatever an earlier run of the same
+    /// store left behind (after a crash), and returns how many it removed. For a runtime that
+    /// does not [adopt](Runtime::adopts), the controller calls this while it gets ready, and
+    /// instances may be created (not started) meanwhile: a reclaim must leave those alone.
     fn reclaim(&self) -> BoxFuture<'_, Result<usize, RuntimeError>>;
 
     /// Whether [`Runtime::adopt`] can take over instances an earlier run left, and so needs the
