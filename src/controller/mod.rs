@@ -375,6 +375,32 @@ impl<V: Record> Records<V> {
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
+    /// Puts `records`, sorted by name, into a set that has none: the two indexes are built on
+    /// two threads. (The first commit after a recovery puts every record at once.)
+    pub(crate) fn fill(&mut self, records: &[Arc<V>])
+    where
+        V: Send + Sync,
+    {
+        debug_assert!(self.is_empty());
+        let (by_name, by_id) = crate::par::join(
+            "autokill-views",
+            || {
+                records
+                    .iter()
+                    .map(|r| (r.name(), Arc::clone(r)))
+                    .collect::<imbl::OrdMap<_, _>>()
+            },
+            || {
+                let mut by_id: Vec<(Uuid, Arc<V>)> =
+                    records.iter().map(|r| (r.id(), Arc::clone(r))).collect();
+                by_id.sort_unstable_by_key(|(id, _)| *id);
+                by_id.into_iter().collect::<imbl::OrdMap<_, _>>()
+            },
+        );
+        self.by_name = by_name;
+        self.by_id = by_id;
+    }
+
     /// Puts (or replaces) one record.
     pub(crate) fn put(&mut self, record: Arc<V>) {
         self.remove(&record.id());

@@ -1444,8 +1444,12 @@ impl State {
                 self.view_cache.remove(id);
             }
         }
-        for view in views {
-            self.view_cache.put(view);
+        if self.view_cache.is_empty() && views.len() >= PARALLEL_VIEWS_FROM {
+            self.view_cache.fill(&views);
+        } else {
+            for view in views {
+                self.view_cache.put(view);
+            }
         }
         dues.sort_unstable_by_key(|(id, _)| *id);
         for (id, due) in dues {
@@ -1454,6 +1458,7 @@ impl State {
                 None => self.due_cache.remove(&id),
             };
         }
+
         for id in stale_groups {
             match self.groups.get(&id) {
                 Some(g) => {

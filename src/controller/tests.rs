@@ -708,3 +708,44 @@ async fn a_lagging_controller_keeps_the_control_channel_bounded_and_counts_exact
     relay.abort();
     stop(r).await;
 }
+
+/// `Records::fill` (the first commit after a recovery, two threads) gives the same set as
+/// putting the records one by one: the same order by name, and every one found by id and by
+/// name.
+#[test]
+fn records_filled_at_once_equal_records_put_one_by_one() {
+    use super::{GroupView, Groups};
+    let mut views: Vec<Arc<GroupView>> = (0..10_000u32)
+        .map(|i| {
+            // Ids in another order than the names, so the two indexes differ.
+            let id = Uuid::from_u128(u128::from(i.wrapping_mul(2_654_435_761)));
+            Arc::new(GroupView {
+                id,
+                name: format!("g-{i:05}"),
+                domains: Vec::new(),
+                autokill_time: None,
+                delete_lock: false,
+                instances: Vec::new(),
+                soft_limit: None,
+                hard_limit: None,
+                services: serde_json::Value::Null,
+                created_at: std::time::SystemTime::UNIX_EPOCH,
+                deleted: false,
+            })
+        })
+        .collect();
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut filled = Groups::default();
+    filled.fill(&views);
+    let mut put = Groups::default();
+    for view in &views {
+        put.put(Arc::clone(view));
+    }
+    assert_eq!(filled.len(), views.len());
+    let names = |r: &Groups| r.iter().map(|v| (v.id, v.name.clone())).collect::<Vec<_>>();
+    assert_eq!(names(&filled), names(&put));
+    for view in &views {
+        assert_eq!(filled.get(&view.id).map(|v| &v.name), Some(&view.name));
+        assert_eq!(filled.named(&view.name).map(|v| v.id), Some(view.id));
+    }
+}
