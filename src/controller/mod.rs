@@ -136,6 +136,14 @@ pub enum Command {
         /// Its address, or why it failed.
         result: Result<SocketAddr, String>,
     },
+    /// A start the controller asked for never began: a stop or a delete overtook it while it
+    /// waited for its place (see [`starts`]). No process ran, so no exit will be reported.
+    NotStarted {
+        /// The instance.
+        id: Uuid,
+        /// Which start of the instance this answers.
+        attempt: u64,
+    },
     /// A stop the controller asked for finished (the exit itself arrives as [`Command::Exited`]).
     StopDone {
         /// The instance.
@@ -823,7 +831,9 @@ pub async fn run(
                 Command::Timer(key) => {
                     task.armed.remove(key);
                 }
-                Command::Started { id, attempt, .. } => task.starts.reported(*id, *attempt),
+                Command::Started { id, attempt, .. } | Command::NotStarted { id, attempt } => {
+                    task.starts.reported(*id, *attempt);
+                }
                 _ => {}
             }
             if let Command::Settings(live) = &cmd {
@@ -890,6 +900,10 @@ impl Command {
                 id: *id,
                 attempt: *attempt,
                 result: result.clone(),
+            },
+            Command::NotStarted { id, attempt } => Command::NotStarted {
+                id: *id,
+                attempt: *attempt,
             },
             Command::StopDone { id, result } => Command::StopDone {
                 id: *id,
@@ -1051,13 +1065,9 @@ impl Task {
                         // not a start, and must not hold up the starts of others.
                         let result = match created {
                             Ok(()) => turn.start(&*runtime, id).await,
-                            Err(err) => Err(err.to_string()),
+                            Err(err) => Some(Err(err.to_string())),
                         };
-                        let _ = tx.send(Command::Started {
-                            id,
-                            attempt,
-                            result,
-                        });
+                        let _ = tx.send(starts::report(id, attempt, result));
                     });
                 }
                 Effect::Start { id, attempt } => {
@@ -1065,11 +1075,7 @@ impl Task {
                     let turn = self.starts.ask(id, attempt);
                     self.starts.spawn(async move {
                         let result = turn.start(&*runtime, id).await;
-                        let _ = tx.send(Command::Started {
-                            id,
-                            attempt,
-                            result,
-                        });
+                        let _ = tx.send(starts::report(id, attempt, result));
                     });
                 }
                 Effect::Stop(id) => {

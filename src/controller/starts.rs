@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
 
+use super::Command;
 use super::live::Places;
 use crate::runtime::{BoxFuture, Runtime};
 
@@ -94,7 +95,7 @@ impl Starts {
     }
 
     /// Instance `id` is stopped or deleted: its start, if it still waits for a place, never
-    /// begins (it reports [`NOT_BEGUN`]). One that began is the runtime's to end.
+    /// begins (it reports [`Command::NotStarted`]). One that began is the runtime's to end.
     pub(super) fn overtake(&mut self, id: Uuid) {
         if let Some((_, ticket)) = self.asked.remove(&id) {
             ticket.cancel();
@@ -114,8 +115,21 @@ impl Starts {
     }
 }
 
-/// Why a start that never began failed, as its report says.
-pub(super) const NOT_BEGUN: &str = "stopped or deleted before its start began";
+/// The command that reports how start `attempt` of `id` went: `None` if it never began.
+pub(super) fn report(
+    id: Uuid,
+    attempt: u64,
+    result: Option<Result<SocketAddr, String>>,
+) -> Command {
+    match result {
+        Some(result) => Command::Started {
+            id,
+            attempt,
+            result,
+        },
+        None => Command::NotStarted { id, attempt },
+    }
+}
 
 /// One start's way through: its place, and whether it may still begin.
 pub(super) struct Turn {
@@ -127,21 +141,21 @@ pub(super) struct Turn {
 impl Turn {
     /// Waits until the leftovers of an earlier run are gone, then for a place, then starts `id`
     /// unless it was overtaken meanwhile; the place is held until the runtime's start ends.
+    /// `None`: the start never began (overtaken, or the controller stopped).
     pub(super) async fn start(
         mut self,
         runtime: &dyn Runtime,
         id: Uuid,
-    ) -> Result<SocketAddr, String> {
+    ) -> Option<Result<SocketAddr, String>> {
         // An error: the clearing task is gone without saying (it panicked); it will not
         // say later, and holding every start back for good would be worse.
         let _ = self.cleared.wait_for(|cleared| *cleared).await;
-        let Ok(_place) = self.places.acquire_owned().await else {
-            return Err("autokill is shutting down".to_owned());
-        };
+        // Closed: the controller stopped, and nothing would hear how the start went.
+        let _place = self.places.acquire_owned().await.ok()?;
         if !self.ticket.begin() {
-            return Err(NOT_BEGUN.to_owned());
+            return None;
         }
-        runtime.start(id).await.map_err(|e| e.to_string())
+        Some(runtime.start(id).await.map_err(|e| e.to_string()))
     }
 }
 

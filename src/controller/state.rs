@@ -604,6 +604,7 @@ impl State {
                 attempt,
                 result,
             } => self.started(id, attempt, result, now, &mut fx),
+            Command::NotStarted { id, attempt } => self.not_started(id, attempt, now, &mut fx),
             Command::StopDone { id, result } => {
                 if let Err(message) = result {
                     tracing::warn!(instance = %id, %message, "stopping an instance failed");
@@ -920,24 +921,7 @@ impl State {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        if inst.attempt != attempt {
-            return;
-        }
-        if inst.state == InstanceState::Stopping && inst.pending == Pending::Stop {
-            if result.is_err() {
-                // Stopped while starting, and the start did not get as far as running: a
-                // start the stop overtook while it waited for its place never began, and no
-                // exit will be reported for it. The user's stop is done.
-                inst.pending = Pending::None;
-                inst.state = InstanceState::Stopped;
-                inst.stop_reason = Some(StopReason::UserStop);
-                inst.stopped_at = Some(now);
-                self.check_stopped(id, now, fx);
-                fx.push(Effect::Publish);
-            }
-            return;
-        }
-        if inst.state != InstanceState::Starting {
+        if inst.state != InstanceState::Starting || inst.attempt != attempt {
             return;
         }
         match result {
@@ -968,6 +952,27 @@ impl State {
                 self.check_stopped(id, now, fx);
             }
         }
+        fx.push(Effect::Publish);
+    }
+
+    /// A stop overtook the start of an instance while that start waited for its place: no
+    /// process ran and no exit will be reported, so the user's stop is done here. (A delete
+    /// that overtook it ends in [`Command::Deleted`].)
+    fn not_started(&mut self, id: Uuid, attempt: u64, now: SystemTime, fx: &mut Vec<Effect>) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        if inst.attempt != attempt
+            || inst.state != InstanceState::Stopping
+            || inst.pending != Pending::Stop
+        {
+            return;
+        }
+        inst.pending = Pending::None;
+        inst.state = InstanceState::Stopped;
+        inst.stop_reason = Some(StopReason::UserStop);
+        inst.stopped_at = Some(now);
+        self.check_stopped(id, now, fx);
         fx.push(Effect::Publish);
     }
 
