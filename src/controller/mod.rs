@@ -834,13 +834,13 @@ pub async fn run(
                 Command::Started { id, attempt, .. } | Command::NotStarted { id, attempt } => {
                     task.starts.reported(*id, *attempt);
                 }
+                Command::Settings(live) => {
+                    task.kills.resize(live.max_concurrent_kills);
+                    task.starts.resize(live.max_concurrent_starts);
+                    task.runtime
+                        .set_timeouts(live.stop_grace, live.start_timeout);
+                }
                 _ => {}
-            }
-            if let Command::Settings(live) = &cmd {
-                task.kills.resize(live.max_concurrent_kills);
-                task.starts.resize(live.max_concurrent_starts);
-                task.runtime
-                    .set_timeouts(live.stop_grace, live.start_timeout);
             }
             retry.extend(cmd.retry_copy());
             effects.extend(state.apply(cmd, clock.now()));

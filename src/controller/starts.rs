@@ -53,7 +53,8 @@ impl Starts {
         tx
     }
 
-    /// Keeps the task of a start (or a create and start) until [`Starts::release`].
+    /// Keeps the task of a launch (a create, with or without its start) or a start until
+    /// [`Starts::release`].
     pub(super) fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
         self.tasks.push(Box::pin(task));
     }

@@ -186,6 +186,14 @@ async fn start_with(
     }
 }
 
+/// Creates (and starts) instance `name` and returns its id.
+async fn create(r: &Running, name: &str) -> Uuid {
+    match r.api.call(Call::CreateInstance(new(name))).await {
+        Ok(Reply::Instance(view)) => view.id,
+        other => panic!("creating {name}: {other:?}"),
+    }
+}
+
 fn new(name: &str) -> NewInstance {
     NewInstance {
         name: Some(name.into()),
@@ -219,11 +227,7 @@ fn state_of(r: &Running, name: &str) -> Option<&'static str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_changes_nothing_and_its_events_are_retried() {
     let r = start().await;
-    let created = r.api.call(Call::CreateInstance(new("a"))).await;
-    let id = match created {
-        Ok(Reply::Instance(v)) => v.id,
-        other => panic!("{other:?}"),
-    };
+    let id = create(&r, "a").await;
     eventually("a runs", || state_of(&r, "a") == Some("running")).await;
 
     r.store.fail_next_commits(1);
@@ -459,13 +463,9 @@ async fn a_waiting_start_overtaken_by_a_stop_or_delete_never_begins() {
         recorder,
     )
     .await;
-    let id_of = |reply: Result<Reply, super::api::ApiError>| match reply {
-        Ok(Reply::Instance(view)) => view.id,
-        other => panic!("{other:?}"),
-    };
-    let first = id_of(r.api.call(Call::CreateInstance(new("first"))).await);
-    let stopped = id_of(r.api.call(Call::CreateInstance(new("stopped"))).await);
-    let deleted = id_of(r.api.call(Call::CreateInstance(new("deleted"))).await);
+    let first = create(&r, "first").await;
+    let stopped = create(&r, "stopped").await;
+    let deleted = create(&r, "deleted").await;
     assert_eq!(state_of(&r, "stopped"), Some("starting"));
     let answer = r
         .api
@@ -506,10 +506,7 @@ async fn a_waiting_start_overtaken_by_a_stop_or_delete_never_begins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_after_a_restart_wait_for_the_leftovers_to_be_removed() {
     let r = start().await;
-    let id = match r.api.call(Call::CreateInstance(new("a"))).await {
-        Ok(Reply::Instance(view)) => view.id,
-        other => panic!("{other:?}"),
-    };
+    let id = create(&r, "a").await;
     eventually("running", || state_of(&r, "a") == Some("running")).await;
     let dir = stop_keeping(r).await;
     let recorder = Recorder {
