@@ -108,14 +108,14 @@ impl Server {
     }
 }
 
-/// One request; the status and the body's size.
+/// One request; the status and the body.
 async fn call(
     http: &Http,
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: &str,
-) -> Result<(u16, usize), String> {
+) -> Result<(u16, Bytes), String> {
     let req = hyper::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
@@ -124,30 +124,18 @@ async fn call(
         .map_err(|e| e.to_string())?;
     let resp = http.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let size = resp
+    let body = resp
         .into_body()
         .collect()
         .await
         .map_err(|e| e.to_string())?
-        .to_bytes()
-        .len();
-    Ok((status, size))
+        .to_bytes();
+    Ok((status, body))
 }
 
 /// How many instances run (`autokill_instances{state="running"}` on `/metrics`).
 async fn running_now(http: &Http, admin: SocketAddr) -> Option<u64> {
-    let req = hyper::Request::get(format!("http://{admin}/metrics"))
-        .body(Full::new(Bytes::new()))
-        .ok()?;
-    let body = http
-        .request(req)
-        .await
-        .ok()?
-        .into_body()
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
+    let (_, body) = call(http, admin, "GET", "/metrics", "").await.ok()?;
     std::str::from_utf8(&body)
         .ok()?
         .lines()
@@ -224,7 +212,7 @@ async fn create(http: &Http, admin: SocketAddr, prefix: &str, n: usize, fields: 
 async fn timed_get(http: &Http, admin: SocketAddr, path: &str) -> (f64, usize) {
     let started = Instant::now();
     let size = match call(http, admin, "GET", path, "").await {
-        Ok((200, size)) => size,
+        Ok((200, body)) => body.len(),
         other => panic!("GET {path}: {other:?}"),
     };
     (started.elapsed().as_secs_f64() * 1e3, size)
