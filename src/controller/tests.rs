@@ -18,7 +18,8 @@ use crate::runtime::{BoxFuture, InstanceSpec, Runtime, RuntimeError, RuntimeEven
 use crate::store::Store;
 
 /// A runtime that records what it is asked to do and starts everything (at `addr`, port 9
-/// unless a test gives an upstream of its own). A start takes `start_for`, a delete
+/// unless a test gives an upstream of its own; with `start_fails`, a start fails as if the
+/// process exited early). A start takes `start_for`, a delete
 /// `delete_for` (the most of each it ever had in progress at once is kept), and removing what
 /// an earlier run left `reclaim_for` (then it records `reclaimed`).
 #[derive(Default)]
@@ -26,6 +27,7 @@ struct Recorder {
     calls: Mutex<Vec<String>>,
     addr: Option<SocketAddr>,
     start_for: Duration,
+    start_fails: bool,
     reclaim_for: Duration,
     starting: AtomicUsize,
     most_starting: AtomicUsize,
@@ -61,6 +63,9 @@ impl Runtime for Recorder {
             self.most_starting.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(self.start_for).await;
             self.starting.fetch_sub(1, Ordering::SeqCst);
+            if self.start_fails {
+                return Err(RuntimeError::ExitedEarly { id, exit_code: 143 });
+            }
             Ok(addr)
         })
     }
@@ -497,6 +502,45 @@ async fn a_waiting_start_overtaken_by_a_stop_or_delete_never_begins() {
         );
     }
     assert_eq!(state_of(&r, "stopped"), Some("stopped"));
+    stop(r).await;
+}
+
+/// A stop while the start is in progress, whose SIGTERM makes the starting process exit: the
+/// start reports its failure before the runtime reports the exit (the controller reads its
+/// own commands first). The failure must not end the stop by itself: the exit decides, as for
+/// any stopped instance, and `ALWAYS` destroys it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_under_a_stop_leaves_the_decision_to_the_exit() {
+    let recorder = Recorder {
+        start_for: Duration::from_millis(300),
+        start_fails: true,
+        ..Recorder::default()
+    };
+    let r = start_with(tempfile::tempdir().expect("temp dir"), 0, "", recorder).await;
+    let made = r
+        .api
+        .call(Call::CreateInstance(NewInstance {
+            autodestroy: Some(crate::config::Autodestroy::Always),
+            ..new("a")
+        }))
+        .await;
+    let id = match made {
+        Ok(Reply::Instance(view)) => view.id,
+        other => panic!("{other:?}"),
+    };
+    eventually("the start in progress", || {
+        r.runtime.starting.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let answer = r.api.call(Call::StopInstance(Ref::Name("a".into()))).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    // The start's failure (at 300 ms) is in; then the exit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = r.events.send(RuntimeEvent::Exited { id, exit_code: 143 });
+    eventually("destroyed by ALWAYS on the exit", || {
+        state_of(&r, "a").is_none()
+    })
+    .await;
     stop(r).await;
 }
 
