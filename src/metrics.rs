@@ -41,6 +41,10 @@ pub struct Metrics {
     pub config_reload_time: Gauge,
     /// Lifecycle timers pending in the timing wheel.
     pub timers_pending: IntGauge,
+    /// How long this start took to open the store and read every record.
+    pub store_open_seconds: Gauge,
+    /// 1 when this start found the store not closed cleanly and repaired the whole file.
+    pub store_repaired: IntGauge,
     /// The kills of the last hour, for the web page (a counter cannot say when).
     recent_kills: Arc<RecentKills>,
 }
@@ -109,6 +113,15 @@ impl Metrics {
             "autokill_timers_pending",
             "Lifecycle timers pending in the timing wheel.",
         )?;
+        let store_open_seconds = Gauge::new(
+            "autokill_store_open_seconds",
+            "Time this start took to open the store and read every record, repair included.",
+        )?;
+        let store_repaired = IntGauge::new(
+            "autokill_store_repaired",
+            "1 if this start found the store not closed cleanly and checked and repaired the \
+             whole file (a crash with store.quick_repair off), else 0.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "autokill_build_info",
@@ -129,6 +142,8 @@ impl Metrics {
         registry.register(Box::new(config_reload_ok.clone()))?;
         registry.register(Box::new(config_reload_time.clone()))?;
         registry.register(Box::new(timers_pending.clone()))?;
+        registry.register(Box::new(store_open_seconds.clone()))?;
+        registry.register(Box::new(store_repaired.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(InstanceCollector::new(view)?))?;
         Ok(Metrics {
@@ -142,6 +157,8 @@ impl Metrics {
             config_reload_ok,
             config_reload_time,
             timers_pending,
+            store_open_seconds,
+            store_repaired,
             recent_kills: Arc::default(),
         })
     }

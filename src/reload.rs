@@ -35,8 +35,9 @@
 //! Read at start only, each named in a warning when a reload changes it: `proxy.workers`,
 //! `proxy.base_domain`, `proxy.max_connections_per_worker`, `proxy.balance` (a group keeps the
 //! balance it was made with), every other `admin.*` key (the admin server's token, guard and
-//! limits are built once), `store.path`, and the runtime backend's own keys (it is built with
-//! them): `runtime.kind`, `runtime.docker_host`, `runtime.images`, `runtime.default_port`.
+//! limits are built once), `store.path` and `store.quick_repair`, and the runtime backend's own
+//! keys (it is built with them): `runtime.kind`, `runtime.docker_host`, `runtime.images`,
+//! `runtime.default_port`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -285,6 +286,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.runtime, &new.runtime);
     let rest = [
         ("store.path", old.store.path != new.store.path),
+        (
+            "store.quick_repair",
+            old.store.quick_repair != new.store.quick_repair,
+        ),
         ("runtime.kind", kind(&a.kind).0 != kind(&b.kind).0),
         ("runtime.docker_host", kind(&a.kind).1 != kind(&b.kind).1),
         ("runtime.default_port", a.default_port != b.default_port),

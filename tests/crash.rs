@@ -44,11 +44,16 @@ impl Node {
 
     /// Writes the configuration: the node's listeners and store, then `body`.
     fn configure(&self, body: &str) {
+        self.configure_store("", body);
+    }
+
+    /// As [`Node::configure`], with more `store:` keys (`store` is indented YAML lines).
+    fn configure_store(&self, store: &str, body: &str) {
         let text = format!(
-            "proxy:\n  listen: {proxy}\n  workers: 2\nadmin:\n  listen: {admin}\nstore:\n  path: {store}\ndefaults:\n  drain_timeout: 1s\n{body}",
+            "proxy:\n  listen: {proxy}\n  workers: 2\nadmin:\n  listen: {admin}\nstore:\n  path: {path}\n{store}defaults:\n  drain_timeout: 1s\n{body}",
             proxy = self.proxy,
             admin = self.admin,
-            store = self.dir.join("autokill.redb").display()
+            path = self.dir.join("autokill.redb").display()
         );
         std::fs::write(&self.config, text).expect("write config");
     }
@@ -136,6 +141,15 @@ impl Node {
         }
     }
 
+    /// The value of an unlabelled metric on `/metrics`.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = send_raw(self.admin, "GET", "/metrics", None).await.ok()?;
+        std::str::from_utf8(&text)
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     async fn instances(&self) -> Vec<Value> {
         match self.api("GET", "/v1/instances", None).await {
             Ok((200, v)) => v["data"]["instances"]
@@ -163,6 +177,19 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, Value), String> {
+    let (status, bytes) = send_raw(addr, method, path, body).await?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+async fn send_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Bytes), String> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
     let req = hyper::Request::builder()
@@ -182,10 +209,7 @@ async fn send(
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
+    Ok((status, bytes))
 }
 
 /// Lines of each per-instance upstream log (`<dir>/<uuid>.log`): what reached each instance.
@@ -567,8 +591,6 @@ async fn a_stopped_time_deadline_that_passed_while_down_fires_at_start_unless_lo
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let metrics = send(node.admin, "GET", "/metrics", None).await;
-    let _ = metrics;
     node.terminate();
 }
 
@@ -1153,4 +1175,35 @@ async fn twenty_thousand_stopped_timers_fire_on_time_and_are_rearmed_after_kill_
         "deleted before their stopped time"
     );
     node.terminate();
+}
+
+/// With `store.quick_repair` (the default), every commit saves the store's free-space map, and a
+/// start after `kill -9` loads it instead of checking and repairing the whole file; with it off,
+/// that start repairs the whole file. Either way nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_store_is_repaired_whole_only_without_quick_repair() {
+    for (store, repaired) in [("", 0.0), ("  quick_repair: false\n", 1.0)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut node = Node::new(dir.path(), "");
+        node.configure_store(store, &runtime(dir.path()));
+        node.start().await;
+        let before = node.metric("autokill_store_repaired").await;
+        assert_eq!(before, Some(0.0), "a new store needs no repair ({store:?})");
+        let made = json!({"name": "kept", "image": "hello"});
+        let made = node.api("POST", "/v1/instances", Some(made)).await;
+        assert!(matches!(made, Ok((200 | 201, _))), "{made:?}");
+        node.kill9();
+        node.start().await;
+        let after = node.metric("autokill_store_repaired").await;
+        assert_eq!(after, Some(repaired), "after kill -9 ({store:?})");
+        assert!(
+            node.metric("autokill_store_open_seconds").await.is_some(),
+            "the open time is exported"
+        );
+        assert!(
+            node.get("instances/kept", "instances").await.is_some(),
+            "the acknowledged create survives ({store:?})"
+        );
+        node.terminate();
+    }
 }

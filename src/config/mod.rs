@@ -155,6 +155,9 @@ pub struct ApiUser {
 pub struct StoreConfig {
     /// Path of the single-file store.
     pub path: PathBuf,
+    /// Commits also save the free-space map (a second sync each), so that a start after a crash
+    /// need not check and repair the whole file; see [`crate::store::Store::open_with`].
+    pub quick_repair: bool,
 }
 
 /// `runtime:` — which backend runs instances, and its images.

@@ -155,6 +155,9 @@ pub(crate) struct RawStore {
     /// Path of the single-file store, relative to the working directory.
     /// Default `data/autokill.redb`.
     pub path: Option<Spanned<String>>,
+    /// Each commit also saves the file's free-space map, so that a start after a crash skips
+    /// the full check of the file. Default true.
+    pub quick_repair: Option<bool>,
 }
 
 /// `runtime:`

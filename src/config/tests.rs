@@ -89,6 +89,7 @@ fn defaults() -> Config {
         },
         store: StoreConfig {
             path: PathBuf::from("data/autokill.redb"),
+            quick_repair: true,
         },
         runtime: RuntimeConfig {
             kind: RuntimeKind::Process,
@@ -197,6 +198,7 @@ admin:
   max_body_size: 64KiB
 store:
   path: /var/lib/autokill/state.redb
+  quick_repair: false
 runtime:
   kind: docker
   docker_host: unix:///run/podman/podman.sock
@@ -271,6 +273,7 @@ shutdown: leave_instances
         },
         store: StoreConfig {
             path: PathBuf::from("/var/lib/autokill/state.redb"),
+            quick_repair: false,
         },
         runtime: RuntimeConfig {
             kind: RuntimeKind::Docker {
@@ -825,6 +828,12 @@ fn group_and_instance_body_limits() {
 #[test]
 fn store_and_runtime_values_are_checked() {
     refused("store:\n  path: ''\n", 2, 9, "store.path: empty path");
+    refused_starting(
+        "store:\n  quick_repair: sometimes\n",
+        2,
+        17,
+        "store.quick_repair: ",
+    );
     refused(
         "runtime:\n  docker_host: unix:///x\n",
         2,

@@ -453,7 +453,10 @@ fn store(raw: RawStore) -> Result<StoreConfig, Problem> {
         }
         Some(spanned) => PathBuf::from(spanned.value),
     };
-    Ok(StoreConfig { path })
+    Ok(StoreConfig {
+        path,
+        quick_repair: raw.quick_repair.unwrap_or(true),
+    })
 }
 
 fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {

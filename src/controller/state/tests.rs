@@ -60,6 +60,7 @@ fn config() -> Config {
         },
         store: StoreConfig {
             path: "unused".into(),
+            quick_repair: true,
         },
         runtime: RuntimeConfig {
             kind: RuntimeKind::Process,
