@@ -737,12 +737,29 @@ pub async fn run(
     // Not ready until the recovered state is durable again: a store that refuses writes now is
     // retried rather than let the server start on a state it cannot keep. Nothing is rolled
     // back meanwhile: there is no earlier state to go back to, only the same changes to write.
-    let mut backoff = RETRY_FIRST;
-    while let Err(message) = task.write(&mut state).await {
-        tracing::error!(%message, "committing the recovered state failed; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(RETRY_MAX);
+    // The changes are indexed for publishing (every view, at a first start) while they are
+    // written: the two need nothing of each other, and the write mostly waits for the disk.
+    let changes = state.changes();
+    let store = Arc::clone(&task.store);
+    let writing = tokio::task::spawn_blocking(move || {
+        let mut backoff = RETRY_FIRST;
+        while !changes.is_empty()
+            && let Err(err) = store.commit(&changes)
+        {
+            tracing::error!(%err, "committing the recovered state failed; retrying");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    });
+    state.index_changes();
+    if let Err(err) = writing.await {
+        if err.is_panic() {
+            std::panic::resume_unwind(err.into_panic());
+        }
+        // The runtime is shutting down.
+        return;
     }
+    state.settle();
     let committed = began.elapsed();
     // Ready once what the proxy and the API serve from is published. The timers (one per
     // stored instance with a deadline) are armed right after, before any command is taken:

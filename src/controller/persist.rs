@@ -75,6 +75,12 @@ impl State {
     /// The changes are durable: the next batch starts from here.
     pub fn committed(&mut self) {
         self.index_changes();
+        self.settle();
+    }
+
+    /// The changes, already indexed ([`State::index_changes`]), are durable: the next batch
+    /// starts from here.
+    pub fn settle(&mut self) {
         self.instances.commit();
         self.groups.commit();
         self.names.commit();
@@ -118,80 +124,41 @@ impl State {
                 },
             );
         }
-        for r in snapshot.instances {
-            let autokill = Autokill {
-                num_requests: r.num_requests,
-                time: r.time_ms.map(Duration::from_millis),
-            };
-            // Every request up to the reservation may have been forwarded before the crash.
-            let meter = Arc::new(Meter::new(r.reserved, r.num_requests));
-            meter.set_limit(r.num_requests, r.delete_lock);
-            let stored = state_from(&r.state);
-            let deleting = r.deleting.as_deref();
-            let name: Arc<str> = r.name.as_str().into();
-            let spec = InstanceSpec {
-                id: r.id,
-                name: Arc::clone(&name),
-                image: r.image.clone(),
-                memory_mb: r.memory_mb,
-            };
-            let mut inst = Instance::restored(
-                r.id,
-                name,
-                r.image,
-                autokill,
-                meter,
-                at(r.created_at),
-                at(r.last_used),
+        // Making each instance of its record (allocations, a meter, the effect that brings it
+        // back) needs nothing but the record: a large store's records are made on two threads,
+        // each taking one half, then put into the maps here in key order, as stored.
+        let mut records = snapshot.instances;
+        fx.reserve(records.len() + 1);
+        let restored = if records.len() < PARALLEL_RESTORE_FROM {
+            vec![records.into_iter().map(|r| restore(r, now)).collect()]
+        } else {
+            let upper = std::sync::Mutex::new(Some(records.split_off(records.len() / 2)));
+            let (upper, lower) = crate::par::join(
+                "autokill-restore",
+                || {
+                    let half = upper.lock().map(|mut u| u.take()).ok().flatten();
+                    half.unwrap_or_default()
+                        .into_iter()
+                        .map(|r| restore(r, now))
+                        .collect::<Vec<_>>()
+                },
+                || {
+                    std::mem::take(&mut records)
+                        .into_iter()
+                        .map(|r| restore(r, now))
+                        .collect::<Vec<_>>()
+                },
             );
-            inst.memory_mb = r.memory_mb;
-            inst.asked_requests = r.asked_num_requests;
-            inst.group = r.group;
-            inst.template = r.template;
-            inst.template_name = r.template_name;
-            inst.restart_policy = RestartPolicy::from_wire(&r.restart_policy).unwrap_or_default();
-            inst.autodestroy = Autodestroy::from_wire(&r.autodestroy).unwrap_or_default();
-            inst.exit_code = r.exit_code;
-            inst.stop_reason = r.stop_reason.as_deref().and_then(reason_from);
-            inst.stopped_at = r.stopped_at.map(at);
-            inst.delete_lock = r.delete_lock;
-            inst.from_config = r.from_config;
-            inst.unused_time = r.unused_ms.map(Duration::from_millis);
-            inst.set_recovered(r.reserved, r.restarts, r.restart_at.map(at), r.destroy_due);
-            let id = r.id;
-            // Left as it was stored (restored, not written back) unless a check changes it:
-            // a template, or a stopped instance with no delete in progress.
-            let as_stored = deleting.is_none()
-                && matches!(stored, InstanceState::Template | InstanceState::Stopped);
-            match (deleting, stored) {
-                (Some(reason), _) => {
-                    inst.state = InstanceState::Deleted;
-                    inst.set_pending(Pending::Delete(kill_reason(reason)));
-                    fx.push(Effect::Delete(id));
-                }
-                (None, InstanceState::Template) => inst.state = InstanceState::Template,
-                (None, InstanceState::Stopped) => {
-                    inst.state = InstanceState::Stopped;
-                    fx.push(Effect::Launch { spec, start: None });
-                }
-                // Running, starting, draining or stopping when the process died: start it again.
-                // (A spent budget drains again as soon as it runs; a user's stop in progress is
-                // finished as a stop.)
-                (None, InstanceState::Stopping) => {
-                    inst.state = InstanceState::Stopped;
-                    inst.stop_reason = Some(StopReason::UserStop);
-                    inst.stopped_at = Some(now);
-                    fx.push(Effect::Launch { spec, start: None });
-                }
-                (None, _) => {
-                    inst.state = InstanceState::Starting;
-                    let attempt = inst.next_attempt();
-                    fx.push(Effect::Launch {
-                        spec,
-                        start: Some(attempt),
-                    });
-                }
-            }
+            vec![lower, upper]
+        };
+        for Restored {
+            inst,
+            effect,
+            as_stored,
+        } in restored.into_iter().flatten()
+        {
+            let id = inst.id;
+            fx.extend(effect);
             if inst.state != InstanceState::Deleted {
                 self.names.restore(Arc::clone(&inst.name), id);
             }
@@ -211,6 +178,104 @@ impl State {
         }
         fx.push(Effect::Publish);
         fx
+    }
+}
+
+/// From this many stored instances on, a recovery makes them of their records on two threads.
+const PARALLEL_RESTORE_FROM: usize = 4096;
+
+/// A stored instance as a recovery brings it back.
+struct Restored {
+    inst: Instance,
+    /// What brings the world in line with it: created (and started again, if it was running),
+    /// or its delete finished; `None` for a template.
+    effect: Option<Effect>,
+    /// Left as it was stored (restored, not written back): a template, or a stopped instance
+    /// with no delete in progress.
+    as_stored: bool,
+}
+
+/// Makes the instance of its record (see [`State::recover`]).
+fn restore(r: InstanceRecord, now: SystemTime) -> Restored {
+    let autokill = Autokill {
+        num_requests: r.num_requests,
+        time: r.time_ms.map(Duration::from_millis),
+    };
+    // Every request up to the reservation may have been forwarded before the crash.
+    let meter = Arc::new(Meter::new(r.reserved, r.num_requests));
+    meter.set_limit(r.num_requests, r.delete_lock);
+    let stored = state_from(&r.state);
+    let deleting = r.deleting.as_deref();
+    let name: Arc<str> = r.name.as_str().into();
+    let spec = InstanceSpec {
+        id: r.id,
+        name: Arc::clone(&name),
+        image: r.image.clone(),
+        memory_mb: r.memory_mb,
+    };
+    let mut inst = Instance::restored(
+        r.id,
+        name,
+        r.image,
+        autokill,
+        meter,
+        at(r.created_at),
+        at(r.last_used),
+    );
+    inst.memory_mb = r.memory_mb;
+    inst.asked_requests = r.asked_num_requests;
+    inst.group = r.group;
+    inst.template = r.template;
+    inst.template_name = r.template_name;
+    inst.restart_policy = RestartPolicy::from_wire(&r.restart_policy).unwrap_or_default();
+    inst.autodestroy = Autodestroy::from_wire(&r.autodestroy).unwrap_or_default();
+    inst.exit_code = r.exit_code;
+    inst.stop_reason = r.stop_reason.as_deref().and_then(reason_from);
+    inst.stopped_at = r.stopped_at.map(at);
+    inst.delete_lock = r.delete_lock;
+    inst.from_config = r.from_config;
+    inst.unused_time = r.unused_ms.map(Duration::from_millis);
+    inst.set_recovered(r.reserved, r.restarts, r.restart_at.map(at), r.destroy_due);
+    // Left as it was stored (restored, not written back) unless a check changes it:
+    // a template, or a stopped instance with no delete in progress.
+    let as_stored =
+        deleting.is_none() && matches!(stored, InstanceState::Template | InstanceState::Stopped);
+    let effect = match (deleting, stored) {
+        (Some(reason), _) => {
+            inst.state = InstanceState::Deleted;
+            inst.set_pending(Pending::Delete(kill_reason(reason)));
+            Some(Effect::Delete(r.id))
+        }
+        (None, InstanceState::Template) => {
+            inst.state = InstanceState::Template;
+            None
+        }
+        (None, InstanceState::Stopped) => {
+            inst.state = InstanceState::Stopped;
+            Some(Effect::Launch { spec, start: None })
+        }
+        // Running, starting, draining or stopping when the process died: start it again.
+        // (A spent budget drains again as soon as it runs; a user's stop in progress is
+        // finished as a stop.)
+        (None, InstanceState::Stopping) => {
+            inst.state = InstanceState::Stopped;
+            inst.stop_reason = Some(StopReason::UserStop);
+            inst.stopped_at = Some(now);
+            Some(Effect::Launch { spec, start: None })
+        }
+        (None, _) => {
+            inst.state = InstanceState::Starting;
+            let attempt = inst.next_attempt();
+            Some(Effect::Launch {
+                spec,
+                start: Some(attempt),
+            })
+        }
+    };
+    Restored {
+        inst,
+        effect,
+        as_stored,
     }
 }
 

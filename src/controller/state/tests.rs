@@ -284,6 +284,15 @@ impl H {
         assert_eq!(self.state(id), Some(InstanceState::Running));
     }
 
+    /// Runs from `ms`, is stopped by the user 10 ms later and exits 10 ms after that.
+    fn ran_and_stopped(&mut self, id: Uuid, ms: u64) {
+        self.running(id, at(ms));
+        self.call(Call::StopInstance(Ref::Id(id)), at(ms + 10))
+            .expect("stop");
+        self.apply(Command::Exited { id, exit_code: 0 }, at(ms + 20));
+        assert_eq!(self.state(id), Some(InstanceState::Stopped));
+    }
+
     fn lock(&mut self, id: Uuid, locked: bool, now: SystemTime) {
         self.call(
             Call::PatchInstance(Ref::Id(id), vec![InstancePatch::DeleteLock(locked)]),
@@ -2112,16 +2121,7 @@ fn a_name_taken_over_in_one_batch_leads_to_the_new_instance() {
 fn a_recovery_writes_back_only_what_it_changed() {
     let mut h = H::new();
     let idle = h.instance(with_time("idle", 300_000), at(0));
-    h.running(idle, at(0));
-    h.call(Call::StopInstance(Ref::Id(idle)), at(10))
-        .expect("stop");
-    h.apply(
-        Command::Exited {
-            id: idle,
-            exit_code: 0,
-        },
-        at(20),
-    );
+    h.ran_and_stopped(idle, 0);
     let busy = h.instance(new("busy"), at(30));
     h.running(busy, at(30));
     let snapshot = h.snapshot();
@@ -2362,5 +2362,128 @@ fn declared_budgets_are_kept_while_the_file_asks_the_same() {
     assert!(second.values().any(|n| *n != second["d0"]), "{second:?}");
     for i in h.s.instances.values() {
         assert_eq!(i.meter.limit(), i.autokill.num_requests);
+    }
+}
+
+/// A large store is restored on two threads (from `PARALLEL_RESTORE_FROM` records): every
+/// instance comes back as it does from a store of it alone, with the same effects, in the
+/// stored order.
+#[test]
+fn a_large_recovery_restores_each_instance_as_a_recovery_of_it_alone_does() {
+    let mut h = H::new();
+    let stopped = h.instance(with_time("stopped", 300_000), at(0));
+    h.ran_and_stopped(stopped, 0);
+    let running = h.instance(new("running"), at(30));
+    h.running(running, at(30));
+    h.instance(new("idle"), at(40));
+    h.instance(
+        NewInstance {
+            autostart: false,
+            ..new("base")
+        },
+        at(40),
+    );
+    h.call(
+        Call::CreateTemplate(NewTemplate {
+            instance: Ref::Name("base".into()),
+            autokill_time: Some(Duration::from_secs(3600)),
+        }),
+        at(50),
+    )
+    .expect("template");
+    let late = h.instance(with_time("late", 1_000), at(0));
+    h.ran_and_stopped(late, 0);
+    let kinds: Vec<_> = h.snapshot().instances;
+    let mut deleting = kinds[0].clone();
+    deleting.deleting = Some("num_requests".into());
+    let mut stopping = kinds[0].clone();
+    stopping.state = "stopping".into();
+    let kinds: Vec<_> = kinds.into_iter().chain([deleting, stopping]).collect();
+    let mut records: Vec<_> = (0..4_500)
+        .map(|n| {
+            let mut r = kinds[n % kinds.len()].clone();
+            r.id = Uuid::new_v4();
+            r.name = format!("{}-{n}", r.name);
+            r
+        })
+        .collect();
+    records.sort_by_key(|r| r.id);
+    let now = at(60_000);
+    let mut all = State::new(&config(), 1);
+    let fx = all.recover(
+        crate::store::Snapshot {
+            instances: records.clone(),
+            groups: Vec::new(),
+        },
+        now,
+    );
+    all.committed();
+    // Each effect under every instance id it names.
+    let by_id = |fx: &[Effect]| {
+        let mut by_id: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for e in fx {
+            let text = format!("{e:?}");
+            let ids = text
+                .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+                .filter_map(|word| Uuid::try_parse(word).ok());
+            for id in ids {
+                by_id.entry(id).or_default().push(text.clone());
+            }
+        }
+        by_id
+    };
+    let all_fx = by_id(&fx);
+    let mut order = Vec::new();
+    let mut views = 0;
+    for r in &records {
+        let mut one = State::new(&config(), 1);
+        let alone = one.recover(
+            crate::store::Snapshot {
+                instances: vec![r.clone()],
+                groups: Vec::new(),
+            },
+            now,
+        );
+        one.committed();
+        views += one.view().instances.len();
+        assert_eq!(
+            all_fx.get(&r.id),
+            by_id(&alone).get(&r.id),
+            "effects of {}",
+            r.name
+        );
+        assert_eq!(
+            format!("{:?}", all.view().instances.get(&r.id)),
+            format!("{:?}", one.view().instances.get(&r.id)),
+            "view of {}",
+            r.name
+        );
+        order.extend(fx.iter().position(|e| {
+            matches!(e, Effect::Launch { spec, .. } if spec.id == r.id)
+                || matches!(e, Effect::Delete(id) if *id == r.id)
+        }));
+    }
+    let templates = records.iter().filter(|r| r.state == "template").count();
+    assert!(templates > 0, "templates among them");
+    assert!(
+        order.len() == records.len() - templates && order.is_sorted(),
+        "one effect each but for templates, in the stored order"
+    );
+    assert_eq!(all.view().instances.len(), views);
+}
+
+proptest::proptest! {
+    /// Sorting views by their names' first bytes, then whole names where those tie, is sorting
+    /// by name: short names, names that are prefixes of others, long shared beginnings.
+    #[test]
+    fn views_sorted_by_name_heads_are_sorted_by_name(
+        names in proptest::collection::vec("(abcdefghijklmnop|ab|a\u{0}|é)?[a-c\u{0}é]{0,20}", 0..200),
+    ) {
+        let mut views: Vec<Arc<String>> = names.iter().cloned().map(Arc::new).collect();
+        super::sort_by_name(&mut views, |v| v.as_str());
+        let mut expected = names.clone();
+        expected.sort();
+        let sorted: Vec<String> = views.iter().map(|v| (**v).clone()).collect();
+        proptest::prop_assert_eq!(sorted, expected);
     }
 }
