@@ -739,25 +739,34 @@ pub async fn run(
     // back meanwhile: there is no earlier state to go back to, only the same changes to write.
     // The changes are indexed for publishing (every view, at a first start) while they are
     // written: the two need nothing of each other, and the write mostly waits for the disk.
-    let changes = state.changes();
-    let store = Arc::clone(&task.store);
-    let writing = tokio::task::spawn_blocking(move || {
-        let mut backoff = RETRY_FIRST;
-        while !changes.is_empty()
-            && let Err(err) = store.commit(&changes)
-        {
-            tracing::error!(%err, "committing the recovered state failed; retrying");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(RETRY_MAX);
-        }
-    });
+    let write = |changes: Vec<crate::store::Change>| {
+        let store = Arc::clone(&task.store);
+        tokio::task::spawn_blocking(move || {
+            let result = if changes.is_empty() {
+                Ok(())
+            } else {
+                store.commit(&changes)
+            };
+            (result, changes)
+        })
+    };
+    let writing = write(state.changes());
     state.index_changes();
-    if let Err(err) = writing.await {
-        if err.is_panic() {
-            std::panic::resume_unwind(err.into_panic());
+    let mut written = writing.await;
+    let mut backoff = RETRY_FIRST;
+    loop {
+        match written {
+            Ok((Ok(()), _)) => break,
+            Ok((Err(err), changes)) => {
+                tracing::error!(%err, "committing the recovered state failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                written = write(changes).await;
+            }
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => return,
         }
-        // The runtime is shutting down.
-        return;
     }
     state.settle();
     let committed = began.elapsed();

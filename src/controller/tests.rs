@@ -321,6 +321,46 @@ async fn a_recovery_whose_commit_fails_keeps_what_it_recovered() {
     stop(r).await;
 }
 
+/// A server stopped while its store keeps refusing the recovery's write still ends: the retries
+/// wait on the controller's task, which the runtime drops, not on a thread it would wait for.
+#[test]
+fn a_recovery_that_cannot_commit_does_not_hold_up_the_end_of_the_runtime() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    // A store with something for the recovery to write: an instance that was running.
+    let dir = runtime().block_on(async {
+        let mut r = start().await;
+        create(&r, "a").await;
+        eventually("a runs", || state_of(&r, "a") == Some("running")).await;
+        r.task.abort();
+        let _ = (&mut r.task).await;
+        std::mem::replace(&mut r._dir, tempfile::tempdir().expect("temp dir"))
+    });
+    let (ended, end) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = runtime();
+        rt.block_on(async {
+            let starting = tokio::spawn(start_in(dir, u32::MAX));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !starting.is_finished(),
+                "not ready while nothing can be written"
+            );
+        });
+        drop(rt);
+        let _ = ended.send(());
+    });
+    assert!(
+        end.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "the runtime did not end while the recovery was retrying its commit"
+    );
+}
+
 /// After the shutdown signal the controller ends and judges nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_shutdown_exits_are_not_judged() {
