@@ -83,6 +83,26 @@ impl Server {
     }
 
     /// Resident memory, from `/proc/PID/status`.
+    /// CPU time the server's own threads have used (user and system), in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
+        let ticks: u64 = stat
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_owned()))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|t| t.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        // SAFETY: sysconf takes a plain integer.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+        ticks as f64 / per_second as f64
+    }
+
     fn rss_bytes(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
@@ -218,18 +238,27 @@ async fn timed_get(http: &Http, admin: SocketAddr, path: &str) -> (f64, usize) {
     (started.elapsed().as_secs_f64() * 1e3, size)
 }
 
-/// `wrk -t1 -c64 -d5s` against one running instance through the proxy: requests/s, if wrk runs.
-fn proxy_rate(proxy: SocketAddr, host: &str) -> Option<f64> {
+/// `wrk -t1 -c64 -d5s` against one running instance through `server`'s proxy: requests/s, and
+/// the server's CPU time per request in µs, if wrk runs. The CPU time is the steadier figure
+/// on a shared machine: it does not move with how much of the cores wrk and the upstream got.
+fn proxy_rate(server: &Server, proxy: SocketAddr, host: &str) -> Option<(f64, f64)> {
+    let cpu = server.cpu_seconds();
     let out = Command::new("wrk")
         .args(["-t1", "-c64", "-d5s", "-H", &format!("Host: {host}")])
         .arg(format!("http://{proxy}/"))
         .output()
         .ok()?;
+    let cpu = server.cpu_seconds() - cpu;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    let field = |prefix: &str, at: usize| {
+        text.lines()
+            .find(|l| l.contains(prefix))
+            .and_then(|l| l.split_whitespace().nth(at))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let rate = field("Requests/sec:", 1)?;
+    let requests = field(" requests in ", 0)?;
+    Some((rate, cpu * 1e6 / requests.max(1.0)))
 }
 
 struct Figures {
@@ -243,6 +272,8 @@ struct Figures {
     list: (f64, usize),
     ready: Duration,
     proxy: Vec<f64>,
+    /// The server's CPU µs per proxied request, per round.
+    proxy_cpu: Vec<f64>,
 }
 
 /// A server filled with its instances, ready to be measured.
@@ -314,6 +345,7 @@ async fn fill(bin: &Path, instances: usize, running: usize, http: &Http) -> Node
             list: (0.0, 0),
             ready: Duration::ZERO,
             proxy: Vec::new(),
+            proxy_cpu: Vec::new(),
         },
     }
 }
@@ -327,9 +359,10 @@ async fn round(node: &mut Node, http: &Http) {
     f.concurrent
         .push(writes_per_second(http, node.admin, 64, Duration::from_secs(2)).await);
     if f.running > 0
-        && let Some(rate) = proxy_rate(node.proxy, "r-0.localhost")
+        && let Some((rate, cpu)) = proxy_rate(&node.server, node.proxy, "r-0.localhost")
     {
         f.proxy.push(rate);
+        f.proxy_cpu.push(cpu);
     }
 }
 
@@ -438,6 +471,9 @@ async fn main() {
     row("proxy req/s to one instance (wrk -c64, median)", &|f| {
         rate(&f.proxy)
     });
+    row("proxy CPU µs per request (median)", &|f| {
+        median(&f.proxy_cpu).map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+    });
     fn sequential(f: &Figures) -> &[f64] {
         &f.sequential
     }
@@ -447,11 +483,15 @@ async fn main() {
     fn proxied(f: &Figures) -> &[f64] {
         &f.proxy
     }
+    fn proxy_cpu(f: &Figures) -> &[f64] {
+        &f.proxy_cpu
+    }
     type Rates = fn(&Figures) -> &[f64];
-    let pick: [(&str, Rates); 3] = [
+    let pick: [(&str, Rates); 4] = [
         ("writes/s, 1 client", sequential),
         ("writes/s, 64 clients", concurrent),
         ("proxy req/s", proxied),
+        ("proxy CPU µs per request", proxy_cpu),
     ];
     for (what, v) in pick {
         if let Some((big, small)) = median(v(&all[1])).zip(median(v(&all[0]))) {
