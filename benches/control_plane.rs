@@ -6,7 +6,8 @@
 //! writes/s from one client (each its own commit) and from 64 (batched commits), resident memory
 //! per stored instance, `GET /metrics` and `GET /v1/instances` (time and size), and start to
 //! `/readyz` after `kill -9` (median of 3). With `wrk` on the PATH, also the proxy's requests/s to
-//! one running instance (`wrk -t1 -c64 -d5s`), so the two sizes can be compared. Both servers
+//! one running instance (`wrk -t1 -c64 -d5s`) and the server's CPU time per proxied request,
+//! so the two sizes can be compared. Both servers
 //! run at once and the rates are measured in alternating rounds (`ROUNDS`, default 5), medians
 //! printed with the ratio large ÷ small: acknowledged writes wait on `fdatasync`, whose latency
 //! moves with whatever else uses the disk.
