@@ -37,7 +37,7 @@
 //! balance it was made with), every other `admin.*` key (the admin server's token, guard and
 //! limits are built once), `store.path` and `store.quick_repair`, and the runtime backend's own
 //! keys (it is built with them): `runtime.kind`, `runtime.docker_host`, `runtime.images`,
-//! `runtime.default_port`.
+//! `runtime.default_port`; and `runtime.controller_nice` (the controller's thread is made once).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -293,6 +293,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("runtime.kind", kind(&a.kind).0 != kind(&b.kind).0),
         ("runtime.docker_host", kind(&a.kind).1 != kind(&b.kind).1),
         ("runtime.default_port", a.default_port != b.default_port),
+        (
+            "runtime.controller_nice",
+            a.controller_nice != b.controller_nice,
+        ),
         ("runtime.images", a.images != b.images),
     ];
     keys.extend(

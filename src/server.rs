@@ -39,6 +39,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The controller's thread could not be started.
+    #[error("cannot start the controller's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Runs everything until a shutdown signal. `path` is the configuration file, reloaded on SIGHUP
@@ -137,7 +140,9 @@ pub async fn serve(
             published.clone(),
             metrics.clone(),
         );
-        tokio::spawn(async move {
+        let work = tokio::runtime::Handle::current();
+        let nice = config.runtime.controller_nice;
+        on_a_nicer_thread("autokill-ctl", nice, async move {
             controller::run(
                 &config,
                 workers,
@@ -148,9 +153,11 @@ pub async fn serve(
                 metrics,
                 inputs,
                 recovered_tx,
+                work,
             )
             .await
         })
+        .map_err(ServeError::Thread)?
     };
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -255,6 +262,44 @@ pub async fn serve(
     }
     drop(commands_tx);
     Ok(())
+}
+
+/// Runs `task` on a thread of its own, `nice` steps below this thread's CPU priority
+/// (`setpriority` on Linux, where each thread has its own; elsewhere at the same priority),
+/// in a runtime of its own; resolves when it ends. Whatever that thread spawns inherits the
+/// priority: processes are spawned elsewhere (see [`controller::run`]).
+fn on_a_nicer_thread(
+    name: &str,
+    nice: u8,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(name)
+        .build()?;
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            #[cfg(target_os = "linux")]
+            if nice > 0 {
+                // SAFETY: plain integers; `gettid` names this thread only.
+                unsafe {
+                    let tid = libc::gettid() as libc::id_t;
+                    let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+                    let to = (now + libc::c_int::from(nice)).min(19);
+                    if libc::setpriority(libc::PRIO_PROCESS, tid, to) != 0 {
+                        tracing::warn!(
+                            err = %std::io::Error::last_os_error(),
+                            "the controller's thread keeps the server's CPU priority"
+                        );
+                    }
+                }
+            }
+            runtime.block_on(task);
+            let _ = done.send(());
+        })?;
+    Ok(ended)
 }
 
 /// Keeps `/readyz` not ready while the container engine cannot be reached.

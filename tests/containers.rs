@@ -1082,6 +1082,7 @@ async fn the_event_stream_reconnects_and_an_exit_while_the_engine_was_down_is_se
         default_port: None,
         max_concurrent_kills: 64,
         max_concurrent_starts: 16,
+        controller_nice: 10,
     };
     let (tx, mut events) = mpsc::unbounded_channel();
     let runtime = DockerRuntime::connect(&config, store.clone(), tx)

@@ -1207,3 +1207,67 @@ async fn after_kill_9_the_store_is_repaired_whole_only_without_quick_repair() {
         node.terminate();
     }
 }
+
+/// The `nice` value of a process or thread (`/proc/<path>/stat`, field 19).
+fn nice_of(path: &str) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{path}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(16)?.parse().ok()
+}
+
+/// The controller's thread runs `runtime.controller_nice` (default 10) steps below the server's
+/// CPU priority, so that a burst of control work leaves the cores to traffic; the proxy's
+/// workers and the instance processes (spawned elsewhere) keep the server's own priority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_runs_nicer_than_the_proxy_and_the_instances() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::new(dir.path(), &runtime(dir.path()));
+    node.start().await;
+    for name in ["one", "two"] {
+        let made = json!({"name": name, "image": "hello", "autostart": true});
+        let made = node.api("POST", "/v1/instances", Some(made)).await;
+        assert!(matches!(made, Ok((200 | 201, _))), "{made:?}");
+    }
+    node.wait_until_all("running", "both run").await;
+    let ours = nice_of("self").expect("our nice");
+    let server = node.server_pid().expect("server");
+    let threads: Vec<(String, i64)> = std::fs::read_dir(format!("/proc/{server}/task"))
+        .expect("threads")
+        .filter_map(|t| {
+            let tid = t.ok()?.file_name().into_string().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{server}/task/{tid}/comm")).ok()?;
+            Some((
+                comm.trim().to_owned(),
+                nice_of(&format!("{server}/task/{tid}"))?,
+            ))
+        })
+        .collect();
+    let of = |prefix: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(comm, _)| comm.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    // The controller's thread and its blocking threads (the store's commits).
+    let controller = of("autokill-ctl");
+    assert!(
+        !controller.is_empty() && controller.iter().all(|n| *n == (ours + 10).min(19)),
+        "{threads:?}"
+    );
+    let proxy = of("autokill-proxy");
+    assert!(
+        !proxy.is_empty() && proxy.iter().all(|n| *n == ours),
+        "{threads:?}"
+    );
+    let instances = node.instance_pids();
+    assert_eq!(instances.len(), 2, "both instance processes");
+    for pid in instances {
+        assert_eq!(
+            nice_of(&pid.to_string()),
+            Some(ours),
+            "instance process {pid}"
+        );
+    }
+    node.terminate();
+}

@@ -73,6 +73,7 @@ impl Harness {
             default_port: None,
             max_concurrent_kills: 64,
             max_concurrent_starts: 16,
+            controller_nice: 10,
             images: images
                 .into_iter()
                 .map(|(name, image)| (name.to_owned(), image))

@@ -182,6 +182,11 @@ pub struct RuntimeConfig {
     /// the instance answers (or its start fails); the others wait their turn in the order they
     /// were asked for. Bounds what a restart of every instance after a crash asks of the host.
     pub max_concurrent_starts: usize,
+    /// The controller's thread (its batches, the store's commits, publishing) runs this much
+    /// nicer than the rest of the server (`setpriority`), so that a burst of control work (a
+    /// kill storm) leaves the cores to the proxy's workers; 0 = the same priority. Instance
+    /// processes are spawned from the server's other threads, at its own priority.
+    pub controller_nice: u8,
 }
 
 /// The runtime backend.

@@ -186,6 +186,9 @@ pub(crate) struct RawRuntime {
     /// Most runtime starts in progress at once (each from its spawn until the instance
     /// answers or fails); more wait their turn, in order. Default 16, 1 to 100000.
     pub max_concurrent_starts: Option<Spanned<u64>>,
+    /// How much lower than the proxy's the controller's CPU priority is (a nice increment).
+    /// Default 10, 0 to 19.
+    pub controller_nice: Option<Spanned<u64>>,
 }
 
 /// `runtime.kind`

@@ -99,6 +99,7 @@ fn defaults() -> Config {
             default_port: None,
             max_concurrent_kills: 64,
             max_concurrent_starts: 16,
+            controller_nice: 10,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
@@ -206,6 +207,7 @@ runtime:
   start_timeout: 1m30s
   max_concurrent_kills: 8
   max_concurrent_starts: 4
+  controller_nice: 0
   images:
     nginx:
       command: [nginx, -g, "daemon off;"]
@@ -284,6 +286,7 @@ shutdown: leave_instances
             default_port: None,
             max_concurrent_kills: 8,
             max_concurrent_starts: 4,
+            controller_nice: 0,
             images: BTreeMap::from([
                 (
                     "nginx".into(),
@@ -927,6 +930,18 @@ fn store_and_runtime_values_are_checked() {
             .runtime
             .max_concurrent_starts,
         100_000
+    );
+    refused(
+        "runtime:\n  controller_nice: 20\n",
+        2,
+        20,
+        "runtime.controller_nice: 20 is not between 0 and 19",
+    );
+    assert_eq!(
+        ok("runtime:\n  controller_nice: 19\n")
+            .runtime
+            .controller_nice,
+        19
     );
 }
 

@@ -549,6 +549,13 @@ fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
             MAX_CONCURRENT_STARTS,
             1..=MAX_KILLS_BOUND,
         )?,
+        // At most 19: the range is that small.
+        controller_nice: within(
+            raw.controller_nice.as_ref(),
+            "runtime.controller_nice",
+            10,
+            0..=19,
+        )? as u8,
     })
 }
 

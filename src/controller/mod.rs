@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -651,6 +652,11 @@ fn give_back_freed_memory() {
 /// Runs the controller until every input is closed: recovers the stored state, reconciles the
 /// configuration, then applies commands in batches, each committed to the store before its
 /// effects are carried out (so nothing is acknowledged before it is durable).
+///
+/// Runtime calls (creates, starts, stops, deletes) and drain watches are spawned on `work`, and
+/// nothing of the controller's own forks a process: the server runs the controller on a thread
+/// of lower CPU priority than the rest (`runtime.controller_nice`), and an instance process
+/// must not inherit it.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: &Config,
@@ -662,6 +668,7 @@ pub async fn run(
     metrics: Metrics,
     mut inputs: Inputs,
     recovered: tokio::sync::oneshot::Sender<()>,
+    work: Handle,
 ) {
     let mut state = State::new(config, workers);
     let clock = Clock::start();
@@ -682,6 +689,7 @@ pub async fn run(
         armed: hashbrown::HashMap::new(),
         clock,
         store,
+        work,
     };
     let began = std::time::Instant::now();
     let (instances, groups) = (snapshot.instances.len(), snapshot.groups.len());
@@ -793,7 +801,7 @@ pub async fn run(
     task.carry_out(timers, &mut state);
     if let Some(cleared) = clearing {
         let runtime = Arc::clone(&task.runtime);
-        tokio::spawn(async move {
+        task.work.spawn(async move {
             let began = std::time::Instant::now();
             match runtime.reclaim().await {
                 Ok(removed) => tracing::info!(
@@ -808,7 +816,7 @@ pub async fn run(
             let _ = cleared.send(true);
         });
     }
-    task.starts.unhold();
+    task.starts.unhold(&task.work);
     // Commands of a batch whose commit failed, applied again first (API calls excepted: they
     // were answered with the error).
     let mut again: VecDeque<Command> = VecDeque::new();
@@ -984,6 +992,10 @@ struct Task {
     armed: hashbrown::HashMap<TimerKey, TimerId>,
     clock: Clock,
     store: Arc<Store>,
+    /// Where runtime calls (creates, starts, stops, deletes) and drain watches run: the
+    /// server's runtime, at its own priority, so that instance processes are spawned at it
+    /// (a child inherits the nice value of the thread that forks it; see `run`).
+    work: Handle,
 }
 
 impl Task {
@@ -1110,7 +1122,7 @@ impl Task {
                     self.starts.overtake(id);
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
                     let kills = self.kills.semaphore();
-                    tokio::spawn(async move {
+                    self.work.spawn(async move {
                         // The semaphore is never closed, so a place always comes.
                         let _place = kills.acquire_owned().await;
                         let result = runtime.stop(id).await.map_err(|e| e.to_string());
@@ -1121,7 +1133,7 @@ impl Task {
                     self.starts.overtake(id);
                     let (runtime, tx) = (Arc::clone(&self.runtime), self.tx.clone());
                     let kills = self.kills.semaphore();
-                    tokio::spawn(async move {
+                    self.work.spawn(async move {
                         let _place = kills.acquire_owned().await;
                         let result = runtime.delete(id).await.map_err(|e| e.to_string());
                         let _ = tx.send(Command::Deleted { id, result });
@@ -1131,7 +1143,7 @@ impl Task {
                     // Called here, in order, so that the commit is registered before any
                     // clone's create (a later effect) looks for its image.
                     let commit = self.runtime.commit(id);
-                    tokio::spawn(async move {
+                    self.work.spawn(async move {
                         if let Err(err) = commit.await {
                             tracing::error!(template = %id, %err, "committing a template failed");
                         }
@@ -1139,7 +1151,7 @@ impl Task {
                 }
                 Effect::WatchDrain { id, upstream } => {
                     let tx = self.tx.clone();
-                    tokio::spawn(async move {
+                    self.work.spawn(async move {
                         if upstream.drained().await == Drain::Idle {
                             let _ = tx.send(Command::Drained { id });
                         }
@@ -1155,7 +1167,7 @@ impl Task {
             let _ = to.send(result);
         }
         // Last, so that the processes they spawn do not take the cores from the rest.
-        self.starts.release();
+        self.starts.release(&self.work);
         self.metrics
             .timers_pending
             .set(self.timers.pending() as i64);

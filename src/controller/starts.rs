@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
 
@@ -59,11 +60,11 @@ impl Starts {
         self.tasks.push(Box::pin(task));
     }
 
-    /// Spawns the tasks kept, unless held.
-    pub(super) fn release(&mut self) {
+    /// Spawns the tasks kept on `work`, unless held.
+    pub(super) fn release(&mut self, work: &Handle) {
         if !self.held {
             for task in self.tasks.drain(..) {
-                tokio::spawn(task);
+                work.spawn(task);
             }
         }
     }
@@ -74,9 +75,9 @@ impl Starts {
     }
 
     /// Spawns the tasks held, and from now on each batch's at its end.
-    pub(super) fn unhold(&mut self) {
+    pub(super) fn unhold(&mut self, work: &Handle) {
         self.held = false;
-        self.release();
+        self.release(work);
     }
 
     /// Changes the number of places (see [`Places::resize`]).

@@ -171,6 +171,7 @@ async fn start_with(
                 metrics,
                 inputs,
                 recovered_tx,
+                tokio::runtime::Handle::current(),
             )
             .await;
         })

@@ -70,6 +70,7 @@ fn config() -> Config {
             default_port: None,
             max_concurrent_kills: 64,
             max_concurrent_starts: 16,
+            controller_nice: 10,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
