@@ -296,6 +296,8 @@ fn on_a_nicer_thread(
                     }
                 }
             }
+            #[cfg(not(target_os = "linux"))]
+            let _ = nice;
             runtime.block_on(task);
             let _ = done.send(());
         })?;
