@@ -65,17 +65,16 @@ pub async fn serve(
 
     let opened = std::time::Instant::now();
     let (store, snapshot) = Store::open_with(&config.store.path, config.store.quick_repair)?;
+    let read = opened.elapsed();
     tracing::info!(
         path = %config.store.path.display(),
         instances = snapshot.instances.len(),
         groups = snapshot.groups.len(),
-        read_ms = opened.elapsed().as_millis() as u64,
+        read_ms = read.as_millis() as u64,
         repaired = store.repaired(),
         "store read"
     );
-    metrics
-        .store_open_seconds
-        .set(opened.elapsed().as_secs_f64());
+    metrics.store_open_seconds.set(read.as_secs_f64());
     metrics.store_repaired.set(i64::from(store.repaired()));
     let store = Arc::new(store);
     // The store's absolute path marks this server's instance processes (see `Runtime::reclaim`).

@@ -36,7 +36,7 @@ use crate::proxy::ProxyEvent;
 use crate::proxy::meter::Meter;
 use crate::proxy::route::{Drain, RouteTable, Upstream};
 use crate::runtime::{InstanceSpec, Runtime, RuntimeEvent};
-use crate::store::{Snapshot, Store};
+use crate::store::{Change, Snapshot, Store, StoreError};
 use crate::timers::{TimerId, Timers};
 
 /// Lifecycle state of an instance (the Unikraft Cloud names).
@@ -747,18 +747,7 @@ pub async fn run(
     // back meanwhile: there is no earlier state to go back to, only the same changes to write.
     // The changes are indexed for publishing (every view, at a first start) while they are
     // written: the two need nothing of each other, and the write mostly waits for the disk.
-    let write = |changes: Vec<crate::store::Change>| {
-        let store = Arc::clone(&task.store);
-        tokio::task::spawn_blocking(move || {
-            let result = if changes.is_empty() {
-                Ok(())
-            } else {
-                store.commit(&changes)
-            };
-            (result, changes)
-        })
-    };
-    let writing = write(state.changes());
+    let writing = task.write_changes(state.changes());
     state.index_changes();
     let mut written = writing.await;
     let mut backoff = RETRY_FIRST;
@@ -769,7 +758,7 @@ pub async fn run(
                 tracing::error!(%err, "committing the recovered state failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
-                written = write(changes).await;
+                written = task.write_changes(changes).await;
             }
             Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
             // The runtime is shutting down.
@@ -1017,16 +1006,25 @@ impl Task {
             state.committed();
             return Ok(());
         }
-        let store = Arc::clone(&self.store);
-        let result = match tokio::task::spawn_blocking(move || store.commit(&changes)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
+        let result = match self.write_changes(changes).await {
+            Ok((Ok(()), _)) => Ok(()),
+            Ok((Err(err), _)) => Err(err.to_string()),
             Err(err) => Err(format!("store task failed: {err}")),
         };
         if result.is_ok() {
             state.committed();
         }
         result
+    }
+
+    /// Writes `changes` to the store on a blocking thread (one transaction, fsync); they come
+    /// back with the result, for a retry.
+    fn write_changes(
+        &self,
+        changes: Vec<Change>,
+    ) -> tokio::task::JoinHandle<(Result<(), StoreError>, Vec<Change>)> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || (store.commit(&changes), changes))
     }
 
     /// Carries out effects in order. Runtime calls and drain watches run as tasks that report

@@ -1484,7 +1484,6 @@ impl State {
                 None => self.due_cache.remove(&id),
             };
         }
-
         for id in stale_groups {
             match self.groups.get(&id) {
                 Some(g) => {
