@@ -7,10 +7,10 @@
 //! per stored instance, `GET /metrics` and `GET /v1/instances` (time and size), and start to
 //! `/readyz` after `kill -9` (median of 3). With `wrk` on the PATH, also the proxy's requests/s to
 //! one running instance (`wrk -t1 -c64 -d5s`) and the server's CPU time per proxied request,
-//! so the two sizes can be compared. Both servers
-//! run at once and the rates are measured in alternating rounds (`ROUNDS`, default 5), medians
-//! printed with the ratio large ÷ small: acknowledged writes wait on `fdatasync`, whose latency
-//! moves with whatever else uses the disk.
+//! so the two sizes can be compared. Both servers run at once and the rates are measured in
+//! alternating rounds (`ROUNDS`, default 5), medians printed with the ratio large ÷ small:
+//! acknowledged writes wait on `fdatasync`, whose latency moves with whatever else uses the
+//! disk.
 //!
 //! `cargo bench --bench control_plane` (builds and uses `target/release/autokill`).
 //! `INSTANCES=20000` for a quicker run; `RUNNING` overrides the running share (default 1/100).
@@ -83,27 +83,25 @@ impl Server {
         }
     }
 
-    /// Resident memory, from `/proc/PID/status`.
     /// CPU time the server's own threads have used (user and system), in seconds.
     fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
         // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
-        let ticks: u64 = stat
-            .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_owned()))
-            .map(|rest| {
+        let ticks: u64 = stat.ok().map_or(0, |s| {
+            s.rsplit_once(')').map_or(0, |(_, rest)| {
                 rest.split_whitespace()
                     .skip(11)
                     .take(2)
                     .filter_map(|t| t.parse::<u64>().ok())
                     .sum()
             })
-            .unwrap_or(0);
+        });
         // SAFETY: sysconf takes a plain integer.
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
         ticks as f64 / per_second as f64
     }
 
+    /// Resident memory, from `/proc/PID/status`.
     fn rss_bytes(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()

@@ -293,6 +293,14 @@ async fn stop_keeping(mut r: Running) -> tempfile::TempDir {
     r._dir
 }
 
+/// A crash: the controller's task ends at once, stopping nothing (the store still says what
+/// ran and what was asked); returns its store's directory.
+async fn crash_keeping(r: Running) -> tempfile::TempDir {
+    r.task.abort();
+    let _ = r.task.await;
+    r._dir
+}
+
 /// A recovery whose commit fails is retried with the same changes: the recovered instances
 /// are all there once the store takes writes, whether recovery changed them (one that was
 /// running starts again) or not (one stopped is as it was stored, and not written back).
@@ -307,11 +315,7 @@ async fn a_recovery_whose_commit_fails_keeps_what_it_recovered() {
     assert!(r.api.call(Call::CreateInstance(idle)).await.is_ok());
     eventually("a runs", || state_of(&r, "a") == Some("running")).await;
     // A crash: the controller ends without stopping anything; the store still says a runs.
-    let mut r = r;
-    r.task.abort();
-    let _ = (&mut r.task).await;
-    let dir = std::mem::replace(&mut r._dir, tempfile::tempdir().expect("temp dir"));
-    drop(r);
+    let dir = crash_keeping(r).await;
     let r = start_in(dir, 2).await;
     assert_eq!(state_of(&r, "idle"), Some("stopped"));
     eventually("a runs again", || state_of(&r, "a") == Some("running")).await;
@@ -335,12 +339,10 @@ fn a_recovery_that_cannot_commit_does_not_hold_up_the_end_of_the_runtime() {
     };
     // A store with something for the recovery to write: an instance that was running.
     let dir = runtime().block_on(async {
-        let mut r = start().await;
+        let r = start().await;
         create(&r, "a").await;
         eventually("a runs", || state_of(&r, "a") == Some("running")).await;
-        r.task.abort();
-        let _ = (&mut r.task).await;
-        std::mem::replace(&mut r._dir, tempfile::tempdir().expect("temp dir"))
+        crash_keeping(r).await
     });
     let (ended, end) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
