@@ -2394,10 +2394,17 @@ fn a_large_recovery_restores_each_instance_as_a_recovery_of_it_alone_does() {
     .expect("template");
     let late = h.instance(with_time("late", 1_000), at(0));
     h.ran_and_stopped(late, 0);
-    let kinds: Vec<_> = h.snapshot().instances;
-    let mut deleting = kinds[0].clone();
+    let mut kinds: Vec<_> = h.snapshot().instances;
+    // In a fixed order: the store's snapshot comes out of a hash map.
+    kinds.sort_by(|a, b| a.name.cmp(&b.name));
+    let stopped = kinds
+        .iter()
+        .find(|r| r.name == "stopped")
+        .expect("stopped")
+        .clone();
+    let mut deleting = stopped.clone();
     deleting.deleting = Some("num_requests".into());
-    let mut stopping = kinds[0].clone();
+    let mut stopping = stopped;
     stopping.state = "stopping".into();
     let kinds: Vec<_> = kinds.into_iter().chain([deleting, stopping]).collect();
     let mut records: Vec<_> = (0..4_500)
