@@ -1,7 +1,7 @@
 //! `autokill serve`: wires the proxy, the controller, the runtime and the admin server together
 //! and runs them until SIGTERM or SIGINT.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,6 +44,25 @@ pub enum ServeError {
     Thread(std::io::Error),
 }
 
+/// What marks this server's instance processes (see `Runtime::reclaim`): the store file's
+/// absolute path. Taken before the store is opened (and perhaps created), so a file not there
+/// yet is named by its directory's absolute path and its name: what it is once created, so that
+/// the first start and the next agree.
+fn store_owner(path: &Path) -> String {
+    let absolute = std::fs::canonicalize(path).or_else(|_| {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        // Opening the store creates it too, and says what failed if it cannot.
+        let _ = std::fs::create_dir_all(dir);
+        let name = path.file_name().unwrap_or_default();
+        std::fs::canonicalize(dir).map(|dir| dir.join(name))
+    });
+    absolute
+        .unwrap_or_else(|_| path.to_owned())
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Runs everything until a shutdown signal. `path` is the configuration file, reloaded on SIGHUP
 /// and on change (`None`: the embedded default, nothing to reload); `self_exe` is what
 /// `{autokill}` in an image command stands for.
@@ -63,25 +82,8 @@ pub async fn serve(
             .map_or(0.0, |d| d.as_secs_f64()),
     );
 
-    let opened = std::time::Instant::now();
-    let (store, snapshot) = Store::open_with(&config.store.path, config.store.quick_repair)?;
-    let read = opened.elapsed();
-    tracing::info!(
-        path = %config.store.path.display(),
-        instances = snapshot.instances.len(),
-        groups = snapshot.groups.len(),
-        read_ms = read.as_millis() as u64,
-        repaired = store.repaired(),
-        "store read"
-    );
-    metrics.store_open_seconds.set(read.as_secs_f64());
-    metrics.store_repaired.set(i64::from(store.repaired()));
-    let store = Arc::new(store);
     // The store's absolute path marks this server's instance processes (see `Runtime::reclaim`).
-    let owner = std::fs::canonicalize(store.path())
-        .unwrap_or_else(|_| store.path().to_owned())
-        .to_string_lossy()
-        .into_owned();
+    let owner = store_owner(&config.store.path);
     let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
     // The engine's reachability, for `/readyz` (a runtime without an engine is always reachable).
     let mut engine = None;
@@ -106,6 +108,66 @@ pub async fn serve(
             what: "admin listener",
             source,
         })?;
+    tracing::info!(addr = %admin_listener.local_addr().map_err(|source| ServeError::Listen { what: "admin listener", source })?, "admin listening");
+
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (closing, admin_closing) = tokio::sync::watch::channel(false);
+    let admin_state = AdminState {
+        published: published.clone(),
+        metrics: metrics.clone(),
+        ready: Arc::clone(&ready),
+        token: config.admin.token.as_deref().map(Arc::from),
+        base_domain: config.proxy.base_domain.as_str().into(),
+        controller: controller::api::Handle::new(commands_tx.clone()),
+        api_users: config.admin.api_users.clone().into(),
+        runtime: Arc::clone(&runtime),
+        images: config.runtime.images.keys().cloned().collect(),
+        any_image: matches!(config.runtime.kind, RuntimeKind::Docker { .. }),
+        closing: admin_closing,
+        max_body_size: config.admin.max_body_size,
+        hosts: Arc::new(admin::Hosts::new(
+            admin_listener.local_addr().unwrap_or(config.admin.listen),
+            &config.admin.allowed_hosts,
+        )),
+    };
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let listen = admin::AdminListen {
+        cfg: config.admin.clone(),
+        cap: net::connection_cap(config.admin.max_connections, open_files, 16),
+        errors: metrics.accept_errors.with_label_values(&["admin"]),
+    };
+    // A reload that changes `admin.listen` sends the new listener here.
+    let (admin_moves, moves) = mpsc::unbounded_channel();
+    let admin = tokio::spawn(async move {
+        admin::serve_moving(admin_listener, admin_state, listen, moves, async move {
+            let _ = admin_stopped.await;
+        })
+        .await;
+    });
+    // Opened once `/livez` answers (and `/readyz` 503): reading a large store, or waiting for
+    // another process to let go of it, takes a while.
+    let opened = std::time::Instant::now();
+    let (store_path, quick_repair) = (config.store.path.clone(), config.store.quick_repair);
+    let opening = tokio::task::spawn_blocking(move || Store::open_with(&store_path, quick_repair));
+    let (store, snapshot) = match opening.await {
+        Ok(opened) => opened?,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => return Ok(()),
+    };
+    let read = opened.elapsed();
+    tracing::info!(
+        path = %config.store.path.display(),
+        instances = snapshot.instances.len(),
+        groups = snapshot.groups.len(),
+        read_ms = read.as_millis() as u64,
+        repaired = store.repaired(),
+        "store read"
+    );
+    metrics.store_open_seconds.set(read.as_secs_f64());
+    metrics.store_repaired.set(i64::from(store.repaired()));
+    let store = Arc::new(store);
     let (proxy_tx, proxy_rx) = mpsc::unbounded_channel();
     let proxy = Proxy::start(
         &config.proxy,
@@ -119,9 +181,6 @@ pub async fn serve(
         what: "proxy listener",
         source,
     })?;
-    tracing::info!(addr = %admin_listener.local_addr().map_err(|source| ServeError::Listen { what: "admin listener", source })?, "admin listening");
-
-    let (commands_tx, commands) = mpsc::unbounded_channel();
     let (recovered_tx, recovered) = tokio::sync::oneshot::channel();
     let (stop_controller, controller_stop) = tokio::sync::oneshot::channel();
     let inputs = Inputs {
@@ -159,40 +218,6 @@ pub async fn serve(
         .map_err(ServeError::Thread)?
     };
 
-    let ready = Arc::new(AtomicBool::new(false));
-    let (closing, admin_closing) = tokio::sync::watch::channel(false);
-    let admin_state = AdminState {
-        published: published.clone(),
-        metrics: metrics.clone(),
-        ready: Arc::clone(&ready),
-        token: config.admin.token.as_deref().map(Arc::from),
-        base_domain: config.proxy.base_domain.as_str().into(),
-        controller: controller::api::Handle::new(commands_tx.clone()),
-        api_users: config.admin.api_users.clone().into(),
-        runtime: Arc::clone(&runtime),
-        images: config.runtime.images.keys().cloned().collect(),
-        any_image: matches!(config.runtime.kind, RuntimeKind::Docker { .. }),
-        closing: admin_closing,
-        max_body_size: config.admin.max_body_size,
-        hosts: Arc::new(admin::Hosts::new(
-            admin_listener.local_addr().unwrap_or(config.admin.listen),
-            &config.admin.allowed_hosts,
-        )),
-    };
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let listen = admin::AdminListen {
-        cfg: config.admin.clone(),
-        cap: net::connection_cap(config.admin.max_connections, open_files, 16),
-        errors: metrics.accept_errors.with_label_values(&["admin"]),
-    };
-    // A reload that changes `admin.listen` sends the new listener here.
-    let (admin_moves, moves) = mpsc::unbounded_channel();
-    let admin = tokio::spawn(async move {
-        admin::serve_moving(admin_listener, admin_state, listen, moves, async move {
-            let _ = admin_stopped.await;
-        })
-        .await;
-    });
     // The configuration in force: a reload changes it (the shutdown below reads it).
     let running = Arc::new(arc_swap::ArcSwap::from_pointee(config.clone()));
     match path {
@@ -328,5 +353,29 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::store_owner;
+
+    /// A first start names its store before creating it; the next start names the created file:
+    /// both must be the same, or the next start would not know the first one's processes.
+    #[test]
+    fn a_store_is_named_the_same_before_and_after_it_is_created() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Relative to a directory not there yet, through a `..`.
+        let path = dir.path().join("data/../data/sub/autokill.redb");
+        let before = store_owner(&path);
+        std::fs::write(&path, b"x").expect("create the file");
+        let after = store_owner(&path);
+        assert_eq!(before, after);
+        assert_eq!(
+            after,
+            std::fs::canonicalize(&path)
+                .expect("canonical")
+                .to_string_lossy()
+        );
     }
 }

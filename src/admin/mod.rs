@@ -1,7 +1,8 @@
 //! The admin server, on its own listener. Routes:
 //!
-//! * `GET /livez` — 200 while the process runs.
-//! * `GET /readyz` — 200 once the proxy listens and the controller has published its first state.
+//! * `GET /livez` — 200 while the process runs (from before the store is read).
+//! * `GET /readyz` — 200 once the stored state is recovered, durable and published; 503 before,
+//!   while shutting down, and while a container engine is out of reach.
 //! * `GET /metrics` — Prometheus text format.
 //!
 //! The Unikraft Cloud-shaped API (`v1`), `{uuid-or-name}` written `{id}`:
