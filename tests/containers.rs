@@ -260,8 +260,21 @@ impl Engine {
     }
 
     /// busybox's httpd serving [`HTTPD_PAGE`] on port 8000, ignoring SIGTERM as PID 1:
-    /// `AUTOKILL_TEST_HTTPD_IMAGE` (CI builds it), else imported here from a static busybox.
+    /// `AUTOKILL_TEST_HTTPD_IMAGE` (CI builds it), else imported here from a static busybox;
+    /// `None` (the test is skipped, or fails under `AUTOKILL_TEST_REQUIRE`) without either.
     async fn httpd_image(&self) -> Option<String> {
+        let image = self.make_httpd_image().await;
+        if image.is_none() {
+            skip(
+                "busybox",
+                "no busybox httpd image: install busybox-static or set AUTOKILL_TEST_HTTPD_IMAGE",
+            );
+        }
+        image
+    }
+
+    /// [`Engine::httpd_image`] without the skip.
+    async fn make_httpd_image(&self) -> Option<String> {
         if let Ok(image) = std::env::var("AUTOKILL_TEST_HTTPD_IMAGE") {
             return Some(image);
         }
@@ -1063,31 +1076,7 @@ async fn the_event_stream_reconnects_and_an_exit_while_the_engine_was_down_is_se
     };
     let store = format!("test-{}", Uuid::new_v4());
     engine.owns(&store);
-    let config = RuntimeConfig {
-        kind: RuntimeKind::Docker {
-            host: Some(engine.host.clone()),
-        },
-        stop_grace: Duration::from_secs(1),
-        start_timeout: Duration::from_secs(PATIENCE),
-        images: [(
-            "hello".to_owned(),
-            ImageConfig {
-                image: Some(engine.image.clone()),
-                command: Vec::new(),
-                env: Default::default(),
-                port: None,
-            },
-        )]
-        .into(),
-        default_port: None,
-        max_concurrent_kills: 64,
-        max_concurrent_starts: 16,
-        controller_nice: 10,
-    };
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let runtime = DockerRuntime::connect(&config, store.clone(), tx)
-        .await
-        .expect("connect");
+    let (runtime, mut events) = docker_runtime(&engine, &store, &engine.image).await;
     assert!(runtime.adopt(&[]).await.expect("adopt").is_empty());
     let spec = |name: &str| InstanceSpec {
         id: Uuid::new_v4(),
@@ -1357,10 +1346,6 @@ async fn an_image_of_its_own_runs_its_command_and_is_killed_when_it_ignores_sigt
         return;
     };
     let Some(image) = engine.httpd_image().await else {
-        skip(
-            "busybox",
-            "no busybox httpd image: install busybox-static or set AUTOKILL_TEST_HTTPD_IMAGE",
-        );
         return;
     };
     let (server, store) = serve(&engine, "").await;
@@ -1385,4 +1370,94 @@ async fn an_image_of_its_own_runs_its_command_and_is_killed_when_it_ignores_sigt
         engine.containers(&store).await.is_empty()
     })
     .await;
+}
+
+/// A runtime on `engine` for `store` (stop grace 1 s), whose image `hello` is `image`, and its
+/// events.
+async fn docker_runtime(
+    engine: &Engine,
+    store: &str,
+    image: &str,
+) -> (DockerRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
+    let config = RuntimeConfig {
+        kind: RuntimeKind::Docker {
+            host: Some(engine.host.clone()),
+        },
+        stop_grace: Duration::from_secs(1),
+        start_timeout: Duration::from_secs(PATIENCE),
+        images: [(
+            "hello".to_owned(),
+            ImageConfig {
+                image: Some(image.to_owned()),
+                command: Vec::new(),
+                env: Default::default(),
+                port: None,
+            },
+        )]
+        .into(),
+        default_port: None,
+        max_concurrent_kills: 64,
+        max_concurrent_starts: 16,
+        controller_nice: 10,
+    };
+    let (tx, events) = mpsc::unbounded_channel();
+    let runtime = DockerRuntime::connect(&config, store.to_owned(), tx)
+        .await
+        .expect("connect");
+    (runtime, events)
+}
+
+/// Podman says a container it is stopping is `stopping`, not running, with exit code 0 until
+/// the exit is recorded. Such a container is not taken for one that exited with 0: here the
+/// list after a reconnect of the event stream finds it stopping (stopped by hand, with a
+/// grace of 4 s, while the API service was down), and the exit reported is the kill's, 137,
+/// once it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_the_engine_is_still_stopping_has_not_exited_with_0() {
+    // This test restarts the engine's API service, so it needs one of its own.
+    let Some(mut engine) = Engine::own().await else {
+        return;
+    };
+    let Some(image) = engine.httpd_image().await else {
+        return;
+    };
+    let store = format!("test-{}", Uuid::new_v4());
+    engine.owns(&store);
+    let (runtime, mut events) = docker_runtime(&engine, &store, &image).await;
+    let one = InstanceSpec {
+        id: Uuid::new_v4(),
+        name: format!("stopping-{}", Uuid::new_v4().simple()).into(),
+        image: "hello".to_owned(),
+        memory_mb: None,
+    };
+    runtime.create(&one).await.expect("create");
+    runtime.start(one.id).await.expect("start");
+    engine.stop_service();
+    // httpd as PID 1 ignores SIGTERM: it is `stopping` for the 4 s grace, then killed.
+    let stopping = Command::new("podman")
+        .args(["stop", "--time", "4"])
+        .arg(container_name(&one.name))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("podman stop");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    engine.start_service().await;
+    let began = Instant::now();
+    let exited = loop {
+        let event = tokio::time::timeout(Duration::from_secs(PATIENCE), events.recv())
+            .await
+            .expect("an exit in time")
+            .expect("events open");
+        if let RuntimeEvent::Exited { id, exit_code } = event {
+            break (id, exit_code, began.elapsed());
+        }
+    };
+    assert_eq!((exited.0, exited.1), (one.id, 137), "after {:?}", exited.2);
+    let status = tokio::task::spawn_blocking(move || stopping.wait_with_output())
+        .await
+        .expect("join")
+        .expect("podman stop ends");
+    assert!(status.status.success(), "podman stop: {status:?}");
+    runtime.delete(one.id).await.expect("delete");
+    assert!(engine.containers(&store).await.is_empty());
 }

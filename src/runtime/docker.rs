@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
@@ -79,6 +79,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// exit to be reported before they resolve anyway (the report still comes later).
 const EXIT_WAIT: Duration = Duration::from_secs(10);
 /// How long (about) an image inspect that the engine fails with 500 is asked again.
+/// How long an exit is waited for while the engine still says the container is stopping (see
+/// [`Inner::exit_code`]).
+const STOPPING_WAIT: Duration = Duration::from_secs(10);
 const INSPECT_PATIENCE: Duration = Duration::from_millis(800);
 /// The least request timeout: long enough for a slow pull's first answer or a commit.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -666,7 +669,15 @@ impl Inner {
             .await
             .map_err(|e| self.fail(format!("inspecting instance {id}"), &e))?;
         if !is_running(&inspected) {
-            let code = exit_code_of(&inspected);
+            let code = if is_stopping(&inspected) {
+                self.exit_code(&engine_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(-1)
+            } else {
+                exit_code_of(&inspected)
+            };
             self.report_exit(id, &engine_id, code);
             return Err(RuntimeError::ExitedEarly {
                 id,
@@ -1126,12 +1137,35 @@ impl Inner {
             .unwrap_or(-1);
         // Believe the event only if the container is not running now: a replayed old `die`
         // must not end a newer run.
-        let code = match self.docker.inspect_container(&engine_id, None).await {
-            Ok(inspected) if is_running(&inspected) => return,
-            Ok(inspected) => exit_code_of(&inspected),
+        let code = match self.exit_code(&engine_id).await {
+            Ok(Some(code)) => code,
+            Ok(None) => return,
             Err(_) => event_code,
         };
         self.report_exit(id, &engine_id, code);
+    }
+
+    /// The exit code of a container that has exited, or `None` while it runs. One the engine
+    /// is still stopping is asked again (for up to [`STOPPING_WAIT`]) until its exit is
+    /// recorded: until then Podman gives 0 for it, even for one about to be killed; past the
+    /// wait it is -1, unknown.
+    async fn exit_code(&self, engine_id: &str) -> Result<Option<i32>, bollard::errors::Error> {
+        let began = Instant::now();
+        let mut pause = READY_POLL;
+        loop {
+            let inspected = self.docker.inspect_container(engine_id, None).await?;
+            if is_running(&inspected) {
+                return Ok(None);
+            }
+            if !is_stopping(&inspected) {
+                return Ok(Some(exit_code_of(&inspected)));
+            }
+            if began.elapsed() >= STOPPING_WAIT {
+                return Ok(Some(-1));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Reports every run this runtime believes alive whose container is no longer running.
@@ -1139,7 +1173,13 @@ impl Inner {
         let list = self.list_store(&[]).await?;
         let running: std::collections::HashSet<String> = list
             .into_iter()
-            .filter(|c| matches!(c.state.as_str(), "running" | "paused" | "restarting"))
+            // Stopping: its exit is not recorded yet, and its `die` event is still to come.
+            .filter(|c| {
+                matches!(
+                    c.state.as_str(),
+                    "running" | "paused" | "restarting" | "stopping"
+                )
+            })
             .map(|c| c.id)
             .collect();
         let suspects: Vec<(Uuid, String)> = self
@@ -1149,9 +1189,9 @@ impl Inner {
             .map(|(id, c)| (*id, c.engine_id.clone()))
             .collect();
         for (id, engine_id) in suspects {
-            let code = match self.docker.inspect_container(&engine_id, None).await {
-                Ok(inspected) if is_running(&inspected) => continue,
-                Ok(inspected) => exit_code_of(&inspected),
+            let code = match self.exit_code(&engine_id).await {
+                Ok(None) => continue,
+                Ok(Some(code)) => code,
                 // Removed behind our back: its exit code is unknown.
                 Err(err) if status(&err) == Some(404) => -1,
                 Err(err) => return Err(self.fail(format!("inspecting instance {id}"), &err)),
@@ -1387,6 +1427,15 @@ fn is_running(c: &ContainerInspectResponse) -> bool {
     c.state
         .as_ref()
         .is_some_and(|s| s.running == Some(true) || s.restarting == Some(true))
+}
+
+/// Whether the engine is still stopping the container: Podman says `stopping` (not running)
+/// from the stop's signal until it has recorded the exit, with an exit code of 0 until then.
+fn is_stopping(c: &ContainerInspectResponse) -> bool {
+    use bollard::models::ContainerStateStatusEnum as S;
+    c.state
+        .as_ref()
+        .is_some_and(|s| s.status == Some(S::STOPPING))
 }
 
 /// Whether the container ever ran (an exited one has; a created one has not).
