@@ -99,7 +99,10 @@ fn bench(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(3));
     g.bench_function("admit/1_thread", |b| {
         let meter = Meter::new(0, 0);
-        b.iter(|| black_box(meter.admit()))
+        // What the proxy reads of an admission, as the request paths below do: a whole
+        // `Admission` through `black_box` would be written to the stack in two halves and read
+        // back in one, a store-forwarding stall the proxy never has.
+        b.iter(|| black_box(meter.admit() == Admission::Admitted))
     });
     g.bench_function("lookup/1_thread", |b| {
         b.iter(|| black_box(table.lookup(black_box(host)).is_some()))

@@ -235,34 +235,30 @@ impl RouteTable {
     /// folded and a trailing dot ignored, without allocating.
     #[inline]
     pub fn lookup(&self, host: &[u8]) -> Option<&Target> {
-        self.lookup_index(host).and_then(|i| self.target(i))
+        self.find(host).ok().flatten().map(|(_, target)| target)
     }
 
     /// Like [`RouteTable::lookup`], giving the target's index for [`RouteTable::target`], which
     /// a connection may keep while the table stays the same.
     #[inline]
     pub fn lookup_index(&self, host: &[u8]) -> Option<usize> {
-        self.find(host).ok().flatten()
+        self.find(host).ok().flatten().map(|(index, _)| index)
     }
 
-    /// The index of the target of a `Host` value (`Ok(None)`: a well-formed host nobody routes),
-    /// or [`BadHost`].
+    /// The index of the target of a `Host` value and the target (`Ok(None)`: a well-formed host
+    /// nobody routes), or [`BadHost`].
     ///
     /// A host that is routed needs no validation of its name: it equals (up to case) a stored
     /// key, and every key is a host name. So the port is split off and checked, the name looked
     /// up, and only a miss pays the full check ([`host_name`]) that tells 400 from 404. A hit
     /// costs the scan for the port's colon, the hash and one probe.
     #[inline]
-    pub fn find(&self, host: &[u8]) -> Result<Option<usize>, BadHost> {
-        let (name, port) = match host.iter().rposition(|&b| b == b':') {
-            Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
-            None => (host, None),
-        };
-        if port.is_none_or(port_ok)
+    pub fn find(&self, host: &[u8]) -> Result<Option<(usize, &Target)>, BadHost> {
+        if let Some(name) = without_port(host)
             && !name.is_empty()
-            && let Some(index) = self.index_of(name)
+            && let Some(found) = self.index_of(name)
         {
-            return Ok(Some(index));
+            return Ok(Some(found));
         }
         self.find_checked(host)
     }
@@ -270,25 +266,35 @@ impl RouteTable {
     /// [`RouteTable::find`] for a host the fast path did not find: validated first.
     #[cold]
     #[inline(never)]
-    fn find_checked(&self, host: &[u8]) -> Result<Option<usize>, BadHost> {
+    fn find_checked(&self, host: &[u8]) -> Result<Option<(usize, &Target)>, BadHost> {
         Ok(self.index_of(host_name(host)?))
     }
 
-    /// The index of a host name already stripped of its port ([`host_name`]): its place in its
-    /// part times [`SHARDS`], plus the part.
+    /// The index of a host name already stripped of its port ([`host_name`]) (its place in its
+    /// part times [`SHARDS`], plus the part) and its target, read from the part in hand.
     #[inline]
-    fn index_of(&self, name: &[u8]) -> Option<usize> {
+    fn index_of(&self, name: &[u8]) -> Option<(usize, &Target)> {
         let name = name.strip_suffix(b".").unwrap_or(name);
         if name.len() > MAX_HOST {
             return None;
         }
-        let hash = hash_folded(name);
+        // Stored keys are lower-case, so comparing with the input's case folded is exact. A
+        // name of 8 to 32 bytes (nearly every one) is folded once, word by word in registers,
+        // for both the hash and the compare; another is folded as it is read, by each.
+        let (hash, short) = if (8..=SHORT_NAME).contains(&name.len()) {
+            let short = ShortName::fold(name);
+            (short.hash, Some(short))
+        } else {
+            (hash_name::<true>(name), None)
+        };
         let shard = shard_of(hash);
-        // Stored keys are lower-case, so comparing with the input's case folded is exact.
-        self.shards[shard]
-            .hosts
-            .find(hash, |(key, _)| eq_folded(key, name))
-            .map(|(_, i)| *i as usize * SHARDS + shard)
+        let part = &*self.shards[shard];
+        let &(_, i) = part.hosts.find(hash, |(key, _)| match &short {
+            Some(short) => short.is(key),
+            None => eq_folded(key, name),
+        })?;
+        let target = part.targets.get(i as usize)?;
+        Some((i as usize * SHARDS + shard, target))
     }
 
     /// This table's unique number.
@@ -361,9 +367,9 @@ impl RouteMemo {
         table: &'t RouteTable,
         host: &[u8],
     ) -> Result<Option<&'t Target>, BadHost> {
-        let hit = self.valid && self.generation == table.generation && self.host() == host;
+        let hit = self.valid && self.generation == table.generation && eq_bytes(self.host(), host);
         if !hit {
-            let Some(index) = table.find(host)? else {
+            let Some((index, target)) = table.find(host)? else {
                 return Ok(None);
             };
             self.valid = host.len() <= MEMO_HOST;
@@ -371,7 +377,7 @@ impl RouteMemo {
                 self.host[..host.len()].copy_from_slice(host);
                 (self.len, self.generation, self.index) = (host.len(), table.generation, index);
             }
-            return Ok(table.target(index));
+            return Ok(Some(target));
         }
         Ok(table.target(self.index))
     }
@@ -414,6 +420,34 @@ pub fn host_name(host: &[u8]) -> Result<&[u8], BadHost> {
     }
 }
 
+/// The name of a `Host` value whose port, if any, is well-formed (digits only, possibly none,
+/// at most 65535): one pass back over at most six bytes, where the port ends the value. `None`
+/// for anything else ending in digits (six or more, or a port over 65535), which only the
+/// checked path can tell from a name.
+///
+/// A value that does not end in `:` and digits is returned whole: if it holds a colon it is
+/// not a host name (unless a bracketed IPv6 literal, which is whole too), so it cannot equal a
+/// routed name and the lookup misses on to the checked path.
+#[inline]
+fn without_port(host: &[u8]) -> Option<&[u8]> {
+    let mut port = 0u32;
+    let mut scale = 1;
+    let mut at = host.len();
+    while at > 0 && host.len() - at < 6 {
+        match host[at - 1] {
+            digit @ b'0'..=b'9' => {
+                port += u32::from(digit - b'0') * scale;
+                scale *= 10;
+                at -= 1;
+            }
+            b':' => return (port <= 65_535).then(|| &host[..at - 1]),
+            _ => return Some(host),
+        }
+    }
+    // Digits only (a name such as `8080`, whole), or six digits: the checked path decides.
+    (at == 0).then_some(host)
+}
+
 /// A port: digits only (possibly none, RFC 3986), at most 65535.
 #[inline]
 fn port_ok(port: &[u8]) -> bool {
@@ -447,6 +481,72 @@ static NAME_BYTES: [bool; 256] = {
     table
 };
 
+/// Longest name [`RouteTable::index_of`] folds once, in registers ([`ShortName`]).
+const SHORT_NAME: usize = 32;
+
+/// A name of 8 to [`SHORT_NAME`] bytes, case folded once: the words [`hash_name`] reads of it
+/// (at 0 and 8 when longer than 16 bytes, then at `len - 16` and `len - 8`), its hash, and its
+/// length. Those words cover every byte, so comparing a key's words at the same places
+/// compares the whole key.
+struct ShortName {
+    words: [u64; 4],
+    len: usize,
+    hash: u64,
+}
+
+impl ShortName {
+    /// Folds `name` (8 to [`SHORT_NAME`] bytes), hashing as [`hash_name`] does.
+    #[inline(always)]
+    fn fold(name: &[u8]) -> ShortName {
+        let len = name.len();
+        let w = |at| fold_case(word(name, at));
+        let seed = hash_seed(len);
+        let (head, h) = if len > 16 {
+            let (w0, w1) = (w(0), w(8));
+            ([w0, w1], folded_multiply(w0 ^ HASH_K1, w1 ^ seed))
+        } else {
+            ([0, 0], seed)
+        };
+        let (a, b) = (w(len.saturating_sub(16)), w(len - 8));
+        ShortName {
+            words: [head[0], head[1], a, b],
+            len,
+            hash: hash_end(a ^ h, b, seed),
+        }
+    }
+
+    /// Whether the stored (lower-case) `key` is this name.
+    #[inline(always)]
+    fn is(&self, key: &[u8]) -> bool {
+        let len = self.len;
+        key.len() == len
+            && (len <= 16 || (word(key, 0) == self.words[0] && word(key, 8) == self.words[1]))
+            && word(key, len.saturating_sub(16)) == self.words[2]
+            && word(key, len - 8) == self.words[3]
+    }
+}
+
+/// `a` equals `b`, eight bytes per step, inline: a `Host` value is short, and the call to
+/// `memcmp` that comparing slices makes cost more than the compare.
+#[inline(always)]
+fn eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    if len < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let mut i = 0;
+    while i + 8 < len {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    word(a, len - 8) == word(b, len - 8)
+}
+
 /// `key` (lower-case) equals `input` with its ASCII case folded; eight bytes per step.
 #[inline]
 fn eq_folded(key: &[u8], input: &[u8]) -> bool {
@@ -468,48 +568,74 @@ fn eq_folded(key: &[u8], input: &[u8]) -> bool {
     i == len || word(key, len - 8) == fold_case(word(input, len - 8))
 }
 
-/// Hashes `bytes` with ASCII case folded, sixteen bytes per step: case folding by SWAR (no branch
-/// per byte) and one folded 64x64->128-bit multiply per sixteen bytes (foldhash's and wyhash's
-/// mixing step). Short inputs are read as two overlapping words, as wyhash does.
-#[inline]
-fn hash_folded(bytes: &[u8]) -> u64 {
-    const K1: u64 = 0x243f_6a88_85a3_08d3;
-    const K2: u64 = 0x1319_8a2e_0370_7344;
+/// The eight bytes of `bytes` at `at`, case folded if `FOLD`.
+#[inline(always)]
+fn word_of<const FOLD: bool>(bytes: &[u8], at: usize) -> u64 {
+    if FOLD {
+        fold_case(word(bytes, at))
+    } else {
+        word(bytes, at)
+    }
+}
+
+const HASH_K1: u64 = 0x243f_6a88_85a3_08d3;
+const HASH_K2: u64 = 0x1319_8a2e_0370_7344;
+
+/// [`hash_name`]'s starting value for a name of `len` bytes.
+#[inline(always)]
+fn hash_seed(len: usize) -> u64 {
+    0x9e37_79b9_7f4a_7c15 ^ len as u64
+}
+
+/// [`hash_name`]'s last step, from its last two words (the first already mixed).
+#[inline(always)]
+fn hash_end(a: u64, b: u64, seed: u64) -> u64 {
+    folded_multiply(a ^ HASH_K2 ^ seed, b ^ HASH_K1)
+}
+
+/// Hashes `bytes`, with their ASCII case folded if `FOLD` (the same hash as of the folded
+/// bytes unfolded), sixteen bytes per step: case folding by SWAR (no branch per byte) and one
+/// folded 64x64->128-bit multiply per sixteen bytes (foldhash's and wyhash's mixing step).
+/// Short inputs are read as two overlapping words, as wyhash does.
+#[inline(always)]
+fn hash_name<const FOLD: bool>(bytes: &[u8]) -> u64 {
     let len = bytes.len();
-    let seed = 0x9e37_79b9_7f4a_7c15 ^ len as u64;
+    let seed = hash_seed(len);
     let (a, b) = if len >= 8 {
         let mut h = seed;
         let mut i = 0;
         while len - i > 16 {
             h = folded_multiply(
-                fold_case(word(bytes, i)) ^ K1,
-                fold_case(word(bytes, i + 8)) ^ h,
+                word_of::<FOLD>(bytes, i) ^ HASH_K1,
+                word_of::<FOLD>(bytes, i + 8) ^ h,
             );
             i += 16;
         }
         // The last 8 to 16 bytes, as two words that may overlap.
         (
-            fold_case(word(bytes, len.saturating_sub(16))) ^ h,
-            fold_case(word(bytes, len - 8)),
+            word_of::<FOLD>(bytes, len.saturating_sub(16)) ^ h,
+            word_of::<FOLD>(bytes, len - 8),
         )
     } else if len >= 4 {
-        (
-            fold_case(u64::from(half(bytes, 0))),
-            fold_case(u64::from(half(bytes, len - 4))),
-        )
+        let half = |at| {
+            let h = u64::from(half(bytes, at));
+            if FOLD { fold_case(h) } else { h }
+        };
+        (half(0), half(len - 4))
     } else if len > 0 {
-        (
-            fold_case(
-                u64::from(bytes[0])
-                    | u64::from(bytes[len / 2]) << 8
-                    | u64::from(bytes[len - 1]) << 16,
-            ),
-            0,
-        )
+        let three =
+            u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16;
+        (if FOLD { fold_case(three) } else { three }, 0)
     } else {
         (0, 0)
     };
-    folded_multiply(a ^ K2 ^ seed, b ^ K1)
+    hash_end(a, b, seed)
+}
+
+/// The hash of a stored (lower-case) key.
+#[inline]
+fn hash_key(key: &[u8]) -> u64 {
+    hash_name::<false>(key)
 }
 
 #[inline]
@@ -578,7 +704,7 @@ impl RouteTableBuilder {
     /// the earlier one.
     pub fn route(&mut self, host: &str, target: Target) {
         let key = host.to_ascii_lowercase().into_bytes().into_boxed_slice();
-        let hash = hash_folded(&key);
+        let hash = hash_key(&key);
         let shard = Arc::make_mut(&mut self.table.shards[shard_of(hash)]);
         match shard.hosts.find(hash, |(k, _)| *k == key) {
             Some(&(_, i)) => shard.targets[i as usize] = target,
@@ -596,7 +722,7 @@ impl RouteTableBuilder {
                 };
                 shard
                     .hosts
-                    .insert_unique(hash, (key, i), |(k, _)| hash_folded(k));
+                    .insert_unique(hash, (key, i), |(k, _)| hash_key(k));
             }
         }
     }
@@ -604,7 +730,7 @@ impl RouteTableBuilder {
     /// Routes `host` nowhere any more; `false` if it was not routed.
     pub fn unroute(&mut self, host: &str) -> bool {
         let key = host.to_ascii_lowercase().into_bytes();
-        let hash = hash_folded(&key);
+        let hash = hash_key(&key);
         let part = &mut self.table.shards[shard_of(hash)];
         if part.hosts.find(hash, |(k, _)| **k == *key).is_none() {
             return false;
@@ -762,6 +888,27 @@ mod tests {
             proptest::prop_assert_eq!(fold_case(u64::from_le_bytes(bytes)).to_le_bytes(), expected);
         }
 
+        /// A name folded once before it is hashed and compared ([`ShortName`]) hashes as
+        /// folding while reading does, and as its stored lower-case key does, and is that key
+        /// and no other of its length, for any bytes.
+        #[test]
+        fn folding_once_agrees_with_folding_as_read(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..=SHORT_NAME + 8), flip in proptest::num::usize::ANY) {
+            let lower = bytes.to_ascii_lowercase();
+            proptest::prop_assert!(eq_bytes(&bytes, &bytes));
+            proptest::prop_assert_eq!(eq_bytes(&bytes, &lower), bytes == lower);
+            proptest::prop_assert!(!eq_bytes(&bytes, &bytes[..bytes.len().saturating_sub(1)]) || bytes.is_empty());
+            proptest::prop_assert_eq!(hash_name::<true>(&bytes), hash_key(&lower));
+            proptest::prop_assert!(eq_folded(&lower, &bytes));
+            if (8..=SHORT_NAME).contains(&bytes.len()) {
+                let short = ShortName::fold(&bytes);
+                proptest::prop_assert_eq!(short.hash, hash_key(&lower));
+                proptest::prop_assert!(short.is(&lower));
+                let mut other = lower.clone();
+                other[flip % lower.len()] ^= 0x01;
+                proptest::prop_assert!(!short.is(&other));
+            }
+        }
+
         /// The fast path (no validation of a routed name) answers as the checked path does, for
         /// routed names in any case, with or without ports, and for arbitrary hosts.
         #[test]
@@ -772,7 +919,8 @@ mod tests {
             }
             let t = b.build();
             let checked = host_name(host.as_bytes()).map(|n| t.index_of(n));
-            proptest::prop_assert_eq!(t.find(host.as_bytes()), checked, "{}", host);
+            let found = t.find(host.as_bytes()).map(|f| f.map(|(index, _)| index));
+            proptest::prop_assert_eq!(found, checked.map(|f| f.map(|(index, _)| index)), "{}", host);
         }
 
         /// A host is found whatever its case and port, and only names that were routed are found.
@@ -889,7 +1037,7 @@ mod tests {
 
         // Removing and adding in one part reuses the removed place: the part does not grow.
         let mut edit = after.edit();
-        let p = shard_of(hash_folded(b"i42.localhost"));
+        let p = shard_of(hash_key(b"i42.localhost"));
         let targets = after.shards[p].targets.len();
         assert!(edit.unroute("i42.localhost"));
         edit.route("i42.localhost", Target::Instance(None));
