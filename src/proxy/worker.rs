@@ -977,7 +977,10 @@ fn serve(
     let worker = Rc::clone(worker);
     let h2 = Rc::clone(h2);
     let watcher = graceful.watcher();
-    tokio::task::spawn_local(async move {
+    // Boxed: the connection's future is some kilobytes (its HTTP/2 path most), and the task
+    // moves what it holds several times on the way in and out (spawning, storing, replacing it
+    // by its output): the box is one copy and one allocation instead.
+    tokio::task::spawn_local(Box::pin(async move {
         let _permit = permit;
         let mut conn = h1::Connection::new(stream, BytesMut::new(), Rc::clone(&info));
         match conn.sniff(&worker, start).await {
@@ -988,7 +991,7 @@ fn serve(
             }
             None => tracing::debug!(%peer, "closed a silent client connection"),
         }
-    });
+    }));
 }
 
 /// Serves an HTTP/2 connection (its first bytes already read: `early`) under its watchdog.
