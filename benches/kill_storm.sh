@@ -5,6 +5,7 @@
 #   benches/kill_storm.sh [autokill binary]      (default target/release/autokill, built if missing)
 #   STORM=500  BUDGET=20  CONNECTIONS=8  PACE_MS=1  PHASE=5 (seconds)  MAX_KILLS= (default: the
 #   configuration's default of runtime.max_concurrent_kills)  STOP_GRACE=2s  CONTROL=0
+#   DRIVER_NICE=19
 #
 # * The configuration declares STORM instances of `autokill hello` (the process runtime), each
 #   with `autokill.num_requests: BUDGET`, and one instance "steady" with no limit.
@@ -24,6 +25,10 @@
 #   each instance is sent exactly its budget); steady's p99 in each phase and their ratio
 #   (target <= 2). Exit status 1 when a criterion fails (the ratio is reported, not enforced:
 #   the machine's other load moves it).
+# * The python3 client runs at nice DRIVER_NICE (19): it is the measuring tool, sharing the
+#   cores with the server, and its own work (500 responses at once, then polling the API and
+#   /proc every 20 ms) should weigh as little as it can in steady's p99. DRIVER_NICE=0 runs it
+#   at the server's priority.
 # * CONTROL=1 is the same run without the kills: the storm instances have no limit, so the
 #   same requests reach them and nothing is deleted. Its ratio is what the storm's traffic
 #   (and the python3 client sending it, on the same cores) costs steady by itself; the
@@ -46,6 +51,7 @@ max_kills=${MAX_KILLS:-}
 stop_grace=${STOP_GRACE:-2s}
 control=${CONTROL:-0}
 direct=${DIRECT:-0}
+driver_nice=${DRIVER_NICE:-19}
 for tool in wrk curl python3; do
     command -v "$tool" >/dev/null || { echo "kill_storm.sh: $tool is not installed" >&2; exit 2; }
 done
@@ -53,6 +59,8 @@ for knob in storm budget connections pace phase; do
     [[ "${!knob}" =~ ^[0-9]+$ ]] && (( ${!knob} >= 1 )) \
         || { echo "kill_storm.sh: ${knob^^} is a whole number >= 1 (got ${!knob})" >&2; exit 2; }
 done
+[[ "$driver_nice" =~ ^[0-9]+$ ]] && (( driver_nice <= 19 )) \
+    || { echo "kill_storm.sh: DRIVER_NICE is a whole number from 0 to 19 (got $driver_nice)" >&2; exit 2; }
 if [[ ! -x "$bin" ]]; then
     cargo build --release --bin autokill
 fi
@@ -178,7 +186,7 @@ while True:
     time.sleep(0.02)
 print(f"fired={fired:.3f} done={done:.3f} listed={listed} processes={processes} requests={len(codes)} bad={bad}")
 PY
-drive() { python3 "$work/drive.py" "$1" "$proxy" "$admin" "$storm" "$budget" "$server_pid" "$control"; }
+drive() { nice -n "$driver_nice" python3 "$work/drive.py" "$1" "$proxy" "$admin" "$storm" "$budget" "$server_pid" "$control"; }
 
 if (( budget > 1 )); then
     drive prime > "$work/prime.out"
