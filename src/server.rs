@@ -108,7 +108,13 @@ pub async fn serve(
             what: "admin listener",
             source,
         })?;
-    tracing::info!(addr = %admin_listener.local_addr().map_err(|source| ServeError::Listen { what: "admin listener", source })?, "admin listening");
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| ServeError::Listen {
+            what: "admin listener",
+            source,
+        })?;
+    tracing::info!(addr = %admin_addr, "admin listening");
 
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let ready = Arc::new(AtomicBool::new(false));
@@ -126,10 +132,7 @@ pub async fn serve(
         any_image: matches!(config.runtime.kind, RuntimeKind::Docker { .. }),
         closing: admin_closing,
         max_body_size: config.admin.max_body_size,
-        hosts: Arc::new(admin::Hosts::new(
-            admin_listener.local_addr().unwrap_or(config.admin.listen),
-            &config.admin.allowed_hosts,
-        )),
+        hosts: Arc::new(admin::Hosts::new(admin_addr, &config.admin.allowed_hosts)),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let listen = admin::AdminListen {

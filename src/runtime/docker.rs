@@ -78,10 +78,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long after asking the engine to kill or stop a container `start`/`stop` wait for its
 /// exit to be reported before they resolve anyway (the report still comes later).
 const EXIT_WAIT: Duration = Duration::from_secs(10);
-/// How long (about) an image inspect that the engine fails with 500 is asked again.
 /// How long an exit is waited for while the engine still says the container is stopping (see
 /// [`Inner::exit_code`]).
 const STOPPING_WAIT: Duration = Duration::from_secs(10);
+/// How long (about) an image inspect that the engine fails with 500 is asked again.
 const INSPECT_PATIENCE: Duration = Duration::from_millis(800);
 /// The least request timeout: long enough for a slow pull's first answer or a commit.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
