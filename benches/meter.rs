@@ -14,7 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use autokill::config::Balance;
 use autokill::proxy::meter::{Admission, Meter};
-use autokill::proxy::route::{GroupRoute, RouteMemo, RouteTable, Target, Upstream};
+use autokill::proxy::route::{GroupRoute, Route, RouteMemo, RouteTable, Target, Upstream};
 
 /// A table shaped like a real one: 1,000 instances, each with its own host, and 10 groups.
 fn table() -> RouteTable {
@@ -52,8 +52,8 @@ fn table() -> RouteTable {
 #[inline]
 fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
     match table.lookup(host) {
-        Some(Target::Instance(Some(i))) => table
-            .upstream(*i)
+        Some(Route::Instance(Some(i))) => table
+            .upstream(i)
             .is_some_and(|u| !matches!(u.meter.admit(), Admission::Refused | Admission::Wait(_))),
         _ => false,
     }
@@ -63,8 +63,8 @@ fn route_and_count(table: &RouteTable, host: &[u8]) -> bool {
 #[inline]
 fn memo_and_count(memo: &mut RouteMemo, table: &RouteTable, host: &[u8]) -> bool {
     match memo.resolve(table, host) {
-        Ok(Some(Target::Instance(Some(i)))) => table
-            .upstream(*i)
+        Ok(Some(Route::Instance(Some(i)))) => table
+            .upstream(i)
             .is_some_and(|u| !matches!(u.meter.admit(), Admission::Refused | Admission::Wait(_))),
         _ => false,
     }

@@ -59,7 +59,7 @@ use super::h1;
 use super::headers::{self, VIA_2, VIA_10, VIA_11};
 use super::meter::{Admission, Ask, Meter};
 use super::request::{Limits, RequestError};
-use super::route::{RouteMemo, RouteTable, Target, Upstream};
+use super::route::{Route, RouteMemo, RouteTable, Upstream};
 use crate::config::{Balance, ProxyConfig};
 use crate::metrics::Metrics;
 use crate::net::{self, Accepted, Activity, Busy, Timeouts, Watched};
@@ -435,10 +435,10 @@ impl Worker {
             .resolve(table, host)
             .map_err(|_| Unrouted::Refuse(ProxyError::BadHost))?;
         match target.ok_or(Unrouted::Refuse(ProxyError::NoRoute))? {
-            Target::Instance(None) => Err(Unrouted::Refuse(ProxyError::Unavailable)),
-            Target::Instance(Some(i)) => {
-                let local = local_at(&synced.locals, *i)
-                    .ok_or(Unrouted::Refuse(ProxyError::Unavailable))?;
+            Route::Instance(None) => Err(Unrouted::Refuse(ProxyError::Unavailable)),
+            Route::Instance(Some(i)) => {
+                let local =
+                    local_at(&synced.locals, i).ok_or(Unrouted::Refuse(ProxyError::Unavailable))?;
                 if length > local.upstream.max_body(max_body) {
                     return Err(Unrouted::Refuse(TOO_LARGE));
                 }
@@ -450,7 +450,7 @@ impl Worker {
                     }
                 }
             }
-            Target::Group(group) => {
+            Route::Group(group) => {
                 let n = group.members.len();
                 let first = match group.balance {
                     Balance::RoundRobin => {

@@ -9,7 +9,7 @@ use crate::controller::api::{
     NewTemplate, Ref, Reply, TemplatePatch,
 };
 use crate::controller::{GroupView, InstanceView};
-use crate::proxy::route::Target;
+use crate::proxy::route::Route;
 
 const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
@@ -383,7 +383,7 @@ fn limit_drains_then_deletes() {
     h.running(id, at(1));
     assert!(matches!(
         h.s.route_table().lookup(b"a.localhost"),
-        Some(Target::Instance(Some(0)))
+        Some(Route::Instance(Some(0)))
     ));
     assert_eq!(h.serve(id, 2, at(2)), 2);
     assert!(h.has(|e| matches!(e, Effect::WatchDrain { .. })));
@@ -395,7 +395,7 @@ fn limit_drains_then_deletes() {
     assert!(
         matches!(
             h.s.route_table().lookup(b"a.localhost"),
-            Some(Target::Instance(Some(_)))
+            Some(Route::Instance(Some(_)))
         ),
         "addressable by name; the meter refuses"
     );
@@ -1145,7 +1145,7 @@ fn declared_group_routes_by_domain() {
     let id = spec.id;
     h.running(id, at(1));
     assert!(
-        matches!(h.s.route_table().lookup(b"g.localhost"), Some(Target::Group(g)) if g.members.len() == 1)
+        matches!(h.s.route_table().lookup(b"g.localhost"), Some(Route::Group(g)) if g.members.len() == 1)
     );
     let view = h.s.view();
     assert_eq!(
@@ -1972,11 +1972,11 @@ fn routes(table: &crate::proxy::RouteTable, hosts: &BTreeSet<String>) -> Vec<(St
         .map(|host| {
             let to = match table.lookup(host.as_bytes()) {
                 None => "404".to_owned(),
-                Some(Target::Instance(None)) => "503".to_owned(),
-                Some(Target::Instance(Some(i))) => table
-                    .upstream(*i)
+                Some(Route::Instance(None)) => "503".to_owned(),
+                Some(Route::Instance(Some(i))) => table
+                    .upstream(i)
                     .map_or("empty slot".into(), |u| u.id.to_string()),
-                Some(Target::Group(g)) => {
+                Some(Route::Group(g)) => {
                     let mut ids: Vec<String> = g
                         .members
                         .iter()
