@@ -6,11 +6,12 @@
 //! writes/s from one client (each its own commit) and from 64 (batched commits), resident memory
 //! per stored instance, `GET /metrics` and `GET /v1/instances` (time and size), and start to
 //! `/readyz` after `kill -9` (median of 3). With `wrk` on the PATH, also the proxy's requests/s to
-//! one running instance (`wrk -t1 -c64 -d5s`) and the server's CPU time per proxied request,
+//! one running instance (`wrk -t1 -c64 -d3s`) and the server's CPU time per proxied request,
 //! so the two sizes can be compared. Both servers run at once and the rates are measured in
-//! alternating rounds (`ROUNDS`, default 5), medians printed with the ratio large ÷ small:
-//! acknowledged writes wait on `fdatasync`, whose latency moves with whatever else uses the
-//! disk.
+//! alternating rounds, writes in `ROUNDS` (default 5), then the proxy in `PROXY_ROUNDS`
+//! (default 12): medians are printed, and the ratio large ÷ small as the median of each
+//! round's own ratio with its range. Acknowledged writes wait on `fdatasync`, whose latency
+//! moves with whatever else uses the disk; a proxy run moves by ±10 % with the machine.
 //!
 //! `cargo bench --bench control_plane` (builds and uses `target/release/autokill`).
 //! `INSTANCES=20000` for a quicker run; `RUNNING` overrides the running share (default 1/100).
@@ -237,13 +238,13 @@ async fn timed_get(http: &Http, admin: SocketAddr, path: &str) -> (f64, usize) {
     (started.elapsed().as_secs_f64() * 1e3, size)
 }
 
-/// `wrk -t1 -c64 -d5s` against one running instance through `server`'s proxy: requests/s, and
+/// `wrk -t1 -c64 -d3s` against one running instance through `server`'s proxy: requests/s, and
 /// the server's CPU time per request in µs, if wrk runs. The CPU time is the steadier figure
 /// on a shared machine: it does not move with how much of the cores wrk and the upstream got.
 fn proxy_rate(server: &Server, proxy: SocketAddr, host: &str) -> Option<(f64, f64)> {
     let cpu = server.cpu_seconds();
     let out = Command::new("wrk")
-        .args(["-t1", "-c64", "-d5s", "-H", &format!("Host: {host}")])
+        .args(["-t1", "-c64", "-d3s", "-H", &format!("Host: {host}")])
         .arg(format!("http://{proxy}/"))
         .output()
         .ok()?;
@@ -357,6 +358,11 @@ async fn round(node: &mut Node, http: &Http) {
         .push(writes_per_second(http, node.admin, 1, Duration::from_secs(2)).await);
     f.concurrent
         .push(writes_per_second(http, node.admin, 64, Duration::from_secs(2)).await);
+}
+
+/// One proxy run against a node: requests/s and the server's CPU per request.
+fn proxy_round(node: &mut Node) {
+    let f = &mut node.figures;
     if f.running > 0
         && let Some((rate, cpu)) = proxy_rate(&node.server, node.proxy, "r-0.localhost")
     {
@@ -432,6 +438,22 @@ async fn main() {
             round(&mut nodes[i], &http).await;
         }
     }
+    // The proxy on its own rounds, after the writes (whose after-effects, a commit's pages
+    // written back or freed memory given back, would otherwise fall into the first seconds of
+    // the larger server's run), alternating too. A run moves by ±10 % with the machine, far
+    // more than the difference looked for, so there are many short ones, and the ratio
+    // printed is the median of each round's own ratio.
+    let proxy_rounds: usize = std::env::var("PROXY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    eprintln!("{proxy_rounds} proxy rounds …");
+    for r in 0..proxy_rounds {
+        let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            proxy_round(&mut nodes[i]);
+        }
+    }
     let mut all = Vec::new();
     for node in nodes {
         all.push(finish(node, &bin, &http).await);
@@ -467,9 +489,10 @@ async fn main() {
     row("kill -9 to /readyz (ms, median of 3)", &|f| {
         format!("{:.0}", f.ready.as_secs_f64() * 1e3)
     });
-    row("proxy req/s to one instance (wrk -c64, median)", &|f| {
-        rate(&f.proxy)
-    });
+    row(
+        "proxy req/s to one instance (wrk -c64 -d3s, median)",
+        &|f| rate(&f.proxy),
+    );
     row("proxy CPU µs per request (median)", &|f| {
         median(&f.proxy_cpu).map_or_else(|| "-".into(), |v| format!("{v:.2}"))
     });
@@ -493,10 +516,18 @@ async fn main() {
         ("proxy CPU µs per request", proxy_cpu),
     ];
     for (what, v) in pick {
-        if let Some((big, small)) = median(v(&all[1])).zip(median(v(&all[0]))) {
+        // Each round's ratio, the two servers measured one right after the other.
+        let mut ratios: Vec<f64> = v(&all[1])
+            .iter()
+            .zip(v(&all[0]))
+            .map(|(big, small)| big / small)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        if let (Some(mid), Some(low), Some(high)) = (median(&ratios), ratios.first(), ratios.last())
+        {
             println!(
-                "{what}, large ÷ small (medians of rounds side by side): {:.3}",
-                big / small
+                "{what}, large ÷ small (median of {} rounds' ratios, range): {mid:.3} ({low:.2}–{high:.2})",
+                ratios.len()
             );
         }
     }
