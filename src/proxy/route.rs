@@ -490,8 +490,6 @@ pub fn host_name(host: &[u8]) -> Result<&[u8], BadHost> {
 /// (callgrind), against the byte-wise scan ([`without_port_bytewise`]) it replaces.
 #[inline]
 fn without_port(host: &[u8]) -> Option<&[u8]> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let len = host.len();
     if len < 8 {
         return without_port_bytewise(host);
@@ -647,8 +645,10 @@ fn eq_words<const FOLD: bool>(key: &[u8], input: &[u8]) -> bool {
         };
     }
     if len <= SHORT_NAME {
-        // The words at 0 and 8 (when longer than 16 bytes), at `len - 16` and `len - 8` cover
-        // every byte, as in `ShortName`: four compares, no loop, no early exit to predict.
+        // The words at `ShortName`'s places, which cover every byte: four compares, no loop,
+        // no early exit to predict. Written out rather than comparing the words of two
+        // `ShortName`-like arrays, whose heads the compiler then works out apart: 81 against
+        // 90 instructions per keep-alive hit and count (callgrind).
         let at = |i| word(key, i) ^ word_of::<FOLD>(input, i);
         let head = if len > 16 { at(0) | at(8) } else { 0 };
         return head | at(len.saturating_sub(16)) | at(len - 8) == 0;
@@ -673,6 +673,10 @@ fn word_of<const FOLD: bool>(bytes: &[u8], at: usize) -> u64 {
         word(bytes, at)
     }
 }
+
+/// Every byte of a word 1, and every byte's high bit: for byte-wise tests on whole words.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
 
 const HASH_K1: u64 = 0x243f_6a88_85a3_08d3;
 const HASH_K2: u64 = 0x1319_8a2e_0370_7344;
@@ -753,8 +757,6 @@ fn half(bytes: &[u8], at: usize) -> u32 {
 /// Lower-cases the ASCII letters of eight bytes at once; other bytes are left alone.
 #[inline]
 fn fold_case(x: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let low7 = x & !HIGH;
     // High bit of each byte: set where the byte is >= 'A', and where it is > 'Z' (7-bit, no carries).
     let ge_a = low7 + (0x80 - u64::from(b'A')) * ONES;
