@@ -436,18 +436,21 @@ impl Worker {
             .map_err(|_| Unrouted::Refuse(ProxyError::BadHost))?;
         match target.ok_or(Unrouted::Refuse(ProxyError::NoRoute))? {
             Route::Instance(None) => Err(Unrouted::Refuse(ProxyError::Unavailable)),
-            Route::Instance(Some(i)) => {
-                let local =
-                    local_at(&synced.locals, i).ok_or(Unrouted::Refuse(ProxyError::Unavailable))?;
-                if length > local.upstream.max_body(max_body) {
+            Route::Instance(Some(running)) => {
+                // The route's incarnation is the local's (`sync_with` above): the request is
+                // counted through the route's, which a keep-alive connection's memo holds, while
+                // the worker's slot is read beside it.
+                let up = running.upstream;
+                let local = local_at(&synced.locals, running.slot)
+                    .ok_or(Unrouted::Refuse(ProxyError::Unavailable))?;
+                debug_assert!(std::ptr::eq(&*local.upstream, up));
+                if length > up.max_body(max_body) {
                     return Err(Unrouted::Refuse(TOO_LARGE));
                 }
-                match self.admit(local) {
+                match self.admit(up) {
                     Admit::Go => Ok(Rc::clone(local)),
                     Admit::Refused => Err(Unrouted::Refuse(ProxyError::Exhausted)),
-                    Admit::Wait(seen) => {
-                        Err(Unrouted::Wait(Arc::clone(&local.upstream.meter), seen))
-                    }
+                    Admit::Wait(seen) => Err(Unrouted::Wait(Arc::clone(&up.meter), seen)),
                 }
             }
             Route::Group(group) => {
@@ -473,7 +476,7 @@ impl Worker {
                         too_large = true;
                         continue;
                     }
-                    match self.admit(local) {
+                    match self.admit(&local.upstream) {
                         Admit::Go => return Ok(Rc::clone(local)),
                         Admit::Refused => {}
                         Admit::Wait(seen) => {
@@ -496,8 +499,7 @@ impl Worker {
     /// drain that sees the budget spent also sees this request in flight (the meter's module
     /// docs give the argument).
     #[inline]
-    fn admit(&self, local: &LocalUpstream) -> Admit {
-        let up = &local.upstream;
+    fn admit(&self, up: &Upstream) -> Admit {
         up.inflight.enter(self.index);
         // The control channel is unbounded so the hot path never waits on it; what it holds is
         // bounded by the meter's asks: at most one Reserve and one LimitReached per instance on
@@ -715,7 +717,7 @@ fn sync_with(synced: &mut Synced, table: &Arc<RouteTable>) {
 fn resync(synced: &mut Synced, table: &Arc<RouteTable>) {
     let mut old = std::mem::take(&mut synced.locals).into_iter();
     synced.locals = table
-        .upstreams
+        .upstreams()
         .iter()
         .map(|up| {
             let kept = old.next().flatten();

@@ -9,7 +9,7 @@ use crate::controller::api::{
     NewTemplate, Ref, Reply, TemplatePatch,
 };
 use crate::controller::{GroupView, InstanceView};
-use crate::proxy::route::Route;
+use crate::proxy::route::{Route, Running};
 
 const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
@@ -383,7 +383,7 @@ fn limit_drains_then_deletes() {
     h.running(id, at(1));
     assert!(matches!(
         h.s.route_table().lookup(b"a.localhost"),
-        Some(Route::Instance(Some(0)))
+        Some(Route::Instance(Some(Running { slot: 0, .. })))
     ));
     assert_eq!(h.serve(id, 2, at(2)), 2);
     assert!(h.has(|e| matches!(e, Effect::WatchDrain { .. })));
@@ -1973,9 +1973,7 @@ fn routes(table: &crate::proxy::RouteTable, hosts: &BTreeSet<String>) -> Vec<(St
             let to = match table.lookup(host.as_bytes()) {
                 None => "404".to_owned(),
                 Some(Route::Instance(None)) => "503".to_owned(),
-                Some(Route::Instance(Some(i))) => table
-                    .upstream(i)
-                    .map_or("empty slot".into(), |u| u.id.to_string()),
+                Some(Route::Instance(Some(running))) => running.upstream.id.to_string(),
                 Some(Route::Group(g)) => {
                     let mut ids: Vec<String> = g
                         .members
@@ -2076,7 +2074,7 @@ proptest::proptest! {
                 let up = published.upstream(*slot).map(|u| u.id);
                 proptest::prop_assert_eq!(up, Some(*id));
             }
-            let filled = published.upstreams.iter().filter(|u| u.is_some()).count();
+            let filled = published.upstreams().iter().filter(|u| u.is_some()).count();
             proptest::prop_assert_eq!(filled, h.s.slots.len());
         }
     }
