@@ -438,8 +438,8 @@ impl Worker {
             Route::Instance(None) => Err(Unrouted::Refuse(ProxyError::Unavailable)),
             Route::Instance(Some(running)) => {
                 // The route's incarnation is the local's (`sync_with` above): the request is
-                // counted through the route's, which a keep-alive connection's memo holds, while
-                // the worker's slot is read beside it.
+                // counted through the route's incarnation and meter, which a keep-alive
+                // connection's memo holds, while the worker's slot is read beside them.
                 let up = running.upstream;
                 let local = local_at(&synced.locals, running.slot)
                     .ok_or(Unrouted::Refuse(ProxyError::Unavailable))?;
@@ -447,7 +447,7 @@ impl Worker {
                 if length > up.max_body(max_body) {
                     return Err(Unrouted::Refuse(TOO_LARGE));
                 }
-                match self.admit(up) {
+                match self.admit(up, running.meter) {
                     Admit::Go => Ok(Rc::clone(local)),
                     Admit::Refused => Err(Unrouted::Refuse(ProxyError::Exhausted)),
                     Admit::Wait(seen) => Err(Unrouted::Wait(Arc::clone(&up.meter), seen)),
@@ -476,7 +476,7 @@ impl Worker {
                         too_large = true;
                         continue;
                     }
-                    match self.admit(&local.upstream) {
+                    match self.admit(&local.upstream, &local.upstream.meter) {
                         Admit::Go => return Ok(Rc::clone(local)),
                         Admit::Refused => {}
                         Admit::Wait(seen) => {
@@ -495,17 +495,18 @@ impl Worker {
         }
     }
 
-    /// Counts the request on the instance's meter. The in-flight slot is taken first so that a
+    /// Counts the request on the instance's meter (`meter`, which is `up`'s: passed on its own
+    /// so that a route that holds it saves the load). The in-flight slot is taken first so that a
     /// drain that sees the budget spent also sees this request in flight (the meter's module
     /// docs give the argument).
     #[inline]
-    fn admit(&self, up: &Upstream) -> Admit {
+    fn admit(&self, up: &Upstream, meter: &Meter) -> Admit {
         up.inflight.enter(self.index);
         // The control channel is unbounded so the hot path never waits on it; what it holds is
         // bounded by the meter's asks: at most one Reserve and one LimitReached per instance on
         // their way, however many requests wait or the controller lags (the meter's module
         // docs give the argument).
-        match up.meter.admit() {
+        match meter.admit() {
             Admission::Admitted => Admit::Go,
             Admission::Refill => {
                 self.ask(up, Ask::Reserve);
