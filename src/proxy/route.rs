@@ -1001,14 +1001,6 @@ fn release(groups: &mut [GroupRoute], free: &mut Vec<u32>, i: u32) {
 mod tests {
     use super::*;
 
-    /// The slot a route leads to, if an instance's.
-    fn slot_of(route: Route<'_>) -> Option<usize> {
-        match route {
-            Route::Instance(running) => running.map(|r| r.slot),
-            Route::Group(_) => None,
-        }
-    }
-
     fn upstream(name: &str) -> Arc<Upstream> {
         Arc::new(Upstream::new(
             Uuid::new_v4(),
@@ -1272,8 +1264,8 @@ mod tests {
                 b.route(name, Target::Instance(Some(slot)));
             }
             let t = b.build();
-            let checked = host_name(host.as_bytes()).map(|n| t.index_of(n).map(slot_of));
-            let found = t.find(host.as_bytes()).map(|f| f.map(slot_of));
+            let checked = host_name(host.as_bytes()).map(|n| leads(t.index_of(n)));
+            let found = t.find(host.as_bytes()).map(leads);
             proptest::prop_assert_eq!(found, checked, "{}", host);
         }
 
