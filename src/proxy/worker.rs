@@ -719,10 +719,9 @@ fn resync(synced: &mut Synced, table: &Arc<RouteTable>) {
     let mut old = std::mem::take(&mut synced.locals).into_iter();
     synced.locals = table
         .upstreams()
-        .iter()
         .map(|up| {
             let kept = old.next().flatten();
-            let up = up.as_ref()?;
+            let up = up?;
             Some(match kept {
                 Some(local) if Arc::ptr_eq(&local.upstream, up) => local,
                 _ => Rc::new(LocalUpstream {

@@ -2074,7 +2074,7 @@ proptest::proptest! {
                 let up = published.upstream(*slot).map(|u| u.id);
                 proptest::prop_assert_eq!(up, Some(*id));
             }
-            let filled = published.upstreams().iter().filter(|u| u.is_some()).count();
+            let filled = published.upstreams().filter(Option::is_some).count();
             proptest::prop_assert_eq!(filled, h.s.slots.len());
         }
     }
