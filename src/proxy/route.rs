@@ -285,19 +285,26 @@ fn next(places: &[Slot], i: usize) -> usize {
     (i + 1) & (places.len() - 1)
 }
 
-/// The place of the exact (lower-case) `key`, or the empty place where it would go.
-fn place_of(places: &[Slot], key: &[u8], hash: u64) -> Result<usize, usize> {
+/// From the place of `hash` on, the place that `is` the key looked for, or the empty place
+/// where it would go (`is` must not hold for an empty place).
+#[inline(always)]
+fn probe(places: &[Slot], hash: u64, is: impl Fn(&Slot) -> bool) -> Result<usize, usize> {
     let mut i = home(places, hash);
     loop {
         let slot = &places[i];
+        if is(slot) {
+            return Ok(i);
+        }
         if slot.key.is_empty() {
             return Err(i);
         }
-        if *slot.key == *key {
-            return Ok(i);
-        }
         i = next(places, i);
     }
+}
+
+/// The place of the exact (lower-case, not empty) `key`, or the empty place where it would go.
+fn place_of(places: &[Slot], key: &[u8], hash: u64) -> Result<usize, usize> {
+    probe(places, hash, |slot| *slot.key == *key)
 }
 
 /// Puts a new key in (the places have room for it: [`reserve`]).
@@ -476,11 +483,7 @@ impl RouteTable {
         if name.last() == Some(&b'.') {
             return self.index_of_absolute(name);
         }
-        if (8..=SHORT_NAME).contains(&name.len()) {
-            self.find_short(name)
-        } else {
-            self.find_other(name)
-        }
+        self.find_name(name)
     }
 
     /// [`RouteTable::index_of`] for a name ending in a dot (a fully qualified name), which is
@@ -489,7 +492,13 @@ impl RouteTable {
     #[cold]
     #[inline(never)]
     fn index_of_absolute(&self, name: &[u8]) -> Option<Found<'_>> {
-        let name = &name[..name.len() - 1];
+        self.find_name(&name[..name.len() - 1])
+    }
+
+    /// Where a name (no port, no trailing dot) is: read as four words, or otherwise, by its
+    /// length.
+    #[inline(always)]
+    fn find_name(&self, name: &[u8]) -> Option<Found<'_>> {
         if (8..=SHORT_NAME).contains(&name.len()) {
             self.find_short(name)
         } else {
@@ -507,24 +516,14 @@ impl RouteTable {
         let len = name.len();
         let words = short_words(name);
         let hash = short_hash(words, len);
-        let part = shard_of(hash);
-        let places = &*self.places[part];
-        let mut i = home(places, hash);
-        loop {
-            let slot = &places[i];
+        self.probe(hash, |slot| {
             let differ = (slot.key.len() ^ len) as u64
                 | (slot.words[0] ^ words[0])
                 | (slot.words[1] ^ words[1])
                 | (slot.words[2] ^ words[2])
                 | (slot.words[3] ^ words[3]);
-            if differ == 0 || (slot.key.len() == len && same_but_case(slot, words, name)) {
-                return Some((part, slot));
-            }
-            if slot.key.is_empty() {
-                return None;
-            }
-            i = next(places, i);
-        }
+            differ == 0 || (slot.key.len() == len && same_but_case(differ, &slot.key, name))
+        })
     }
 
     /// [`RouteTable::index_of`] for a name shorter than 8 bytes or longer than
@@ -534,20 +533,16 @@ impl RouteTable {
         if name.is_empty() || name.len() > MAX_HOST {
             return None;
         }
-        let hash = hash_name::<true>(name);
+        self.probe(hash_name::<true>(name), |slot| eq_folded(&slot.key, name))
+    }
+
+    /// The place of `hash`'s part that `is` the name looked for, if any.
+    #[inline(always)]
+    fn probe(&self, hash: u64, is: impl Fn(&Slot) -> bool) -> Option<Found<'_>> {
         let part = shard_of(hash);
         let places = &*self.places[part];
-        let mut i = home(places, hash);
-        loop {
-            let slot = &places[i];
-            if slot.key.is_empty() {
-                return None;
-            }
-            if eq_folded(&slot.key, name) {
-                return Some((part, slot));
-            }
-            i = next(places, i);
-        }
+        let i = probe(places, hash, is).ok()?;
+        Some((part, &places[i]))
     }
 
     /// Where an entry of `part` (one of this table's) leads.
@@ -596,9 +591,7 @@ impl RouteTable {
     /// inline, a group in the part's groups (which are copied only then).
     fn place(&mut self, s: usize, target: Target, was: Option<To>) -> To {
         match (&target, was) {
-            (Target::Instance(slot), None | Some(To::Instance(_))) => {
-                To::Instance(slot.map(|slot| u32::try_from(slot).expect("fewer than 2^32 slots")))
-            }
+            (&Target::Instance(slot), None | Some(To::Instance(_))) => instance(slot),
             _ => {
                 let Groups { groups, free } = self.groups_mut(s);
                 place(groups, free, target, was)
@@ -832,7 +825,7 @@ pub fn host_name(host: &[u8]) -> Result<&[u8], BadHost> {
 fn without_port(host: &[u8]) -> Option<&[u8]> {
     let len = host.len();
     if len < 8 {
-        return without_port_short(host);
+        return without_port_bytewise(host);
     }
     // Byte k of the word is host[len - 8 + k]: the last byte is the highest.
     let w = word(host, len - 8);
@@ -872,16 +865,11 @@ fn without_port_after(host: &[u8], digits: usize) -> Option<&[u8]> {
     (port <= 65_535).then_some(name)
 }
 
-/// [`without_port_bytewise`], out of line: values shorter than a word are rare.
-#[inline(never)]
-fn without_port_short(host: &[u8]) -> Option<&[u8]> {
-    without_port_bytewise(host)
-}
-
 /// [`without_port`] a byte at a time, back over at most six bytes: for values shorter than a
 /// word. It checks the port as [`port_ok`] does, in the same pass that finds it: finding the
 /// colon first and then calling [`port_ok`] measured 312 instructions per lookup against 237.
-#[inline]
+/// Out of line: values shorter than a word are rare.
+#[inline(never)]
 fn without_port_bytewise(host: &[u8]) -> Option<&[u8]> {
     let mut port = 0u32;
     let mut scale = 1;
@@ -975,15 +963,14 @@ fn hash_host(name: &[u8]) -> u64 {
     }
 }
 
-/// Whether the key of `slot` (8 to [`SHORT_NAME`] bytes, of the name's length), whose words are
-/// not the name's `words` as they are, is the name in other case. Other keys of the same length
-/// (many names differ in a few characters only) are told apart by their words with bit 5
-/// ([`CASE`]) left out, inline; only a key that may differ in case alone is compared with case
-/// folded, out of line (lower-case `Host` values never get there).
+/// Whether `key` (8 to [`SHORT_NAME`] bytes, of the name's length), whose words differ from
+/// the name's as they are by the bits of `differ`, is the name in other case. Other keys of the
+/// same length (many names differ in a few characters only) are told apart by those bits with
+/// bit 5 ([`CASE`]) left out, inline; only a key that may differ in case alone is compared with
+/// case folded, out of line (lower-case `Host` values never get there).
 #[inline(always)]
-fn same_but_case(slot: &Slot, words: [u64; 4], name: &[u8]) -> bool {
-    let differ = (0..4).fold(0, |differ, i| differ | (slot.words[i] ^ words[i]));
-    differ & !CASE == 0 && same_folded(&slot.key, name)
+fn same_but_case(differ: u64, key: &[u8], name: &[u8]) -> bool {
+    differ & !CASE == 0 && same_folded(key, name)
 }
 
 /// [`eq_folded`], out of line.
@@ -1241,9 +1228,14 @@ fn place(groups: &mut Vec<GroupRoute>, free: &mut Vec<u32>, target: Target, was:
             if let Some(To::Group(i)) = was {
                 release(groups, free, i);
             }
-            To::Instance(slot.map(|s| u32::try_from(s).expect("fewer than 2^32 slots")))
+            instance(slot)
         }
     }
+}
+
+/// Where an instance in `slot` (if any) is kept: inline.
+fn instance(slot: Option<usize>) -> To {
+    To::Instance(slot.map(|s| u32::try_from(s).expect("fewer than 2^32 slots")))
 }
 
 /// Group place `i` of a part is no longer led to: emptied, and kept for the next group.
