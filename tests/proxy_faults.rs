@@ -214,6 +214,87 @@ mod resets {
     }
 }
 
+/// An instance that leaves the route table while its process lives on (killed at its limit, its
+/// delete waiting for a place among `runtime.max_concurrent_kills`, as in a kill storm) is not
+/// woken by the proxy closing its idle pooled connections: they wait for the instance's exit to
+/// close them. So the instance's end closes first: its side of each holds TIME_WAIT, the
+/// proxy's side none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instances_pooled_connections_are_closed_by_its_exit_not_by_the_proxy() {
+    let server = common::Server::start(|_| {
+        format!(
+            r#"runtime:
+  kind: process
+  stop_grace: 2s
+  max_concurrent_kills: 1
+  images:
+    hello:
+      command: ["{bin}", "hello", "--listen", "127.0.0.1:{{port}}", "--name", "{{name}}"]
+    stubborn:
+      command: [sh, -c, "trap '' TERM; {bin} hello --listen 127.0.0.1:{{port}} --name {{name}} & while :; do sleep 1; done"]
+instances:
+  - {{ name: stubborn, image: stubborn, autokill: {{ num_requests: 1 }} }}
+  - {{ name: last, image: hello, autokill: {{ num_requests: 5 }} }}
+"#,
+            bin = common::BIN,
+        )
+    })
+    .await;
+    let shown = async |name: &str| {
+        server.admin_json(&format!("/v1/instances/{name}")).await["data"]["instances"][0].clone()
+    };
+    for name in ["stubborn", "last"] {
+        server
+            .eventually(10, &format!("{name} running"), async || {
+                shown(name).await["state"] == "running"
+            })
+            .await;
+    }
+    let port = shown("last").await["private_port"]
+        .as_u64()
+        .expect("private_port") as u16;
+    let closed_by_proxy = common::sockets_to(port, "06");
+    // Four requests at once: four upstream connections, pooled when their answers end.
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = server.proxy;
+            tokio::spawn(async move {
+                common::request(addr, "GET", "last.localhost", &format!("/__sleep/200?{i}"))
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.await.expect("client"), 200);
+    }
+    let pooled = common::sockets_to(port, "01");
+    assert!(pooled >= 2, "{pooled} pooled connections to the instance");
+    // stubborn is killed first; its shell ignores SIGTERM, so its delete holds the only place
+    // for the 2 s stop_grace.
+    let first = common::request(server.proxy, "GET", "stubborn.localhost", "/").await;
+    assert_eq!(first.status, 200);
+    // The fifth request spends last's budget: it leaves the route table at once, and its
+    // delete waits its turn while the workers take up the new table (every 250 ms).
+    let fifth = common::request(server.proxy, "GET", "last.localhost", "/").await;
+    assert_eq!(fifth.status, 200);
+    server
+        .eventually(10, "every connection to last closed", async || {
+            common::sockets_to(port, "01") == 0 && common::sockets_to(port, "08") == 0
+        })
+        .await;
+    assert_eq!(
+        common::sockets_to(port, "06"),
+        closed_by_proxy,
+        "the proxy closed connections to the instance before it exited"
+    );
+    let closed_by_instance = common::sockets_from(port, "06");
+    assert!(
+        closed_by_instance >= pooled,
+        "{closed_by_instance} connections closed by the instance, {pooled} were pooled"
+    );
+}
+
 /// A deleted instance's idle pooled connections are closed although no request comes after the
 /// delete: the workers take up the new route table on their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,6 +105,12 @@ impl UpstreamConn {
         }))
     }
 
+    /// Resolves once the upstream has closed its end (or sent anything, or failed): the socket
+    /// turned readable.
+    pub(crate) async fn closed_by_peer(&self) {
+        let _ = self.stream.readable().await;
+    }
+
     /// Whether a pooled connection can take a request: nothing arrived while it was idle (an
     /// upstream's close, or bytes nobody asked for). Reads the reactor's readiness; a system call
     /// only when it says something arrived.

@@ -129,6 +129,30 @@ pub(crate) struct LocalUpstream {
     /// a connection moves between the pool, a request and a response body as one pointer.
     #[allow(clippy::vec_box)]
     idle: RefCell<Vec<Box<UpstreamConn>>>,
+    /// The upstream has left the route table: a connection that comes back from a request is
+    /// [`retire`]d rather than pooled.
+    retired: Cell<bool>,
+}
+
+/// How long a retired connection waits for its instance to close it.
+const RETIRE_WAIT: Duration = Duration::from_secs(10);
+
+/// Closes connections to an instance that has left the route table once the instance has closed
+/// them (it does when its process exits), or after [`RETIRE_WAIT`]. Closing them first would wake
+/// every dying instance to read its end-of-stream: in a kill storm, hundreds of processes
+/// running at the server's priority while the proxy serves the others (`benches/kill_storm.sh`).
+/// One task per call, on the worker's `LocalSet`.
+#[allow(clippy::vec_box)] // the pool's own boxes, moved as they are
+fn retire(conns: Vec<Box<UpstreamConn>>) {
+    if conns.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + RETIRE_WAIT;
+    tokio::task::spawn_local(async move {
+        for conn in conns {
+            let _ = tokio::time::timeout_at(deadline, conn.closed_by_peer()).await;
+        }
+    });
 }
 
 /// The table a worker last synchronised with, and its [`LocalUpstream`]s by the table's slots.
@@ -218,8 +242,13 @@ impl Finish {
     }
 
     /// The response was read to its end on `conn`, which may carry another request: back to
-    /// the pool (if it has room), and the request finishes.
+    /// the pool (if it has room, and the upstream is still in the table), and the request
+    /// finishes.
     pub(crate) fn pool(self, conn: Box<UpstreamConn>) {
+        if self.local.retired.get() {
+            retire(vec![conn]);
+            return;
+        }
         let mut idle = self.local.idle.borrow_mut();
         if idle.len() < self.worker.settings().pool_idle {
             idle.push(conn);
@@ -712,25 +741,38 @@ fn sync_with(synced: &mut Synced, table: &Arc<RouteTable>) {
 }
 
 /// Rebuilds the worker's [`LocalUpstream`]s for a new table, keeping those (and their idle
-/// connections) whose slot still holds the same incarnation; the others are dropped, which
-/// closes their pooled connections. Runs once per published table: one pointer compare per slot.
+/// connections) whose slot still holds the same incarnation; the others are dropped, and their
+/// pooled connections [`retire`]d. Runs once per published table: one pointer compare per slot.
 #[cold]
 fn resync(synced: &mut Synced, table: &Arc<RouteTable>) {
     let mut old = std::mem::take(&mut synced.locals).into_iter();
+    let mut gone = Vec::new();
     synced.locals = table
         .upstreams()
         .map(|up| {
             let kept = old.next().flatten();
-            let up = up?;
+            let Some(up) = up else {
+                gone.extend(kept);
+                return None;
+            };
             Some(match kept {
                 Some(local) if Arc::ptr_eq(&local.upstream, up) => local,
-                _ => Rc::new(LocalUpstream {
-                    upstream: Arc::clone(up),
-                    idle: RefCell::new(Vec::new()),
-                }),
+                other => {
+                    gone.extend(other);
+                    Rc::new(LocalUpstream {
+                        upstream: Arc::clone(up),
+                        idle: RefCell::new(Vec::new()),
+                        retired: Cell::new(false),
+                    })
+                }
             })
         })
         .collect();
+    gone.extend(old.flatten());
+    for local in gone {
+        local.retired.set(true);
+        retire(std::mem::take(&mut *local.idle.borrow_mut()));
+    }
     synced.table = Arc::as_ptr(table);
 }
 

@@ -794,17 +794,34 @@ pub fn stored_instance(name: &str, state: &str) -> autokill::store::InstanceReco
 }
 
 /// Connections of this machine to `port` in TCP `state` (`/proc/net/tcp`'s code: 01
-/// established; 08 close-wait, the peer closed and this side has not).
+/// established; 06 time-wait, this side closed first; 08 close-wait, the peer closed and this
+/// side has not).
 pub fn sockets_to(port: u16, state: &str) -> usize {
+    sockets_with(state, |_, remote| remote == port)
+}
+
+/// Connections of this machine whose own end is on `port`, in TCP `state` (as [`sockets_to`]).
+pub fn sockets_from(port: u16, state: &str) -> usize {
+    sockets_with(state, |local, _| local == port)
+}
+
+/// `/proc/net/tcp` lines in `state` whose (local, remote) ports pass `wanted`.
+fn sockets_with(state: &str, wanted: impl Fn(u16, u16) -> bool) -> usize {
+    let port = |address: Option<&&str>| {
+        address
+            .and_then(|a| a.split(':').nth(1))
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     table
         .lines()
         .skip(1)
         .filter(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let remote = fields.get(2).and_then(|a| a.split(':').nth(1));
             fields.get(3) == Some(&state)
-                && remote.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+                && port(fields.get(1))
+                    .zip(port(fields.get(2)))
+                    .is_some_and(|(local, remote)| wanted(local, remote))
         })
         .count()
 }
