@@ -5,7 +5,7 @@
 #   benches/kill_storm.sh [autokill binary]      (default target/release/autokill, built if missing)
 #   STORM=500  BUDGET=20  CONNECTIONS=8  PACE_MS=1  PHASE=5 (seconds)  MAX_KILLS= (default: the
 #   configuration's default of runtime.max_concurrent_kills)  STOP_GRACE=2s  CONTROL=0
-#   DRIVER_NICE=19
+#   DRIVER_NICE=19  STOPPING_CGROUP= (none; a path, or `auto`: see below)
 #
 # * The configuration declares STORM instances of `autokill hello` (the process runtime), each
 #   with `autokill.num_requests: BUDGET`, and one instance "steady" with no limit.
@@ -35,6 +35,9 @@
 #   difference to a real run is what the kills cost. DIRECT=1 sends steady's load to the
 #   instance's own address instead of through the proxy: what the storm costs an upstream on
 #   the same machine without autokill's proxy in the way (the host's share of the spike).
+# * STOPPING_CGROUP sets runtime.stopping_cgroup: stopping instances are moved into that
+#   cgroup before their SIGTERM. `auto` makes one for the run (root only; cgroup v2's
+#   cpu.weight 1, else v1's cpu.shares 2, the lowest) and removes it at the end.
 # * Bounded: every call has a timeout; the storm is given 120 s to complete; a watchdog ends the
 #   run 5 minutes after its start whatever happens.
 #
@@ -52,6 +55,7 @@ stop_grace=${STOP_GRACE:-2s}
 control=${CONTROL:-0}
 direct=${DIRECT:-0}
 driver_nice=${DRIVER_NICE:-19}
+stopping=${STOPPING_CGROUP:-}
 for tool in wrk curl python3; do
     command -v "$tool" >/dev/null || { echo "kill_storm.sh: $tool is not installed" >&2; exit 2; }
 done
@@ -67,6 +71,20 @@ fi
 bin=$(realpath "$bin")
 
 source benches/harness.sh kill_storm.sh 300
+made_cgroup=""
+if [[ "$stopping" == auto ]]; then
+    if [[ -e /sys/fs/cgroup/cgroup.controllers ]]; then
+        stopping=/sys/fs/cgroup/autokill-storm-$$ weight=cpu.weight lowest=1
+    else
+        stopping=/sys/fs/cgroup/cpu/autokill-storm-$$ weight=cpu.shares lowest=2
+    fi
+    mkdir "$stopping" && echo "$lowest" > "$stopping/$weight" \
+        || { echo "kill_storm.sh: cannot make the cgroup $stopping (root and a writable cgroup file system needed)" >&2; exit 2; }
+    made_cgroup=$stopping
+    # After the harness's cleanup has stopped the server: the cgroup empties as its last
+    # processes exit.
+    trap 'cleanup; for _ in $(seq 50); do rmdir "$made_cgroup" 2>/dev/null && break; sleep 0.1; done' EXIT
+fi
 proxy=$(free_port)
 admin=$(free_port)
 {
@@ -78,6 +96,7 @@ runtime:
   kind: process
   stop_grace: $stop_grace
 ${max_kills:+  max_concurrent_kills: $max_kills}
+${stopping:+  stopping_cgroup: $stopping}
   images:
     hello: { command: ["{autokill}", "hello", "--listen", "127.0.0.1:{port}", "--name", "{name}"] }
 instances:
@@ -212,10 +231,10 @@ for line in sys.stdin:
 print(f"{total:g}")')
 
 python3 - "$work/before.out" "$work/during.out" "$work/storm.out" "$kills" "$storm" \
-    "${max_kills:-default (64)}" "$phase" "$control" "$direct" <<'PY'
+    "${max_kills:-default (64)}" "$phase" "$control" "$direct" "${stopping:-none}" <<'PY'
 import re, sys
 
-before, during, storm_out, kills, storm, max_kills, phase, control, direct = sys.argv[1:]
+before, during, storm_out, kills, storm, max_kills, phase, control, direct, stopping = sys.argv[1:]
 storm, kills, phase, control = int(storm), float(kills), float(phase), control == "1"
 if control:
     print("CONTROL run: the same traffic, no limits, no kills")
@@ -239,7 +258,7 @@ fired, done = float(s["fired"]), float(s["done"])
 lost = 0 if control else int(s["listed"]) + max(0, int(s["processes"]))
 ratio = d / b if b else float("inf")
 print(f"storm: {storm} instances spending their last request together, "
-      f"max_concurrent_kills {max_kills}")
+      f"max_concurrent_kills {max_kills}, stopping_cgroup {stopping}")
 print(f"  last requests answered in        {fired * 1000:8.0f} ms  (every budget spent)")
 print(f"  storm completed in               {done * 1000:8.0f} ms  (first request -> all gone, processes too)")
 print(f"  kills completed                  {kills:8.0f}")

@@ -37,7 +37,8 @@
 //! balance it was made with), every other `admin.*` key (the admin server's token, guard and
 //! limits are built once), `store.path` and `store.quick_repair`, and the runtime backend's own
 //! keys (it is built with them): `runtime.kind`, `runtime.docker_host`, `runtime.images`,
-//! `runtime.default_port`; and `runtime.controller_nice` (the controller's thread is made once).
+//! `runtime.default_port`; `runtime.controller_nice` (the controller's thread is made once); and
+//! `runtime.stopping_cgroup` (checked when the runtime is made).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -298,6 +299,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             a.controller_nice != b.controller_nice,
         ),
         ("runtime.images", a.images != b.images),
+        (
+            "runtime.stopping_cgroup",
+            a.stopping_cgroup != b.stopping_cgroup,
+        ),
     ];
     keys.extend(
         admin

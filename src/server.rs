@@ -16,7 +16,7 @@ use crate::net;
 use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 use crate::runtime::docker::DockerRuntime;
-use crate::runtime::process::ProcessRuntime;
+use crate::runtime::process::{self, ProcessRuntime};
 use crate::store::Store;
 
 /// Errors that stop `autokill serve` from starting.
@@ -87,6 +87,13 @@ pub async fn serve(
     let (runtime_tx, runtime_rx) = mpsc::unbounded_channel();
     // The engine's reachability, for `/readyz` (a runtime without an engine is always reachable).
     let mut engine = None;
+    if let Some(dir) = &config.runtime.stopping_cgroup {
+        process::check_stopping_cgroup(dir).map_err(|err| {
+            ServeError::Runtime(format!(
+                "runtime.stopping_cgroup: {err} (create the cgroup first, see config/autokill.yaml)"
+            ))
+        })?;
+    }
     let runtime: Arc<dyn Runtime> = match &config.runtime.kind {
         RuntimeKind::Process => Arc::new(
             ProcessRuntime::owned_by(&config.runtime, self_exe, runtime_tx, owner)

@@ -67,6 +67,51 @@ fn the_embedded_config_checks_out() {
     );
 }
 
+/// `runtime.stopping_cgroup` is checked when the server starts: one it cannot move processes
+/// into stops the start, naming the key and the file.
+#[test]
+fn serve_refuses_a_stopping_cgroup_it_cannot_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-cgroup");
+    let config = dir.path().join("autokill.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxy: {{listen: '127.0.0.1:0'}}\nadmin: {{listen: '127.0.0.1:0'}}\n\
+             store: {{path: {}}}\nruntime: {{stopping_cgroup: {}}}\n",
+            dir.path().join("autokill.redb").display(),
+            missing.display()
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autokill"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run autokill");
+    // A server that started after all is stopped, and the test fails.
+    let begun = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if begun.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started with a stopping_cgroup it cannot write");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("its output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let want = format!(
+        "runtime.stopping_cgroup: {}/cgroup.procs: No such file or directory",
+        missing.display()
+    );
+    assert!(stderr.contains(&want), "stderr lacks {want:?}: {stderr}");
+}
+
 #[test]
 fn an_unknown_key_is_refused_with_its_place() {
     check_refuses(

@@ -1399,6 +1399,7 @@ async fn docker_runtime(
         max_concurrent_kills: 64,
         max_concurrent_starts: 16,
         controller_nice: 10,
+        stopping_cgroup: None,
     };
     let (tx, events) = mpsc::unbounded_channel();
     let runtime = DockerRuntime::connect(&config, store.to_owned(), tx)

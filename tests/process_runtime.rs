@@ -1,6 +1,8 @@
 //! The process runtime with real child processes: `autokill hello` as the instance, `sh` for the
 //! misbehaving ones.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +68,15 @@ impl Drop for Harness {
 
 impl Harness {
     fn new(images: Vec<(&str, ImageConfig)>, start_timeout: Duration) -> Harness {
+        Harness::stopping_into(images, start_timeout, None)
+    }
+
+    /// Like [`Harness::new`], with `runtime.stopping_cgroup`.
+    fn stopping_into(
+        images: Vec<(&str, ImageConfig)>,
+        start_timeout: Duration,
+        stopping_cgroup: Option<PathBuf>,
+    ) -> Harness {
         let config = RuntimeConfig {
             kind: RuntimeKind::Process,
             stop_grace: GRACE,
@@ -74,6 +85,7 @@ impl Harness {
             max_concurrent_kills: 64,
             max_concurrent_starts: 16,
             controller_nice: 10,
+            stopping_cgroup,
             images: images
                 .into_iter()
                 .map(|(name, image)| (name.to_owned(), image))
@@ -249,6 +261,92 @@ async fn sigterm_ignored_is_sigkilled_after_the_grace_period() {
     h.stop(id).await.expect("stop");
     let took = begun.elapsed();
     assert!(took >= GRACE, "stopped after {took:?}, before the grace");
+    assert_eq!(h.next_exit().await, (id, 128 + libc::SIGKILL));
+    assert!(gone(pid).await);
+    h.delete(id).await.expect("delete");
+}
+
+/// A cgroup made for one test under the first hierarchy this machine lets it write (cgroup v2,
+/// else v1's cpu controller), removed when dropped.
+struct TestCgroup {
+    dir: PathBuf,
+}
+
+impl TestCgroup {
+    /// The cgroup, or `None` (the test skipped loudly) when none can be made here.
+    fn make(test: &str) -> Option<TestCgroup> {
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let root = if v2 {
+            "/sys/fs/cgroup"
+        } else {
+            "/sys/fs/cgroup/cpu"
+        };
+        let dir = PathBuf::from(root).join(format!("autokill-test-{}-{test}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Some(TestCgroup { dir }),
+            Err(err) => {
+                common::skip(
+                    "cgroup",
+                    &format!("{test}: cannot make a cgroup at {}: {err}", dir.display()),
+                );
+                None
+            }
+        }
+    }
+
+    fn holds(&self, pid: u32) -> bool {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.trim() == pid.to_string())
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Empty once its processes are gone; a failing test may have left one behind a moment.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stopping_instance_is_moved_into_the_stopping_cgroup_before_its_sigterm() {
+    let Some(cgroup) = TestCgroup::make("stopping") else {
+        return;
+    };
+    // sh ignores SIGTERM, so it is still there, stopping, for the grace period.
+    let stubborn = image(&[
+        "sh",
+        "-c",
+        "trap '' TERM; \"$0\" hello --listen 127.0.0.1:$1 & while :; do sleep 1; done",
+        "{autokill}",
+        "{port}",
+    ]);
+    let mut h = Harness::stopping_into(
+        vec![("stubborn", stubborn)],
+        PATIENCE,
+        Some(cgroup.dir.clone()),
+    );
+    let id = h.create("stubborn", "stubborn").await;
+    h.start(id).await.expect("start");
+    let pid = h.runtime.pid(id).expect("pid");
+    assert!(!cgroup.holds(pid), "moved before its stop");
+
+    let (stopped, held) = tokio::join!(h.stop(id), async {
+        tokio::time::sleep(GRACE / 2).await;
+        cgroup.holds(pid)
+    });
+    stopped.expect("stop");
+    assert!(
+        held,
+        "pid {pid} is not in {} while it stops",
+        cgroup.dir.display()
+    );
     assert_eq!(h.next_exit().await, (id, 128 + libc::SIGKILL));
     assert!(gone(pid).await);
     h.delete(id).await.expect("delete");

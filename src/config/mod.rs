@@ -187,6 +187,11 @@ pub struct RuntimeConfig {
     /// kill storm) leaves the cores to the proxy's workers; 0 = the same priority. Instance
     /// processes are spawned from the server's other threads, at its own priority.
     pub controller_nice: u8,
+    /// Process runtime: the cgroup directory a stopping instance's process is moved into just
+    /// before its SIGTERM (by writing its pid to `cgroup.procs`), so that a cgroup of low CPU
+    /// weight can make a kill storm's exits wait for the cores the proxy does not use. `None`
+    /// = not moved.
+    pub stopping_cgroup: Option<PathBuf>,
 }
 
 /// The runtime backend.

@@ -189,6 +189,10 @@ pub(crate) struct RawRuntime {
     /// How much lower than the proxy's the controller's CPU priority is (a nice increment).
     /// Default 10, 0 to 19.
     pub controller_nice: Option<Spanned<u64>>,
+    /// Process runtime only: an absolute path of a cgroup directory (v1 or v2) that a stopping
+    /// instance's process is moved into just before its SIGTERM. Default: none (it stays where
+    /// it is).
+    pub stopping_cgroup: Option<Spanned<String>>,
 }
 
 /// `runtime.kind`

@@ -100,6 +100,7 @@ fn defaults() -> Config {
             max_concurrent_kills: 64,
             max_concurrent_starts: 16,
             controller_nice: 10,
+            stopping_cgroup: None,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
@@ -287,6 +288,7 @@ shutdown: leave_instances
             max_concurrent_kills: 8,
             max_concurrent_starts: 4,
             controller_nice: 0,
+            stopping_cgroup: None,
             images: BTreeMap::from([
                 (
                     "nginx".into(),
@@ -942,6 +944,31 @@ fn store_and_runtime_values_are_checked() {
             .runtime
             .controller_nice,
         19
+    );
+}
+
+#[test]
+fn stopping_cgroup_is_an_absolute_path_for_the_process_runtime() {
+    assert_eq!(ok("runtime: {}\n").runtime.stopping_cgroup, None);
+    assert_eq!(
+        ok("runtime:\n  stopping_cgroup: /sys/fs/cgroup/autokill-stopping\n")
+            .runtime
+            .stopping_cgroup,
+        Some(std::path::PathBuf::from("/sys/fs/cgroup/autokill-stopping"))
+    );
+    refused(
+        "runtime:\n  stopping_cgroup: autokill-stopping\n",
+        2,
+        20,
+        "runtime.stopping_cgroup: \"autokill-stopping\" is not an absolute path; name the \
+         cgroup's directory, e.g. /sys/fs/cgroup/autokill-stopping",
+    );
+    refused(
+        "runtime:\n  kind: docker\n  stopping_cgroup: /sys/fs/cgroup/x\n",
+        3,
+        20,
+        "runtime.stopping_cgroup: only used with runtime.kind: process (the engine keeps a \
+         container's cgroup)",
     );
 }
 

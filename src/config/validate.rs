@@ -523,6 +523,27 @@ fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
         Some(port) => Some(port.value),
     };
 
+    let stopping_cgroup = match raw.stopping_cgroup {
+        None => None,
+        Some(path) if docker => {
+            return Err(Place::of(&path).fail(
+                "runtime.stopping_cgroup",
+                "only used with runtime.kind: process (the engine keeps a container's cgroup)",
+            ));
+        }
+        Some(path) if !path.value.starts_with('/') => {
+            return Err(Place::of(&path).fail(
+                "runtime.stopping_cgroup",
+                format!(
+                    "{:?} is not an absolute path; name the cgroup's directory, e.g. \
+                     /sys/fs/cgroup/autokill-stopping",
+                    path.value
+                ),
+            ));
+        }
+        Some(path) => Some(PathBuf::from(path.value)),
+    };
+
     Ok(RuntimeConfig {
         kind,
         stop_grace: timeout(
@@ -556,6 +577,7 @@ fn runtime(raw: RawRuntime) -> Result<RuntimeConfig, Problem> {
             10,
             0..=19,
         )? as u8,
+        stopping_cgroup,
     })
 }
 

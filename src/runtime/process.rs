@@ -10,7 +10,8 @@
 //!          accepts ──────────▶ Ok(addr)
 //!          exits first ──────▶ ExitedEarly
 //!          start_timeout ────▶ SIGKILL the group, StartTimeout
-//! stop:  SIGTERM the group ─ stop_grace ─▶ SIGKILL the group; resolves once it exited
+//! stop:  [into runtime.stopping_cgroup] SIGTERM the group ─ stop_grace ─▶ SIGKILL the group;
+//!        resolves once it exited
 //! exit watcher: child.wait() ─▶ SIGKILL the group (no orphaned grandchild)
 //!                            ─▶ forget the pid ─▶ RuntimeEvent::Exited
 //! ```
@@ -21,9 +22,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -64,6 +66,9 @@ struct Inner {
     table: Mutex<Table>,
     /// Where instances' output goes; `None`: inherited (autokill's own stdout and stderr).
     logs: Option<LogFiles>,
+    /// `cgroup.procs` of `runtime.stopping_cgroup`: a stopping instance's process is moved
+    /// there before its SIGTERM.
+    stopping: Option<Arc<Path>>,
 }
 
 /// What the runtime knows, under one lock.
@@ -110,6 +115,10 @@ impl ProcessRuntime {
                 owner: String::new(),
                 table: Mutex::new(Table::default()),
                 logs: None,
+                stopping: config
+                    .stopping_cgroup
+                    .as_ref()
+                    .map(|dir| Arc::from(dir.join("cgroup.procs"))),
             }),
         }
     }
@@ -129,7 +138,6 @@ impl ProcessRuntime {
         runtime
     }
 
-    /// The pid (and process group id) of the instance's running main process, if it runs.
     /// Keeps each instance's output in a bounded log file under `dir` (see [`LogFiles`]),
     /// served by [`Runtime::logs`].
     pub fn with_logs(mut self, dir: PathBuf) -> ProcessRuntime {
@@ -139,6 +147,7 @@ impl ProcessRuntime {
         self
     }
 
+    /// The pid (and process group id) of the instance's running main process, if it runs.
     pub fn pid(&self, id: Uuid) -> Option<u32> {
         self.inner
             .lock()
@@ -249,6 +258,23 @@ impl ProcessRuntime {
                 None => return Ok(()),
             }
         };
+        if let Some(procs) = &self.inner.stopping {
+            let procs = Arc::clone(procs);
+            // A cgroup move takes a kernel lock that can wait for an RCU grace period: not on
+            // the runtime's threads.
+            match tokio::task::spawn_blocking(move || move_into(&procs, pid)).await {
+                Ok(Ok(())) => {}
+                // Already gone: the stop below finds that out too.
+                Ok(Err(err)) if err.raw_os_error() == Some(libc::ESRCH) => {}
+                Ok(Err(err)) => tracing::warn!(
+                    instance = %id, pid, %err,
+                    "cannot move the stopping instance into runtime.stopping_cgroup; it stops where it is"
+                ),
+                Err(err) => {
+                    tracing::warn!(instance = %id, pid, %err, "moving into runtime.stopping_cgroup")
+                }
+            }
+        }
         signal_group(pid, libc::SIGTERM);
         let polite =
             tokio::time::timeout(self.inner.timeouts.stop_grace(), exit_code(&mut exited)).await;
@@ -642,6 +668,26 @@ fn status_code(status: ExitStatus) -> i32 {
 }
 
 /// Sends `signal` to the process group `pgid`. A group that is already gone is not an error.
+/// Checks that `runtime.stopping_cgroup` (`dir`) is a cgroup this process may move processes
+/// into: its `cgroup.procs` opens for writing. Nothing is written.
+pub fn check_stopping_cgroup(dir: &Path) -> std::io::Result<()> {
+    let procs = dir.join("cgroup.procs");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .map(drop)
+        .map_err(|err| std::io::Error::new(err.kind(), format!("{}: {err}", procs.display())))
+}
+
+/// Moves process `pid` (all its threads) into the cgroup whose `cgroup.procs` is `procs`.
+fn move_into(procs: &Path, pid: u32) -> std::io::Result<()> {
+    // One write(2) of the pid, as the cgroup interface wants it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(procs)?
+        .write_all(pid.to_string().as_bytes())
+}
+
 fn signal_group(pgid: u32, signal: libc::c_int) {
     let Ok(pgid) = libc::pid_t::try_from(pgid) else {
         return;

@@ -71,6 +71,7 @@ fn config() -> Config {
             max_concurrent_kills: 64,
             max_concurrent_starts: 16,
             controller_nice: 10,
+            stopping_cgroup: None,
         },
         defaults: Defaults {
             drain_timeout: Duration::from_secs(10),
