@@ -667,7 +667,6 @@ fn status_code(status: ExitStatus) -> i32 {
     }
 }
 
-/// Sends `signal` to the process group `pgid`. A group that is already gone is not an error.
 /// Checks that `runtime.stopping_cgroup` (`dir`) is a cgroup this process may move processes
 /// into: its `cgroup.procs` opens for writing. Nothing is written.
 pub fn check_stopping_cgroup(dir: &Path) -> std::io::Result<()> {
@@ -688,6 +687,7 @@ fn move_into(procs: &Path, pid: u32) -> std::io::Result<()> {
         .write_all(pid.to_string().as_bytes())
 }
 
+/// Sends `signal` to the process group `pgid`. A group that is already gone is not an error.
 fn signal_group(pgid: u32, signal: libc::c_int) {
     let Ok(pgid) = libc::pid_t::try_from(pgid) else {
         return;
