@@ -130,24 +130,25 @@ pub(crate) struct LocalUpstream {
     #[allow(clippy::vec_box)]
     idle: RefCell<Vec<Box<UpstreamConn>>>,
     /// The upstream has left the route table: a connection that comes back from a request is
-    /// [`retire`]d rather than pooled.
-    retired: Cell<bool>,
+    /// handed to [`close_after_peer`] rather than pooled.
+    left_table: Cell<bool>,
 }
 
-/// How long a retired connection waits for its instance to close it.
-const RETIRE_WAIT: Duration = Duration::from_secs(10);
+/// How long a connection to an instance that left the route table waits for the instance to
+/// close it.
+const PEER_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Closes connections to an instance that has left the route table once the instance has closed
-/// them (it does when its process exits), or after [`RETIRE_WAIT`]. Closing them first would wake
+/// them (it does when its process exits), or after [`PEER_CLOSE_WAIT`]. Closing them first would wake
 /// every dying instance to read its end-of-stream: in a kill storm, hundreds of processes
 /// running at the server's priority while the proxy serves the others (`benches/kill_storm.sh`).
 /// One task per call, on the worker's `LocalSet`.
 #[allow(clippy::vec_box)] // the pool's own boxes, moved as they are
-fn retire(conns: Vec<Box<UpstreamConn>>) {
+fn close_after_peer(conns: Vec<Box<UpstreamConn>>) {
     if conns.is_empty() {
         return;
     }
-    let deadline = tokio::time::Instant::now() + RETIRE_WAIT;
+    let deadline = tokio::time::Instant::now() + PEER_CLOSE_WAIT;
     tokio::task::spawn_local(async move {
         for conn in conns {
             let _ = tokio::time::timeout_at(deadline, conn.closed_by_peer()).await;
@@ -245,8 +246,8 @@ impl Finish {
     /// the pool (if it has room, and the upstream is still in the table), and the request
     /// finishes.
     pub(crate) fn pool(self, conn: Box<UpstreamConn>) {
-        if self.local.retired.get() {
-            retire(vec![conn]);
+        if self.local.left_table.get() {
+            close_after_peer(vec![conn]);
             return;
         }
         let mut idle = self.local.idle.borrow_mut();
@@ -742,7 +743,7 @@ fn sync_with(synced: &mut Synced, table: &Arc<RouteTable>) {
 
 /// Rebuilds the worker's [`LocalUpstream`]s for a new table, keeping those (and their idle
 /// connections) whose slot still holds the same incarnation; the others are dropped, and their
-/// pooled connections [`retire`]d. Runs once per published table: one pointer compare per slot.
+/// pooled connections left to [`close_after_peer`]. Runs once per published table: one pointer compare per slot.
 #[cold]
 fn resync(synced: &mut Synced, table: &Arc<RouteTable>) {
     let mut old = std::mem::take(&mut synced.locals).into_iter();
@@ -762,7 +763,7 @@ fn resync(synced: &mut Synced, table: &Arc<RouteTable>) {
                     Rc::new(LocalUpstream {
                         upstream: Arc::clone(up),
                         idle: RefCell::new(Vec::new()),
-                        retired: Cell::new(false),
+                        left_table: Cell::new(false),
                     })
                 }
             })
@@ -770,8 +771,8 @@ fn resync(synced: &mut Synced, table: &Arc<RouteTable>) {
         .collect();
     gone.extend(old.flatten());
     for local in gone {
-        local.retired.set(true);
-        retire(std::mem::take(&mut *local.idle.borrow_mut()));
+        local.left_table.set(true);
+        close_after_peer(std::mem::take(&mut *local.idle.borrow_mut()));
     }
     synced.table = Arc::as_ptr(table);
 }
