@@ -5,7 +5,7 @@
 #   benches/kill_storm.sh [autokill binary]      (default target/release/autokill, built if missing)
 #   STORM=500  BUDGET=20  CONNECTIONS=8  PACE_MS=1  PHASE=5 (seconds)  MAX_KILLS= (default: the
 #   configuration's default of runtime.max_concurrent_kills)  STOP_GRACE=2s  CONTROL=0
-#   DRIVER_NICE=19  STOPPING_CGROUP= (none; a path, or `auto`: see below)
+#   DRIVER_NICE=19  STOPPING_CGROUP= (none; a path, or `auto`: see below)  SPREAD_MS=0
 #
 # * The configuration declares STORM instances of `autokill hello` (the process runtime), each
 #   with `autokill.num_requests: BUDGET`, and one instance "steady" with no limit.
@@ -14,9 +14,10 @@
 #   itself), for two phases of PHASE seconds: a baseline with nothing else happening, then the
 #   storm, fired half a second into the second phase. A python3 asyncio client (one keep-alive
 #   connection per storm instance) has sent each storm instance all but the last of its BUDGET
-#   requests before the baseline; the storm is the last request of every one, sent at once, so
-#   that all STORM budgets are spent within the same moment and what the second phase measures
-#   is the kills, not the traffic that led to them.
+#   requests before the baseline; the storm is the last request of every one, sent at once (or
+#   spread: SPREAD_MS), so that all STORM budgets are spent within the same moment and what the
+#   second phase measures is the kills, not the traffic that led to them (500 requests at once
+#   cost steady several milliseconds by themselves: compare CONTROL=1).
 # * Reported: how long the driver took to spend every budget; the storm's completion time (from
 #   its first request until every storm instance is gone from GET /v1/instances and no
 #   `autokill hello` child of the server is left but steady's); kills completed
@@ -35,6 +36,10 @@
 #   difference to a real run is what the kills cost. DIRECT=1 sends steady's load to the
 #   instance's own address instead of through the proxy: what the storm costs an upstream on
 #   the same machine without autokill's proxy in the way (the host's share of the spike).
+# * SPREAD_MS spreads the storm's last requests evenly over that many milliseconds (instance
+#   s<i>'s is sent (i - 1) / STORM of it after the first) instead of sending them all at once:
+#   SPREAD_MS=1000 is 500 instances reaching their limits within the same second, each at its
+#   own moment. The default 0 (all at once) is the harder case.
 # * STOPPING_CGROUP sets runtime.stopping_cgroup: stopping instances are moved into that
 #   cgroup before their SIGTERM. `auto` makes one for the run (root only; cgroup v2's
 #   cpu.weight 1, else v1's cpu.shares 2, the lowest) and removes it at the end.
@@ -56,9 +61,12 @@ control=${CONTROL:-0}
 direct=${DIRECT:-0}
 driver_nice=${DRIVER_NICE:-19}
 stopping=${STOPPING_CGROUP:-}
+spread=${SPREAD_MS:-0}
 for tool in wrk curl python3; do
     command -v "$tool" >/dev/null || { echo "kill_storm.sh: $tool is not installed" >&2; exit 2; }
 done
+[[ "$spread" =~ ^[0-9]+$ ]] \
+    || { echo "kill_storm.sh: SPREAD_MS is a whole number of milliseconds (got $spread)" >&2; exit 2; }
 for knob in storm budget connections pace phase; do
     [[ "${!knob}" =~ ^[0-9]+$ ]] && (( ${!knob} >= 1 )) \
         || { echo "kill_storm.sh: ${knob^^} is a whole number >= 1 (got ${!knob})" >&2; exit 2; }
@@ -153,12 +161,14 @@ cat > "$work/drive.py" <<'PY'
 import asyncio, json, subprocess, sys, time, urllib.request
 
 stage = sys.argv[1]
-proxy, admin, storm, budget, server, control = (int(a) for a in sys.argv[2:])
+proxy, admin, storm, budget, server, control, spread = (int(a) for a in sys.argv[2:])
 count = budget - 1 if stage == "prime" else 1
 
 async def spend(i):
     """Sends instance s<i> `count` requests on one keep-alive connection; the statuses."""
     codes = []
+    if stage == "storm" and spread:
+        await asyncio.sleep((i - 1) * spread / storm / 1000)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
     request = f"GET / HTTP/1.1\r\nHost: s{i}.localhost\r\n\r\n".encode()
     try:
@@ -205,7 +215,7 @@ while True:
     time.sleep(0.02)
 print(f"fired={fired:.3f} done={done:.3f} listed={listed} processes={processes} requests={len(codes)} bad={bad}")
 PY
-drive() { nice -n "$driver_nice" python3 "$work/drive.py" "$1" "$proxy" "$admin" "$storm" "$budget" "$server_pid" "$control"; }
+drive() { nice -n "$driver_nice" python3 "$work/drive.py" "$1" "$proxy" "$admin" "$storm" "$budget" "$server_pid" "$control" "$spread"; }
 
 if (( budget > 1 )); then
     drive prime > "$work/prime.out"
@@ -231,10 +241,10 @@ for line in sys.stdin:
 print(f"{total:g}")')
 
 python3 - "$work/before.out" "$work/during.out" "$work/storm.out" "$kills" "$storm" \
-    "${max_kills:-default (64)}" "$phase" "$control" "$direct" "${stopping:-none}" <<'PY'
+    "${max_kills:-default (64)}" "$phase" "$control" "$direct" "${stopping:-none}" "$spread" <<'PY'
 import re, sys
 
-before, during, storm_out, kills, storm, max_kills, phase, control, direct, stopping = sys.argv[1:]
+before, during, storm_out, kills, storm, max_kills, phase, control, direct, stopping, spread = sys.argv[1:]
 storm, kills, phase, control = int(storm), float(kills), float(phase), control == "1"
 if control:
     print("CONTROL run: the same traffic, no limits, no kills")
@@ -257,7 +267,8 @@ s = dict(kv.split("=") for kv in open(storm_out).read().split())
 fired, done = float(s["fired"]), float(s["done"])
 lost = 0 if control else int(s["listed"]) + max(0, int(s["processes"]))
 ratio = d / b if b else float("inf")
-print(f"storm: {storm} instances spending their last request together, "
+together = "together" if spread == "0" else f"spread over {spread} ms"
+print(f"storm: {storm} instances spending their last request {together}, "
       f"max_concurrent_kills {max_kills}, stopping_cgroup {stopping}")
 print(f"  last requests answered in        {fired * 1000:8.0f} ms  (every budget spent)")
 print(f"  storm completed in               {done * 1000:8.0f} ms  (first request -> all gone, processes too)")
