@@ -614,7 +614,7 @@ async fn controller_settings_apply_on_reload_and_restart_keys_are_named() {
         .replace("drain_timeout: 30s", "drain_timeout: 1s")
         .replace(
             "stop_grace: 2s",
-            "stop_grace: 3s\n  max_concurrent_kills: 3",
+            "stop_grace: 3s\n  max_concurrent_kills: 3\n  stopping_cgroup: /sys/fs/cgroup/autokill-none",
         )
         .replace("start_timeout: 5s", "start_timeout: 6s")
         .replace("autokill.redb", "elsewhere.redb")
@@ -662,7 +662,11 @@ async fn controller_settings_apply_on_reload_and_restart_keys_are_named() {
 
     // Named by key: what needs a restart; nothing about what applied.
     let log = server.log();
-    for key in ["store.path", "admin.max_body_size"] {
+    for key in [
+        "store.path",
+        "admin.max_body_size",
+        "runtime.stopping_cgroup",
+    ] {
         assert!(
             log.lines()
                 .any(|l| l.contains(key) && l.contains("next start")),
