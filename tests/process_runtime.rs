@@ -43,6 +43,18 @@ fn hello_image() -> ImageConfig {
     ])
 }
 
+/// sh that ignores SIGTERM and keeps running after its hello child (which listens, so that start
+/// succeeds) has exited on the group's SIGTERM: it goes only with the SIGKILL after the grace.
+fn stubborn_image() -> ImageConfig {
+    image(&[
+        "sh",
+        "-c",
+        "trap '' TERM; \"$0\" hello --listen 127.0.0.1:$1 & while :; do sleep 1; done",
+        "{autokill}",
+        "{port}",
+    ])
+}
+
 struct Harness {
     runtime: ProcessRuntime,
     events: mpsc::UnboundedReceiver<RuntimeEvent>,
@@ -243,15 +255,7 @@ async fn started_instance_answers_and_stop_reports_one_exit() {
 
 #[tokio::test]
 async fn sigterm_ignored_is_sigkilled_after_the_grace_period() {
-    // sh ignores SIGTERM and keeps running after its hello child (which listens, so that start
-    // succeeds) has exited on the group's SIGTERM.
-    let stubborn = image(&[
-        "sh",
-        "-c",
-        "trap '' TERM; \"$0\" hello --listen 127.0.0.1:$1 & while :; do sleep 1; done",
-        "{autokill}",
-        "{port}",
-    ]);
+    let stubborn = stubborn_image();
     let mut h = Harness::new(vec![("stubborn", stubborn)], PATIENCE);
     let id = h.create("stubborn", "stubborn").await;
     h.start(id).await.expect("start");
@@ -319,14 +323,8 @@ async fn a_stopping_instance_is_moved_into_the_stopping_cgroup_before_its_sigter
     let Some(cgroup) = TestCgroup::make("stopping") else {
         return;
     };
-    // sh ignores SIGTERM, so it is still there, stopping, for the grace period.
-    let stubborn = image(&[
-        "sh",
-        "-c",
-        "trap '' TERM; \"$0\" hello --listen 127.0.0.1:$1 & while :; do sleep 1; done",
-        "{autokill}",
-        "{port}",
-    ]);
+    // Its shell is still there, stopping, for the grace period.
+    let stubborn = stubborn_image();
     let mut h = Harness::stopping_into(
         vec![("stubborn", stubborn)],
         PATIENCE,
