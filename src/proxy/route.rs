@@ -6,16 +6,19 @@
 //! split off from the value's last word, the name read as four words, hashed with the case of
 //! its letters ignored by two multiplies, and a probe of the part's open-addressed places, each
 //! of which holds its key's words (compared in registers, as they are) and, for an instance,
-//! its slot; no allocation, no copy, no loop over the bytes; the byte-by-byte validation of the
-//! name only for a host that is not routed ([`RouteTable::find`]). An instance is then reached
-//! by its slot, not by another lookup. A keep-alive connection's [`RouteMemo`] skips all of it:
-//! it compares the host with the one before and holds the route itself, down to the meter.
+//! its slot and its running incarnation; no allocation, no copy, no loop over the bytes; the
+//! byte-by-byte validation of the name only for a host that is not routed
+//! ([`RouteTable::find`]). An instance's incarnation, and its meter, are then reached from the
+//! place found, not through the slots. A keep-alive connection's [`RouteMemo`] skips all of
+//! it: it compares the host with the one before and holds the route itself, down to the meter.
 //!
 //! A new table shares what did not change with the one before ([`RouteTable::edit`]): the host
 //! names are split by hash into [`SHARDS`] parts, each behind an `Arc`, and a change copies only
 //! the parts it touches. With 100,000 hosts, starting one instance copies some 400 entries, not
 //! 100,000. Running incarnations keep their index ("slot") in [`RouteTable::upstreams`] from
-//! table to table, so the parts that did not change still point at the right ones.
+//! table to table, so the parts that did not change still point at the right ones; a slot's
+//! new incarnation changes the places that lead to it (nearly always one), found from the hash
+//! of the host routed to it last.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -212,34 +215,47 @@ enum To {
 
 /// One place of a part's open-addressed table: a routed host name's (lower-case) key, for a
 /// key of 8 to [`SHORT_NAME`] bytes its words at [`word_places`] (so that a lookup compares the
-/// key in registers, without reading its bytes), and where it leads. An empty key is an empty
-/// place. 56 bytes, as hashbrown's entry it replaced, so the table takes the same memory.
+/// key in registers, without reading its bytes), where it leads, and for an instance that
+/// runs its incarnation (the table's slot's, [`RouteTable::upstreams`]), so that a lookup
+/// reaches the incarnation and its meter from the place it found, not through the slots. An
+/// empty key is an empty place. One cache line (64 bytes, aligned), so a probe reads one line
+/// and a place's index is a shift.
 #[derive(Debug, Clone)]
-struct Slot {
+#[repr(align(64))]
+struct Place {
     words: [u64; 4],
     key: Box<[u8]>,
     to: To,
+    /// For `To::Instance(Some(slot))`: the incarnation in `slot`, if any (kept so by the
+    /// builder: [`RouteTableBuilder::set_upstream`]). `None` for anything else.
+    running: Option<Arc<Upstream>>,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 56);
+const _: () = assert!(std::mem::size_of::<Place>() == 64);
 
-impl Slot {
+impl Place {
     /// An empty place (an empty boxed slice allocates nothing).
-    fn empty() -> Slot {
-        Slot {
+    fn empty() -> Place {
+        Place {
             words: [0; 4],
             key: Box::default(),
             to: To::Instance(None),
+            running: None,
         }
     }
 
-    fn new(key: Box<[u8]>, to: To) -> Slot {
+    fn new(key: Box<[u8]>, to: To, running: Option<Arc<Upstream>>) -> Place {
         let words = if (8..=SHORT_NAME).contains(&key.len()) {
             short_words(&key)
         } else {
             [0; 4]
         };
-        Slot { words, key, to }
+        Place {
+            words,
+            key,
+            to,
+            running,
+        }
     }
 }
 
@@ -252,7 +268,7 @@ impl Slot {
 /// hashbrown's `HashTable` (which this replaced) found a name in some 35 instructions: a
 /// 16-byte group of control bytes, a tag match, a bitmask walk and a call of the compare. Here
 /// a probe is one compare of the length and four words, and a hit one branch.
-type Places = Arc<[Slot]>;
+type Places = Arc<[Place]>;
 
 /// The groups the hosts of a part of the host names lead to.
 #[derive(Debug, Default, Clone)]
@@ -264,31 +280,30 @@ struct Groups {
 }
 
 /// How full a part's places may be, as a fraction of 16: 13/16. Linear probing then finds a
-/// routed name in 1.3 probes on average (the meter bench's 1,010 names), and the places take
-/// the memory hashbrown's table (7/8 full at most) did.
+/// routed name in 1.3 probes on average (the meter bench's 1,010 names).
 const MAX_LOAD: usize = 13;
 
 /// Places for no name.
 fn no_places() -> Places {
-    Arc::from([Slot::empty()])
+    Arc::from([Place::empty()])
 }
 
 /// The place a name of `hash` is looked for first.
 #[inline(always)]
-fn home(places: &[Slot], hash: u64) -> usize {
+fn home(places: &[Place], hash: u64) -> usize {
     hash as usize & (places.len() - 1)
 }
 
 /// The place after `i`.
 #[inline(always)]
-fn next(places: &[Slot], i: usize) -> usize {
+fn next(places: &[Place], i: usize) -> usize {
     (i + 1) & (places.len() - 1)
 }
 
 /// From the place of `hash` on, the place that `is` the key looked for, or the empty place
 /// where it would go (`is` must not hold for an empty place).
 #[inline(always)]
-fn probe(places: &[Slot], hash: u64, is: impl Fn(&Slot) -> bool) -> Result<usize, usize> {
+fn probe(places: &[Place], hash: u64, is: impl Fn(&Place) -> bool) -> Result<usize, usize> {
     let mut i = home(places, hash);
     loop {
         let slot = &places[i];
@@ -303,12 +318,12 @@ fn probe(places: &[Slot], hash: u64, is: impl Fn(&Slot) -> bool) -> Result<usize
 }
 
 /// The place of the exact (lower-case, not empty) `key`, or the empty place where it would go.
-fn place_of(places: &[Slot], key: &[u8], hash: u64) -> Result<usize, usize> {
+fn place_of(places: &[Place], key: &[u8], hash: u64) -> Result<usize, usize> {
     probe(places, hash, |slot| *slot.key == *key)
 }
 
 /// Puts a new key in (the places have room for it: [`reserve`]).
-fn insert(places: &mut [Slot], slot: Slot) {
+fn insert(places: &mut [Place], slot: Place) {
     let Err(i) = place_of(places, &slot.key, hash_host(&slot.key)) else {
         unreachable!("a key is inserted once");
     };
@@ -321,11 +336,11 @@ fn reserve(places: &mut Places, len: usize) {
     if (len + 1) * 16 <= places.len() * MAX_LOAD {
         return;
     }
-    let mut grown = vec![Slot::empty(); (places.len() * 2).max(8)];
+    let mut grown = vec![Place::empty(); (places.len() * 2).max(8)];
     if let Some(own) = Arc::get_mut(places) {
         // No other table shares them: the keys move, they are not copied.
         for slot in own.iter_mut().filter(|slot| !slot.key.is_empty()) {
-            insert(&mut grown, std::mem::replace(slot, Slot::empty()));
+            insert(&mut grown, std::mem::replace(slot, Place::empty()));
         }
     } else {
         for slot in places.iter().filter(|slot| !slot.key.is_empty()) {
@@ -337,8 +352,8 @@ fn reserve(places: &mut Places, len: usize) {
 
 /// Takes the key at place `i` out: the places after it that would be looked for at or before
 /// `i` move back, so that every key stays reachable from its home without a gap.
-fn remove(places: &mut [Slot], mut i: usize) -> Slot {
-    let removed = std::mem::replace(&mut places[i], Slot::empty());
+fn remove(places: &mut [Place], mut i: usize) -> Place {
+    let removed = std::mem::replace(&mut places[i], Place::empty());
     let mut j = i;
     loop {
         j = next(places, j);
@@ -353,7 +368,7 @@ fn remove(places: &mut [Slot], mut i: usize) -> Slot {
             i < at || at <= j
         };
         if !stays {
-            places[i] = std::mem::replace(&mut places[j], Slot::empty());
+            places[i] = std::mem::replace(&mut places[j], Place::empty());
             i = j;
         }
     }
@@ -367,13 +382,13 @@ fn shard_of(hash: u64) -> usize {
 }
 
 /// Where a name was found: its part, and its place there.
-type Found<'t> = (usize, &'t Slot);
+type Found<'t> = (usize, &'t Place);
 
 /// An immutable snapshot of where every host goes.
 #[derive(Debug)]
 pub struct RouteTable {
-    /// Each part's places, by [`shard_of`].
-    places: Box<[Places]>,
+    /// Each part's places, by [`shard_of`] (an array: a part's index needs no bounds check).
+    places: Box<[Places; SHARDS]>,
     /// How many names each part holds. Copied whole by an edit (1 KiB, no reference counts).
     lens: Box<[u32]>,
     /// The groups of each part, all behind one more `Arc`: an edit that changes no group (most
@@ -382,39 +397,32 @@ pub struct RouteTable {
     /// Unique per built table, so that a remembered lookup can tell which table it was made in
     /// (an address could be reused by a later table).
     generation: u64,
-    /// Every running incarnation, by the slot numbers in [`Target`]; `None` for a free slot.
-    /// Never changed once the table is built: a [`RouteMemo`] holds pointers into it.
-    upstreams: Vec<Option<Held>>,
+    /// By the slot numbers in [`Target`]: the running incarnation, and which places lead to the
+    /// slot. Never changed once the table is built: a [`RouteMemo`] holds pointers into it.
+    slots: Vec<Held>,
 }
 
-/// A running incarnation as the table holds it, with its meter beside it: a lookup reaches the
-/// meter in one load from the slot, not through the incarnation (one dependent load fewer
-/// before the count).
-#[derive(Debug, Clone)]
+/// A slot as the table holds it: the incarnation in it (`None`: a free slot, or an instance
+/// that is not running), and how to find the places that lead to it, which hold the
+/// incarnation too ([`Place::running`]) and are changed with it.
+#[derive(Debug, Clone, Default)]
 struct Held {
-    upstream: Arc<Upstream>,
-    /// `upstream.meter`.
-    meter: Arc<Meter>,
-}
-
-impl Held {
-    fn new(upstream: Arc<Upstream>) -> Held {
-        Held {
-            meter: Arc::clone(&upstream.meter),
-            upstream,
-        }
-    }
+    upstream: Option<Arc<Upstream>>,
+    /// How many places lead to the slot.
+    leads: u32,
+    /// The hash of the host routed to the slot last: its place is found from that hash's home.
+    last: u64,
 }
 
 impl Default for RouteTable {
     fn default() -> RouteTable {
         let (places, groups) = (no_places(), Arc::new(Groups::default()));
         RouteTable {
-            places: (0..SHARDS).map(|_| Arc::clone(&places)).collect(),
+            places: Box::new(std::array::from_fn(|_| Arc::clone(&places))),
             lens: vec![0; SHARDS].into_boxed_slice(),
             groups: (0..SHARDS).map(|_| Arc::clone(&groups)).collect(),
             generation: 0,
-            upstreams: Vec::new(),
+            slots: Vec::new(),
         }
     }
 }
@@ -434,7 +442,7 @@ impl RouteTable {
                 lens: self.lens.clone(),
                 groups: Arc::clone(&self.groups),
                 generation: 0,
-                upstreams: self.upstreams.clone(),
+                slots: self.slots.clone(),
             },
         }
     }
@@ -454,20 +462,38 @@ impl RouteTable {
     /// up, and only a miss pays the full check ([`host_name`]) that tells 400 from 404. A hit
     /// on a name of 8 to [`SHORT_NAME`] bytes (nearly every one) costs splitting off the port,
     /// reading four words, two multiplies and a probe, all inline.
+    ///
+    /// The two shapes nearly every `Host` value has get a predicted branch each, which gives
+    /// the name without working out the port: a value whose last byte sorts after `:` (a
+    /// letter: no port, and no trailing dot either), and one that ends in `:` and four digits.
+    /// Every other shape goes through [`without_port`], out of line.
     #[inline(always)]
     fn find(&self, host: &[u8]) -> Result<Option<Route<'_>>, BadHost> {
-        let found = without_port(host).and_then(|name| self.index_of(name));
+        let len = host.len();
+        let found = if len > 0 && host[len - 1] > b':' {
+            self.find_name(host)
+        } else if len > 5 && host[len - 5] == b':' && four_digits(&host[len - 4..]) {
+            self.index_of(&host[..len - 5])
+        } else {
+            self.find_other_shape(host)
+        };
         // Where the name was found is joined with the checked path's answer as two pointers,
         // and the route worked out once after: joined as routes, the hit's route was written to
         // the stack and read back (as the checked path returns its answer in memory).
-        let (part, slot) = match found {
+        let (part, place) = match found {
             Some(found) => found,
             None => match self.find_checked(host)? {
                 Some(found) => found,
                 None => return Ok(None),
             },
         };
-        Ok(self.route_of(part, slot.to))
+        Ok(self.route_of(part, place))
+    }
+
+    /// [`RouteTable::find`] for a `Host` value of another shape than its two inline ones.
+    #[inline(never)]
+    fn find_other_shape(&self, host: &[u8]) -> Option<Found<'_>> {
+        without_port(host).and_then(|name| self.index_of(name))
     }
 
     /// [`RouteTable::find`] for a host the fast path did not find: validated first.
@@ -538,27 +564,25 @@ impl RouteTable {
 
     /// The place of `hash`'s part that `is` the name looked for, if any.
     #[inline(always)]
-    fn probe(&self, hash: u64, is: impl Fn(&Slot) -> bool) -> Option<Found<'_>> {
+    fn probe(&self, hash: u64, is: impl Fn(&Place) -> bool) -> Option<Found<'_>> {
         let part = shard_of(hash);
         let places = &*self.places[part];
         let i = probe(places, hash, is).ok()?;
         Some((part, &places[i]))
     }
 
-    /// Where an entry of `part` (one of this table's) leads.
+    /// Where `place` (one of `part`'s, in this table) leads: a running instance's incarnation
+    /// is in the place itself.
     #[inline(always)]
-    fn route_of(&self, part: usize, to: To) -> Option<Route<'_>> {
-        Some(match to {
-            To::Instance(slot) => Route::Instance(slot.and_then(|slot| {
-                let slot = slot as usize;
-                let held = self.upstreams.get(slot)?.as_ref()?;
-                Some(Running {
-                    slot,
-                    upstream: &held.upstream,
-                    meter: &held.meter,
-                })
+    fn route_of<'t>(&'t self, part: usize, place: &'t Place) -> Option<Route<'t>> {
+        Some(match (place.to, place.running.as_deref()) {
+            (To::Instance(Some(slot)), Some(upstream)) => Route::Instance(Some(Running {
+                slot: slot as usize,
+                upstream,
+                meter: &upstream.meter,
             })),
-            To::Group(i) => Route::Group(self.groups[part].groups.get(i as usize)?),
+            (To::Instance(_), _) => Route::Instance(None),
+            (To::Group(i), _) => Route::Group(self.groups[part].groups.get(i as usize)?),
         })
     }
 
@@ -581,10 +605,7 @@ impl RouteTable {
     /// The running incarnation in `slot`, if any.
     #[inline]
     pub fn upstream(&self, slot: usize) -> Option<&Arc<Upstream>> {
-        self.upstreams
-            .get(slot)?
-            .as_ref()
-            .map(|held| &held.upstream)
+        self.slots.get(slot)?.upstream.as_ref()
     }
 
     /// Where `target` is kept in part `s`, for a host that led to `was` before: an instance
@@ -606,9 +627,64 @@ impl RouteTable {
 
     /// Every running incarnation, by slot; `None` for a free slot.
     pub fn upstreams(&self) -> impl ExactSizeIterator<Item = Option<&Arc<Upstream>>> {
-        self.upstreams
-            .iter()
-            .map(|held| held.as_ref().map(|h| &h.upstream))
+        self.slots.iter().map(|held| held.upstream.as_ref())
+    }
+
+    /// The slot `slot`, to change; the slots grow as needed.
+    fn slot_mut(&mut self, slot: usize) -> &mut Held {
+        if slot >= self.slots.len() {
+            self.slots.resize(slot + 1, Held::default());
+        }
+        &mut self.slots[slot]
+    }
+
+    /// A place of hash `hash` is to lead to `to`: the incarnation it holds for it
+    /// ([`Place::running`]), counted as one more place leading to its slot.
+    fn lead(&mut self, to: To, hash: u64) -> Option<Arc<Upstream>> {
+        let To::Instance(Some(slot)) = to else {
+            return None;
+        };
+        let held = self.slot_mut(slot as usize);
+        held.leads += 1;
+        held.last = hash;
+        held.upstream.clone()
+    }
+
+    /// A place that led to `to` leads elsewhere now, or is gone.
+    fn unlead(&mut self, to: To) {
+        if let To::Instance(Some(slot)) = to {
+            self.slots[slot as usize].leads -= 1;
+        }
+    }
+
+    /// The places that lead to `slot` take its incarnation, which changed: those around the
+    /// home of the host routed to it last (a slot is nearly always led to by one host), and
+    /// every part is looked through only if that did not find them all.
+    fn repoint(&mut self, slot: usize) {
+        let held = &self.slots[slot];
+        let (upstream, leads, last) = (held.upstream.clone(), held.leads, held.last);
+        let to = To::Instance(Some(slot as u32));
+        let part = &mut self.places[shard_of(last)];
+        let mut found = 0;
+        let mut i = home(part, last);
+        while !part[i].key.is_empty() {
+            if part[i].to == to {
+                Arc::make_mut(part)[i].running.clone_from(&upstream);
+                found += 1;
+            }
+            i = next(part, i);
+        }
+        if found == leads {
+            return;
+        }
+        for part in self.places.iter_mut() {
+            if part.iter().any(|place| place.to == to) {
+                let places = Arc::make_mut(part).iter_mut();
+                for place in places.filter(|place| place.to == to) {
+                    place.running.clone_from(&upstream);
+                }
+            }
+        }
     }
 }
 
@@ -701,11 +777,11 @@ impl RouteMemo {
             return false;
         }
         if (8..=SHORT_NAME).contains(&len) {
-            let at = word_places(len);
-            let differ = (word(host, at[0]) ^ self.words[0])
-                | (word(host, at[1]) ^ self.words[1])
-                | (word(host, at[2]) ^ self.words[2])
-                | (word(host, at[3]) ^ self.words[3]);
+            let words = short_words(host);
+            let differ = (words[0] ^ self.words[0])
+                | (words[1] ^ self.words[1])
+                | (words[2] ^ self.words[2])
+                | (words[3] ^ self.words[3]);
             differ == 0
         } else {
             eq_bytes(&self.host[..len.min(MEMO_HOST)], host)
@@ -816,12 +892,14 @@ pub fn host_name(host: &[u8]) -> Result<&[u8], BadHost> {
 /// 27-byte `Host` and a four-digit port: 269 → 232 instructions per lookup and count
 /// (callgrind), against the byte-wise scan ([`without_port_bytewise`]) it replaces.
 ///
-/// The common shapes, no port and a four-digit one, each take a branch of their own, inline,
-/// that gives the name's length as a constant off the value's: the branch is predicted, so the
-/// reads of the name (and the hash, and the probe) start before the digits are counted. A
-/// length worked out from the count has them wait for it: about 5 ns more per lookup (a
-/// program of 10^7 lookups, 16.3 against 10.3 ns). The other shapes are out of line.
-#[inline(always)]
+/// The common shapes, no port and a four-digit one, each take a branch of their own that gives
+/// the name's length as a constant off the value's: the branch is predicted, so the reads of
+/// the name (and the hash, and the probe) start before the digits are counted. A length worked
+/// out from the count has them wait for it: about 5 ns more per lookup (a program of 10^7
+/// lookups, 16.3 against 10.3 ns). A lookup tells those two shapes by a byte or two before it
+/// gets here ([`RouteTable::find`]), and [`RouteTable::find_other_shape`] calls this out of
+/// line for the others.
+#[inline]
 fn without_port(host: &[u8]) -> Option<&[u8]> {
     let len = host.len();
     if len < 8 {
@@ -889,6 +967,17 @@ fn without_port_bytewise(host: &[u8]) -> Option<&[u8]> {
     (at == 0).then_some(host)
 }
 
+/// Whether the four bytes are digits: a few operations on them as one word, no loop (as
+/// [`without_port`] reads its last word).
+#[inline(always)]
+fn four_digits(bytes: &[u8]) -> bool {
+    let Ok(bytes) = <[u8; 4]>::try_from(bytes) else {
+        return false;
+    };
+    let x = u32::from_le_bytes(bytes) ^ 0x3030_3030;
+    (((x & 0x7f7f_7f7f) + 0x7676_7676) | x) & 0x8080_8080 == 0
+}
+
 /// A port: digits only (possibly none, RFC 3986), at most 65535.
 #[inline]
 fn port_ok(port: &[u8]) -> bool {
@@ -934,9 +1023,21 @@ fn word_places(len: usize) -> [usize; 4] {
 }
 
 /// The four words at [`word_places`] of a name of 8 to [`SHORT_NAME`] bytes, as they are.
+/// Each is read without a check for the end of the name (the compiler cannot tell that the
+/// two middle places leave room for a word, and checked reads cost a lookup some eight
+/// instructions): the length is checked once, here, where a lookup has checked it already, so
+/// the compiler drops this check too.
 #[inline(always)]
 fn short_words(name: &[u8]) -> [u64; 4] {
-    word_places(name.len()).map(|at| word(name, at))
+    let len = name.len();
+    assert!((8..=SHORT_NAME).contains(&len), "a short name's words");
+    word_places(len).map(|at| {
+        debug_assert!(at + 8 <= len);
+        // SAFETY: for a length of 8 to SHORT_NAME (asserted above), each of `word_places` is
+        // at most `len - 8`, so the eight bytes from it are the name's; `[u8; 8]` has no
+        // alignment to keep.
+        u64::from_le_bytes(unsafe { *name.as_ptr().add(at).cast::<[u8; 8]>() })
+    })
 }
 
 /// Every byte's bit 5 (0x20), which is what tells a lower-case ASCII letter from its capital:
@@ -947,11 +1048,21 @@ const CASE: u64 = 0x2020_2020_2020_2020;
 /// the case of its letters ignored: bit 5 is set in every byte (one `or` per word, where folding
 /// the case costs eight operations). Bytes that are not letters may then hash alike (`_` and
 /// DEL, `-` and CR): only where the hash falls, as the compare is exact.
+///
+/// It is `hash_end(c ^ folded_multiply(a ^ HASH_K1, d ^ seed), b, seed)`, written so that what
+/// does not wait for the first product (the third word with the second step's constants) is
+/// worked out beside it: between the two multiplies there are then two `xor`s, not four. The
+/// first product takes the first and last words, whose places need no arithmetic on the
+/// length (the second's is a `min`). For a name of 16 bytes or less the second word is the
+/// last and the third the first ([`word_places`]): the same hash as with the words in order.
 #[inline(always)]
 fn short_hash(words: [u64; 4], len: usize) -> u64 {
     let [a, b, c, d] = words.map(|w| w | CASE);
     let seed = hash_seed(len);
-    hash_end(c ^ folded_multiply(a ^ HASH_K1, b ^ seed), d, seed)
+    let c = c ^ HASH_K2 ^ seed;
+    let product = u128::from(a ^ HASH_K1) * u128::from(d ^ seed);
+    let mixed = (product as u64 ^ c) ^ (product >> 64) as u64;
+    folded_multiply(mixed, b ^ HASH_K1)
 }
 
 /// The hash a name is placed and looked for by, whatever the case of its letters.
@@ -1136,16 +1247,28 @@ pub struct RouteTableBuilder {
 impl RouteTableBuilder {
     /// Adds a running incarnation in a new slot and returns the slot for [`Target`]s.
     pub fn upstream(&mut self, upstream: Arc<Upstream>) -> usize {
-        self.table.upstreams.push(Some(Held::new(upstream)));
-        self.table.upstreams.len() - 1
+        self.table.slots.push(Held {
+            upstream: Some(upstream),
+            ..Held::default()
+        });
+        self.table.slots.len() - 1
     }
 
-    /// Puts `upstream` in `slot` (`None` frees it); the slots grow as needed.
+    /// Puts `upstream` in `slot` (`None` frees it); the slots grow as needed. The hosts routed
+    /// to the slot lead to the new incarnation: each place that leads to it is changed too.
     pub fn set_upstream(&mut self, slot: usize, upstream: Option<Arc<Upstream>>) {
-        if slot >= self.table.upstreams.len() {
-            self.table.upstreams.resize(slot + 1, None);
+        let held = self.table.slot_mut(slot);
+        let same = match (&held.upstream, &upstream) {
+            (Some(was), Some(now)) => Arc::ptr_eq(was, now),
+            (was, now) => was.is_none() && now.is_none(),
+        };
+        if same {
+            return;
         }
-        self.table.upstreams[slot] = upstream.map(Held::new);
+        held.upstream = upstream;
+        if held.leads > 0 {
+            self.table.repoint(slot);
+        }
     }
 
     /// The running incarnation in `slot`, if any.
@@ -1169,12 +1292,19 @@ impl RouteTableBuilder {
             Ok(i) => {
                 let was = table.places[s][i].to;
                 let to = table.place(s, target, Some(was));
-                Arc::make_mut(&mut table.places[s])[i].to = to;
+                table.unlead(was);
+                let running = table.lead(to, hash);
+                let place = &mut Arc::make_mut(&mut table.places[s])[i];
+                (place.to, place.running) = (to, running);
             }
             Err(_) => {
                 let to = table.place(s, target, None);
+                let running = table.lead(to, hash);
                 reserve(&mut table.places[s], table.lens[s] as usize);
-                insert(Arc::make_mut(&mut table.places[s]), Slot::new(key, to));
+                insert(
+                    Arc::make_mut(&mut table.places[s]),
+                    Place::new(key, to, running),
+                );
                 table.lens[s] += 1;
             }
         }
@@ -1191,6 +1321,7 @@ impl RouteTableBuilder {
         };
         let removed = remove(Arc::make_mut(&mut table.places[s]), i);
         table.lens[s] -= 1;
+        table.unlead(removed.to);
         if let To::Group(g) = removed.to {
             let Groups { groups, free } = table.groups_mut(s);
             release(groups, free, g);
@@ -1395,6 +1526,35 @@ mod tests {
         })
     }
 
+    /// A restarted instance: its slot gets a new incarnation in an edit that does not route its
+    /// host again, and the host leads to the new one; the table before still leads to the old.
+    #[test]
+    fn a_slots_new_incarnation_is_where_its_host_leads() {
+        let (first, second) = (upstream("a"), upstream("a"));
+        let mut b = RouteTable::builder();
+        let slot = b.upstream(Arc::clone(&first));
+        b.route("a.localhost", Target::Instance(Some(slot)));
+        b.route("b.localhost", Target::Instance(None));
+        let before = b.build();
+        let mut edit = before.edit();
+        edit.set_upstream(slot, Some(Arc::clone(&second)));
+        let after = edit.build();
+        let running = |t: &RouteTable| match t.lookup(b"a.localhost:8080") {
+            Some(Route::Instance(Some(running))) => std::ptr::from_ref(running.upstream),
+            _ => panic!("a.localhost is running"),
+        };
+        assert_eq!(running(&after), Arc::as_ptr(&second));
+        assert_eq!(running(&before), Arc::as_ptr(&first));
+        let mut edit = after.edit();
+        edit.set_upstream(slot, None);
+        let stopped = edit.build();
+        assert!(matches!(
+            stopped.lookup(b"a.localhost"),
+            Some(Route::Instance(None))
+        ));
+        assert_eq!(running(&after), Arc::as_ptr(&second));
+    }
+
     #[test]
     fn a_route_to_an_empty_slot_is_not_running() {
         let mut b = RouteTable::builder();
@@ -1509,6 +1669,81 @@ mod tests {
             proptest::prop_assert_eq!(found, expected, "{:?}", changed);
         }
 
+        /// Every host leads to the incarnation its slot holds in the same table, whatever the
+        /// order of routes, unroutes and changes of incarnation, within an edit and across
+        /// edits; and a table, once built, answers as it did when later edits change what it
+        /// shares with them. Slots are led to by many hosts here (their places in several
+        /// parts), and by one, as the controller routes them.
+        #[test]
+        fn hosts_lead_to_their_slots_incarnation(steps in proptest::collection::vec((0u8..6, 0u32..200, 0usize..6), 1..400)) {
+            #[derive(Clone, Copy, Debug, PartialEq)]
+            enum To { Slot(usize), Stopped, Group }
+            let name = |n: u32| format!("host-{n}.localhost");
+            let answer = |t: &RouteTable, n: u32| match t.lookup(name(n).as_bytes()) {
+                None => "none".to_string(),
+                Some(Route::Group(_)) => "group".to_string(),
+                Some(Route::Instance(None)) => "stopped".to_string(),
+                Some(Route::Instance(Some(r))) => {
+                    assert!(std::ptr::eq(r.meter, &*r.upstream.meter));
+                    format!("{} {:p}", r.slot, r.upstream)
+                }
+            };
+            let mut hosts = std::collections::BTreeMap::new();
+            let mut slots: Vec<Option<Arc<Upstream>>> = vec![None; 6];
+            let mut b = RouteTable::builder();
+            let mut built: Vec<(RouteTable, Vec<String>)> = Vec::new();
+            for (op, n, slot) in steps {
+                match op {
+                    0 | 1 => {
+                        b.route(&name(n), Target::Instance(Some(slot)));
+                        hosts.insert(n, To::Slot(slot));
+                    }
+                    2 => {
+                        let up = (slot % 2 == 0).then(|| upstream("x"));
+                        b.set_upstream(slot, up.clone());
+                        slots[slot] = up;
+                    }
+                    3 => match slot {
+                        0 => {
+                            b.route(&name(n), Target::Instance(None));
+                            hosts.insert(n, To::Stopped);
+                        }
+                        1 => {
+                            b.route(&name(n), Target::Group(GroupRoute { members: Box::new([0]), balance: Balance::RoundRobin }));
+                            hosts.insert(n, To::Group);
+                        }
+                        _ => proptest::prop_assert_eq!(b.unroute(&name(n)), hosts.remove(&n).is_some()),
+                    },
+                    _ => {
+                        let t = b.build();
+                        let answers: Vec<String> = (0..200).map(|n| answer(&t, n)).collect();
+                        b = t.edit();
+                        built.push((t, answers));
+                    }
+                }
+            }
+            built.push((b.build(), Vec::new()));
+            let (last, _) = built.last().unwrap();
+            for n in 0..200 {
+                let expected = match hosts.get(&n) {
+                    None => "none".to_string(),
+                    Some(To::Group) => "group".to_string(),
+                    Some(To::Stopped) => "stopped".to_string(),
+                    Some(To::Slot(s)) => match &slots[*s] {
+                        Some(up) => format!("{s} {:p}", Arc::as_ptr(up)),
+                        None => "stopped".to_string(),
+                    },
+                };
+                proptest::prop_assert_eq!(answer(last, n), expected, "host-{}", n);
+            }
+            for (t, answers) in &built[..built.len() - 1] {
+                for n in 0..200 {
+                    proptest::prop_assert_eq!(&answer(t, n), &answers[n as usize], "host-{} in an earlier table", n);
+                }
+            }
+        }
+
+
         /// Routing and unrouting in any order leaves the table answering as a map of the same
         /// changes: every routed name found with its target, every other one not, and its
         /// count right (the parts' places fill, wrap around their end and empty again, and a
@@ -1561,7 +1796,7 @@ mod tests {
                 b.route(name, Target::Instance(Some(slot)));
             }
             let t = b.build();
-            let checked = host_name(host.as_bytes()).map(|n| leads(t.index_of(n).and_then(|(part, slot)| t.route_of(part, slot.to))));
+            let checked = host_name(host.as_bytes()).map(|n| leads(t.index_of(n).and_then(|(part, slot)| t.route_of(part, slot))));
             let found = t.find(host.as_bytes()).map(leads);
             proptest::prop_assert_eq!(found, checked, "{}", host);
         }
@@ -1715,7 +1950,7 @@ mod tests {
             Some(Route::Instance(None))
         ));
         assert_eq!(after.len(), 10_000);
-        assert_eq!(after.upstreams.len(), 8);
+        assert_eq!(after.upstreams().len(), 8);
         // A memo made in the old table is not used in the new one.
         let mut memo = RouteMemo::default();
         assert!(matches!(
