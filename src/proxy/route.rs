@@ -247,7 +247,7 @@ impl Place {
 
     fn new(key: Box<[u8]>, to: To, running: Option<Arc<Upstream>>) -> Place {
         let words = if (8..=SHORT_NAME).contains(&key.len()) {
-            Words(short_words(&key))
+            Words::of(&key)
         } else {
             Words::default()
         };
@@ -857,7 +857,7 @@ impl RouteMemo {
     fn is_other(&self, host: &[u8]) -> bool {
         let len = host.len();
         if (8..=SHORT_NAME).contains(&len) {
-            Words(short_words(host)) == self.words
+            Words::of(host) == self.words
         } else {
             eq_bytes(&self.host[..len.min(MEMO_HOST)], host)
         }
@@ -877,7 +877,7 @@ impl RouteMemo {
             return Ok(true);
         }
         if (8..=SHORT_NAME).contains(&len) {
-            self.words = Words(short_words(host));
+            self.words = Words::of(host);
         } else {
             self.host[..len].copy_from_slice(host);
         }
@@ -1121,6 +1121,13 @@ fn short_words(name: &[u8]) -> [u64; 4] {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C, align(16))]
 struct Words([u64; 4]);
+
+impl Words {
+    /// The [`short_words`] of a name of 8 to [`SHORT_NAME`] bytes.
+    fn of(name: &[u8]) -> Words {
+        Words(short_words(name))
+    }
+}
 
 /// A name of 16 to [`SHORT_NAME`] bytes as its first sixteen bytes and its last sixteen, read
 /// once and compared with the [`Words`] of each key probed: two 16-byte compares (SSE2, which
@@ -2038,7 +2045,7 @@ mod tests {
                     _ => key[i] ^ (byte & 0xdf),
                 };
             }
-            let words = Words(short_words(&key));
+            let words = Words::of(&key);
             // SAFETY: 16 to SHORT_NAME bytes.
             let ends = unsafe { Ends::of(&name) };
             for ignored in [0, 0x20] {
