@@ -16,12 +16,44 @@ use hyper_util::rt::TokioExecutor;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_autokill");
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, for a server a test starts (and may stop and
+/// start again on the same port, as after a `kill -9`).
+///
+/// The port comes from below the kernel's ephemeral range, and each once per test process: an
+/// outgoing connection's local port, a port-0 listener (an instance, an upstream) or another test
+/// of this process never takes it in the meantime. Port 0 would hand out ports from that very
+/// range, and a restart could then find its port taken by a client's connection.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const WINDOW: u32 = 16_384;
+    let low = ephemeral_low();
+    if low < 1024 + 1024 {
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+    }
+    let first = low.saturating_sub(WINDOW).max(1024);
+    let window = low - first;
+    // Two test processes at once (two `cargo test` runs) start at different places.
+    let offset = std::process::id().wrapping_mul(7919) % window;
+    for _ in 0..window {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (first + (offset + n) % window) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {first}..{low}");
+}
+
+/// The lowest port of the kernel's ephemeral range (Linux's default when it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A running `autokill serve` and the directory it works in.
