@@ -605,8 +605,8 @@ impl RouteTable {
         }
     }
 
-    /// [`RouteTable::find_name`] for a name of 8 to [`SHORT_NAME`] bytes (of 8 to 15, through
-    /// [`RouteTable::find_other`]): its words at [`word_places`] are read once, hashed with
+    /// [`RouteTable::find_other`] for a name of 8 to 15 bytes (those of 16 to [`SHORT_NAME`] go
+    /// to [`RouteTable::find_ends`]): its words at [`word_places`] are read once, hashed with
     /// their case ignored ([`short_hash`]) and compared with each probed key's words as they
     /// are; a key of the same length whose words differ (the name's case differs, or a
     /// collision) is compared with case folded, out of line. A hit on a lower-case name is one
@@ -668,8 +668,11 @@ impl RouteTable {
         let part = shard_of(hash);
         let (first, mask) = (self.heads.first[part], self.heads.mask[part]);
         debug_assert_eq!(
-            first,
-            NonNull::from(&self.places[part][0]),
+            (first, mask),
+            (
+                NonNull::from(&self.places[part][0]),
+                (self.places[part].len() - 1) * size_of::<Place>()
+            ),
             "heads of a built table"
         );
         // The offset of the place at `home`, and of the one after it (`next`).
